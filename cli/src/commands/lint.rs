@@ -1,0 +1,88 @@
+//! `polc lint PATH...`: read, validate and report.
+
+use crate::input::{self, DEFAULT_MAX_FILE_SIZE};
+use crate::render::{self, Format, Summary};
+use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
+use polc_compiler::diag::Severity;
+use polc_compiler::{CiliumVersion, Options};
+use std::path::PathBuf;
+
+/// When to color the human output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// Color when standard output is a terminal and `NO_COLOR` is unset.
+    Auto,
+    /// Always color.
+    Always,
+    /// Never color.
+    Never,
+}
+
+/// Arguments of `polc lint`.
+#[derive(Debug, clap::Args)]
+pub struct LintArgs {
+    /// Files or directories to lint (`-` reads standard input). Directories are searched
+    /// recursively for `.yaml`, `.yml` and `.json` files.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// The Cilium release whose rules apply: 1.17, 1.18 or 1.19.
+    #[arg(long, default_value = "1.19", value_name = "VERSION")]
+    pub cilium_version: CiliumVersion,
+    /// Exit with code 1 when there are warnings, not only errors.
+    #[arg(long)]
+    pub deny_warnings: bool,
+    /// Do not report notes (skipped kinds).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Largest input file polc reads, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE, value_name = "BYTES")]
+    pub max_file_size: u64,
+    /// When to use colors in human output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+/// Runs `polc lint`.
+pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
+    let inputs = input::gather(&args.paths, io.stdin, args.max_file_size);
+    let opts = Options {
+        version: args.cilium_version,
+        ..Options::default()
+    };
+    let (objects, mut diags) = polc_compiler::lint(&inputs.sources, &opts);
+    for d in inputs.diagnostics {
+        diags.push(d);
+    }
+    diags.sort();
+    let mut diags = diags.into_vec();
+    if args.quiet {
+        diags.retain(|d| d.severity != Severity::Note);
+    }
+    let files = inputs.sources.files().count();
+    let summary = Summary::new(files, objects.len(), &diags);
+    let text = match args.format {
+        Format::Human => {
+            let color = match args.color {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => io.stdout_is_terminal && std::env::var_os("NO_COLOR").is_none(),
+            };
+            render::human(&inputs.sources, &diags, summary, color)
+        }
+        Format::Json => render::json(&inputs.sources, &diags, summary),
+        Format::Sarif => render::sarif(&inputs.sources, &diags),
+        Format::Github => render::github(&inputs.sources, &diags),
+    };
+    io.stdout.write_all(text.as_bytes())?;
+    io.stdout.flush()?;
+    Ok(if inputs.unreadable {
+        EXIT_USAGE
+    } else if summary.errors > 0 || (args.deny_warnings && summary.warnings > 0) {
+        EXIT_FINDINGS
+    } else {
+        EXIT_CLEAN
+    })
+}

@@ -1,0 +1,4 @@
+//! One module per subcommand.
+
+pub mod explain_code;
+pub mod lint;

@@ -1,0 +1,531 @@
+//! Decoding located YAML nodes into the raw types, collecting diagnostics instead of stopping.
+//!
+//! The decoder is hand-driven rather than serde-derived so that it can report *every* problem
+//! of a document (serde stops at the first), warn about unknown fields with their full path the
+//! way kubectl's strict validation does, and keep a [`Loc`] for every key and value.
+
+use crate::diag::{Code, Diagnostic};
+use crate::source::Loc;
+use crate::yaml::{Entry, Node, Resolved, Style, Value};
+use std::fmt::Write as _;
+
+/// A decoded value with the location of its value and of the key that introduced it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Spanned<T> {
+    /// The value.
+    pub value: T,
+    /// Where the value is.
+    pub loc: Loc,
+    /// Where the key of the field holding the value is (the value's own location for list
+    /// items).
+    pub key: Loc,
+}
+
+impl<T> Spanned<T> {
+    /// A value at `loc` (key and value at the same place).
+    pub fn new(value: T, loc: Loc) -> Self {
+        Spanned {
+            value,
+            loc,
+            key: loc,
+        }
+    }
+
+    /// The span from the key to the end of the value.
+    pub fn whole(&self) -> Loc {
+        self.key.to(self.loc)
+    }
+}
+
+impl<T> std::ops::Deref for Spanned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// Either an integer or a string (Kubernetes' `IntOrString`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum IntOrString {
+    /// An integer.
+    Int(i64),
+    /// A string.
+    Str(String),
+}
+
+/// A string-to-string map (labels, `matchLabels`), in document order.
+pub type StringMap = Vec<(Spanned<String>, Spanned<String>)>;
+
+/// A value polc accepts in any shape and does not look at (`status`, `managedFields`, ...).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ignored;
+
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// How a mapping treats keys it does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strictness {
+    /// Unknown keys are reported (policy objects).
+    Strict,
+    /// Unknown keys are ignored (inventory objects, whose dumps carry many fields).
+    Lenient,
+}
+
+/// A field that exists in the policy language, but not where it was written.
+#[derive(Clone, Copy, Debug)]
+pub struct Elsewhere {
+    /// The field name.
+    pub field: &'static str,
+    /// Why it is not allowed here, completing "`field` ...".
+    pub why: &'static str,
+}
+
+/// The decoding context: where we are, and the diagnostics found so far.
+pub struct Cx<'d> {
+    diags: &'d mut Vec<Diagnostic>,
+    path: Vec<Seg>,
+}
+
+/// Something that can be decoded from a node.
+pub trait Decode: Sized {
+    /// Decodes `node`, reporting problems to `cx`; `None` when the node is unusable.
+    fn decode(cx: &mut Cx<'_>, node: &Node) -> Option<Self>;
+}
+
+impl<'d> Cx<'d> {
+    /// A context that adds diagnostics to `diags`.
+    pub fn new(diags: &'d mut Vec<Diagnostic>) -> Self {
+        Cx {
+            diags,
+            path: Vec::new(),
+        }
+    }
+
+    /// Reports a diagnostic.
+    pub fn report(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    /// The current field path, kubectl style: `spec.ingress[0].toPorts`.
+    pub fn path(&self) -> String {
+        let mut s = String::new();
+        for seg in &self.path {
+            match seg {
+                Seg::Key(k) => {
+                    if !s.is_empty() {
+                        s.push('.');
+                    }
+                    s.push_str(k);
+                }
+                Seg::Index(i) => {
+                    let _ = write!(s, "[{i}]");
+                }
+            }
+        }
+        s
+    }
+
+    /// The current path extended by `key`.
+    pub fn path_with(&self, key: &str) -> String {
+        let p = self.path();
+        if p.is_empty() {
+            key.to_string()
+        } else {
+            format!("{p}.{key}")
+        }
+    }
+
+    /// Runs `f` with `key` appended to the path.
+    pub fn at_key<R>(&mut self, key: &str, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.path.push(Seg::Key(key.to_string()));
+        let r = f(self);
+        self.path.pop();
+        r
+    }
+
+    /// Runs `f` with `[index]` appended to the path.
+    pub fn at_index<R>(&mut self, index: usize, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.path.push(Seg::Index(index));
+        let r = f(self);
+        self.path.pop();
+        r
+    }
+
+    /// Reports that `node` has the wrong type.
+    pub fn wrong_type(&mut self, node: &Node, expected: &str) {
+        let found = node.type_name();
+        let mut d = Diagnostic::new(
+            Code::WrongType,
+            node.loc,
+            format!("`{}` must be {expected}, found {found}", self.path()),
+        )
+        .label(format!("this is {}", article(found)));
+        if let Value::Scalar(s) = &node.value {
+            if expected.contains("string") && s.style == Style::Plain {
+                d = d.help(format!(
+                    "YAML reads the unquoted `{}` as {}; quote it: `\"{}\"`",
+                    s.text,
+                    article(found),
+                    s.text
+                ));
+            }
+        }
+        self.report(d);
+    }
+
+    /// Iterates the entries of a mapping node: known keys go to `f` (with the path extended),
+    /// unknown keys are reported according to `strictness`. Null values count as absent, as
+    /// the API server prunes them. Returns `None` if the node is not a mapping.
+    pub fn fields(
+        &mut self,
+        node: &Node,
+        what: &str,
+        known: &[&str],
+        strictness: Strictness,
+        elsewhere: &[Elsewhere],
+        mut f: impl FnMut(&mut Self, &Entry),
+    ) -> Option<()> {
+        let Some(entries) = node.as_map() else {
+            if !node.is_null() {
+                self.wrong_type(node, &format!("a mapping ({what})"));
+            }
+            return None;
+        };
+        for e in entries {
+            if known.contains(&e.key.as_str()) {
+                if e.value.is_null() {
+                    continue;
+                }
+                self.path.push(Seg::Key(e.key.clone()));
+                f(self, e);
+                self.path.pop();
+            } else if strictness == Strictness::Strict {
+                self.unknown_field(e, what, known, elsewhere);
+            }
+        }
+        Some(())
+    }
+
+    fn unknown_field(&mut self, e: &Entry, what: &str, known: &[&str], elsewhere: &[Elsewhere]) {
+        let path = self.path_with(&e.key);
+        if let Some(x) = elsewhere.iter().find(|x| x.field == e.key) {
+            self.report(
+                Diagnostic::new(
+                    Code::FieldNotAllowedHere,
+                    e.key_loc,
+                    format!("`{}` {} ({what})", e.key, x.why),
+                )
+                .label("not allowed here")
+                .help(format!(
+                    "the API server drops `{path}` (or rejects it under strict field \
+                     validation), which changes what the rule means; remove it or move it"
+                )),
+            );
+            return;
+        }
+        if let Some(near) = near_miss(&e.key, known) {
+            self.report(
+                Diagnostic::new(
+                    Code::MisspelledField,
+                    e.key_loc,
+                    format!("unknown field `{path}`, did you mean `{near}`?"),
+                )
+                .label(format!("not a field of {}", article(what)))
+                .help(format!(
+                    "rename it to `{near}`; as written the API server drops the field and the \
+                     rule loses its meaning"
+                )),
+            );
+            return;
+        }
+        let mut d = Diagnostic::new(
+            Code::UnknownField,
+            e.key_loc,
+            format!("unknown field `{path}`"),
+        )
+        .label(format!("not a field of {}", article(what)));
+        d = d.help(if e.key == "description" && self.path.is_empty() {
+            "a policy's description belongs in `spec.description`; the API server drops a \
+             top-level one (or rejects it under strict field validation)"
+                .to_string()
+        } else {
+            format!(
+                "known fields here: {}; the API server drops unknown fields (or rejects them \
+                 under strict field validation)",
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+        self.report(d);
+    }
+
+    /// Decodes the value of a mapping entry as `T`, keeping the key's location.
+    pub fn field<T: Decode>(&mut self, e: &Entry) -> Option<Spanned<T>> {
+        let value = T::decode(self, &e.value)?;
+        Some(Spanned {
+            value,
+            loc: e.value.loc,
+            key: e.key_loc,
+        })
+    }
+}
+
+impl Decode for String {
+    fn decode(cx: &mut Cx<'_>, node: &Node) -> Option<Self> {
+        match &node.value {
+            Value::Scalar(s) => match s.resolve() {
+                Resolved::Str(t) => Some(t.to_string()),
+                _ => {
+                    cx.wrong_type(node, "a string");
+                    None
+                }
+            },
+            _ => {
+                cx.wrong_type(node, "a string");
+                None
+            }
+        }
+    }
+}
+
+impl Decode for i64 {
+    fn decode(cx: &mut Cx<'_>, node: &Node) -> Option<Self> {
+        if let Value::Scalar(s) = &node.value {
+            match s.resolve() {
+                Resolved::Int(i) => return Some(i),
+                Resolved::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => return Some(f as i64),
+                _ => {}
+            }
+        }
+        cx.wrong_type(node, "an integer");
+        None
+    }
+}
+
+impl Decode for bool {
+    fn decode(cx: &mut Cx<'_>, node: &Node) -> Option<Self> {
+        if let Value::Scalar(s) = &node.value {
+            if let Resolved::Bool(b) = s.resolve() {
+                return Some(b);
+            }
+        }
+        cx.wrong_type(node, "a boolean (`true` or `false`)");
+        None
+    }
+}
+
+impl Decode for IntOrString {
+    fn decode(cx: &mut Cx<'_>, node: &Node) -> Option<Self> {
+        if let Value::Scalar(s) = &node.value {
+            match s.resolve() {
+                Resolved::Int(i) => return Some(IntOrString::Int(i)),
+                Resolved::Str(t) => return Some(IntOrString::Str(t.to_string())),
+                _ => {}
+            }
+        }
+        cx.wrong_type(node, "an integer or a string");
+        None
+    }
+}
+
+impl Decode for Ignored {
+    fn decode(_: &mut Cx<'_>, _: &Node) -> Option<Self> {
+        Some(Ignored)
+    }
+}
+
+impl<T: Decode> Decode for Spanned<T> {
+    fn decode(cx: &mut Cx<'_>, node: &Node) -> Option<Self> {
+        Some(Spanned::new(T::decode(cx, node)?, node.loc))
+    }
+}
+
+impl<T: Decode> Decode for Vec<T> {
+    fn decode(cx: &mut Cx<'_>, node: &Node) -> Option<Self> {
+        let Value::Seq(items) = &node.value else {
+            cx.wrong_type(node, "a list");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if let Some(v) = cx.at_index(i, |cx| T::decode(cx, item)) {
+                out.push(v);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Decodes a string-to-string map.
+pub fn decode_string_map(cx: &mut Cx<'_>, node: &Node) -> Option<StringMap> {
+    let Some(entries) = node.as_map() else {
+        cx.wrong_type(node, "a mapping of strings");
+        return None;
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let value = if e.value.is_null() {
+            // `key:` with no value; Kubernetes drops the entry for maps of strings.
+            cx.at_key(&e.key, |cx| cx.wrong_type(&e.value, "a string"));
+            continue;
+        } else {
+            cx.at_key(&e.key, |cx| String::decode(cx, &e.value))
+        };
+        if let Some(v) = value {
+            out.push((
+                Spanned::new(e.key.clone(), e.key_loc),
+                Spanned::new(v, e.value.loc),
+            ));
+        }
+    }
+    Some(out)
+}
+
+/// A wrapper so string maps can be fields of raw structs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels(pub StringMap);
+
+impl Decode for Labels {
+    fn decode(cx: &mut Cx<'_>, node: &Node) -> Option<Self> {
+        decode_string_map(cx, node).map(Labels)
+    }
+}
+
+impl Labels {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Spanned<String>> {
+        self.0.iter().find(|(k, _)| k.value == key).map(|(_, v)| v)
+    }
+}
+
+/// "a mapping", "an integer": the word with its indefinite article.
+pub fn article(word: &str) -> String {
+    let first = word.chars().next().unwrap_or('x').to_ascii_lowercase();
+    if "aeio".contains(first) {
+        format!("an {word}")
+    } else {
+        format!("a {word}")
+    }
+}
+
+/// A known field that `key` is probably a misspelling of.
+fn near_miss<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let lower = key.to_ascii_lowercase();
+    known
+        .iter()
+        .copied()
+        .map(|k| {
+            let kl = k.to_ascii_lowercase();
+            let d = if kl == lower { 0 } else { edit_distance(&lower, &kl) };
+            (d, k)
+        })
+        .filter(|&(d, k)| {
+            let limit = if k.len() >= 8 {
+                2
+            } else {
+                usize::from(k.len() >= 4)
+            };
+            d <= limit
+        })
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Declares a raw struct mirroring a CRD object and its [`Decode`] implementation.
+///
+/// Every field is `Option<Spanned<T>>`: absent (or null) is `None`.
+macro_rules! raw_struct {
+    (
+        $(#[$m:meta])*
+        $name:ident ($what:literal, $strict:ident $(, elsewhere = $elsewhere:expr)?) {
+            $( $(#[$fm:meta])* $field:ident : $key:literal => $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, Default, PartialEq)]
+        pub struct $name {
+            /// Where the object is.
+            pub loc: $crate::source::Loc,
+            $( $(#[$fm])* pub $field: Option<$crate::raw::decode::Spanned<$ty>>, )*
+        }
+
+        impl $name {
+            /// The field names the schema defines, as written in YAML.
+            pub const FIELDS: &'static [&'static str] = &[$($key),*];
+        }
+
+        impl $crate::raw::decode::Decode for $name {
+            fn decode(
+                cx: &mut $crate::raw::decode::Cx<'_>,
+                node: &$crate::yaml::Node,
+            ) -> Option<Self> {
+                let mut out = $name { loc: node.loc, ..Default::default() };
+                #[allow(unused_variables)]
+                let elsewhere: &[$crate::raw::decode::Elsewhere] = &[];
+                $( let elsewhere: &[$crate::raw::decode::Elsewhere] = $elsewhere; )?
+                cx.fields(
+                    node,
+                    $what,
+                    Self::FIELDS,
+                    $crate::raw::decode::Strictness::$strict,
+                    elsewhere,
+                    |cx, e| match e.key.as_str() {
+                        $( $key => out.$field = cx.field(e), )*
+                        _ => {}
+                    },
+                )?;
+                Some(out)
+            }
+        }
+    };
+}
+
+pub(crate) use raw_struct;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_misses() {
+        assert_eq!(near_miss("toPort", &["toPorts", "toEndpoints"]), Some("toPorts"));
+        assert_eq!(
+            near_miss("fromEndpoint", &["fromEndpoints", "fromCIDR"]),
+            Some("fromEndpoints")
+        );
+        assert_eq!(near_miss("matchlabels", &["matchLabels"]), Some("matchLabels"));
+        assert_eq!(near_miss("description", &["spec", "specs"]), None);
+        assert_eq!(near_miss("foo", &["for"]), None);
+    }
+}
