@@ -24,7 +24,10 @@ pub struct Inputs {
 /// Whether a directory entry is a policy file polc reads.
 fn is_policy_file(p: &Path) -> bool {
     matches!(
-        p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("yaml" | "yml" | "json")
     )
 }
@@ -48,7 +51,9 @@ pub fn gather(paths: &[PathBuf], stdin: &mut dyn Read, max_size: u64) -> Inputs 
             let walker = walkdir::WalkDir::new(path)
                 .sort_by_file_name()
                 .into_iter()
-                .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+                .filter_entry(|e| {
+                    e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
+                });
             for entry in walker {
                 match entry {
                     Ok(e) if e.file_type().is_file() && is_policy_file(e.path()) => {
@@ -77,7 +82,9 @@ enum ReadError {
 
 fn read_limited(r: impl Read, max_size: u64, hint: u64) -> Result<Vec<u8>, ReadError> {
     let mut buf = Vec::with_capacity(usize::try_from(hint.min(max_size)).unwrap_or(0));
-    r.take(max_size + 1).read_to_end(&mut buf).map_err(ReadError::Io)?;
+    r.take(max_size + 1)
+        .read_to_end(&mut buf)
+        .map_err(ReadError::Io)?;
     if buf.len() as u64 > max_size {
         return Err(ReadError::TooLarge(buf.len() as u64));
     }
@@ -85,13 +92,15 @@ fn read_limited(r: impl Read, max_size: u64, hint: u64) -> Result<Vec<u8>, ReadE
 }
 
 fn read_path(inputs: &mut Inputs, path: &Path, max_size: u64) {
-    let res = std::fs::File::open(path).map_err(ReadError::Io).and_then(|f| {
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > max_size {
-            return Err(ReadError::TooLarge(len));
-        }
-        read_limited(f, max_size, len)
-    });
+    let res = std::fs::File::open(path)
+        .map_err(ReadError::Io)
+        .and_then(|f| {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len > max_size {
+                return Err(ReadError::TooLarge(len));
+            }
+            read_limited(f, max_size, len)
+        });
     add(inputs, &display_name(path), res, max_size);
 }
 
@@ -104,15 +113,13 @@ fn add(inputs: &mut Inputs, name: &str, res: Result<Vec<u8>, ReadError>, max_siz
     let bytes = match res {
         Ok(b) => b,
         Err(ReadError::TooLarge(size)) => {
-            let id = inputs.sources.add(SourceFile::new(name, String::new()));
+            let id = inputs.sources.add(SourceFile::unreadable(name));
             inputs.unreadable = true;
             inputs.diagnostics.push(
                 Diagnostic::new(
                     Code::InputTooLarge,
                     Loc::new(id, 0, 0),
-                    format!(
-                        "`{name}` is larger than the input limit ({size} > {max_size} bytes)"
-                    ),
+                    format!("`{name}` is larger than the input limit ({size} > {max_size} bytes)"),
                 )
                 .label("too large")
                 .help("split the file, or raise the limit with `--max-file-size`"),
@@ -120,7 +127,7 @@ fn add(inputs: &mut Inputs, name: &str, res: Result<Vec<u8>, ReadError>, max_siz
             return;
         }
         Err(ReadError::Io(e)) => {
-            let id = inputs.sources.add(SourceFile::new(name, String::new()));
+            let id = inputs.sources.add(SourceFile::unreadable(name));
             inputs.unreadable = true;
             let why = match e.kind() {
                 std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
@@ -128,9 +135,13 @@ fn add(inputs: &mut Inputs, name: &str, res: Result<Vec<u8>, ReadError>, max_siz
                 _ => e.to_string(),
             };
             inputs.diagnostics.push(
-                Diagnostic::new(Code::UnreadableInput, Loc::new(id, 0, 0), format!("cannot read `{name}`: {why}"))
-                    .label("unreadable")
-                    .help("check the path and its permissions"),
+                Diagnostic::new(
+                    Code::UnreadableInput,
+                    Loc::new(id, 0, 0),
+                    format!("cannot read `{name}`: {why}"),
+                )
+                .label("unreadable")
+                .help("check the path and its permissions"),
             );
             return;
         }
@@ -140,7 +151,7 @@ fn add(inputs: &mut Inputs, name: &str, res: Result<Vec<u8>, ReadError>, max_siz
             inputs.sources.add(SourceFile::new(name, text));
         }
         Err(mut d) => {
-            let id: FileId = inputs.sources.add(SourceFile::new(name, String::new()));
+            let id: FileId = inputs.sources.add(SourceFile::unreadable(name));
             inputs.unreadable = true;
             d.loc = Loc::new(id, 0, 0);
             inputs.diagnostics.push(d);

@@ -52,7 +52,11 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_CLEAN };
+            let code = if e.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_CLEAN
+            };
             let text = e.render().to_string();
             let out: &mut dyn Write = if e.use_stderr() { io.stderr } else { io.stdout };
             let _ = out.write_all(text.as_bytes());

@@ -49,20 +49,35 @@ impl Summary {
 }
 
 fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("{n} {word}") } else { format!("{n} {word}s") }
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 /// Where a diagnostic starts and ends, one-based.
 fn range(sources: &SourceMap, d: &Diagnostic) -> (LineCol, LineCol) {
     let f = sources.get(d.loc.file);
-    (f.line_col(d.loc.start as usize), f.line_col(d.loc.end as usize))
+    (
+        f.line_col(d.loc.start as usize),
+        f.line_col(d.loc.end as usize),
+    )
 }
 
 /// Renders the human format.
 pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: Summary, color: bool) -> String {
-    use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource, Report};
-    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
+    use miette::{
+        GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource, Report,
+    };
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_width(100)
+        .with_links(false);
     let mut out = String::new();
     for d in diags {
         let file = sources.get(d.loc.file);
@@ -84,7 +99,13 @@ pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: Summary, color:
             // snippets of nearby lines.
             for r in &d.related {
                 let other = sources.get(r.loc.file);
-                let _ = write!(help, "\n{}: {}:{}", r.message, other.name, sources.line_col(r.loc));
+                let _ = write!(
+                    help,
+                    "\n{}: {}:{}",
+                    r.message,
+                    other.name,
+                    sources.line_col(r.loc)
+                );
             }
         }
         if !help.is_empty() {
@@ -98,7 +119,11 @@ pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: Summary, color:
         let mut buf = String::new();
         if handler.render_report(&mut buf, report.as_ref()).is_err() {
             let (start, _) = range(sources, d);
-            let _ = writeln!(buf, "{}: {} [{}] {}:{}", d.severity, d.message, d.code, file.name, start);
+            let _ = writeln!(
+                buf,
+                "{}: {} [{}] {}:{}",
+                d.severity, d.message, d.code, file.name, start
+            );
         }
         if file.text.is_empty() {
             let _ = writeln!(buf, "  at {}", file.name);
@@ -186,7 +211,11 @@ fn sarif_uri(name: &str) -> String {
     out
 }
 
-fn sarif_location(sources: &SourceMap, loc: polc_compiler::source::Loc, message: Option<&str>) -> Value {
+fn sarif_location(
+    sources: &SourceMap,
+    loc: polc_compiler::source::Loc,
+    message: Option<&str>,
+) -> Value {
     let f = sources.get(loc.file);
     let start = f.line_col(loc.start as usize);
     let end = f.line_col(loc.end as usize);
@@ -279,7 +308,9 @@ pub fn sarif(sources: &SourceMap, diags: &[Diagnostic]) -> String {
 }
 
 fn gh_escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn gh_escape_prop(s: &str) -> String {
@@ -301,7 +332,13 @@ pub fn github(sources: &SourceMap, diags: &[Diagnostic]) -> String {
         if let Some(h) = &d.help {
             let _ = write!(msg, "\nhelp: {h}");
         }
-        let _ = write!(out, "::{level} file={},line={},col={}", gh_escape_prop(&file.name), start.line, start.col);
+        let _ = write!(
+            out,
+            "::{level} file={},line={},col={}",
+            gh_escape_prop(&file.name),
+            start.line,
+            start.col
+        );
         if end.line > start.line {
             let _ = write!(out, ",endLine={}", end.line);
         } else if end.col > start.col {

@@ -39,18 +39,28 @@ pub fn decode_text(bytes: Vec<u8>) -> Result<String, Diagnostic> {
                 None => text,
             })
         }
-        Ok(_) => Err(not_text(binary_at.unwrap_or(0), "the file contains NUL bytes: it looks like a binary file")),
+        Ok(_) => Err(not_text(
+            binary_at.unwrap_or(0),
+            "the file contains NUL bytes: it looks like a binary file",
+        )),
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
-            Err(not_text(at, &format!("the file is not valid UTF-8 (byte {at})")))
+            Err(not_text(
+                at,
+                &format!("the file is not valid UTF-8 (byte {at})"),
+            ))
         }
     }
 }
 
 fn not_text(at: usize, message: &str) -> Diagnostic {
-    Diagnostic::new(Code::NotUtf8, Loc::new(FileId(0), 0, 0), message.to_string())
-        .label(format!("first bad byte at offset {at}"))
-        .help("Kubernetes manifests are UTF-8 text; re-encode the file or leave it out")
+    Diagnostic::new(
+        Code::NotUtf8,
+        Loc::new(FileId(0), 0, 0),
+        message.to_string(),
+    )
+    .label(format!("first bad byte at offset {at}"))
+    .help("Kubernetes manifests are UTF-8 text; re-encode the file or leave it out")
 }
 
 /// Reads every object of one file. Documents that fail to parse are reported and skipped;
@@ -60,9 +70,13 @@ pub fn read_file(id: FileId, file: &SourceFile, opts: &Options) -> (Vec<Object>,
     let docs = yaml::parse_stream(id, file, opts.limits, &mut diags);
     if docs.iter().all(|d| d.root.is_null()) && diags.is_empty() {
         diags.push(
-            Diagnostic::new(Code::EmptyInput, Loc::new(id, 0, 0), "the file contains no YAML documents")
-                .label("empty")
-                .help("remove the file from the paths given to polc, or add a policy"),
+            Diagnostic::new(
+                Code::EmptyInput,
+                Loc::new(id, 0, 0),
+                "the file contains no YAML documents",
+            )
+            .label("empty")
+            .help("remove the file from the paths given to polc, or add a policy"),
         );
     }
     let mut objects = Vec::new();
@@ -77,7 +91,7 @@ pub fn read_file(id: FileId, file: &SourceFile, opts: &Options) -> (Vec<Object>,
 pub fn lint(sources: &SourceMap, opts: &Options) -> (Vec<Object>, Diagnostics) {
     let mut objects = Vec::new();
     let mut diags = Diagnostics::new();
-    for (id, file) in sources.files() {
+    for (id, file) in sources.files().filter(|(_, f)| f.readable) {
         let (objs, d) = read_file(id, file, opts);
         objects.extend(objs);
         for d in d {

@@ -73,6 +73,9 @@ pub struct SourceFile {
     pub text: String,
     /// Byte offset of the start of each line.
     line_starts: Vec<u32>,
+    /// False for a placeholder standing for a path that could not be read; such files are
+    /// named in diagnostics but not linted.
+    pub readable: bool,
 }
 
 impl SourceFile {
@@ -89,6 +92,15 @@ impl SourceFile {
             name: name.into(),
             text,
             line_starts,
+            readable: true,
+        }
+    }
+
+    /// A placeholder for a path that could not be read.
+    pub fn unreadable(name: impl Into<String>) -> Self {
+        SourceFile {
+            readable: false,
+            ..SourceFile::new(name, String::new())
         }
     }
 

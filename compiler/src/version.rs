@@ -17,8 +17,11 @@ pub enum CiliumVersion {
 
 impl CiliumVersion {
     /// Every supported version, oldest first.
-    pub const ALL: &'static [CiliumVersion] =
-        &[CiliumVersion::V1_17, CiliumVersion::V1_18, CiliumVersion::V1_19];
+    pub const ALL: &'static [CiliumVersion] = &[
+        CiliumVersion::V1_17,
+        CiliumVersion::V1_18,
+        CiliumVersion::V1_19,
+    ];
 
     /// `1.17`, `1.18`, `1.19`.
     pub fn as_str(self) -> &'static str {

@@ -173,7 +173,10 @@ fn resolve_float(t: &str) -> Option<f64> {
     let digits_start = usize::from(matches!(b.first(), Some(b'-' | b'+')));
     let rest = &t[digits_start..];
     if rest.is_empty()
-        || !rest.bytes().next().is_some_and(|c| c.is_ascii_digit() || c == b'.')
+        || !rest
+            .bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == b'.')
         || !rest
             .bytes()
             .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'-' | b'+' | b'_'))
@@ -181,13 +184,10 @@ fn resolve_float(t: &str) -> Option<f64> {
     {
         return None;
     }
-    rest.replace('_', "").parse::<f64>().ok().map(|f| {
-        if b.first() == Some(&b'-') {
-            -f
-        } else {
-            f
-        }
-    })
+    rest.replace('_', "")
+        .parse::<f64>()
+        .ok()
+        .map(|f| if b.first() == Some(&b'-') { -f } else { f })
 }
 
 /// One entry of a mapping.
@@ -391,7 +391,17 @@ impl<'a> Builder<'a> {
         let at = self.offset(*e.marker());
         let info = e.info();
         let loc = Loc::new(self.id, at, (at + 1).min(self.file.text.len()).max(at));
-        let d = if info.contains("tab") {
+        let d = if info.contains("recursion limit") {
+            Diagnostic::new(
+                Code::NestingTooDeep,
+                loc,
+                format!(
+                    "the document is nested more than {} levels deep",
+                    self.limits.max_depth
+                ),
+            )
+            .label("too deep")
+        } else if info.contains("tab") {
             Diagnostic::new(
                 Code::TabIndentation,
                 loc,
@@ -671,7 +681,10 @@ mod tests {
         let Value::Seq(items) = &b.value else {
             panic!()
         };
-        assert_eq!(&text[items[1].loc.start as usize..items[1].loc.end as usize], "'yé'");
+        assert_eq!(
+            &text[items[1].loc.start as usize..items[1].loc.end as usize],
+            "'yé'"
+        );
         let c = a.get("c").unwrap();
         assert_eq!(&text[c.key_loc.start as usize..c.key_loc.end as usize], "c");
     }

@@ -14,15 +14,31 @@ pub struct ExplainArgs {
 pub fn run(args: &ExplainArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let Some(query) = &args.code else {
         for c in Code::ALL {
-            writeln!(io.stdout, "{}  {:<8} {:<36} {}", c.as_str(), c.severity().as_str(), c.name(), c.summary())?;
+            writeln!(
+                io.stdout,
+                "{}  {:<8} {:<36} {}",
+                c.as_str(),
+                c.severity().as_str(),
+                c.name(),
+                c.summary()
+            )?;
         }
         return Ok(EXIT_CLEAN);
     };
     let Some(code) = Code::lookup(query) else {
-        writeln!(io.stderr, "polc: error: `{query}` is not a polc diagnostic code; `polc explain-code` lists them")?;
+        writeln!(
+            io.stderr,
+            "polc: error: `{query}` is not a polc diagnostic code; `polc explain-code` lists them"
+        )?;
         return Ok(EXIT_USAGE);
     };
-    writeln!(io.stdout, "{} {} ({})", code.as_str(), code.name(), code.severity())?;
+    writeln!(
+        io.stdout,
+        "{} {} ({})",
+        code.as_str(),
+        code.name(),
+        code.severity()
+    )?;
     writeln!(io.stdout)?;
     writeln!(io.stdout, "{}", code.summary())?;
     writeln!(io.stdout)?;

@@ -68,7 +68,9 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             let color = match args.color {
                 ColorChoice::Always => true,
                 ColorChoice::Never => false,
-                ColorChoice::Auto => io.stdout_is_terminal && std::env::var_os("NO_COLOR").is_none(),
+                ColorChoice::Auto => {
+                    io.stdout_is_terminal && std::env::var_os("NO_COLOR").is_none()
+                }
             };
             render::human(&inputs.sources, &diags, summary, color)
         }

@@ -164,15 +164,16 @@ impl<'d> Cx<'d> {
             format!("`{}` must be {expected}, found {found}", self.path()),
         )
         .label(format!("this is {}", article(found)));
-        if let Value::Scalar(s) = &node.value {
-            if expected.contains("string") && s.style == Style::Plain {
-                d = d.help(format!(
-                    "YAML reads the unquoted `{}` as {}; quote it: `\"{}\"`",
-                    s.text,
-                    article(found),
-                    s.text
-                ));
-            }
+        if let Value::Scalar(s) = &node.value
+            && expected.contains("string")
+            && s.style == Style::Plain
+        {
+            d = d.help(format!(
+                "YAML reads the unquoted `{}` as {}; quote it: `\"{}\"`",
+                s.text,
+                article(found),
+                s.text
+            ));
         }
         self.report(d);
     }
@@ -300,7 +301,9 @@ impl Decode for i64 {
         if let Value::Scalar(s) = &node.value {
             match s.resolve() {
                 Resolved::Int(i) => return Some(i),
-                Resolved::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => return Some(f as i64),
+                Resolved::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    return Some(f as i64);
+                }
                 _ => {}
             }
         }
@@ -311,10 +314,10 @@ impl Decode for i64 {
 
 impl Decode for bool {
     fn decode(cx: &mut Cx<'_>, node: &Node) -> Option<Self> {
-        if let Value::Scalar(s) = &node.value {
-            if let Resolved::Bool(b) = s.resolve() {
-                return Some(b);
-            }
+        if let Value::Scalar(s) = &node.value
+            && let Resolved::Bool(b) = s.resolve()
+        {
+            return Some(b);
         }
         cx.wrong_type(node, "a boolean (`true` or `false`)");
         None
@@ -423,7 +426,11 @@ fn near_miss<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         .copied()
         .map(|k| {
             let kl = k.to_ascii_lowercase();
-            let d = if kl == lower { 0 } else { edit_distance(&lower, &kl) };
+            let d = if kl == lower {
+                0
+            } else {
+                edit_distance(&lower, &kl)
+            };
             (d, k)
         })
         .filter(|&(d, k)| {
@@ -446,13 +453,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -519,12 +528,18 @@ mod tests {
 
     #[test]
     fn near_misses() {
-        assert_eq!(near_miss("toPort", &["toPorts", "toEndpoints"]), Some("toPorts"));
+        assert_eq!(
+            near_miss("toPort", &["toPorts", "toEndpoints"]),
+            Some("toPorts")
+        );
         assert_eq!(
             near_miss("fromEndpoint", &["fromEndpoints", "fromCIDR"]),
             Some("fromEndpoints")
         );
-        assert_eq!(near_miss("matchlabels", &["matchLabels"]), Some("matchLabels"));
+        assert_eq!(
+            near_miss("matchlabels", &["matchLabels"]),
+            Some("matchLabels")
+        );
         assert_eq!(near_miss("description", &["spec", "specs"]), None);
         assert_eq!(near_miss("foo", &["for"]), None);
     }

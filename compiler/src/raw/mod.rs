@@ -113,15 +113,19 @@ impl CiliumPolicy {
     /// All rules: `spec`, then every `specs` item, each with its path prefix.
     pub fn rules(&self) -> impl Iterator<Item = (String, &Rule)> {
         let spec = self.spec.iter().map(|s| ("spec".to_string(), &s.value));
-        let specs = self
-            .specs
-            .iter()
-            .flat_map(|s| s.iter().enumerate().map(|(i, r)| (format!("specs[{i}]"), r)));
+        let specs = self.specs.iter().flat_map(|s| {
+            s.iter()
+                .enumerate()
+                .map(|(i, r)| (format!("specs[{i}]"), r))
+        });
         spec.chain(specs)
     }
 }
 
 /// The kind-specific part of an object.
+// Objects are few (one per document) and never copied in bulk, so the size of the largest
+// variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Body {
     /// A CNP or CCNP.
@@ -187,7 +191,10 @@ impl Object {
 
     /// A location to point at for the object as a whole: its name, else its kind.
     pub fn anchor(&self) -> Loc {
-        self.meta.name.as_ref().map_or(self.kind_field.loc, |n| n.loc)
+        self.meta
+            .name
+            .as_ref()
+            .map_or(self.kind_field.loc, |n| n.loc)
     }
 }
 
@@ -238,7 +245,24 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
         _ => None,
     });
     let Some(kind) = kind else {
-        report_missing_type_meta(cx, node, "kind");
+        if api_version.is_some() {
+            report_missing_type_meta(cx, node, "kind");
+        } else {
+            // Neither `apiVersion` nor `kind`: some other YAML (a CI config, Helm values),
+            // not a malformed object.
+            let loc = node
+                .as_map()
+                .and_then(|m| m.first())
+                .map_or(node.loc, |e| e.key_loc);
+            cx.report(
+                Diagnostic::new(
+                    Code::SkippedKind,
+                    loc,
+                    "skipping a document that is not a Kubernetes object (no `apiVersion` or `kind`)",
+                )
+                .label("skipped"),
+            );
+        }
         return;
     };
     // `kind: List` and typed lists (`PodList`, `CiliumNetworkPolicyList`) hold items.
@@ -291,7 +315,10 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
                     Diagnostic::new(
                         Code::SkippedKind,
                         av.loc,
-                        format!("skipping `{}` of `{}`, an API group polc does not read", kind.value, av.value),
+                        format!(
+                            "skipping `{}` of `{}`, an API group polc does not read",
+                            kind.value, av.value
+                        ),
                     )
                     .label("skipped"),
                 );
@@ -338,9 +365,10 @@ fn report_missing_type_meta(cx: &mut Cx<'_>, node: &Node, field: &str) {
             format!("the object has no `{field}`"),
         )
         .label(format!("`{field}` missing in this object"))
-        .help(format!(
+        .help(
             "every Kubernetes object needs `apiVersion` and `kind` (keys are case-sensitive)"
-        )),
+                .to_string(),
+        ),
     );
 }
 
@@ -373,8 +401,13 @@ fn read_object(
         _ => &["apiVersion", "kind", "metadata", "spec", "status"],
     };
     let what = format!("a {}", kind.name());
-    cx.fields(node, &what, known, strict, &[] as &[Elsewhere], |cx, e| {
-        match e.key.as_str() {
+    cx.fields(
+        node,
+        &what,
+        known,
+        strict,
+        &[] as &[Elsewhere],
+        |cx, e| match e.key.as_str() {
             "metadata" => {
                 meta_loc = Some(e.value.loc);
                 meta = if kind.is_policy() {
@@ -412,8 +445,8 @@ fn read_object(
                 }
             },
             _ => {}
-        }
-    })?;
+        },
+    )?;
     let body = match kind {
         Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy => {
             Body::CiliumPolicy(cilium)

@@ -1,9 +1,7 @@
 //! The Cilium policy rule schema (`cilium.io/v2` Rule and everything under it), mirroring
 //! `pkg/policy/api` and the CRD, field for field.
 
-use super::decode::{
-    Cx, Decode, Elsewhere, IntOrString, Labels, Spanned, Strictness, raw_struct,
-};
+use super::decode::{Cx, Decode, Elsewhere, IntOrString, Labels, Spanned, Strictness, raw_struct};
 use crate::diag::{Code, Diagnostic};
 use crate::source::Loc;
 use crate::yaml::Node;
@@ -31,7 +29,10 @@ impl LabelSelector {
 
     /// Every key the selector mentions, with its location.
     pub fn keys(&self) -> impl Iterator<Item = &Spanned<String>> {
-        let labels = self.match_labels.iter().flat_map(|m| m.0.iter().map(|(k, _)| k));
+        let labels = self
+            .match_labels
+            .iter()
+            .flat_map(|m| m.0.iter().map(|(k, _)| k));
         let exprs = self
             .match_expressions
             .iter()
@@ -70,7 +71,9 @@ impl Decode for LabelSelector {
                 format!("unknown field `{path}` in a label selector"),
             )
             .label("neither `matchLabels` nor `matchExpressions`");
-            d = if e.value.as_map().is_none() && !matches!(e.value.value, crate::yaml::Value::Seq(_)) {
+            d = if e.value.as_map().is_none()
+                && !matches!(e.value.value, crate::yaml::Value::Seq(_))
+            {
                 d.help(format!(
                     "this looks like a label indented one level too shallow: move `{}` under \
                      `matchLabels`; as written the API server drops it and the selector matches \
@@ -104,26 +107,74 @@ const AUTH_REPLACED: Elsewhere = Elsewhere {
 };
 
 const TO_IN_INGRESS: &[Elsewhere] = &[
-    Elsewhere { field: "toEndpoints", why: "is an egress field; ingress uses `fromEndpoints`" },
-    Elsewhere { field: "toCIDR", why: "is an egress field; ingress uses `fromCIDR`" },
-    Elsewhere { field: "toCIDRSet", why: "is an egress field; ingress uses `fromCIDRSet`" },
-    Elsewhere { field: "toEntities", why: "is an egress field; ingress uses `fromEntities`" },
-    Elsewhere { field: "toNodes", why: "is an egress field; ingress uses `fromNodes`" },
-    Elsewhere { field: "toGroups", why: "is an egress field; ingress uses `fromGroups`" },
-    Elsewhere { field: "toRequires", why: "is an egress field; ingress uses `fromRequires`" },
-    Elsewhere { field: "toServices", why: "exists only in egress rules" },
-    Elsewhere { field: "toFQDNs", why: "exists only in egress rules" },
+    Elsewhere {
+        field: "toEndpoints",
+        why: "is an egress field; ingress uses `fromEndpoints`",
+    },
+    Elsewhere {
+        field: "toCIDR",
+        why: "is an egress field; ingress uses `fromCIDR`",
+    },
+    Elsewhere {
+        field: "toCIDRSet",
+        why: "is an egress field; ingress uses `fromCIDRSet`",
+    },
+    Elsewhere {
+        field: "toEntities",
+        why: "is an egress field; ingress uses `fromEntities`",
+    },
+    Elsewhere {
+        field: "toNodes",
+        why: "is an egress field; ingress uses `fromNodes`",
+    },
+    Elsewhere {
+        field: "toGroups",
+        why: "is an egress field; ingress uses `fromGroups`",
+    },
+    Elsewhere {
+        field: "toRequires",
+        why: "is an egress field; ingress uses `fromRequires`",
+    },
+    Elsewhere {
+        field: "toServices",
+        why: "exists only in egress rules",
+    },
+    Elsewhere {
+        field: "toFQDNs",
+        why: "exists only in egress rules",
+    },
     AUTH_REPLACED,
 ];
 
 const FROM_IN_EGRESS: &[Elsewhere] = &[
-    Elsewhere { field: "fromEndpoints", why: "is an ingress field; egress uses `toEndpoints`" },
-    Elsewhere { field: "fromCIDR", why: "is an ingress field; egress uses `toCIDR`" },
-    Elsewhere { field: "fromCIDRSet", why: "is an ingress field; egress uses `toCIDRSet`" },
-    Elsewhere { field: "fromEntities", why: "is an ingress field; egress uses `toEntities`" },
-    Elsewhere { field: "fromNodes", why: "is an ingress field; egress uses `toNodes`" },
-    Elsewhere { field: "fromGroups", why: "is an ingress field; egress uses `toGroups`" },
-    Elsewhere { field: "fromRequires", why: "is an ingress field; egress uses `toRequires`" },
+    Elsewhere {
+        field: "fromEndpoints",
+        why: "is an ingress field; egress uses `toEndpoints`",
+    },
+    Elsewhere {
+        field: "fromCIDR",
+        why: "is an ingress field; egress uses `toCIDR`",
+    },
+    Elsewhere {
+        field: "fromCIDRSet",
+        why: "is an ingress field; egress uses `toCIDRSet`",
+    },
+    Elsewhere {
+        field: "fromEntities",
+        why: "is an ingress field; egress uses `toEntities`",
+    },
+    Elsewhere {
+        field: "fromNodes",
+        why: "is an ingress field; egress uses `toNodes`",
+    },
+    Elsewhere {
+        field: "fromGroups",
+        why: "is an ingress field; egress uses `toGroups`",
+    },
+    Elsewhere {
+        field: "fromRequires",
+        why: "is an ingress field; egress uses `toRequires`",
+    },
     AUTH_REPLACED,
 ];
 
@@ -316,9 +367,18 @@ fn decode_ingress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<IngressRul
     } else {
         known.push("authentication");
     }
-    let what = if deny { "ingressDeny rule" } else { "ingress rule" };
-    cx.fields(node, what, &known, Strictness::Strict, &elsewhere, |cx, e| {
-        match e.key.as_str() {
+    let what = if deny {
+        "ingressDeny rule"
+    } else {
+        "ingress rule"
+    };
+    cx.fields(
+        node,
+        what,
+        &known,
+        Strictness::Strict,
+        &elsewhere,
+        |cx, e| match e.key.as_str() {
             "fromEndpoints" => out.from_endpoints = cx.field(e),
             "fromRequires" => out.from_requires = cx.field(e),
             "fromCIDR" => out.from_cidr = cx.field(e),
@@ -340,8 +400,8 @@ fn decode_ingress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<IngressRul
             "icmps" => out.icmps = cx.field(e),
             "authentication" => out.authentication = cx.field(e),
             _ => {}
-        }
-    })?;
+        },
+    )?;
     Some(out)
 }
 
@@ -373,9 +433,18 @@ fn decode_egress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<EgressRule>
         known.push("toFQDNs");
         known.push("authentication");
     }
-    let what = if deny { "egressDeny rule" } else { "egress rule" };
-    cx.fields(node, what, &known, Strictness::Strict, &elsewhere, |cx, e| {
-        match e.key.as_str() {
+    let what = if deny {
+        "egressDeny rule"
+    } else {
+        "egress rule"
+    };
+    cx.fields(
+        node,
+        what,
+        &known,
+        Strictness::Strict,
+        &elsewhere,
+        |cx, e| match e.key.as_str() {
             "toEndpoints" => out.to_endpoints = cx.field(e),
             "toRequires" => out.to_requires = cx.field(e),
             "toCIDR" => out.to_cidr = cx.field(e),
@@ -399,8 +468,8 @@ fn decode_egress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<EgressRule>
             "icmps" => out.icmps = cx.field(e),
             "authentication" => out.authentication = cx.field(e),
             _ => {}
-        }
-    })?;
+        },
+    )?;
     Some(out)
 }
 
@@ -446,11 +515,26 @@ impl Decode for PortDenyRule {
             ..Default::default()
         };
         const NOT_IN_DENY: &[Elsewhere] = &[
-            Elsewhere { field: "rules", why: "does not exist in deny rules: deny has no L7" },
-            Elsewhere { field: "serverNames", why: "does not exist in deny rules" },
-            Elsewhere { field: "terminatingTLS", why: "does not exist in deny rules" },
-            Elsewhere { field: "originatingTLS", why: "does not exist in deny rules" },
-            Elsewhere { field: "listener", why: "does not exist in deny rules" },
+            Elsewhere {
+                field: "rules",
+                why: "does not exist in deny rules: deny has no L7",
+            },
+            Elsewhere {
+                field: "serverNames",
+                why: "does not exist in deny rules",
+            },
+            Elsewhere {
+                field: "terminatingTLS",
+                why: "does not exist in deny rules",
+            },
+            Elsewhere {
+                field: "originatingTLS",
+                why: "does not exist in deny rules",
+            },
+            Elsewhere {
+                field: "listener",
+                why: "does not exist in deny rules",
+            },
         ];
         cx.fields(
             node,

@@ -11,17 +11,25 @@ use crate::raw::objects::{NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpe
 pub(crate) fn check(v: &mut V<'_>, obj: &Object, spec: Option<&Spanned<NetworkPolicySpec>>) {
     let Some(spec) = spec else {
         v.report(
-            Diagnostic::new(Code::MissingRequiredField, obj.anchor(), "the NetworkPolicy has no `spec`")
-                .label("no spec")
-                .help("add `spec: {podSelector: {}, ...}`"),
+            Diagnostic::new(
+                Code::MissingRequiredField,
+                obj.anchor(),
+                "the NetworkPolicy has no `spec`",
+            )
+            .label("no spec")
+            .help("add `spec: {podSelector: {}, ...}`"),
         );
         return;
     };
     match &spec.pod_selector {
         None => v.report(
-            Diagnostic::new(Code::MissingRequiredField, spec.key, "`spec.podSelector` is required")
-                .label("no `podSelector`")
-                .help("use `podSelector: {}` for every pod of the namespace"),
+            Diagnostic::new(
+                Code::MissingRequiredField,
+                spec.key,
+                "`spec.podSelector` is required",
+            )
+            .label("no `podSelector`")
+            .help("use `podSelector: {}` for every pod of the namespace"),
         ),
         Some(s) => selector::check(v, s, Flavor::Kubernetes),
     }
@@ -32,9 +40,13 @@ pub(crate) fn check(v: &mut V<'_>, obj: &Object, spec: Option<&Spanned<NetworkPo
                 "Ingress" => types.0 = true,
                 "Egress" => types.1 = true,
                 other => v.report(
-                    Diagnostic::new(Code::InvalidEnumValue, t.loc, format!("`{other}` is not a policy type"))
-                        .label("invalid policy type")
-                        .help("policy types are `Ingress` and `Egress` (case-sensitive)"),
+                    Diagnostic::new(
+                        Code::InvalidEnumValue,
+                        t.loc,
+                        format!("`{other}` is not a policy type"),
+                    )
+                    .label("invalid policy type")
+                    .help("policy types are `Ingress` and `Egress` (case-sensitive)"),
                 ),
             }
         }
@@ -57,36 +69,52 @@ pub(crate) fn check(v: &mut V<'_>, obj: &Object, spec: Option<&Spanned<NetworkPo
     }
     if let Some(pt) = &spec.policy_types {
         for (rules, listed, dir) in [
-            (spec.ingress.as_ref().map(|r| (r.key, r.len())), types.0, "Ingress"),
-            (spec.egress.as_ref().map(|r| (r.key, r.len())), types.1, "Egress"),
+            (
+                spec.ingress.as_ref().map(|r| (r.key, r.len())),
+                types.0,
+                "Ingress",
+            ),
+            (
+                spec.egress.as_ref().map(|r| (r.key, r.len())),
+                types.1,
+                "Egress",
+            ),
         ] {
-            if let Some((key, n)) = rules {
-                if n > 0 && !listed {
-                    v.report(
-                        Diagnostic::new(
-                            Code::PolicyTypesIgnored,
-                            key,
-                            format!("`policyTypes` does not list `{dir}`, but the policy has {} rules", dir.to_lowercase()),
-                        )
-                        .label("Kubernetes ignores these rules; Cilium applies them")
-                        .related(pt.key, "`policyTypes` here")
-                        .help(format!("add `{dir}` to `policyTypes`, or remove the rules")),
-                    );
-                }
+            if let Some((key, n)) = rules
+                && n > 0
+                && !listed
+            {
+                v.report(
+                    Diagnostic::new(
+                        Code::PolicyTypesIgnored,
+                        key,
+                        format!(
+                            "`policyTypes` does not list `{dir}`, but the policy has {} rules",
+                            dir.to_lowercase()
+                        ),
+                    )
+                    .label("Kubernetes ignores these rules; Cilium applies them")
+                    .related(pt.key, "`policyTypes` here")
+                    .help(format!("add `{dir}` to `policyTypes`, or remove the rules")),
+                );
             }
         }
     }
 }
 
 fn check_port(v: &mut V<'_>, p: &NetworkPolicyPort) {
-    if let Some(proto) = &p.protocol {
-        if !["TCP", "UDP", "SCTP"].contains(&proto.value.as_str()) {
-            v.report(
-                Diagnostic::new(Code::InvalidProtocol, proto.loc, format!("`{}` is not a valid NetworkPolicy protocol", proto.value))
-                    .label("invalid protocol")
-                    .help("NetworkPolicy protocols are `TCP`, `UDP` and `SCTP` (upper-case)"),
-            );
-        }
+    if let Some(proto) = &p.protocol
+        && !["TCP", "UDP", "SCTP"].contains(&proto.value.as_str())
+    {
+        v.report(
+            Diagnostic::new(
+                Code::InvalidProtocol,
+                proto.loc,
+                format!("`{}` is not a valid NetworkPolicy protocol", proto.value),
+            )
+            .label("invalid protocol")
+            .help("NetworkPolicy protocols are `TCP`, `UDP` and `SCTP` (upper-case)"),
+        );
     }
     let start = match &p.port {
         None => None,
@@ -94,9 +122,13 @@ fn check_port(v: &mut V<'_>, p: &NetworkPolicyPort) {
             IntOrString::Int(n) if (1..=65535).contains(n) => Some(*n),
             IntOrString::Int(n) => {
                 v.report(
-                    Diagnostic::new(Code::InvalidPort, port.loc, format!("port {n} is outside 1-65535"))
-                        .label("invalid port")
-                        .help("NetworkPolicy ports are 1-65535; omit `port` for every port"),
+                    Diagnostic::new(
+                        Code::InvalidPort,
+                        port.loc,
+                        format!("port {n} is outside 1-65535"),
+                    )
+                    .label("invalid port")
+                    .help("NetworkPolicy ports are 1-65535; omit `port` for every port"),
                 );
                 None
             }
@@ -118,16 +150,30 @@ fn check_port(v: &mut V<'_>, p: &NetworkPolicyPort) {
     };
     if let Some(end) = &p.end_port {
         match (&p.port, start) {
-            (None, _) | (Some(Spanned { value: IntOrString::Str(_), .. }), _) => v.report(
-                Diagnostic::new(Code::InvalidPort, end.key, "`endPort` needs a numeric `port`")
-                    .label("no numeric port")
-                    .help("set `port` to the first port of the range"),
+            (None, _)
+            | (
+                Some(Spanned {
+                    value: IntOrString::Str(_),
+                    ..
+                }),
+                _,
+            ) => v.report(
+                Diagnostic::new(
+                    Code::InvalidPort,
+                    end.key,
+                    "`endPort` needs a numeric `port`",
+                )
+                .label("no numeric port")
+                .help("set `port` to the first port of the range"),
             ),
             (_, Some(s)) if end.value < s || end.value > 65535 => v.report(
                 Diagnostic::new(
                     Code::InvalidPort,
                     end.loc,
-                    format!("`endPort` {} must be between `port` {s} and 65535", end.value),
+                    format!(
+                        "`endPort` {} must be between `port` {s} and 65535",
+                        end.value
+                    ),
                 )
                 .label("invalid range")
                 .help("`endPort` is the inclusive end of the range"),
@@ -152,28 +198,42 @@ fn check_peer(v: &mut V<'_>, p: &NetworkPolicyPeer) {
         ),
         _ => {}
     }
-    for s in [&p.pod_selector, &p.namespace_selector].into_iter().flatten() {
+    for s in [&p.pod_selector, &p.namespace_selector]
+        .into_iter()
+        .flatten()
+    {
         selector::check(v, s, Flavor::Kubernetes);
     }
     let Some(ip) = &p.ip_block else { return };
     let Some(cidr) = &ip.cidr else {
         v.report(
-            Diagnostic::new(Code::MissingRequiredField, ip.key, "`ipBlock.cidr` is required")
-                .label("no `cidr`")
-                .help("set `cidr` to a prefix such as `10.0.0.0/8`"),
+            Diagnostic::new(
+                Code::MissingRequiredField,
+                ip.key,
+                "`ipBlock.cidr` is required",
+            )
+            .label("no `cidr`")
+            .help("set `cidr` to a prefix such as `10.0.0.0/8`"),
         );
         return;
     };
     let net = rule::check_prefix(v, cidr);
     for e in ip.except.iter().flat_map(|e| e.iter()) {
-        let (Some(en), Some(n)) = (rule::check_prefix(v, e), net) else { continue };
-        let inside = en.prefix_len() > n.prefix_len() && n.contains(&en.network()) && std::mem::discriminant(&en) == std::mem::discriminant(&n);
+        let (Some(en), Some(n)) = (rule::check_prefix(v, e), net) else {
+            continue;
+        };
+        let inside = en.prefix_len() > n.prefix_len()
+            && n.contains(&en.network())
+            && std::mem::discriminant(&en) == std::mem::discriminant(&n);
         if !inside {
             v.report(
                 Diagnostic::new(
                     Code::InvalidCidrExcept,
                     e.loc,
-                    format!("except `{}` is not a strict subset of `{}`", e.value, cidr.value),
+                    format!(
+                        "except `{}` is not a strict subset of `{}`",
+                        e.value, cidr.value
+                    ),
                 )
                 .label("outside the block")
                 .help("each `except` must be a longer prefix inside `cidr`"),

@@ -12,20 +12,26 @@ const MAX_PORTS: usize = 40;
 const MAX_ICMP_FIELDS: usize = 40;
 
 /// Checks one `toPorts` entry of an item in `section`; `host` is set for host policies.
-pub(crate) fn check_port_rule(v: &mut V<'_>, obj: &Object, section: Section, pr: &PortRule, host: bool) {
+pub(crate) fn check_port_rule(
+    v: &mut V<'_>,
+    obj: &Object,
+    section: Section,
+    pr: &PortRule,
+    host: bool,
+) {
     let ports: &[PortProtocol] = pr.ports.as_ref().map_or(&[], |p| p.value.as_slice());
-    if let Some(p) = &pr.ports {
-        if p.len() > MAX_PORTS {
-            v.report(
-                Diagnostic::new(
-                    Code::TooManyPorts,
-                    p.key,
-                    format!("{} ports are listed; the maximum is {MAX_PORTS}", p.len()),
-                )
-                .label("too many ports")
-                .help("split the list over several `toPorts` entries, or use `endPort` ranges"),
-            );
-        }
+    if let Some(p) = &pr.ports
+        && p.len() > MAX_PORTS
+    {
+        v.report(
+            Diagnostic::new(
+                Code::TooManyPorts,
+                p.key,
+                format!("{} ports are listed; the maximum is {MAX_PORTS}", p.len()),
+            )
+            .label("too many ports")
+            .help("split the list over several `toPorts` entries, or use `endPort` ranges"),
+        );
     }
     for p in ports {
         check_port(v, p);
@@ -41,14 +47,16 @@ pub(crate) fn check_port_rule(v: &mut V<'_>, obj: &Object, section: Section, pr:
 
 fn check_port(v: &mut V<'_>, p: &PortProtocol) {
     let protocol = p.protocol.as_ref();
-    let extended = protocol.is_some_and(|pr| tables::ALL_EXTENDED_PROTOCOLS.contains(&pr.value.as_str()));
+    let extended =
+        protocol.is_some_and(|pr| tables::ALL_EXTENDED_PROTOCOLS.contains(&pr.value.as_str()));
     if let Some(pr) = protocol {
         let ok = tables::PORT_PROTOCOLS.contains(&pr.value.as_str())
             || tables::extended_protocols(v.opts.version).contains(&pr.value.as_str());
         if !ok {
             let upper = pr.value.to_ascii_uppercase();
             let help = if upper == "ICMP" || upper == "ICMPV6" {
-                "ICMP is not a `protocol`: write an `icmps` item with `fields: [{type: ...}]`".to_string()
+                "ICMP is not a `protocol`: write an `icmps` item with `fields: [{type: ...}]`"
+                    .to_string()
             } else if tables::PORT_PROTOCOLS.contains(&upper.as_str())
                 || tables::extended_protocols(v.opts.version).contains(&upper.as_str())
             {
@@ -63,15 +71,23 @@ fn check_port(v: &mut V<'_>, p: &PortProtocol) {
                 format!("protocols are {}", protocol_list(v.opts.version))
             };
             v.report(
-                Diagnostic::new(Code::InvalidProtocol, pr.loc, format!("`{}` is not a valid protocol", pr.value))
-                    .label("invalid protocol")
-                    .help(help),
+                Diagnostic::new(
+                    Code::InvalidProtocol,
+                    pr.loc,
+                    format!("`{}` is not a valid protocol", pr.value),
+                )
+                .label("invalid protocol")
+                .help(help),
             );
         }
     }
-    if extended && protocol.is_some_and(|pr| tables::extended_protocols(v.opts.version).contains(&pr.value.as_str())) {
-        if let Some(pr) = protocol {
-            v.report(
+    if extended
+        && protocol.is_some_and(|pr| {
+            tables::extended_protocols(v.opts.version).contains(&pr.value.as_str())
+        })
+        && let Some(pr) = protocol
+    {
+        v.report(
                 Diagnostic::new(
                     Code::RequiresAgentFlag,
                     pr.loc,
@@ -80,7 +96,6 @@ fn check_port(v: &mut V<'_>, p: &PortProtocol) {
                 .label("needs an agent flag")
                 .help("without the flag the agent rejects the rule (\"port must be specified\")"),
             );
-        }
     }
     let Some(port) = &p.port else {
         if !extended {
@@ -98,7 +113,11 @@ fn check_port(v: &mut V<'_>, p: &PortProtocol) {
                 Diagnostic::new(
                     Code::PortOnPortlessProtocol,
                     port.loc,
-                    format!("protocol `{}` has no ports, but port `{}` is given", p.protocol.as_ref().map_or("", |x| x.value.as_str()), port.value),
+                    format!(
+                        "protocol `{}` has no ports, but port `{}` is given",
+                        p.protocol.as_ref().map_or("", |x| x.value.as_str()),
+                        port.value
+                    ),
                 )
                 .label("must be empty or \"0\"")
                 .help("remove `port`, or set it to `\"0\"`"),
@@ -118,9 +137,13 @@ fn check_port(v: &mut V<'_>, p: &PortProtocol) {
         Ok(p) => p,
         Err(why) => {
             v.report(
-                Diagnostic::new(Code::InvalidPort, port.loc, format!("`{}` is not a valid port", port.value))
-                    .label("unable to parse port")
-                    .help(why),
+                Diagnostic::new(
+                    Code::InvalidPort,
+                    port.loc,
+                    format!("`{}` is not a valid port", port.value),
+                )
+                .label("unable to parse port")
+                .help(why),
             );
             return;
         }
@@ -130,10 +153,15 @@ fn check_port(v: &mut V<'_>, p: &PortProtocol) {
             Diagnostic::new(
                 Code::OctalPort,
                 port.loc,
-                format!("`{}` has a leading zero, so the agent reads it as octal: port {n}", port.value),
+                format!(
+                    "`{}` has a leading zero, so the agent reads it as octal: port {n}",
+                    port.value
+                ),
             )
             .label(format!("means port {n}"))
-            .help(format!("write `\"{n}\"` if port {n} is meant, or drop the leading zero")),
+            .help(format!(
+                "write `\"{n}\"` if port {n} is meant, or drop the leading zero"
+            )),
         );
     }
     let Some(end) = &p.end_port else {
@@ -141,9 +169,13 @@ fn check_port(v: &mut V<'_>, p: &PortProtocol) {
     };
     if !(0..=65535).contains(&end.value) {
         v.report(
-            Diagnostic::new(Code::ValueOutOfRange, end.loc, format!("`endPort` {} is outside 0-65535", end.value))
-                .label("out of range")
-                .help("port ranges end at most at 65535"),
+            Diagnostic::new(
+                Code::ValueOutOfRange,
+                end.loc,
+                format!("`endPort` {} is outside 0-65535", end.value),
+            )
+            .label("out of range")
+            .help("port ranges end at most at 65535"),
         );
         return;
     }
@@ -161,7 +193,10 @@ fn check_port(v: &mut V<'_>, p: &PortProtocol) {
             Diagnostic::new(
                 Code::IneffectiveEndPort,
                 end.loc,
-                format!("`endPort` {} is below `port` {start}, so only port {start} is allowed", end.value),
+                format!(
+                    "`endPort` {} is below `port` {start}, so only port {start} is allowed",
+                    end.value
+                ),
             )
             .label("below `port`")
             .help("`endPort` is the inclusive end of the range and must not be below `port`"),
@@ -179,13 +214,24 @@ fn protocol_list(version: CiliumVersion) -> String {
         .join(", ")
 }
 
-fn check_l7(v: &mut V<'_>, section: Section, pr: &PortRule, rules: &Spanned<L7Rules>, ports: &[PortProtocol], host: bool) {
+fn check_l7(
+    v: &mut V<'_>,
+    section: Section,
+    pr: &PortRule,
+    rules: &Spanned<L7Rules>,
+    ports: &[PortProtocol],
+    host: bool,
+) {
     let types: Vec<(&str, crate::source::Loc)> = [
         rules.http.as_ref().map(|x| ("http", x.key)),
         rules.kafka.as_ref().map(|x| ("kafka", x.key)),
         rules.dns.as_ref().map(|x| ("dns", x.key)),
         rules.l7proto.as_ref().map(|x| ("l7proto", x.key)),
-        rules.l7.as_ref().filter(|_| rules.l7proto.is_none()).map(|x| ("l7", x.key)),
+        rules
+            .l7
+            .as_ref()
+            .filter(|_| rules.l7proto.is_none())
+            .map(|x| ("l7", x.key)),
     ]
     .into_iter()
     .flatten()
@@ -195,7 +241,10 @@ fn check_l7(v: &mut V<'_>, section: Section, pr: &PortRule, rules: &Spanned<L7Ru
             Diagnostic::new(
                 Code::MultipleL7Types,
                 types[1].1,
-                format!("`{}` and `{}` rules cannot be mixed in one `rules` block", types[0].0, types[1].0),
+                format!(
+                    "`{}` and `{}` rules cannot be mixed in one `rules` block",
+                    types[0].0, types[1].0
+                ),
             )
             .label("second L7 protocol")
             .help("use one `toPorts` entry per L7 protocol"),
@@ -217,7 +266,11 @@ fn check_l7(v: &mut V<'_>, section: Section, pr: &PortRule, rules: &Spanned<L7Ru
                     loc,
                     format!(
                         "`{t}` rules are not supported in a host policy's {}",
-                        if section.is_ingress() { "ingress" } else { "egress" }
+                        if section.is_ingress() {
+                            "ingress"
+                        } else {
+                            "egress"
+                        }
                     ),
                 )
                 .label("not enforceable on the host")
@@ -248,21 +301,29 @@ fn check_l7(v: &mut V<'_>, section: Section, pr: &PortRule, rules: &Spanned<L7Ru
         let Some(port) = &p.port else { continue };
         if port.value == "0" {
             v.report(
-                Diagnostic::new(Code::L7OnWildcardPort, port.loc, "L7 rules cannot apply to port `0` (all ports)")
-                    .label("all ports")
-                    .help("name the concrete port the proxy should handle"),
+                Diagnostic::new(
+                    Code::L7OnWildcardPort,
+                    port.loc,
+                    "L7 rules cannot apply to port `0` (all ports)",
+                )
+                .label("all ports")
+                .help("name the concrete port the proxy should handle"),
             );
         }
-        if is_dns {
-            if let (Some(end), Ok(PortSpec::Number(start, _))) = (&p.end_port, syntax::parse_port(&port.value)) {
-                if end.value > i64::from(start) {
-                    v.report(
-                        Diagnostic::new(Code::DnsRulesOnPortRange, end.key, "DNS rules cannot apply to a port range")
-                            .label("range")
-                            .help("remove `endPort`: DNS is proxied on single ports"),
-                    );
-                }
-            }
+        if is_dns
+            && let (Some(end), Ok(PortSpec::Number(start, _))) =
+                (&p.end_port, syntax::parse_port(&port.value))
+            && end.value > i64::from(start)
+        {
+            v.report(
+                Diagnostic::new(
+                    Code::DnsRulesOnPortRange,
+                    end.key,
+                    "DNS rules cannot apply to a port range",
+                )
+                .label("range")
+                .help("remove `endPort`: DNS is proxied on single ports"),
+            );
         }
         if let Some((t, _)) = non_dns {
             let proto = p.protocol.as_ref().map(|x| x.value.as_str());
@@ -283,17 +344,26 @@ fn check_l7(v: &mut V<'_>, section: Section, pr: &PortRule, rules: &Spanned<L7Ru
             }
         }
     }
-    if rules.l7.is_some() && rules.l7proto.is_none() {
-        if let Some(l7) = &rules.l7 {
-            v.report(
-                Diagnostic::new(Code::L7WithoutParser, l7.key, "generic `l7` rules need `l7proto`")
-                    .label("no parser named")
-                    .help("set `l7proto` to the name of the proxylib parser"),
-            );
-        }
+    if rules.l7.is_some()
+        && rules.l7proto.is_none()
+        && let Some(l7) = &rules.l7
+    {
+        v.report(
+            Diagnostic::new(
+                Code::L7WithoutParser,
+                l7.key,
+                "generic `l7` rules need `l7proto`",
+            )
+            .label("no parser named")
+            .help("set `l7proto` to the name of the proxylib parser"),
+        );
     }
-    if (rules.kafka.is_some() || rules.l7proto.is_some()) && v.opts.version >= CiliumVersion::V1_18 {
-        let loc = rules.kafka.as_ref().map_or_else(|| rules.l7proto.as_ref().map_or(rules.key, |x| x.key), |k| k.key);
+    if (rules.kafka.is_some() || rules.l7proto.is_some()) && v.opts.version >= CiliumVersion::V1_18
+    {
+        let loc = rules.kafka.as_ref().map_or_else(
+            || rules.l7proto.as_ref().map_or(rules.key, |x| x.key),
+            |k| k.key,
+        );
         v.report(
             Diagnostic::new(
                 Code::DeprecatedL7,
@@ -329,10 +399,15 @@ fn check_http(v: &mut V<'_>, h: &HttpRule) {
                 Diagnostic::new(
                     Code::InvalidHttpRegex,
                     val.loc,
-                    format!("HTTP `{field}` `{}` is not a valid regular expression", val.value),
+                    format!(
+                        "HTTP `{field}` `{}` is not a valid regular expression",
+                        val.value
+                    ),
                 )
                 .label("invalid regex")
-                .help(format!("{why}; escape literal characters such as `*` or `(` with `\\`")),
+                .help(format!(
+                    "{why}; escape literal characters such as `*` or `(` with `\\`"
+                )),
             );
         } else if field == "path" && !can_start_with_slash(&val.value) {
             v.report(
@@ -342,7 +417,10 @@ fn check_http(v: &mut V<'_>, h: &HttpRule) {
                     format!("HTTP path `{}` cannot match any request path", val.value),
                 )
                 .label("does not start with `/`")
-                .help(format!("request paths start with `/` and the whole path must match: write `/{}`", val.value)),
+                .help(format!(
+                    "request paths start with `/` and the whole path must match: write `/{}`",
+                    val.value
+                )),
             );
         }
     }
@@ -350,28 +428,40 @@ fn check_http(v: &mut V<'_>, h: &HttpRule) {
         match &m.name {
             Some(n) if !n.value.is_empty() => {}
             _ => v.report(
-                Diagnostic::new(Code::InvalidHeaderMatch, m.name.as_ref().map_or(m.loc, |n| n.loc), "the header match has no `name`")
-                    .label("header name missing")
-                    .help("set `name` to the HTTP header to match"),
+                Diagnostic::new(
+                    Code::InvalidHeaderMatch,
+                    m.name.as_ref().map_or(m.loc, |n| n.loc),
+                    "the header match has no `name`",
+                )
+                .label("header name missing")
+                .help("set `name` to the HTTP header to match"),
             ),
         }
-        if let Some(mm) = &m.mismatch {
-            if !["LOG", "ADD", "DELETE", "REPLACE"].contains(&mm.value.as_str()) {
-                v.report(
-                    Diagnostic::new(Code::InvalidHeaderMatch, mm.loc, format!("`{}` is not a mismatch action", mm.value))
-                        .label("invalid action")
-                        .help("use `LOG`, `ADD`, `DELETE` or `REPLACE` (or omit it to deny on mismatch)"),
-                );
-            }
+        if let Some(mm) = &m.mismatch
+            && !["LOG", "ADD", "DELETE", "REPLACE"].contains(&mm.value.as_str())
+        {
+            v.report(
+                Diagnostic::new(
+                    Code::InvalidHeaderMatch,
+                    mm.loc,
+                    format!("`{}` is not a mismatch action", mm.value),
+                )
+                .label("invalid action")
+                .help("use `LOG`, `ADD`, `DELETE` or `REPLACE` (or omit it to deny on mismatch)"),
+            );
         }
-        if let Some(s) = &m.secret {
-            if s.name.as_ref().is_none_or(|n| n.value.is_empty()) {
-                v.report(
-                    Diagnostic::new(Code::InvalidHeaderMatch, s.key, "the header match's `secret` has no `name`")
-                        .label("secret name missing")
-                        .help("name the Secret that holds the header value"),
-                );
-            }
+        if let Some(s) = &m.secret
+            && s.name.as_ref().is_none_or(|n| n.value.is_empty())
+        {
+            v.report(
+                Diagnostic::new(
+                    Code::InvalidHeaderMatch,
+                    s.key,
+                    "the header match's `secret` has no `name`",
+                )
+                .label("secret name missing")
+                .help("name the Secret that holds the header value"),
+            );
         }
     }
 }
@@ -388,49 +478,91 @@ fn can_start_with_slash(re: &str) -> bool {
 
 fn check_kafka(v: &mut V<'_>, k: &KafkaRule) {
     let mut bad = |loc, msg: String, help: &str| {
-        v.report(Diagnostic::new(Code::InvalidKafkaRule, loc, msg).label("invalid Kafka rule").help(help.to_string()));
+        v.report(
+            Diagnostic::new(Code::InvalidKafkaRule, loc, msg)
+                .label("invalid Kafka rule")
+                .help(help.to_string()),
+        );
     };
     if let (Some(_), Some(key)) = (&k.role, &k.api_key) {
-        bad(key.key, "`role` and `apiKey` cannot both be set".into(), "use `role` for produce/consume, or `apiKey` for one API call");
+        bad(
+            key.key,
+            "`role` and `apiKey` cannot both be set".into(),
+            "use `role` for produce/consume, or `apiKey` for one API call",
+        );
     }
     if let Some(role) = &k.role {
         let r = role.value.to_ascii_lowercase();
         if r != "produce" && r != "consume" {
-            bad(role.loc, format!("`{}` is not a Kafka role", role.value), "roles are `produce` and `consume`");
+            bad(
+                role.loc,
+                format!("`{}` is not a Kafka role", role.value),
+                "roles are `produce` and `consume`",
+            );
         }
     }
-    if let Some(key) = &k.api_key {
-        if !tables::KAFKA_API_KEYS.contains(&key.value.to_ascii_lowercase().as_str()) {
-            bad(key.loc, format!("`{}` is not a Kafka API key", key.value), "API keys are names such as `produce`, `fetch`, `metadata`, `createtopics`");
-        }
+    if let Some(key) = &k.api_key
+        && !tables::KAFKA_API_KEYS.contains(&key.value.to_ascii_lowercase().as_str())
+    {
+        bad(
+            key.loc,
+            format!("`{}` is not a Kafka API key", key.value),
+            "API keys are names such as `produce`, `fetch`, `metadata`, `createtopics`",
+        );
     }
-    if let Some(ver) = &k.api_version {
-        if ver.value.parse::<i16>().map_or(true, |n| n < 0) {
-            bad(ver.loc, format!("`{}` is not a Kafka API version", ver.value), "API versions are numbers from 0 to 32767");
-        }
+    if let Some(ver) = &k.api_version
+        && ver.value.parse::<i16>().map_or(true, |n| n < 0)
+    {
+        bad(
+            ver.loc,
+            format!("`{}` is not a Kafka API version", ver.value),
+            "API versions are numbers from 0 to 32767",
+        );
     }
-    if let Some(t) = &k.topic {
-        if t.value.len() > 255 || !t.value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-            bad(t.loc, format!("`{}` is not a valid Kafka topic", t.value), "topics are at most 255 characters of `[a-zA-Z0-9._-]`");
-        }
+    if let Some(t) = &k.topic
+        && (t.value.len() > 255
+            || !t
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+    {
+        bad(
+            t.loc,
+            format!("`{}` is not a valid Kafka topic", t.value),
+            "topics are at most 255 characters of `[a-zA-Z0-9._-]`",
+        );
     }
 }
 
-fn check_tls_and_listener(v: &mut V<'_>, obj: &Object, section: Section, pr: &PortRule, has_l7: bool) {
+fn check_tls_and_listener(
+    v: &mut V<'_>,
+    obj: &Object,
+    section: Section,
+    pr: &PortRule,
+    has_l7: bool,
+) {
     if let Some(names) = &pr.server_names {
         if names.is_empty() {
             v.report(
-                Diagnostic::new(Code::InvalidServerName, names.key, "`serverNames` is an empty list")
-                    .label("empty list")
-                    .help("list at least one server name, or remove `serverNames`"),
+                Diagnostic::new(
+                    Code::InvalidServerName,
+                    names.key,
+                    "`serverNames` is an empty list",
+                )
+                .label("empty list")
+                .help("list at least one server name, or remove `serverNames`"),
             );
         }
         for n in names.iter() {
             if let Some(why) = syntax::server_name_error(&n.value) {
                 v.report(
-                    Diagnostic::new(Code::InvalidServerName, n.loc, format!("`{}` is not a valid server name", n.value))
-                        .label("invalid server name")
-                        .help(why),
+                    Diagnostic::new(
+                        Code::InvalidServerName,
+                        n.loc,
+                        format!("`{}` is not a valid server name", n.value),
+                    )
+                    .label("invalid server name")
+                    .help(why),
                 );
             }
         }
@@ -442,28 +574,45 @@ fn check_tls_and_listener(v: &mut V<'_>, obj: &Object, section: Section, pr: &Po
                     "`serverNames` with L7 rules needs `terminatingTLS`",
                 )
                 .label("TLS not terminated")
-                .help("add `terminatingTLS` so the proxy can see the requests, or drop the L7 rules"),
+                .help(
+                    "add `terminatingTLS` so the proxy can see the requests, or drop the L7 rules",
+                ),
             );
         }
         if section.is_ingress() {
             v.report(
-                Diagnostic::new(Code::ServerNamesOnIngress, names.key, "`serverNames` on ingress is not enforced as expected")
-                    .label("ingress")
-                    .help("SNI matching is meant for egress to TLS servers"),
+                Diagnostic::new(
+                    Code::ServerNamesOnIngress,
+                    names.key,
+                    "`serverNames` on ingress is not enforced as expected",
+                )
+                .label("ingress")
+                .help("SNI matching is meant for egress to TLS servers"),
             );
         }
     }
-    for tls in [&pr.terminating_tls, &pr.originating_tls].into_iter().flatten() {
+    for tls in [&pr.terminating_tls, &pr.originating_tls]
+        .into_iter()
+        .flatten()
+    {
         match &tls.secret {
             None => v.report(
-                Diagnostic::new(Code::MissingRequiredField, tls.key, "a TLS context needs a `secret`")
-                    .label("no `secret`")
-                    .help("add `secret: {name: ..., namespace: ...}`"),
+                Diagnostic::new(
+                    Code::MissingRequiredField,
+                    tls.key,
+                    "a TLS context needs a `secret`",
+                )
+                .label("no `secret`")
+                .help("add `secret: {name: ..., namespace: ...}`"),
             ),
             Some(s) if s.name.as_ref().is_none_or(|n| n.value.is_empty()) => v.report(
-                Diagnostic::new(Code::MissingRequiredField, s.key, "the TLS `secret` has no `name`")
-                    .label("no `name`")
-                    .help("name the Secret holding the certificates"),
+                Diagnostic::new(
+                    Code::MissingRequiredField,
+                    s.key,
+                    "the TLS `secret` has no `name`",
+                )
+                .label("no `name`")
+                .help("name the Secret holding the certificates"),
             ),
             _ => {}
         }
@@ -471,33 +620,52 @@ fn check_tls_and_listener(v: &mut V<'_>, obj: &Object, section: Section, pr: &Po
     let Some(l) = &pr.listener else { return };
     if section.is_ingress() {
         v.report(
-            Diagnostic::new(Code::ListenerOnIngress, l.key, "`listener` is only supported on egress")
-                .label("ingress")
-                .help("move the redirect to an egress rule"),
+            Diagnostic::new(
+                Code::ListenerOnIngress,
+                l.key,
+                "`listener` is only supported on egress",
+            )
+            .label("ingress")
+            .help("move the redirect to an egress rule"),
         );
     }
     if has_l7 {
         v.report(
-            Diagnostic::new(Code::ListenerWithL7Rules, l.key, "`listener` cannot be combined with L7 `rules`")
-                .label("listener beside L7 rules")
-                .help("put the L7 logic into the Envoy listener, or drop the listener"),
+            Diagnostic::new(
+                Code::ListenerWithL7Rules,
+                l.key,
+                "`listener` cannot be combined with L7 `rules`",
+            )
+            .label("listener beside L7 rules")
+            .help("put the L7 logic into the Envoy listener, or drop the listener"),
         );
     }
     match &l.envoy_config {
         None => v.report(
-            Diagnostic::new(Code::MissingRequiredField, l.key, "`listener.envoyConfig` is required")
-                .label("no `envoyConfig`")
-                .help("add `envoyConfig: {kind: CiliumEnvoyConfig, name: ...}`"),
+            Diagnostic::new(
+                Code::MissingRequiredField,
+                l.key,
+                "`listener.envoyConfig` is required",
+            )
+            .label("no `envoyConfig`")
+            .help("add `envoyConfig: {kind: CiliumEnvoyConfig, name: ...}`"),
         ),
         Some(ec) => {
             if let Some(kind) = &ec.kind {
-                if kind.value != "CiliumEnvoyConfig" && kind.value != "CiliumClusterwideEnvoyConfig" {
+                if kind.value != "CiliumEnvoyConfig" && kind.value != "CiliumClusterwideEnvoyConfig"
+                {
                     v.report(
-                        Diagnostic::new(Code::InvalidEnumValue, kind.loc, format!("`{}` is not an Envoy config kind", kind.value))
-                            .label("invalid kind")
-                            .help("use `CiliumEnvoyConfig` or `CiliumClusterwideEnvoyConfig`"),
+                        Diagnostic::new(
+                            Code::InvalidEnumValue,
+                            kind.loc,
+                            format!("`{}` is not an Envoy config kind", kind.value),
+                        )
+                        .label("invalid kind")
+                        .help("use `CiliumEnvoyConfig` or `CiliumClusterwideEnvoyConfig`"),
                     );
-                } else if kind.value == "CiliumEnvoyConfig" && obj.kind == Kind::CiliumClusterwideNetworkPolicy {
+                } else if kind.value == "CiliumEnvoyConfig"
+                    && obj.kind == Kind::CiliumClusterwideNetworkPolicy
+                {
                     v.report(
                         Diagnostic::new(
                             Code::ListenerKindMismatch,
@@ -511,28 +679,40 @@ fn check_tls_and_listener(v: &mut V<'_>, obj: &Object, section: Section, pr: &Po
             }
             if ec.name.as_ref().is_none_or(|n| n.value.is_empty()) {
                 v.report(
-                    Diagnostic::new(Code::MissingRequiredField, ec.key, "`envoyConfig.name` is required")
-                        .label("no `name`")
-                        .help("name the Envoy config that defines the listener"),
+                    Diagnostic::new(
+                        Code::MissingRequiredField,
+                        ec.key,
+                        "`envoyConfig.name` is required",
+                    )
+                    .label("no `name`")
+                    .help("name the Envoy config that defines the listener"),
                 );
             }
         }
     }
     if l.name.as_ref().is_none_or(|n| n.value.is_empty()) {
         v.report(
-            Diagnostic::new(Code::MissingRequiredField, l.key, "`listener.name` is required")
-                .label("no `name`")
-                .help("name the listener inside the Envoy config"),
+            Diagnostic::new(
+                Code::MissingRequiredField,
+                l.key,
+                "`listener.name` is required",
+            )
+            .label("no `name`")
+            .help("name the listener inside the Envoy config"),
         );
     }
-    if let Some(p) = &l.priority {
-        if !(1..=100).contains(&p.value) {
-            v.report(
-                Diagnostic::new(Code::ValueOutOfRange, p.loc, format!("listener priority {} is outside 1-100", p.value))
-                    .label("out of range")
-                    .help("priorities go from 1 (highest) to 100"),
-            );
-        }
+    if let Some(p) = &l.priority
+        && !(1..=100).contains(&p.value)
+    {
+        v.report(
+            Diagnostic::new(
+                Code::ValueOutOfRange,
+                p.loc,
+                format!("listener priority {} is outside 1-100", p.value),
+            )
+            .label("out of range")
+            .help("priorities go from 1 (highest) to 100"),
+        );
     }
 }
 
@@ -544,7 +724,10 @@ pub(crate) fn check_icmp_rule(v: &mut V<'_>, r: &IcmpRule) {
             Diagnostic::new(
                 Code::TooManyIcmpFields,
                 fields.key,
-                format!("{} ICMP types are listed; the maximum is {MAX_ICMP_FIELDS}", fields.len()),
+                format!(
+                    "{} ICMP types are listed; the maximum is {MAX_ICMP_FIELDS}",
+                    fields.len()
+                ),
             )
             .label("too many types")
             .help("split the list over several `icmps` entries"),
@@ -557,18 +740,26 @@ pub(crate) fn check_icmp_rule(v: &mut V<'_>, r: &IcmpRule) {
             Some(fam) if fam.value == "IPv6" => true,
             Some(fam) => {
                 v.report(
-                    Diagnostic::new(Code::InvalidEnumValue, fam.loc, format!("`{}` is not an ICMP family", fam.value))
-                        .label("invalid family")
-                        .help("use `IPv4` or `IPv6` (case-sensitive)"),
+                    Diagnostic::new(
+                        Code::InvalidEnumValue,
+                        fam.loc,
+                        format!("`{}` is not an ICMP family", fam.value),
+                    )
+                    .label("invalid family")
+                    .help("use `IPv4` or `IPv6` (case-sensitive)"),
                 );
                 continue;
             }
         };
         let Some(t) = &f.icmp_type else {
             v.report(
-                Diagnostic::new(Code::MissingRequiredField, f.loc, "the ICMP field has no `type`")
-                    .label("no `type`")
-                    .help("set `type` to a number from 0 to 255 or a type name such as `EchoRequest`"),
+                Diagnostic::new(
+                    Code::MissingRequiredField,
+                    f.loc,
+                    "the ICMP field has no `type`",
+                )
+                .label("no `type`")
+                .help("set `type` to a number from 0 to 255 or a type name such as `EchoRequest`"),
             );
             continue;
         };
@@ -576,26 +767,34 @@ pub(crate) fn check_icmp_rule(v: &mut V<'_>, r: &IcmpRule) {
         match &t.value {
             IntOrString::Int(n) if (0..=255).contains(n) => {}
             IntOrString::Int(n) => v.report(
-                Diagnostic::new(Code::UnknownIcmpType, t.loc, format!("ICMP type {n} is outside 0-255"))
-                    .label("out of range")
-                    .help("ICMP types are numbers from 0 to 255"),
+                Diagnostic::new(
+                    Code::UnknownIcmpType,
+                    t.loc,
+                    format!("ICMP type {n} is outside 0-255"),
+                )
+                .label("out of range")
+                .help("ICMP types are numbers from 0 to 255"),
             ),
             IntOrString::Str(s) if s.parse::<u8>().is_ok() => {}
             IntOrString::Str(s) => {
                 if tables::icmp_type(v6, s).is_none() {
                     let other = tables::icmp_type(!v6, s).is_some();
                     v.report(
-                        Diagnostic::new(Code::UnknownIcmpType, t.loc, format!("ICMP type `{s}` not found in {family}"))
-                            .label(format!("not an {family} type"))
-                            .help(if other {
-                                format!(
-                                    "`{s}` is an {} type: set `family: {}`",
-                                    if v6 { "IPv4" } else { "IPv6" },
-                                    if v6 { "IPv4" } else { "IPv6" }
-                                )
-                            } else {
-                                "use a number from 0 to 255 or a name such as `EchoRequest`".to_string()
-                            }),
+                        Diagnostic::new(
+                            Code::UnknownIcmpType,
+                            t.loc,
+                            format!("ICMP type `{s}` not found in {family}"),
+                        )
+                        .label(format!("not an {family} type"))
+                        .help(if other {
+                            format!(
+                                "`{s}` is an {} type: set `family: {}`",
+                                if v6 { "IPv4" } else { "IPv6" },
+                                if v6 { "IPv4" } else { "IPv6" }
+                            )
+                        } else {
+                            "use a number from 0 to 255 or a name such as `EchoRequest`".to_string()
+                        }),
                     );
                 }
             }

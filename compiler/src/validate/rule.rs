@@ -71,7 +71,11 @@ impl<'a> Item<'a> {
     }
 
     fn prefix(&self) -> &'static str {
-        if self.section.is_ingress() { "from" } else { "to" }
+        if self.section.is_ingress() {
+            "from"
+        } else {
+            "to"
+        }
     }
 
     /// The peer fields that are present: (field name, key location, number of entries).
@@ -114,10 +118,22 @@ pub(crate) fn check_rule(v: &mut V<'_>, obj: &Object, rule: &Rule, anchor: Loc) 
 
     // R1 and the CRD's anyOf: at least one section present, and not all empty.
     let sections = [
-        (Section::Ingress, rule.ingress.as_ref().map(|s| (s.key, s.len()))),
-        (Section::IngressDeny, rule.ingress_deny.as_ref().map(|s| (s.key, s.len()))),
-        (Section::Egress, rule.egress.as_ref().map(|s| (s.key, s.len()))),
-        (Section::EgressDeny, rule.egress_deny.as_ref().map(|s| (s.key, s.len()))),
+        (
+            Section::Ingress,
+            rule.ingress.as_ref().map(|s| (s.key, s.len())),
+        ),
+        (
+            Section::IngressDeny,
+            rule.ingress_deny.as_ref().map(|s| (s.key, s.len())),
+        ),
+        (
+            Section::Egress,
+            rule.egress.as_ref().map(|s| (s.key, s.len())),
+        ),
+        (
+            Section::EgressDeny,
+            rule.egress_deny.as_ref().map(|s| (s.key, s.len())),
+        ),
     ];
     let present: Vec<_> = sections
         .iter()
@@ -169,23 +185,23 @@ pub(crate) fn check_rule(v: &mut V<'_>, obj: &Object, rule: &Rule, anchor: Loc) 
             (&dd.ingress, has_ingress, "ingress"),
             (&dd.egress, has_egress, "egress"),
         ] {
-            if let Some(f) = flag {
-                if !has {
-                    v.report(
-                        Diagnostic::new(
-                            Code::DefaultDenyWithoutItems,
-                            f.key,
-                            format!(
-                                "`enableDefaultDeny.{dir}` has no effect: the rule has no {dir} items"
-                            ),
-                        )
-                        .label("no effect")
-                        .help(format!(
-                            "only directions with items produce policy entries; remove \
+            if let Some(f) = flag
+                && !has
+            {
+                v.report(
+                    Diagnostic::new(
+                        Code::DefaultDenyWithoutItems,
+                        f.key,
+                        format!(
+                            "`enableDefaultDeny.{dir}` has no effect: the rule has no {dir} items"
+                        ),
+                    )
+                    .label("no effect")
+                    .help(format!(
+                        "only directions with items produce policy entries; remove \
                              `{dir}` here or add {dir} items"
-                        )),
-                    );
-                }
+                    )),
+                );
             }
         }
     }
@@ -217,7 +233,11 @@ pub(crate) fn check_rule(v: &mut V<'_>, obj: &Object, rule: &Rule, anchor: Loc) 
                     .help("shorten the Hubble log tag to 32 characters"),
                 );
             }
-            if val.value.chars().any(|c| c.is_control() || is_format_char(c)) {
+            if val
+                .value
+                .chars()
+                .any(|c| c.is_control() || is_format_char(c))
+            {
                 v.report(
                     Diagnostic::new(
                         Code::InvalidLogValue,
@@ -234,9 +254,13 @@ pub(crate) fn check_rule(v: &mut V<'_>, obj: &Object, rule: &Rule, anchor: Loc) 
     for l in rule.labels.iter().flat_map(|l| l.iter()) {
         if l.key.is_none() {
             v.report(
-                Diagnostic::new(Code::MissingRequiredField, l.loc, "a rule label has no `key`")
-                    .label("no `key`")
-                    .help("each entry of `labels` needs a `key`"),
+                Diagnostic::new(
+                    Code::MissingRequiredField,
+                    l.loc,
+                    "a rule label has no `key`",
+                )
+                .label("no `key`")
+                .help("each entry of `labels` needs a `key`"),
             );
         }
     }
@@ -296,13 +320,16 @@ fn check_subject(v: &mut V<'_>, obj: &Object, rule: &Rule, anchor: Loc) {
         ),
         _ => {}
     }
-    for sel in [&rule.endpoint_selector, &rule.node_selector].into_iter().flatten() {
+    for sel in [&rule.endpoint_selector, &rule.node_selector]
+        .into_iter()
+        .flatten()
+    {
         selector::check(v, sel, Flavor::Cilium);
     }
-    if v.kind == Kind::CiliumNetworkPolicy {
-        if let Some(sel) = &rule.endpoint_selector {
-            check_foreign_namespace(v, obj, sel);
-        }
+    if v.kind == Kind::CiliumNetworkPolicy
+        && let Some(sel) = &rule.endpoint_selector
+    {
+        check_foreign_namespace(v, obj, sel);
     }
 }
 
@@ -323,10 +350,10 @@ fn check_foreign_namespace(v: &mut V<'_>, obj: &Object, sel: &Spanned<LabelSelec
         }
     }
     for r in sel.match_expressions.iter().flat_map(|m| m.iter()) {
-        if let Some(k) = &r.key {
-            if NAMESPACE_KEYS.contains(&k.value.as_str()) {
-                found = Some((k.loc, "a namespace expression".to_string()));
-            }
+        if let Some(k) = &r.key
+            && NAMESPACE_KEYS.contains(&k.value.as_str())
+        {
+            found = Some((k.loc, "a namespace expression".to_string()));
         }
     }
     if let Some((loc, what)) = found {
@@ -389,9 +416,12 @@ fn check_item(v: &mut V<'_>, obj: &Object, item: &Item<'_>, host: bool) {
     }
 
     // Ports without peers: allowed from/to every identity.
-    let has_l4 = item.to_ports.is_some_and(|p| !p.is_empty()) || item.icmps.is_some_and(|p| !p.is_empty());
+    let has_l4 =
+        item.to_ports.is_some_and(|p| !p.is_empty()) || item.icmps.is_some_and(|p| !p.is_empty());
     if !item.section.is_deny() && peers.is_empty() && item.requires.is_none() && has_l4 {
-        let loc = item.to_ports.map_or_else(|| item.icmps.map_or(item.loc, |i| i.key), |p| p.key);
+        let loc = item
+            .to_ports
+            .map_or_else(|| item.icmps.map_or(item.loc, |i| i.key), |p| p.key);
         let (dir, from) = if item.section.is_ingress() {
             ("from", "fromEntities")
         } else {
@@ -486,11 +516,17 @@ fn check_item(v: &mut V<'_>, obj: &Object, item: &Item<'_>, host: bool) {
     if let Some(a) = item.authentication {
         match &a.mode {
             None => v.report(
-                Diagnostic::new(Code::MissingRequiredField, a.key, "`authentication.mode` is required")
-                    .label("no `mode`")
-                    .help("set `mode: required` (or `disabled`)"),
+                Diagnostic::new(
+                    Code::MissingRequiredField,
+                    a.key,
+                    "`authentication.mode` is required",
+                )
+                .label("no `mode`")
+                .help("set `mode: required` (or `disabled`)"),
             ),
-            Some(m) if !["disabled", "required", "test-always-fail"].contains(&m.value.as_str()) => {
+            Some(m)
+                if !["disabled", "required", "test-always-fail"].contains(&m.value.as_str()) =>
+            {
                 v.report(
                     Diagnostic::new(
                         Code::InvalidEnumValue,
@@ -506,19 +542,20 @@ fn check_item(v: &mut V<'_>, obj: &Object, item: &Item<'_>, host: bool) {
     }
 
     // R16: ICMP rules in an item of their own.
-    if let (Some(icmps), Some(tp)) = (item.icmps, item.to_ports) {
-        if !icmps.is_empty() && !tp.is_empty() {
-            v.report(
-                Diagnostic::new(
-                    Code::IcmpsWithPorts,
-                    icmps.key,
-                    "`icmps` and `toPorts` cannot be in the same item",
-                )
-                .label("ICMP beside ports")
-                .related(tp.key, "`toPorts` here")
-                .help("move `icmps` into an item of its own, with the same peers"),
-            );
-        }
+    if let (Some(icmps), Some(tp)) = (item.icmps, item.to_ports)
+        && !icmps.is_empty()
+        && !tp.is_empty()
+    {
+        v.report(
+            Diagnostic::new(
+                Code::IcmpsWithPorts,
+                icmps.key,
+                "`icmps` and `toPorts` cannot be in the same item",
+            )
+            .label("ICMP beside ports")
+            .related(tp.key, "`toPorts` here")
+            .help("move `icmps` into an item of its own, with the same peers"),
+        );
     }
     for r in item.icmps.iter().flat_map(|i| i.iter()) {
         ports::check_icmp_rule(v, r);
@@ -536,18 +573,22 @@ fn check_entity(v: &mut V<'_>, e: &Spanned<String>) {
         "`world-ipv4`/`world-ipv6` are known to the agent but not in the CRD enum, so the API \
          server rejects them; use `world`, or CIDRs `0.0.0.0/0` / `::/0`"
             .to_string()
-    } else if let Some(fix) = tables::ENTITIES
-        .iter()
-        .find(|x| x.eq_ignore_ascii_case(&e.value) || x.replace('-', "") == e.value.to_ascii_lowercase().replace(['-', '_'], ""))
-    {
+    } else if let Some(fix) = tables::ENTITIES.iter().find(|x| {
+        x.eq_ignore_ascii_case(&e.value)
+            || x.replace('-', "") == e.value.to_ascii_lowercase().replace(['-', '_'], "")
+    }) {
         format!("entities are lower-case: write `{fix}`")
     } else {
         format!("entities are: {}", tables::ENTITIES.join(", "))
     };
     v.report(
-        Diagnostic::new(Code::UnknownEntity, e.loc, format!("`{}` is not an entity", e.value))
-            .label("unknown entity")
-            .help(help),
+        Diagnostic::new(
+            Code::UnknownEntity,
+            e.loc,
+            format!("`{}` is not an entity", e.value),
+        )
+        .label("unknown entity")
+        .help(help),
     );
 }
 
@@ -557,9 +598,13 @@ pub(crate) fn check_prefix(v: &mut V<'_>, c: &Spanned<String>) -> Option<ipnet::
         Ok(n) => Some(n),
         Err(why) => {
             v.report(
-                Diagnostic::new(Code::InvalidCidr, c.loc, format!("`{}` is not a valid CIDR", c.value))
-                    .label("invalid CIDR")
-                    .help(why),
+                Diagnostic::new(
+                    Code::InvalidCidr,
+                    c.loc,
+                    format!("`{}` is not a valid CIDR", c.value),
+                )
+                .label("invalid CIDR")
+                .help(why),
             );
             None
         }
@@ -571,7 +616,9 @@ fn check_cidr_rule(v: &mut V<'_>, c: &CidrRule) {
     let set: Vec<_> = [
         c.cidr.as_ref().map(|x| ("cidr", x.key)),
         c.cidr_group_ref.as_ref().map(|x| ("cidrGroupRef", x.key)),
-        c.cidr_group_selector.as_ref().map(|x| ("cidrGroupSelector", x.key)),
+        c.cidr_group_selector
+            .as_ref()
+            .map(|x| ("cidrGroupSelector", x.key)),
     ]
     .into_iter()
     .flatten()
@@ -598,9 +645,10 @@ fn check_cidr_rule(v: &mut V<'_>, c: &CidrRule) {
         ),
     }
     let net = c.cidr.as_ref().and_then(|x| check_prefix(v, x));
-    if let Some(r) = &c.cidr_group_ref {
-        if !syntax::is_dns_subdomain(&r.value) {
-            v.report(
+    if let Some(r) = &c.cidr_group_ref
+        && !syntax::is_dns_subdomain(&r.value)
+    {
+        v.report(
                 Diagnostic::new(
                     Code::InvalidCidrGroupRef,
                     r.loc,
@@ -609,7 +657,6 @@ fn check_cidr_rule(v: &mut V<'_>, c: &CidrRule) {
                 .label("invalid name")
                 .help("CIDR group names are lower-case alphanumerics, `-` and `.`, at most 253 characters"),
             );
-        }
     }
     if let Some(s) = &c.cidr_group_selector {
         selector::check(v, s, Flavor::Cilium);
@@ -635,7 +682,10 @@ fn check_cidr_rule(v: &mut V<'_>, c: &CidrRule) {
         let Some(n) = net else {
             continue;
         };
-        let problem = if matches!((n, en), (ipnet::IpNet::V4(_), ipnet::IpNet::V6(_)) | (ipnet::IpNet::V6(_), ipnet::IpNet::V4(_))) {
+        let problem = if matches!(
+            (n, en),
+            (ipnet::IpNet::V4(_), ipnet::IpNet::V6(_)) | (ipnet::IpNet::V6(_), ipnet::IpNet::V4(_))
+        ) {
             Some("is of another address family than".to_string())
         } else if en.prefix_len() < n.prefix_len() || !n.contains(&en.network()) {
             Some("is not inside".to_string())
@@ -647,7 +697,11 @@ fn check_cidr_rule(v: &mut V<'_>, c: &CidrRule) {
                 Diagnostic::new(
                     Code::InvalidCidrExcept,
                     e.loc,
-                    format!("except `{}` {p} `{}`", e.value, c.cidr.as_ref().map_or("", |x| x.value.as_str())),
+                    format!(
+                        "except `{}` {p} `{}`",
+                        e.value,
+                        c.cidr.as_ref().map_or("", |x| x.value.as_str())
+                    ),
                 )
                 .label("outside the allowed prefix")
                 .help("each `except` must be a sub-prefix of the rule's `cidr`"),
@@ -659,9 +713,13 @@ fn check_cidr_rule(v: &mut V<'_>, c: &CidrRule) {
 fn check_service(v: &mut V<'_>, s: &Service) {
     match (&s.k8s_service, &s.k8s_service_selector) {
         (None, None) => v.report(
-            Diagnostic::new(Code::EmptyServiceSelector, s.loc, "this `toServices` entry names no service")
-                .label("no service")
-                .help("set `k8sService: {serviceName, namespace}` or `k8sServiceSelector`"),
+            Diagnostic::new(
+                Code::EmptyServiceSelector,
+                s.loc,
+                "this `toServices` entry names no service",
+            )
+            .label("no service")
+            .help("set `k8sService: {serviceName, namespace}` or `k8sServiceSelector`"),
         ),
         (_, Some(sel)) => match &sel.selector {
             None => v.report(
@@ -703,26 +761,30 @@ pub(crate) fn check_fqdn(v: &mut V<'_>, f: &FqdnSelector) {
         _ => {}
     }
     for (s, pattern) in [(&f.match_name, false), (&f.match_pattern, true)] {
-        if let Some(s) = s {
-            if let Some(why) = syntax::fqdn_error(&s.value, pattern) {
-                v.report(
-                    Diagnostic::new(
-                        Code::InvalidFqdnSelector,
-                        s.loc,
-                        format!(
-                            "`{}` is not a valid {}",
-                            s.value,
-                            if pattern { "DNS name pattern" } else { "DNS name" }
-                        ),
-                    )
-                    .label("invalid")
-                    .help(if !pattern && s.value.contains('*') {
-                        "wildcards need `matchPattern`, not `matchName`".to_string()
-                    } else {
-                        why
-                    }),
-                );
-            }
+        if let Some(s) = s
+            && let Some(why) = syntax::fqdn_error(&s.value, pattern)
+        {
+            v.report(
+                Diagnostic::new(
+                    Code::InvalidFqdnSelector,
+                    s.loc,
+                    format!(
+                        "`{}` is not a valid {}",
+                        s.value,
+                        if pattern {
+                            "DNS name pattern"
+                        } else {
+                            "DNS name"
+                        }
+                    ),
+                )
+                .label("invalid")
+                .help(if !pattern && s.value.contains('*') {
+                    "wildcards need `matchPattern`, not `matchName`".to_string()
+                } else {
+                    why
+                }),
+            );
         }
     }
 }
@@ -733,9 +795,10 @@ pub(crate) fn check_fqdn_dns_proxy(objects: &[Object], diags: &mut Diagnostics) 
     let has_dns = |o: &Object| match &o.body {
         Body::CiliumPolicy(p) => p.rules().any(|(_, r)| {
             r.egress.iter().flat_map(|s| s.iter()).any(|e| {
-                e.to_ports.iter().flat_map(|p| p.iter()).any(|pr| {
-                    pr.rules.as_ref().is_some_and(|r| r.dns.is_some())
-                })
+                e.to_ports
+                    .iter()
+                    .flat_map(|p| p.iter())
+                    .any(|pr| pr.rules.as_ref().is_some_and(|r| r.dns.is_some()))
             })
         }),
         _ => false,

@@ -156,11 +156,13 @@ pub fn parse_port(s: &str) -> Result<PortSpec, String> {
         return Ok(PortSpec::Name(s.to_ascii_lowercase()));
     }
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(if s.bytes().any(|b| b.is_ascii_alphabetic()) && s.len() > 15 {
-            format!("`{s}` is too long for a port name (at most 15 characters)")
-        } else {
-            format!("`{s}` is neither a port number nor a port name")
-        });
+        return Err(
+            if s.bytes().any(|b| b.is_ascii_alphabetic()) && s.len() > 15 {
+                format!("`{s}` is too long for a port name (at most 15 characters)")
+            } else {
+                format!("`{s}` is neither a port number nor a port name")
+            },
+        );
     }
     let (digits, radix, octal) = if s.len() > 1 && s.starts_with('0') {
         (&s[1..], 8, true)
@@ -199,9 +201,13 @@ pub fn fqdn_error(s: &str, pattern: bool) -> Option<String> {
         return Some("the name is empty".into());
     }
     if s.len() > 255 {
-        return Some(format!("the name is {} characters long; the maximum is 255", s.len()));
+        return Some(format!(
+            "the name is {} characters long; the maximum is 255",
+            s.len()
+        ));
     }
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || (pattern && c == '*');
+    let ok_char =
+        |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || (pattern && c == '*');
     if let Some(bad) = s.chars().find(|&c| !ok_char(c) && c != '.') {
         return Some(if bad == '*' {
             "`*` is only allowed in `matchPattern`".into()
@@ -261,8 +267,10 @@ mod tests {
         assert!(cilium_label_key_error("$host").is_none());
         assert!(cilium_label_key_error("reserved:host").is_none());
         assert!(
-            cilium_label_key_error("k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name")
-                .is_none()
+            cilium_label_key_error(
+                "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name"
+            )
+            .is_none()
         );
         assert!(cilium_label_key_error("a:b:c").is_some());
         assert!(cilium_label_key_error("k-8:app").is_some());

@@ -126,6 +126,10 @@ pub const ALL_EXTENDED_PROTOCOLS: &[&str] = &["VRRP", "IGMP", "GRE", "IPIP", "IP
 
 /// Resolves an ICMP type name for a family (`IPv4` or `IPv6`).
 pub fn icmp_type(family_v6: bool, name: &str) -> Option<u8> {
-    let table = if family_v6 { ICMPV6_TYPES } else { ICMPV4_TYPES };
+    let table = if family_v6 {
+        ICMPV6_TYPES
+    } else {
+        ICMPV4_TYPES
+    };
     table.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
 }

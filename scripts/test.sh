@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, clippy, and every test of the workspace. Installs what it
+# needs first. Snapshot tests never write new snapshots here (CI=true).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+. scripts/env.sh
+export CI=true
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test" >&2
+cargo test --workspace --all-targets --locked
+echo "== demo" >&2
+"${CARGO_TARGET_DIR:-target}/debug/polc" lint --quiet policies/demo >/dev/null
+echo "test.sh: all passed" >&2

@@ -1,0 +1,130 @@
+//! Helpers shared by the end-to-end tests: locating the repository, reading fixtures and
+//! running polc in-process.
+
+#![allow(dead_code)]
+
+use polc_compiler::diag::Diagnostic;
+use polc_compiler::source::{SourceFile, SourceMap};
+use polc_compiler::{CiliumVersion, Options};
+use std::path::{Path, PathBuf};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Every file under `dir` (recursively), sorted, relative to the workspace root.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Settings a fixture asks for in header comments (`# cilium-version: 1.18`,
+/// `# max-file-size: 64`).
+#[derive(Default, Clone, Copy)]
+pub struct FixtureArgs {
+    pub version: Option<CiliumVersion>,
+    pub max_file_size: Option<u64>,
+}
+
+pub fn fixture_args(text: &str) -> FixtureArgs {
+    let mut a = FixtureArgs::default();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("# cilium-version:") {
+            a.version = Some(v.trim().parse().unwrap());
+        }
+        if let Some(v) = line.strip_prefix("# max-file-size:") {
+            a.max_file_size = Some(v.trim().parse().unwrap());
+        }
+    }
+    a
+}
+
+/// The lines (one-based) a fixture marks for `code`: `# expect: CODE` on the line itself,
+/// or `# expect-below: CODE` on the line above.
+pub fn expected_lines(text: &str, code: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        for (marker, offset) in [("# expect:", 0), ("# expect-below:", 1)] {
+            if let Some(pos) = line.find(marker) {
+                let codes = &line[pos + marker.len()..];
+                if codes.split([',', ' ']).any(|c| c.trim() == code) {
+                    out.push(i + 1 + offset);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Lints one file in-process, naming it `name`.
+pub fn lint_text(name: &str, bytes: Vec<u8>, args: FixtureArgs) -> (SourceMap, Vec<Diagnostic>) {
+    let mut sources = SourceMap::new();
+    let mut extra = Vec::new();
+    let max = args.max_file_size.unwrap_or(64 * 1024 * 1024);
+    if bytes.len() as u64 > max {
+        let id = sources.add(SourceFile::unreadable(name));
+        extra.push(Diagnostic::new(
+            polc_compiler::diag::Code::InputTooLarge,
+            polc_compiler::source::Loc::new(id, 0, 0),
+            "too large",
+        ));
+    } else {
+        match polc_compiler::decode_text(bytes) {
+            Ok(text) => {
+                sources.add(SourceFile::new(name, text));
+            }
+            Err(mut d) => {
+                let id = sources.add(SourceFile::unreadable(name));
+                d.loc.file = id;
+                extra.push(d);
+            }
+        }
+    }
+    let opts = Options {
+        version: args.version.unwrap_or_default(),
+        ..Options::default()
+    };
+    let (_, diags) = polc_compiler::lint(&sources, &opts);
+    let mut all = diags.into_vec();
+    all.extend(extra);
+    (sources, all)
+}
+
+/// Runs the polc command line in-process; returns (exit code, stdout, stderr).
+pub fn polc(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut input = stdin;
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = {
+        let mut io = polc_cli::Io {
+            stdin: &mut input,
+            stdout: &mut out,
+            stderr: &mut err,
+            stdout_is_terminal: false,
+        };
+        let mut argv = vec!["polc"];
+        argv.extend_from_slice(args);
+        polc_cli::run(argv, &mut io)
+    };
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
