@@ -88,6 +88,9 @@ pub struct Elsewhere {
 pub struct Cx<'d> {
     diags: &'d mut Vec<Diagnostic>,
     path: Vec<Seg>,
+    /// Match field names case-insensitively, as Go's `encoding/json` does for the agent's
+    /// own rule format (`cilium-dbg policy import`); the API server is case-sensitive.
+    pub case_insensitive: bool,
 }
 
 /// Something that can be decoded from a node.
@@ -102,6 +105,7 @@ impl<'d> Cx<'d> {
         Cx {
             diags,
             path: Vec::new(),
+            case_insensitive: false,
         }
     }
 
@@ -178,7 +182,8 @@ impl<'d> Cx<'d> {
         self.report(d);
     }
 
-    /// Iterates the entries of a mapping node: known keys go to `f` (with the path extended),
+    /// Iterates the entries of a mapping node: known keys go to `f` with their canonical
+    /// spelling (and the path extended),
     /// unknown keys are reported according to `strictness`. Null values count as absent, as
     /// the API server prunes them. Returns `None` if the node is not a mapping.
     pub fn fields(
@@ -188,7 +193,7 @@ impl<'d> Cx<'d> {
         known: &[&str],
         strictness: Strictness,
         elsewhere: &[Elsewhere],
-        mut f: impl FnMut(&mut Self, &Entry),
+        mut f: impl FnMut(&mut Self, &str, &Entry),
     ) -> Option<()> {
         let Some(entries) = node.as_map() else {
             if !node.is_null() {
@@ -197,12 +202,16 @@ impl<'d> Cx<'d> {
             return None;
         };
         for e in entries {
-            if known.contains(&e.key.as_str()) {
+            let canonical = known
+                .iter()
+                .copied()
+                .find(|k| *k == e.key || (self.case_insensitive && k.eq_ignore_ascii_case(&e.key)));
+            if let Some(key) = canonical {
                 if e.value.is_null() {
                     continue;
                 }
                 self.path.push(Seg::Key(e.key.clone()));
-                f(self, e);
+                f(self, key, e);
                 self.path.pop();
             } else if strictness == Strictness::Strict {
                 self.unknown_field(e, what, known, elsewhere);
@@ -509,7 +518,7 @@ macro_rules! raw_struct {
                     Self::FIELDS,
                     $crate::raw::decode::Strictness::$strict,
                     elsewhere,
-                    |cx, e| match e.key.as_str() {
+                    |cx, key, e| match key {
                         $( $key => out.$field = cx.field(e), )*
                         _ => {}
                     },

@@ -35,6 +35,10 @@ pub enum Kind {
     Node,
     /// `v1` Service.
     Service,
+    /// A JSON/YAML list of bare rules, the agent's own format (`cilium-dbg policy import`,
+    /// and the `.json` twins of Cilium's examples). Not a Kubernetes object: no metadata, no
+    /// namespace, field names matched case-insensitively as Go's `encoding/json` does.
+    RuleList,
 }
 
 impl Kind {
@@ -49,6 +53,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Node => "Node",
             Kind::Service => "Service",
+            Kind::RuleList => "rule list",
         }
     }
 
@@ -68,6 +73,7 @@ impl Kind {
                 | Kind::CiliumClusterwideNetworkPolicy
                 | Kind::CiliumCidrGroup
                 | Kind::NetworkPolicy
+                | Kind::RuleList
         )
     }
 
@@ -82,6 +88,7 @@ impl Kind {
             Kind::CiliumCidrGroup => ("cilium.io", &["v2alpha1", "v2"]),
             Kind::NetworkPolicy => ("networking.k8s.io", &["v1"]),
             Kind::Namespace | Kind::Pod | Kind::Node | Kind::Service => ("", &["v1"]),
+            Kind::RuleList => ("", &[]),
         }
     }
 
@@ -206,7 +213,58 @@ pub fn read_document(root: &Node, diags: &mut Vec<Diagnostic>) -> Vec<Object> {
     out
 }
 
+/// Keys that only a policy rule has: a top-level list of mappings with one of these is the
+/// agent's rule format.
+const RULE_KEYS: &[&str] = &[
+    "endpointselector",
+    "nodeselector",
+    "ingress",
+    "egress",
+    "ingressdeny",
+    "egressdeny",
+];
+
+fn is_rule_list(node: &Node) -> bool {
+    match &node.value {
+        Value::Seq(items) => {
+            !items.is_empty()
+                && items.iter().all(|i| {
+                    i.as_map().is_some_and(|m| {
+                        m.iter()
+                            .any(|e| RULE_KEYS.contains(&e.key.to_ascii_lowercase().as_str()))
+                    })
+                })
+        }
+        _ => false,
+    }
+}
+
 fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) {
+    if depth == 0 && is_rule_list(node) {
+        cx.case_insensitive = true;
+        let rules = Vec::<Rule>::decode(cx, node);
+        cx.case_insensitive = false;
+        out.push(Object {
+            loc: node.loc,
+            kind: Kind::RuleList,
+            kind_field: Spanned::new(
+                String::new(),
+                Loc::new(
+                    node.loc.file,
+                    node.loc.start as usize,
+                    node.loc.start as usize,
+                ),
+            ),
+            api_version: None,
+            meta: ObjectMeta::default(),
+            meta_loc: None,
+            body: Body::CiliumPolicy(CiliumPolicy {
+                spec: None,
+                specs: rules.map(|r| Spanned::new(r, node.loc)),
+            }),
+        });
+        return;
+    }
     let Some(_) = node.as_map() else {
         if !node.is_null() {
             cx.report(
@@ -407,7 +465,7 @@ fn read_object(
         known,
         strict,
         &[] as &[Elsewhere],
-        |cx, e| match e.key.as_str() {
+        |cx, key, e| match key {
             "metadata" => {
                 meta_loc = Some(e.value.loc);
                 meta = if kind.is_policy() {
@@ -434,7 +492,7 @@ fn read_object(
                 Kind::Pod => pod_spec = cx.field(e),
                 Kind::Node => node_spec = cx.field(e),
                 Kind::Service => svc = cx.field(e),
-                Kind::Namespace => {}
+                Kind::Namespace | Kind::RuleList => {}
             },
             "specs" => cilium.specs = cx.field(e),
             "status" => match kind {
@@ -448,7 +506,7 @@ fn read_object(
         },
     )?;
     let body = match kind {
-        Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy => {
+        Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy | Kind::RuleList => {
             Body::CiliumPolicy(cilium)
         }
         Kind::CiliumCidrGroup => Body::CidrGroup(cidr_group),

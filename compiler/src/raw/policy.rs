@@ -54,14 +54,17 @@ impl Decode for LabelSelector {
             Self::FIELDS,
             Strictness::Lenient,
             &[],
-            |cx, e| match e.key.as_str() {
+            |cx, key, e| match key {
                 "matchLabels" => out.match_labels = cx.field(e),
                 "matchExpressions" => out.match_expressions = cx.field(e),
                 _ => {}
             },
         )?;
         for e in entries.iter().flatten() {
-            if Self::FIELDS.contains(&e.key.as_str()) {
+            if Self::FIELDS
+                .iter()
+                .any(|k| *k == e.key || (cx.case_insensitive && k.eq_ignore_ascii_case(&e.key)))
+            {
                 continue;
             }
             let path = cx.path_with(&e.key);
@@ -378,7 +381,7 @@ fn decode_ingress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<IngressRul
         &known,
         Strictness::Strict,
         &elsewhere,
-        |cx, e| match e.key.as_str() {
+        |cx, key, e| match key {
             "fromEndpoints" => out.from_endpoints = cx.field(e),
             "fromRequires" => out.from_requires = cx.field(e),
             "fromCIDR" => out.from_cidr = cx.field(e),
@@ -444,7 +447,7 @@ fn decode_egress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<EgressRule>
         &known,
         Strictness::Strict,
         &elsewhere,
-        |cx, e| match e.key.as_str() {
+        |cx, key, e| match key {
             "toEndpoints" => out.to_endpoints = cx.field(e),
             "toRequires" => out.to_requires = cx.field(e),
             "toCIDR" => out.to_cidr = cx.field(e),
@@ -542,8 +545,8 @@ impl Decode for PortDenyRule {
             &["ports"],
             Strictness::Strict,
             NOT_IN_DENY,
-            |cx, e| {
-                if e.key == "ports" {
+            |cx, key, e| {
+                if key == "ports" {
                     out.ports = cx.field(e);
                 }
             },

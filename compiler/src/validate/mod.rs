@@ -31,8 +31,12 @@ impl V<'_> {
         self.diags.push(d);
     }
 
+    /// Whether rules are not namespaced (clusterwide policies and the agent's rule lists).
     pub fn clusterwide(&self) -> bool {
-        self.kind == Kind::CiliumClusterwideNetworkPolicy
+        matches!(
+            self.kind,
+            Kind::CiliumClusterwideNetworkPolicy | Kind::RuleList
+        )
     }
 }
 
@@ -59,7 +63,7 @@ pub fn check(objects: &[Object], opts: &Options) -> Diagnostics {
 }
 
 fn check_meta(v: &mut V<'_>, obj: &Object) {
-    if !obj.kind.is_policy() {
+    if !obj.kind.is_policy() || obj.kind == Kind::RuleList {
         return;
     }
     let anchor = obj.meta_loc.unwrap_or(obj.kind_field.key);
