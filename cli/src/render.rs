@@ -99,9 +99,12 @@ pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: Summary, color:
             // snippets of nearby lines.
             for r in &d.related {
                 let other = sources.get(r.loc.file);
+                if !help.is_empty() {
+                    help.push('\n');
+                }
                 let _ = write!(
                     help,
-                    "\n{}: {}:{}",
+                    "{}: {}:{}",
                     r.message,
                     other.name,
                     sources.line_col(r.loc)

@@ -421,12 +421,11 @@ codes! {
     RequiresAgentFlag = "L0311", "requires-agent-flag", Warning,
         "The construct only works when the Cilium agent runs with a non-default setting.",
         "`fromNodes`/`toNodes` need `enable-node-selector-labels=true`; the extended IP \
-         protocols need `enable-extended-ip-protocols=true`; `authentication` needs mutual \
-         authentication to be enabled. Otherwise the policy is rejected or ineffective.";
+         protocols need `enable-extended-ip-protocols=true`. Otherwise the agent rejects the \
+         policy.";
     EmptyServiceSelector = "L0312", "empty-service-selector", Warning,
         "A `toServices` entry names no service.",
-        "An entry with neither `k8sService` nor `k8sServiceSelector` (or `toServices: []`) \
-         matches no service: the item allows nothing but still triggers default-deny.";
+        "An entry with neither `k8sService` nor `k8sServiceSelector` matches no service: the item allows nothing but still triggers default-deny.";
     DuplicatePolicy = "L0313", "duplicate-policy", Warning,
         "Two documents define the same object.",
         "Objects are keyed by kind, namespace and name; applying both, the second replaces \
@@ -631,7 +630,7 @@ mod tests {
             assert!(
                 c.name()
                     .chars()
-                    .all(|ch| ch.is_ascii_lowercase() || ch == '-')
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
             );
             assert!(c.summary().ends_with('.'));
         }

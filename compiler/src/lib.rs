@@ -45,9 +45,10 @@ pub fn decode_text(bytes: Vec<u8>) -> Result<String, Diagnostic> {
         )),
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
             Err(not_text(
                 at,
-                &format!("the file is not valid UTF-8 (byte {at})"),
+                &format!("the file is not valid UTF-8 (line {line}, byte {at})"),
             ))
         }
     }

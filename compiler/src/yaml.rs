@@ -410,8 +410,25 @@ impl<'a> Builder<'a> {
             .label("tab here")
             .help("indent with spaces; YAML does not allow tabs in indentation")
         } else {
-            Diagnostic::new(Code::YamlSyntax, loc, format!("invalid YAML: {info}"))
-                .label("the parser stopped here")
+            let mut d = Diagnostic::new(Code::YamlSyntax, loc, format!("invalid YAML: {info}"))
+                .label("the parser stopped here");
+            // Inside a flow collection the real mistake is usually an unclosed bracket.
+            if let Some(open) = self.stack.iter().rev().find_map(|f| {
+                let start = match f {
+                    Frame::Seq { start, .. } | Frame::Map { start, .. } => *start,
+                };
+                match self.file.text.as_bytes().get(start.start as usize) {
+                    Some(b'[') | Some(b'{') => Some(start),
+                    _ => None,
+                }
+            }) {
+                let bracket = &self.file.text[open.start as usize..open.start as usize + 1];
+                d = d.related(
+                    Loc::new(self.id, open.start as usize, open.start as usize + 1),
+                    format!("is this `{bracket}` closed?"),
+                );
+            }
+            d
         };
         Box::new(d)
     }

@@ -495,12 +495,25 @@ macro_rules! raw_struct {
         pub struct $name {
             /// Where the object is.
             pub loc: $crate::source::Loc,
+            /// Fields that were written but could not be decoded (already reported), so
+            /// validation does not also call them missing.
+            pub invalid: Vec<&'static str>,
             $( $(#[$fm])* pub $field: Option<$crate::raw::decode::Spanned<$ty>>, )*
         }
 
         impl $name {
             /// The field names the schema defines, as written in YAML.
             pub const FIELDS: &'static [&'static str] = &[$($key),*];
+
+            /// Whether `key` was written, even if its value could not be decoded.
+            #[allow(dead_code)]
+            pub fn written(&self, key: &str) -> bool {
+                self.invalid.contains(&key)
+                    || match key {
+                        $( $key => self.$field.is_some(), )*
+                        _ => false,
+                    }
+            }
         }
 
         impl $crate::raw::decode::Decode for $name {
@@ -519,7 +532,12 @@ macro_rules! raw_struct {
                     $crate::raw::decode::Strictness::$strict,
                     elsewhere,
                     |cx, key, e| match key {
-                        $( $key => out.$field = cx.field(e), )*
+                        $( $key => {
+                            out.$field = cx.field(e);
+                            if out.$field.is_none() {
+                                out.invalid.push($key);
+                            }
+                        } )*
                         _ => {}
                     },
                 )?;

@@ -110,6 +110,8 @@ impl Kind {
 /// A CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy body.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CiliumPolicy {
+    /// Whether `spec` or `specs` was written but could not be decoded (already reported).
+    pub undecodable: bool,
     /// `spec`.
     pub spec: Option<Spanned<Rule>>,
     /// `specs`.
@@ -174,7 +176,7 @@ pub struct Object {
     pub api_version: Option<Spanned<String>>,
     /// `metadata`.
     pub meta: ObjectMeta,
-    /// Where `metadata` is, if present.
+    /// Where the `metadata` key is, if present.
     pub meta_loc: Option<Loc>,
     /// The kind-specific part.
     pub body: Body,
@@ -259,6 +261,7 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
             meta: ObjectMeta::default(),
             meta_loc: None,
             body: Body::CiliumPolicy(CiliumPolicy {
+                undecodable: rules.is_none(),
                 spec: None,
                 specs: rules.map(|r| Spanned::new(r, node.loc)),
             }),
@@ -467,7 +470,7 @@ fn read_object(
         &[] as &[Elsewhere],
         |cx, key, e| match key {
             "metadata" => {
-                meta_loc = Some(e.value.loc);
+                meta_loc = Some(e.key_loc);
                 meta = if kind.is_policy() {
                     ObjectMeta::decode(cx, &e.value).unwrap_or_default()
                 } else {
@@ -486,6 +489,7 @@ fn read_object(
             "spec" => match kind {
                 Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy => {
                     cilium.spec = cx.field(e);
+                    cilium.undecodable |= cilium.spec.is_none();
                 }
                 Kind::CiliumCidrGroup => cidr_group = cx.field(e),
                 Kind::NetworkPolicy => knp = cx.field(e),
@@ -494,7 +498,10 @@ fn read_object(
                 Kind::Service => svc = cx.field(e),
                 Kind::Namespace | Kind::RuleList => {}
             },
-            "specs" => cilium.specs = cx.field(e),
+            "specs" => {
+                cilium.specs = cx.field(e);
+                cilium.undecodable |= cilium.specs.is_none();
+            }
             "status" => match kind {
                 Kind::Pod => pod_status = cx.field(e),
                 Kind::Node => node_status = cx.field(e),

@@ -22,6 +22,7 @@ pub(crate) fn check(v: &mut V<'_>, obj: &Object, spec: Option<&Spanned<NetworkPo
         return;
     };
     match &spec.pod_selector {
+        None if spec.written("podSelector") => {}
         None => v.report(
             Diagnostic::new(
                 Code::MissingRequiredField,
@@ -206,6 +207,9 @@ fn check_peer(v: &mut V<'_>, p: &NetworkPolicyPeer) {
     }
     let Some(ip) = &p.ip_block else { return };
     let Some(cidr) = &ip.cidr else {
+        if ip.written("cidr") {
+            return;
+        }
         v.report(
             Diagnostic::new(
                 Code::MissingRequiredField,

@@ -68,7 +68,7 @@ fn check_meta(v: &mut V<'_>, obj: &Object) {
     }
     let anchor = obj.meta_loc.unwrap_or(obj.kind_field.key);
     match &obj.meta.name {
-        None if obj.meta.generate_name.is_none() => v.report(
+        None if obj.meta.generate_name.is_none() && !obj.meta.written("name") => v.report(
             Diagnostic::new(
                 Code::InvalidObjectName,
                 anchor,
@@ -120,7 +120,7 @@ fn check_meta(v: &mut V<'_>, obj: &Object) {
 }
 
 fn check_cilium_policy(v: &mut V<'_>, obj: &Object, p: &CiliumPolicy) {
-    if p.spec.is_none() && p.specs.is_none() {
+    if p.spec.is_none() && p.specs.is_none() && !p.undecodable {
         v.report(
             Diagnostic::new(
                 Code::EmptyPolicy,
@@ -159,6 +159,7 @@ fn check_cidr_group(
         return;
     };
     match &spec.external_cidrs {
+        None if spec.written("externalCIDRs") => {}
         None => v.report(
             Diagnostic::new(
                 Code::MissingRequiredField,

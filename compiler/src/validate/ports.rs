@@ -98,7 +98,7 @@ fn check_port(v: &mut V<'_>, p: &PortProtocol) {
             );
     }
     let Some(port) = &p.port else {
-        if !extended {
+        if !extended && !p.written("port") {
             v.report(
                 Diagnostic::new(Code::MissingPort, p.loc, "the port entry has no `port`")
                     .label("no `port`")
@@ -236,6 +236,8 @@ fn check_l7(
     .into_iter()
     .flatten()
     .collect();
+    let mut types = types;
+    types.sort_by_key(|t| t.1.start);
     if types.len() > 1 {
         v.report(
             Diagnostic::new(
@@ -388,7 +390,7 @@ fn check_l7(
 }
 
 fn check_http(v: &mut V<'_>, h: &HttpRule) {
-    for (field, val) in [("method", &h.method), ("path", &h.path)] {
+    for (field, val) in [("method", &h.method), ("path", &h.path), ("host", &h.host)] {
         let Some(val) = val else { continue };
         if let Err(e) = regex::Regex::new(&format!("^(?:{})$", val.value)) {
             let why = match e {
@@ -596,6 +598,7 @@ fn check_tls_and_listener(
         .flatten()
     {
         match &tls.secret {
+            None if tls.written("secret") => {}
             None => v.report(
                 Diagnostic::new(
                     Code::MissingRequiredField,
@@ -605,15 +608,19 @@ fn check_tls_and_listener(
                 .label("no `secret`")
                 .help("add `secret: {name: ..., namespace: ...}`"),
             ),
-            Some(s) if s.name.as_ref().is_none_or(|n| n.value.is_empty()) => v.report(
-                Diagnostic::new(
-                    Code::MissingRequiredField,
-                    s.key,
-                    "the TLS `secret` has no `name`",
+            Some(s)
+                if !s.written("name") || s.name.as_ref().is_some_and(|n| n.value.is_empty()) =>
+            {
+                v.report(
+                    Diagnostic::new(
+                        Code::MissingRequiredField,
+                        s.key,
+                        "the TLS `secret` has no `name`",
+                    )
+                    .label("no `name`")
+                    .help("name the Secret holding the certificates"),
                 )
-                .label("no `name`")
-                .help("name the Secret holding the certificates"),
-            ),
+            }
             _ => {}
         }
     }
@@ -641,6 +648,7 @@ fn check_tls_and_listener(
         );
     }
     match &l.envoy_config {
+        None if l.written("envoyConfig") => {}
         None => v.report(
             Diagnostic::new(
                 Code::MissingRequiredField,
@@ -677,7 +685,7 @@ fn check_tls_and_listener(
                     );
                 }
             }
-            if ec.name.as_ref().is_none_or(|n| n.value.is_empty()) {
+            if !ec.written("name") || ec.name.as_ref().is_some_and(|n| n.value.is_empty()) {
                 v.report(
                     Diagnostic::new(
                         Code::MissingRequiredField,
@@ -690,7 +698,7 @@ fn check_tls_and_listener(
             }
         }
     }
-    if l.name.as_ref().is_none_or(|n| n.value.is_empty()) {
+    if !l.written("name") || l.name.as_ref().is_some_and(|n| n.value.is_empty()) {
         v.report(
             Diagnostic::new(
                 Code::MissingRequiredField,
@@ -752,6 +760,9 @@ pub(crate) fn check_icmp_rule(v: &mut V<'_>, r: &IcmpRule) {
             }
         };
         let Some(t) = &f.icmp_type else {
+            if f.written("type") {
+                continue;
+            }
             v.report(
                 Diagnostic::new(
                     Code::MissingRequiredField,

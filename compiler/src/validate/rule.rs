@@ -140,7 +140,10 @@ pub(crate) fn check_rule(v: &mut V<'_>, obj: &Object, rule: &Rule, anchor: Loc) 
         .filter_map(|(s, p)| p.map(|(k, n)| (*s, k, n)))
         .collect();
     let total: usize = present.iter().map(|p| p.2).sum();
-    if total == 0 {
+    let undecodable = ["ingress", "ingressDeny", "egress", "egressDeny"]
+        .iter()
+        .any(|k| rule.invalid.contains(k));
+    if total == 0 && !undecodable {
         let loc = present.first().map_or(anchor, |p| p.1);
         let d = Diagnostic::new(
             Code::RuleWithoutItems,
@@ -252,7 +255,7 @@ pub(crate) fn check_rule(v: &mut V<'_>, obj: &Object, rule: &Rule, anchor: Loc) 
     }
 
     for l in rule.labels.iter().flat_map(|l| l.iter()) {
-        if l.key.is_none() {
+        if !l.written("key") {
             v.report(
                 Diagnostic::new(
                     Code::MissingRequiredField,
@@ -287,6 +290,7 @@ fn is_format_char(c: char) -> bool {
 /// R2-R4 and the subject namespace pitfall.
 fn check_subject(v: &mut V<'_>, obj: &Object, rule: &Rule, anchor: Loc) {
     match (&rule.endpoint_selector, &rule.node_selector) {
+        (None, None) if rule.written("endpointSelector") || rule.written("nodeSelector") => {}
         (None, None) => v.report(
             Diagnostic::new(
                 Code::MissingSubjectSelector,
@@ -515,6 +519,7 @@ fn check_item(v: &mut V<'_>, obj: &Object, item: &Item<'_>, host: bool) {
     }
     if let Some(a) = item.authentication {
         match &a.mode {
+            None if a.written("mode") => {}
             None => v.report(
                 Diagnostic::new(
                     Code::MissingRequiredField,
@@ -664,7 +669,8 @@ fn check_cidr_rule(v: &mut V<'_>, c: &CidrRule) {
     let Some(except) = &c.except else {
         return;
     };
-    if c.cidr.is_none() && !except.is_empty() {
+    let group = c.cidr_group_ref.is_some() || c.cidr_group_selector.is_some();
+    if group && !except.is_empty() {
         v.report(
             Diagnostic::new(
                 Code::CidrGroupExcept,
@@ -722,6 +728,7 @@ fn check_service(v: &mut V<'_>, s: &Service) {
             .help("set `k8sService: {serviceName, namespace}` or `k8sServiceSelector`"),
         ),
         (_, Some(sel)) => match &sel.selector {
+            None if sel.written("selector") => {}
             None => v.report(
                 Diagnostic::new(
                     Code::MissingRequiredField,

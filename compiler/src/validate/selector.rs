@@ -28,6 +28,7 @@ pub fn check(v: &mut V<'_>, sel: &LabelSelector, flavor: Flavor) {
     for r in exprs.iter() {
         match &r.key {
             Some(k) => check_key(v, k, flavor),
+            None if r.written("key") => {}
             None => v.report(
                 Diagnostic::new(
                     Code::MissingRequiredField,
@@ -39,6 +40,9 @@ pub fn check(v: &mut V<'_>, sel: &LabelSelector, flavor: Flavor) {
             ),
         }
         let Some(op) = &r.operator else {
+            if r.written("operator") {
+                continue;
+            }
             v.report(
                 Diagnostic::new(
                     Code::MissingRequiredField,
