@@ -65,11 +65,92 @@ fn range(sources: &SourceMap, d: &Diagnostic) -> (LineCol, LineCol) {
     )
 }
 
+/// A source file as miette reads it: snippets are cut with the file's line table, so
+/// rendering a diagnostic costs the size of its snippet, not of the file.
+struct Snippets<'a> {
+    file: &'a polc_compiler::source::SourceFile,
+}
+
+impl miette::SourceCode for Snippets<'_> {
+    fn read_span<'s>(
+        &'s self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'s> + 's>, miette::MietteError> {
+        let text = self.file.text.as_str();
+        let start = span.offset();
+        let end = start + span.len();
+        if end > text.len() {
+            return Err(miette::MietteError::OutOfBounds);
+        }
+        let first = self.file.line_col(start).line - 1;
+        let last_byte = if end > start { end - 1 } else { start };
+        let last = (self.file.line_col(last_byte).line - 1 + after)
+            .min(self.file.line_count().saturating_sub(1));
+        let (from, line, column) = if before == 0 {
+            (start, first, self.file.line_col(start).col - 1)
+        } else {
+            let line = first.saturating_sub(before);
+            (self.file.line_start(line), line, 0)
+        };
+        let to = if last + 1 < self.file.line_count() {
+            self.file.line_start(last + 1)
+        } else {
+            text.len()
+        };
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.file.name.clone(),
+            &text.as_bytes()[from..to],
+            (from, to - from).into(),
+            line,
+            column,
+            last + 1 - line,
+        )))
+    }
+}
+
+/// A diagnostic with its (borrowed) source, as miette renders it.
+struct Report<'a> {
+    inner: miette::MietteDiagnostic,
+    source: Option<Snippets<'a>>,
+}
+
+impl std::fmt::Debug for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl std::error::Error for Report<'_> {}
+
+impl miette::Diagnostic for Report<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.inner.code()
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        self.inner.severity()
+    }
+    fn help<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.inner.help()
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        self.inner.labels()
+    }
+}
+
 /// Renders the human format.
 pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: Summary, color: bool) -> String {
-    use miette::{
-        GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource, Report,
-    };
+    use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic};
     let theme = if color {
         GraphicalTheme::unicode()
     } else {
@@ -95,32 +176,31 @@ pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: Summary, color:
                 Some(d.label.clone()),
                 (d.loc.start as usize, d.loc.len()),
             ));
-            // Related places go into the help text: miette drops labels when it merges
-            // snippets of nearby lines.
-            for r in &d.related {
-                let other = sources.get(r.loc.file);
-                if !help.is_empty() {
-                    help.push('\n');
-                }
-                let _ = write!(
-                    help,
-                    "{}: {}:{}",
-                    r.message,
-                    other.name,
-                    sources.line_col(r.loc)
-                );
+        }
+        // Related places go into the help text: miette drops labels when it merges
+        // snippets of nearby lines.
+        for r in &d.related {
+            let other = sources.get(r.loc.file);
+            if !help.is_empty() {
+                help.push('\n');
             }
+            let _ = write!(
+                help,
+                "{}: {}:{}",
+                r.message,
+                other.name,
+                sources.line_col(r.loc)
+            );
         }
         if !help.is_empty() {
             md = md.with_help(help);
         }
-        let report = if file.text.is_empty() {
-            Report::new(md)
-        } else {
-            Report::new(md).with_source_code(NamedSource::new(file.name.clone(), file.text.clone()))
+        let report = Report {
+            inner: md,
+            source: (!file.text.is_empty()).then_some(Snippets { file }),
         };
         let mut buf = String::new();
-        if handler.render_report(&mut buf, report.as_ref()).is_err() {
+        if handler.render_report(&mut buf, &report).is_err() {
             let (start, _) = range(sources, d);
             let _ = writeln!(
                 buf,

@@ -24,6 +24,9 @@ pub(crate) struct V<'a> {
     pub diags: &'a mut Diagnostics,
     pub opts: &'a Options,
     pub kind: Kind,
+    /// HTTP regexes already compiled, with their error if invalid: policies repeat the same
+    /// few patterns, and compiling dominates validation time.
+    pub regex_cache: &'a mut HashMap<String, Option<String>>,
 }
 
 impl V<'_> {
@@ -43,11 +46,13 @@ impl V<'_> {
 /// Validates every object, then the checks that look across objects.
 pub fn check(objects: &[Object], opts: &Options) -> Diagnostics {
     let mut diags = Diagnostics::new();
+    let mut regex_cache = HashMap::new();
     for obj in objects {
         let mut v = V {
             diags: &mut diags,
             opts,
             kind: obj.kind,
+            regex_cache: &mut regex_cache,
         };
         check_meta(&mut v, obj);
         match &obj.body {

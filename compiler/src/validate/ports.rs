@@ -392,11 +392,12 @@ fn check_l7(
 fn check_http(v: &mut V<'_>, h: &HttpRule) {
     for (field, val) in [("method", &h.method), ("path", &h.path), ("host", &h.host)] {
         let Some(val) = val else { continue };
-        if let Err(e) = regex::Regex::new(&format!("^(?:{})$", val.value)) {
-            let why = match e {
-                regex::Error::Syntax(s) => s.lines().last().unwrap_or("").trim().to_string(),
-                other => other.to_string(),
-            };
+        let error = v
+            .regex_cache
+            .entry(val.value.clone())
+            .or_insert_with(|| regex_error(&val.value))
+            .clone();
+        if let Some(why) = error {
             v.report(
                 Diagnostic::new(
                     Code::InvalidHttpRegex,
@@ -466,6 +467,15 @@ fn check_http(v: &mut V<'_>, h: &HttpRule) {
             );
         }
     }
+}
+
+/// Why `pattern` is not a valid (RE2-style) regular expression, or `None`. Only parsed, not
+/// compiled: validity is all that matters here.
+fn regex_error(pattern: &str) -> Option<String> {
+    regex_syntax::Parser::new().parse(pattern).err().map(|e| {
+        let text = e.to_string();
+        text.lines().last().unwrap_or("").trim().to_string()
+    })
 }
 
 /// Whether a full-match regex could match a string starting with `/`.

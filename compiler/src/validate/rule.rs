@@ -810,19 +810,26 @@ pub(crate) fn check_fqdn_dns_proxy(objects: &[Object], diags: &mut Diagnostics) 
         }),
         _ => false,
     };
-    let dns_clusterwide = objects
-        .iter()
-        .any(|o| o.kind == Kind::CiliumClusterwideNetworkPolicy && has_dns(o));
+    // Where DNS goes through the proxy: clusterwide (a CCNP or a rule list with a DNS rule
+    // may select any pod) or per namespace. Computed once, so the check is linear.
+    let mut dns_clusterwide = false;
+    let mut dns_namespaces = std::collections::HashSet::new();
+    for o in objects.iter().filter(|o| has_dns(o)) {
+        match o.kind {
+            Kind::CiliumNetworkPolicy => {
+                dns_namespaces.insert(o.namespace());
+            }
+            _ => dns_clusterwide = true,
+        }
+    }
+    if dns_clusterwide {
+        return;
+    }
     for o in objects {
         let Body::CiliumPolicy(p) = &o.body else {
             continue;
         };
-        let covered = dns_clusterwide
-            || has_dns(o)
-            || objects.iter().any(|x| {
-                x.kind == Kind::CiliumNetworkPolicy && x.namespace() == o.namespace() && has_dns(x)
-            });
-        if covered {
+        if o.kind == Kind::CiliumNetworkPolicy && dns_namespaces.contains(o.namespace()) {
             continue;
         }
         for (_, r) in p.rules() {
