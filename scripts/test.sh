@@ -13,5 +13,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --all-targets --locked
 echo "== demo" >&2
-"${CARGO_TARGET_DIR:-target}/debug/polc" lint --quiet policies/demo >/dev/null
+cargo run -q --locked -p polc -- lint --quiet --deny-warnings policies/demo >/dev/null
 echo "test.sh: all passed" >&2
