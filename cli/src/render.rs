@@ -20,12 +20,14 @@ pub enum Format {
 }
 
 /// Counts for the summary.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Summary {
     /// Files read.
     pub files: usize,
     /// Objects found.
     pub objects: usize,
+    /// Objects per kind, in a fixed order.
+    pub kinds: Vec<(&'static str, usize)>,
     /// Errors.
     pub errors: usize,
     /// Warnings.
@@ -35,12 +37,21 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Counts the diagnostics.
-    pub fn new(files: usize, objects: usize, diags: &[Diagnostic]) -> Self {
+    /// Counts the objects by kind and the diagnostics by severity.
+    pub fn new(files: usize, objects: &[polc_compiler::raw::Object], diags: &[Diagnostic]) -> Self {
         let count = |s| diags.iter().filter(|d| d.severity == s).count();
+        let mut kinds: Vec<(polc_compiler::raw::Kind, usize)> = Vec::new();
+        for o in objects {
+            match kinds.iter_mut().find(|(k, _)| *k == o.kind) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((o.kind, 1)),
+            }
+        }
+        kinds.sort();
         Summary {
             files,
-            objects,
+            objects: objects.len(),
+            kinds: kinds.into_iter().map(|(k, n)| (k.name(), n)).collect(),
             errors: count(Severity::Error),
             warnings: count(Severity::Warning),
             notes: count(Severity::Note),
@@ -149,7 +160,7 @@ impl miette::Diagnostic for Report<'_> {
 }
 
 /// Renders the human format.
-pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: Summary, color: bool) -> String {
+pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: &Summary, color: bool) -> String {
     use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic};
     let theme = if color {
         GraphicalTheme::unicode()
@@ -214,14 +225,22 @@ pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: Summary, color:
         out.push_str(&buf);
         out.push('\n');
     }
+    let kinds = summary
+        .kinds
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = writeln!(
         out,
-        "polc: {}, {}, {} in {} ({})",
+        "polc: {}, {}, {} in {} ({}{}{})",
         plural(summary.errors, "error"),
         plural(summary.warnings, "warning"),
         plural(summary.notes, "note"),
         plural(summary.files, "file"),
         plural(summary.objects, "object"),
+        if kinds.is_empty() { "" } else { ": " },
+        kinds,
     );
     out
 }
@@ -255,7 +274,7 @@ fn diag_json(sources: &SourceMap, d: &Diagnostic) -> Value {
 }
 
 /// Renders the JSON format.
-pub fn json(sources: &SourceMap, diags: &[Diagnostic], summary: Summary) -> String {
+pub fn json(sources: &SourceMap, diags: &[Diagnostic], summary: &Summary) -> String {
     let v = json!({
         "version": 1,
         "diagnostics": diags.iter().map(|d| diag_json(sources, d)).collect::<Vec<_>>(),
@@ -265,6 +284,7 @@ pub fn json(sources: &SourceMap, diags: &[Diagnostic], summary: Summary) -> Stri
             "errors": summary.errors,
             "warnings": summary.warnings,
             "notes": summary.notes,
+            "kinds": summary.kinds.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         },
     });
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();

@@ -62,7 +62,7 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         diags.retain(|d| d.severity != Severity::Note);
     }
     let files = inputs.sources.files().count();
-    let summary = Summary::new(files, objects.len(), &diags);
+    let summary = Summary::new(files, &objects, &diags);
     let text = match args.format {
         Format::Human => {
             let color = match args.color {
@@ -72,9 +72,9 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
                     io.stdout_is_terminal && std::env::var_os("NO_COLOR").is_none()
                 }
             };
-            render::human(&inputs.sources, &diags, summary, color)
+            render::human(&inputs.sources, &diags, &summary, color)
         }
-        Format::Json => render::json(&inputs.sources, &diags, summary),
+        Format::Json => render::json(&inputs.sources, &diags, &summary),
         Format::Sarif => render::sarif(&inputs.sources, &diags),
         Format::Github => render::github(&inputs.sources, &diags),
     };
