@@ -367,6 +367,20 @@ impl<T: Decode> Decode for Vec<T> {
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
+            if item.is_null() {
+                // `- ` with nothing after it: the API server rejects a null list item.
+                cx.at_index(i, |cx| {
+                    let d = Diagnostic::new(
+                        Code::WrongType,
+                        item.loc,
+                        format!("`{}` is an empty list item", cx.path()),
+                    )
+                    .label("null item")
+                    .help("remove the `-` line, or write the item (`{}` for an empty one)");
+                    cx.report(d);
+                });
+                continue;
+            }
             if let Some(v) = cx.at_index(i, |cx| T::decode(cx, item)) {
                 out.push(v);
             }

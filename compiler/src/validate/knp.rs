@@ -4,35 +4,17 @@
 use super::selector::{self, Flavor};
 use super::{V, rule, syntax};
 use crate::diag::{Code, Diagnostic};
-use crate::raw::Object;
 use crate::raw::decode::{IntOrString, Spanned};
 use crate::raw::objects::{NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec};
 
-pub(crate) fn check(v: &mut V<'_>, obj: &Object, spec: Option<&Spanned<NetworkPolicySpec>>) {
+pub(crate) fn check(v: &mut V<'_>, spec: Option<&Spanned<NetworkPolicySpec>>) {
+    // `spec` and `podSelector` are plain structs in the Kubernetes API: when omitted they
+    // decode as empty, which selects every pod of the namespace (the API server accepts it).
     let Some(spec) = spec else {
-        v.report(
-            Diagnostic::new(
-                Code::MissingRequiredField,
-                obj.anchor(),
-                "the NetworkPolicy has no `spec`",
-            )
-            .label("no spec")
-            .help("add `spec: {podSelector: {}, ...}`"),
-        );
         return;
     };
-    match &spec.pod_selector {
-        None if spec.written("podSelector") => {}
-        None => v.report(
-            Diagnostic::new(
-                Code::MissingRequiredField,
-                spec.key,
-                "`spec.podSelector` is required",
-            )
-            .label("no `podSelector`")
-            .help("use `podSelector: {}` for every pod of the namespace"),
-        ),
-        Some(s) => selector::check(v, s, Flavor::Kubernetes),
+    if let Some(s) = &spec.pod_selector {
+        selector::check(v, s, Flavor::Kubernetes);
     }
     let mut types = (false, false);
     if let Some(pt) = &spec.policy_types {

@@ -58,7 +58,7 @@ pub fn check(objects: &[Object], opts: &Options) -> Diagnostics {
         match &obj.body {
             Body::CiliumPolicy(p) => check_cilium_policy(&mut v, obj, p),
             Body::CidrGroup(spec) => check_cidr_group(&mut v, obj, spec.as_ref()),
-            Body::NetworkPolicy(spec) => knp::check(&mut v, obj, spec.as_ref()),
+            Body::NetworkPolicy(spec) => knp::check(&mut v, spec.as_ref()),
             _ => {}
         }
     }
