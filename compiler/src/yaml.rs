@@ -45,6 +45,21 @@ pub enum Style {
     Quoted,
 }
 
+/// The core-schema tags a scalar may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoreTag {
+    /// `!!str` (or the non-specific `!`).
+    Str,
+    /// `!!int`.
+    Int,
+    /// `!!bool`.
+    Bool,
+    /// `!!null`.
+    Null,
+    /// `!!float`.
+    Float,
+}
+
 /// A scalar as written.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scalar {
@@ -52,8 +67,8 @@ pub struct Scalar {
     pub text: String,
     /// How it was written.
     pub style: Style,
-    /// An explicit core-schema tag (`str`, `int`, ...), if any.
-    pub tag: Option<String>,
+    /// An explicit core-schema tag (`!!str`, `!!int`, ...), if any.
+    pub tag: Option<CoreTag>,
 }
 
 /// What a scalar means under Kubernetes' YAML resolution.
@@ -87,16 +102,16 @@ impl Resolved<'_> {
 impl Scalar {
     /// Resolves the scalar's type as Kubernetes' YAML decoder does.
     pub fn resolve(&self) -> Resolved<'_> {
-        match self.tag.as_deref() {
-            Some("str") => return Resolved::Str(&self.text),
-            Some("null") => return Resolved::Null,
-            Some("bool") => {
+        match self.tag {
+            Some(CoreTag::Str) => return Resolved::Str(&self.text),
+            Some(CoreTag::Null) => return Resolved::Null,
+            Some(CoreTag::Bool) => {
                 return resolve_bool(&self.text).map_or(Resolved::Str(&self.text), Resolved::Bool);
             }
-            Some("int") => {
+            Some(CoreTag::Int) => {
                 return resolve_int(&self.text).map_or(Resolved::Str(&self.text), Resolved::Int);
             }
-            Some("float") => {
+            Some(CoreTag::Float) => {
                 return resolve_float(&self.text)
                     .map_or(Resolved::Str(&self.text), Resolved::Float);
             }
@@ -348,7 +363,8 @@ enum Frame {
         anchor: usize,
         entries: Vec<Entry>,
         key: Option<(String, Loc)>,
-        seen: HashMap<String, Loc>,
+        /// Key index, built once a mapping is large enough for linear scans to hurt.
+        index: Option<HashMap<String, Loc>>,
     },
 }
 
@@ -480,8 +496,10 @@ impl<'a> Builder<'a> {
                     let loc = self.loc(span);
                     let tag = match tag {
                         None => None,
-                        Some(t) if t.is_yaml_core_schema() => Some(t.suffix.clone()),
-                        Some(t) if t.handle == "!" && t.suffix.is_empty() => Some("str".into()),
+                        Some(t) if t.handle == "!" && t.suffix.is_empty() => Some(CoreTag::Str),
+                        Some(t) if t.is_yaml_core_schema() && core_tag(&t.suffix).is_some() => {
+                            core_tag(&t.suffix)
+                        }
                         Some(t) => {
                             return Err(Box::new(
                                 Diagnostic::new(
@@ -497,13 +515,13 @@ impl<'a> Builder<'a> {
                         ScalarStyle::Plain => Style::Plain,
                         _ => Style::Quoted,
                     };
+                    // The scanner grows strings as it reads; trim them to size, since a
+                    // large inventory holds millions of scalars.
+                    let mut text = text.into_owned();
+                    text.shrink_to_fit();
                     let node = Node {
                         loc,
-                        value: Value::Scalar(Scalar {
-                            text: text.into_owned(),
-                            style,
-                            tag,
-                        }),
+                        value: Value::Scalar(Scalar { text, style, tag }),
                     };
                     self.add(node, anchor)?;
                 }
@@ -545,7 +563,7 @@ impl<'a> Builder<'a> {
                             anchor,
                             entries: Vec::new(),
                             key: None,
-                            seen: HashMap::new(),
+                            index: None,
                         }
                     });
                 }
@@ -599,7 +617,10 @@ impl<'a> Builder<'a> {
             None => self.docs.push(Document { root: node }),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
-                entries, key, seen, ..
+                entries,
+                key,
+                index,
+                ..
             }) => match key.take() {
                 Some((k, key_loc)) => entries.push(Entry {
                     key: k,
@@ -624,7 +645,14 @@ impl<'a> Builder<'a> {
                             .help("write the merged fields out"),
                         ));
                     }
-                    if let Some(first) = seen.get(&s.text) {
+                    if index.is_none() && entries.len() >= 16 {
+                        *index = Some(entries.iter().map(|e| (e.key.clone(), e.key_loc)).collect());
+                    }
+                    let first = match index {
+                        Some(ix) => ix.get(&s.text).copied(),
+                        None => entries.iter().find(|e| e.key == s.text).map(|e| e.key_loc),
+                    };
+                    if let Some(first) = first {
                         return Err(Box::new(
                             Diagnostic::new(
                                 Code::DuplicateKey,
@@ -632,17 +660,30 @@ impl<'a> Builder<'a> {
                                 format!("key `{}` is defined twice in this mapping", s.text),
                             )
                             .label("second definition")
-                            .related(*first, "first defined here")
+                            .related(first, "first defined here")
                             .help("remove one of the two entries or merge them"),
                         ));
                     }
-                    seen.insert(s.text.clone(), node.loc);
+                    if let Some(ix) = index {
+                        ix.insert(s.text.clone(), node.loc);
+                    }
                     *key = Some((s.text, node.loc));
                 }
             },
         }
         Ok(())
     }
+}
+
+fn core_tag(suffix: &str) -> Option<CoreTag> {
+    Some(match suffix {
+        "str" => CoreTag::Str,
+        "int" => CoreTag::Int,
+        "bool" => CoreTag::Bool,
+        "null" => CoreTag::Null,
+        "float" => CoreTag::Float,
+        _ => return None,
+    })
 }
 
 /// The span of a collection: from its start event to its last child or end event.
