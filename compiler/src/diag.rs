@@ -372,6 +372,12 @@ codes! {
          field (or rejects it under strict validation), and what is left usually means \
          something else: an `egressDeny` item whose `toFQDNs` is dropped denies all egress.";
 
+    UnknownKind = "S0256", "unknown-kind", Error,
+        "The kind is a near miss of a policy kind.",
+        "Kinds are case-sensitive and must be spelled exactly: `CiliumNetworkPolicy`, \
+         `CiliumClusterwideNetworkPolicy`, `CiliumCIDRGroup`, `NetworkPolicy`. The API server \
+         rejects an unknown kind (\"no matches for kind\"), so the policy is never applied.";
+
     // ---- L03xx: accepted, but not what the author meant --------------------------------
     EmptySection = "L0301", "empty-section", Warning,
         "A section is an empty list, which has no effect.",
@@ -407,10 +413,8 @@ codes! {
         "`serverNames` is used on ingress.",
         "SNI matching is documented and tested for egress; on ingress it is not enforced as \
          one would expect.";
-    CidrGroupExcept = "L0308", "cidr-group-except", Warning,
-        "`except` is combined with a CIDR group.",
-        "The CRD documents `except` with `cidrGroupRef`/`cidrGroupSelector` as not supported \
-         yet: the excepts are not validated and may not be enforced.";
+    // L0308 (cidr-group-except) was retired before release: since Cilium 1.17 the agent
+    // enforces `except` with CIDR groups.
     DefaultDenyWithoutItems = "L0309", "default-deny-without-items", Warning,
         "`enableDefaultDeny` is set for a direction in which the rule has no items.",
         "Only directions with items produce policy entries, so the setting has no effect.";

@@ -18,6 +18,9 @@ use crate::source::{FileId, Loc, SourceFile};
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 use std::collections::HashMap;
 
+const UNQUOTED_STAR_HELP: &str = "a plain value starting with `*` is a YAML alias (and `&` an \
+     anchor); quote it: `\"*.example.com\"`";
+
 /// Limits that bound the work done on one input.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -428,6 +431,9 @@ impl<'a> Builder<'a> {
         } else {
             let mut d = Diagnostic::new(Code::YamlSyntax, loc, format!("invalid YAML: {info}"))
                 .label("the parser stopped here");
+            if info.contains("anchor") || info.contains("alias") {
+                d = d.help(UNQUOTED_STAR_HELP);
+            }
             // Inside a flow collection the real mistake is usually an unclosed bracket.
             if let Some(open) = self.stack.iter().rev().find_map(|f| {
                 let start = match f {
@@ -465,11 +471,15 @@ impl<'a> Builder<'a> {
                 Event::Alias(id) => {
                     let loc = self.loc(span);
                     let Some(node) = self.anchors.get(&id) else {
-                        return Err(Box::new(Diagnostic::new(
-                            Code::YamlSyntax,
-                            loc,
-                            "invalid YAML: alias to an unknown anchor",
-                        )));
+                        return Err(Box::new(
+                            Diagnostic::new(
+                                Code::YamlSyntax,
+                                loc,
+                                "invalid YAML: alias to an unknown anchor",
+                            )
+                            .label("read as an alias")
+                            .help(UNQUOTED_STAR_HELP),
+                        ));
                     };
                     self.alias_nodes += node.size();
                     if self.alias_nodes > self.limits.max_alias_nodes {

@@ -88,6 +88,9 @@ pub struct Elsewhere {
 pub struct Cx<'d> {
     diags: &'d mut Vec<Diagnostic>,
     path: Vec<Seg>,
+    /// The key whose value is being decoded (none inside list items): a block value of the
+    /// wrong type is reported at its key, the line a reader looks at.
+    key: Option<Loc>,
     /// Match field names case-insensitively, as Go's `encoding/json` does for the agent's
     /// own rule format (`cilium-dbg policy import`); the API server is case-sensitive.
     pub case_insensitive: bool,
@@ -105,6 +108,7 @@ impl<'d> Cx<'d> {
         Cx {
             diags,
             path: Vec::new(),
+            key: None,
             case_insensitive: false,
         }
     }
@@ -154,7 +158,9 @@ impl<'d> Cx<'d> {
     /// Runs `f` with `[index]` appended to the path.
     pub fn at_index<R>(&mut self, index: usize, f: impl FnOnce(&mut Self) -> R) -> R {
         self.path.push(Seg::Index(index));
+        let key = self.key.take();
         let r = f(self);
+        self.key = key;
         self.path.pop();
         r
     }
@@ -162,9 +168,14 @@ impl<'d> Cx<'d> {
     /// Reports that `node` has the wrong type.
     pub fn wrong_type(&mut self, node: &Node, expected: &str) {
         let found = node.type_name();
+        // A list or mapping where a scalar belongs starts on the key's line (or below it).
+        let loc = match (&node.value, self.key) {
+            (Value::Seq(_) | Value::Map(_), Some(key)) => key.to(node.loc),
+            _ => node.loc,
+        };
         let mut d = Diagnostic::new(
             Code::WrongType,
-            node.loc,
+            loc,
             format!("`{}` must be {expected}, found {found}", self.path()),
         )
         .label(format!("this is {}", article(found)));
@@ -181,26 +192,27 @@ impl<'d> Cx<'d> {
         }
         self.report(d);
     }
-
     /// Iterates the entries of a mapping node: known keys go to `f` with their canonical
-    /// spelling (and the path extended),
-    /// unknown keys are reported according to `strictness`. Null values count as absent, as
-    /// the API server prunes them. Returns `None` if the node is not a mapping.
+    /// spelling (and the path extended), unknown keys are reported according to
+    /// `strictness`. Null values count as absent, as the API server prunes them. Returns
+    /// `None` if the node is not a mapping, else the known fields that were written
+    /// misspelled (reported already), so validation does not also call them missing.
     pub fn fields(
         &mut self,
         node: &Node,
         what: &str,
-        known: &[&str],
+        known: &[&'static str],
         strictness: Strictness,
         elsewhere: &[Elsewhere],
         mut f: impl FnMut(&mut Self, &str, &Entry),
-    ) -> Option<()> {
+    ) -> Option<Vec<&'static str>> {
         let Some(entries) = node.as_map() else {
             if !node.is_null() {
                 self.wrong_type(node, &format!("a mapping ({what})"));
             }
             return None;
         };
+        let mut misspelled = Vec::new();
         for e in entries {
             let canonical = known
                 .iter()
@@ -211,23 +223,47 @@ impl<'d> Cx<'d> {
                     continue;
                 }
                 self.path.push(Seg::Key(e.key.clone()));
+                let outer = self.key.replace(e.key_loc);
                 f(self, key, e);
+                self.key = outer;
                 self.path.pop();
             } else if strictness == Strictness::Strict {
-                self.unknown_field(e, what, known, elsewhere);
+                misspelled.extend(self.unknown_field(e, what, known, elsewhere));
             }
         }
-        Some(())
+        Some(misspelled)
     }
 
-    fn unknown_field(&mut self, e: &Entry, what: &str, known: &[&str], elsewhere: &[Elsewhere]) {
+    /// Reports an unknown field; returns the known field it is a misspelling of, if any.
+    fn unknown_field(
+        &mut self,
+        e: &Entry,
+        what: &str,
+        known: &[&'static str],
+        elsewhere: &[Elsewhere],
+    ) -> Option<&'static str> {
         let path = self.path_with(&e.key);
-        if let Some(x) = elsewhere.iter().find(|x| x.field == e.key) {
+        let elsewhere_names: Vec<&'static str> = elsewhere.iter().map(|x| x.field).collect();
+        let place = elsewhere.iter().find(|x| x.field == e.key).or_else(|| {
+            // A near miss of a field of another section (`toEntity` in an ingress item)
+            // is that field, unless it is also a near miss of a field of this one.
+            let near = near_miss(&e.key, &elsewhere_names)?;
+            if near_miss(&e.key, known).is_some() {
+                return None;
+            }
+            elsewhere.iter().find(|x| x.field == near)
+        });
+        if let Some(x) = place {
+            let written = if x.field == e.key {
+                format!("`{}`", e.key)
+            } else {
+                format!("`{}` (read as `{}`)", e.key, x.field)
+            };
             self.report(
                 Diagnostic::new(
                     Code::FieldNotAllowedHere,
                     e.key_loc,
-                    format!("`{}` {} ({what})", e.key, x.why),
+                    format!("{written} {} ({what})", x.why),
                 )
                 .label("not allowed here")
                 .help(format!(
@@ -235,7 +271,10 @@ impl<'d> Cx<'d> {
                      validation), which changes what the rule means; remove it or move it"
                 )),
             );
-            return;
+            // A NetworkPolicy-style subject stands for the subject Cilium expects: it is not
+            // also missing.
+            return (x.field == "podSelector" && known.contains(&"endpointSelector"))
+                .then_some("endpointSelector");
         }
         if let Some(near) = near_miss(&e.key, known) {
             self.report(
@@ -250,7 +289,7 @@ impl<'d> Cx<'d> {
                      rule loses its meaning"
                 )),
             );
-            return;
+            return Some(near);
         }
         let mut d = Diagnostic::new(
             Code::UnknownField,
@@ -274,6 +313,7 @@ impl<'d> Cx<'d> {
             )
         });
         self.report(d);
+        None
     }
 
     /// Decodes the value of a mapping entry as `T`, keeping the key's location.
@@ -385,8 +425,31 @@ impl<T: Decode> Decode for Vec<T> {
                 out.push(v);
             }
         }
+        if out.is_empty() && !items.is_empty() {
+            // Every item was unusable (and reported): the list is not "empty", it is invalid.
+            return None;
+        }
         Some(out)
     }
+}
+
+/// The known fields a mapping node writes with a non-null value.
+pub fn written_keys(
+    node: &Node,
+    known: &[&'static str],
+    case_insensitive: bool,
+) -> Vec<&'static str> {
+    node.as_map()
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.value.is_null())
+        .filter_map(|e| {
+            known
+                .iter()
+                .copied()
+                .find(|k| *k == e.key || (case_insensitive && k.eq_ignore_ascii_case(&e.key)))
+        })
+        .collect()
 }
 
 /// Decodes a string-to-string map.
@@ -442,14 +505,22 @@ pub fn article(word: &str) -> String {
 }
 
 /// A known field that `key` is probably a misspelling of.
-fn near_miss<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+pub(crate) fn near_miss<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
     let lower = key.to_ascii_lowercase();
+    // `fromEntity` for `fromEntities`: compare singular forms too.
+    let singular = |s: &str| -> String {
+        if let Some(stem) = s.strip_suffix("ies") {
+            format!("{stem}y")
+        } else {
+            s.strip_suffix('s').unwrap_or(s).to_string()
+        }
+    };
     known
         .iter()
         .copied()
         .map(|k| {
             let kl = k.to_ascii_lowercase();
-            let d = if kl == lower {
+            let d = if kl == lower || singular(&kl) == singular(&lower) {
                 0
             } else {
                 edit_distance(&lower, &kl)
@@ -539,7 +610,7 @@ macro_rules! raw_struct {
                 #[allow(unused_variables)]
                 let elsewhere: &[$crate::raw::decode::Elsewhere] = &[];
                 $( let elsewhere: &[$crate::raw::decode::Elsewhere] = $elsewhere; )?
-                cx.fields(
+                let misspelled = cx.fields(
                     node,
                     $what,
                     Self::FIELDS,
@@ -555,6 +626,7 @@ macro_rules! raw_struct {
                         _ => {}
                     },
                 )?;
+                out.invalid.extend(misspelled);
                 Some(out)
             }
         }

@@ -289,6 +289,12 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
         }
         return;
     };
+    if let Some(e) = node.get("kind")
+        && !matches!(&e.value.value, Value::Scalar(s) if matches!(s.resolve(), crate::yaml::Resolved::Str(_)))
+    {
+        cx.at_key("kind", |cx| cx.wrong_type(&e.value, "a string"));
+        return;
+    }
     let kind = node.get("kind").and_then(|e| match &e.value.value {
         Value::Scalar(s) => Some(Spanned {
             value: s.text.clone(),
@@ -350,14 +356,37 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
         return;
     }
     let Some(k) = Kind::from_name(&kind.value) else {
-        cx.report(
-            Diagnostic::new(
-                Code::SkippedKind,
-                kind.loc,
-                format!("skipping `{}`, a kind polc does not read", kind.value),
-            )
-            .label("skipped"),
-        );
+        let policy_kinds = [
+            Kind::CiliumNetworkPolicy,
+            Kind::CiliumClusterwideNetworkPolicy,
+            Kind::CiliumCidrGroup,
+            Kind::NetworkPolicy,
+        ];
+        let names: Vec<&'static str> = policy_kinds.iter().map(|k| k.name()).collect();
+        if let Some(near) = decode::near_miss(&kind.value, &names) {
+            cx.report(
+                Diagnostic::new(
+                    Code::UnknownKind,
+                    kind.loc,
+                    format!("`{}` is not a kind, did you mean `{near}`?", kind.value),
+                )
+                .label("unknown kind")
+                .help(format!(
+                    "kinds are case-sensitive; the API server rejects `{}` (\"no matches for \
+                     kind\")",
+                    kind.value
+                )),
+            );
+        } else {
+            cx.report(
+                Diagnostic::new(
+                    Code::SkippedKind,
+                    kind.loc,
+                    format!("skipping `{}`, a kind polc does not read", kind.value),
+                )
+                .label("skipped"),
+            );
+        }
         return;
     };
     let (group, versions) = k.served();
@@ -367,11 +396,15 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
         }
         Some(av) => {
             let (g, v) = av.value.rsplit_once('/').unwrap_or(("", av.value.as_str()));
-            let same_family = g == group
-                || (k == Kind::NetworkPolicy && g == "extensions")
+            // Kinds with the same name in other API groups (Calico's NetworkPolicy, ...) are
+            // not ours; Cilium's kind names are unique, and a NetworkPolicy under a Kubernetes
+            // or Cilium group is a mix-up.
+            let ours = g == group
+                || k.name().starts_with("Cilium")
+                || (k == Kind::NetworkPolicy
+                    && (g == "extensions" || g.ends_with("k8s.io") || g == "cilium.io"))
                 || (group.is_empty() && g.is_empty());
-            if !same_family {
-                // Same kind name, another API group (Calico's NetworkPolicy, ...): not ours.
+            if !ours {
                 cx.report(
                     Diagnostic::new(
                         Code::SkippedKind,

@@ -4,7 +4,7 @@
 //! Inventory objects are decoded leniently: `kubectl get -o yaml` dumps carry hundreds of
 //! fields polc does not need, and none of them is an error.
 
-use super::decode::{Ignored, IntOrString, Labels, Spanned, raw_struct};
+use super::decode::{Elsewhere, Ignored, IntOrString, Labels, Spanned, raw_struct};
 use super::policy::LabelSelector;
 
 raw_struct! {
@@ -65,9 +65,47 @@ raw_struct! {
     }
 }
 
+const PEER_FIELDS_IN_INGRESS: &[Elsewhere] = &[
+    Elsewhere {
+        field: "to",
+        why: "is an egress field; ingress rules use `from`",
+    },
+    Elsewhere {
+        field: "podSelector",
+        why: "belongs inside a `from` peer",
+    },
+    Elsewhere {
+        field: "namespaceSelector",
+        why: "belongs inside a `from` peer",
+    },
+    Elsewhere {
+        field: "ipBlock",
+        why: "belongs inside a `from` peer",
+    },
+];
+
+const PEER_FIELDS_IN_EGRESS: &[Elsewhere] = &[
+    Elsewhere {
+        field: "from",
+        why: "is an ingress field; egress rules use `to`",
+    },
+    Elsewhere {
+        field: "podSelector",
+        why: "belongs inside a `to` peer",
+    },
+    Elsewhere {
+        field: "namespaceSelector",
+        why: "belongs inside a `to` peer",
+    },
+    Elsewhere {
+        field: "ipBlock",
+        why: "belongs inside a `to` peer",
+    },
+];
+
 raw_struct! {
     /// A NetworkPolicy ingress rule.
-    NetworkPolicyIngressRule("NetworkPolicy ingress rule", Strict) {
+    NetworkPolicyIngressRule("NetworkPolicy ingress rule", Strict, elsewhere = PEER_FIELDS_IN_INGRESS) {
         /// Ports.
         ports: "ports" => Vec<NetworkPolicyPort>,
         /// Peers.
@@ -77,7 +115,7 @@ raw_struct! {
 
 raw_struct! {
     /// A NetworkPolicy egress rule.
-    NetworkPolicyEgressRule("NetworkPolicy egress rule", Strict) {
+    NetworkPolicyEgressRule("NetworkPolicy egress rule", Strict, elsewhere = PEER_FIELDS_IN_EGRESS) {
         /// Ports.
         ports: "ports" => Vec<NetworkPolicyPort>,
         /// Peers.

@@ -68,6 +68,21 @@ impl Decode for LabelSelector {
                 continue;
             }
             let path = cx.path_with(&e.key);
+            if let Some(near) = super::decode::near_miss(&e.key, Self::FIELDS) {
+                cx.report(
+                    Diagnostic::new(
+                        Code::MisspelledField,
+                        e.key_loc,
+                        format!("unknown field `{path}`, did you mean `{near}`?"),
+                    )
+                    .label("not a field of a label selector")
+                    .help(format!(
+                        "rename it to `{near}`; as written the API server drops it and the \
+                         selector matches more than intended"
+                    )),
+                );
+                continue;
+            }
             let mut d = Diagnostic::new(
                 Code::MisplacedSelectorLabel,
                 e.key_loc,
@@ -103,6 +118,12 @@ raw_struct! {
         values: "values" => Vec<Spanned<String>>,
     }
 }
+
+const KNP_PORTS: Elsewhere = Elsewhere {
+    field: "ports",
+    why: "is a Kubernetes NetworkPolicy field; Cilium items list ports under \
+          `toPorts: [{ports: [...]}]`",
+};
 
 const AUTH_REPLACED: Elsewhere = Elsewhere {
     field: "auth",
@@ -147,6 +168,17 @@ const TO_IN_INGRESS: &[Elsewhere] = &[
         why: "exists only in egress rules",
     },
     AUTH_REPLACED,
+    KNP_PORTS,
+    Elsewhere {
+        field: "from",
+        why: "is a Kubernetes NetworkPolicy field; Cilium items use `fromEndpoints`, \
+              `fromCIDRSet`, `fromEntities`, ...",
+    },
+    Elsewhere {
+        field: "to",
+        why: "is a Kubernetes NetworkPolicy egress field; Cilium ingress items use \
+              `fromEndpoints`, `fromCIDRSet`, `fromEntities`, ...",
+    },
 ];
 
 const FROM_IN_EGRESS: &[Elsewhere] = &[
@@ -179,6 +211,17 @@ const FROM_IN_EGRESS: &[Elsewhere] = &[
         why: "is an ingress field; egress uses `toRequires`",
     },
     AUTH_REPLACED,
+    KNP_PORTS,
+    Elsewhere {
+        field: "to",
+        why: "is a Kubernetes NetworkPolicy field; Cilium items use `toEndpoints`, \
+              `toCIDRSet`, `toEntities`, ...",
+    },
+    Elsewhere {
+        field: "from",
+        why: "is a Kubernetes NetworkPolicy ingress field; Cilium egress items use \
+              `toEndpoints`, `toCIDRSet`, `toEntities`, ...",
+    },
 ];
 
 const NO_AUTH_IN_DENY: Elsewhere = Elsewhere {
@@ -294,6 +337,8 @@ impl Section {
 pub struct IngressRule {
     /// Where the item is.
     pub loc: Loc,
+    /// The fields written, even those that could not be decoded or were misspelled.
+    pub written: Vec<&'static str>,
     /// `fromEndpoints`.
     pub from_endpoints: Option<Spanned<Vec<LabelSelector>>>,
     /// `fromRequires` (removed in 1.19).
@@ -321,6 +366,8 @@ pub struct IngressRule {
 pub struct EgressRule {
     /// Where the item is.
     pub loc: Loc,
+    /// The fields written, even those that could not be decoded or were misspelled.
+    pub written: Vec<&'static str>,
     /// `toEndpoints`.
     pub to_endpoints: Option<Spanned<Vec<LabelSelector>>>,
     /// `toRequires` (removed in 1.19).
@@ -375,7 +422,7 @@ fn decode_ingress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<IngressRul
     } else {
         "ingress rule"
     };
-    cx.fields(
+    let misspelled = cx.fields(
         node,
         what,
         &known,
@@ -405,6 +452,8 @@ fn decode_ingress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<IngressRul
             _ => {}
         },
     )?;
+    out.written = super::decode::written_keys(node, &known, cx.case_insensitive);
+    out.written.extend(misspelled);
     Some(out)
 }
 
@@ -441,7 +490,7 @@ fn decode_egress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<EgressRule>
     } else {
         "egress rule"
     };
-    cx.fields(
+    let misspelled = cx.fields(
         node,
         what,
         &known,
@@ -473,6 +522,8 @@ fn decode_egress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<EgressRule>
             _ => {}
         },
     )?;
+    out.written = super::decode::written_keys(node, &known, cx.case_insensitive);
+    out.written.extend(misspelled);
     Some(out)
 }
 

@@ -149,7 +149,16 @@ fn check_port(v: &mut V<'_>, p: &NetworkPolicyPort) {
                 .label("no numeric port")
                 .help("set `port` to the first port of the range"),
             ),
-            (_, Some(s)) if end.value < s || end.value > 65535 => v.report(
+            (_, _) if !(0..=65535).contains(&end.value) => v.report(
+                Diagnostic::new(
+                    Code::ValueOutOfRange,
+                    end.loc,
+                    format!("`endPort` {} is outside 1-65535", end.value),
+                )
+                .label("out of range")
+                .help("port ranges end at most at 65535"),
+            ),
+            (_, Some(s)) if end.value < s => v.report(
                 Diagnostic::new(
                     Code::InvalidPort,
                     end.loc,

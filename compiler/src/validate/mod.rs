@@ -5,6 +5,7 @@
 //! Rules are written against the raw types, so every diagnostic points at the YAML that caused
 //! it. Version-dependent rules read [`Options::version`](crate::Options).
 
+mod goregex;
 mod knp;
 mod ports;
 mod rule;
@@ -27,6 +28,9 @@ pub(crate) struct V<'a> {
     /// HTTP regexes already compiled, with their error if invalid: policies repeat the same
     /// few patterns, and compiling dominates validation time.
     pub regex_cache: &'a mut HashMap<String, Option<String>>,
+    /// Whether the object passes through the API server (CRD schema checks apply); false for
+    /// the agent's bare rule lists, which only the agent checks.
+    pub crd: bool,
 }
 
 impl V<'_> {
@@ -53,6 +57,7 @@ pub fn check(objects: &[Object], opts: &Options) -> Diagnostics {
             opts,
             kind: obj.kind,
             regex_cache: &mut regex_cache,
+            crd: obj.kind != Kind::RuleList,
         };
         check_meta(&mut v, obj);
         match &obj.body {
@@ -95,6 +100,14 @@ fn check_meta(v: &mut V<'_>, obj: &Object) {
             ),
         ),
         _ => {}
+    }
+    // The API server validates object labels (keys and values) and annotation keys.
+    for (k, val) in obj.meta.labels.iter().flat_map(|l| l.0.iter()) {
+        selector::check_key(v, k, selector::Flavor::Kubernetes);
+        selector::check_value(v, val);
+    }
+    for (k, _) in obj.meta.annotations.iter().flat_map(|l| l.0.iter()) {
+        selector::check_key(v, k, selector::Flavor::Kubernetes);
     }
     if let Some(ns) = &obj.meta.namespace {
         if !obj.kind.is_namespaced() {

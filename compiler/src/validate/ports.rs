@@ -50,8 +50,14 @@ fn check_port(v: &mut V<'_>, p: &PortProtocol) {
     let extended =
         protocol.is_some_and(|pr| tables::ALL_EXTENDED_PROTOCOLS.contains(&pr.value.as_str()));
     if let Some(pr) = protocol {
-        let ok = tables::PORT_PROTOCOLS.contains(&pr.value.as_str())
-            || tables::extended_protocols(v.opts.version).contains(&pr.value.as_str());
+        // The CRD enum is upper-case; the agent itself upper-cases what it parses.
+        let written = if v.crd {
+            pr.value.clone()
+        } else {
+            pr.value.to_ascii_uppercase()
+        };
+        let ok = tables::PORT_PROTOCOLS.contains(&written.as_str())
+            || tables::extended_protocols(v.opts.version).contains(&written.as_str());
         if !ok {
             let upper = pr.value.to_ascii_uppercase();
             let help = if upper == "ICMP" || upper == "ICMPV6" {
@@ -395,7 +401,7 @@ fn check_http(v: &mut V<'_>, h: &HttpRule) {
         let error = v
             .regex_cache
             .entry(val.value.clone())
-            .or_insert_with(|| regex_error(&val.value))
+            .or_insert_with(|| super::goregex::go_regex_error(&val.value))
             .clone();
         if let Some(why) = error {
             v.report(
@@ -467,15 +473,6 @@ fn check_http(v: &mut V<'_>, h: &HttpRule) {
             );
         }
     }
-}
-
-/// Why `pattern` is not a valid (RE2-style) regular expression, or `None`. Only parsed, not
-/// compiled: validity is all that matters here.
-fn regex_error(pattern: &str) -> Option<String> {
-    regex_syntax::Parser::new().parse(pattern).err().map(|e| {
-        let text = e.to_string();
-        text.lines().last().unwrap_or("").trim().to_string()
-    })
 }
 
 /// Whether a full-match regex could match a string starting with `/`.
@@ -796,7 +793,22 @@ pub(crate) fn check_icmp_rule(v: &mut V<'_>, r: &IcmpRule) {
                 .label("out of range")
                 .help("ICMP types are numbers from 0 to 255"),
             ),
-            IntOrString::Str(s) if s.parse::<u8>().is_ok() => {}
+            // The CRD pattern admits decimal strings without leading zeros.
+            IntOrString::Str(s) if s.parse::<u8>().is_ok() && (s == "0" || !s.starts_with('0')) => {
+            }
+            IntOrString::Str(s) if s == "ExtendedEchoReply" => v.report(
+                Diagnostic::new(
+                    Code::UnknownIcmpType,
+                    t.loc,
+                    "ICMP type `ExtendedEchoReply` is rejected by the CRD's type pattern",
+                )
+                .label("not accepted by the API server")
+                .help(format!(
+                    "the CRD pattern misspells this name as `ExtendedEcho Reply`, so the API \
+                     server rejects it; write the number instead: `{}`",
+                    if v6 { 161 } else { 43 }
+                )),
+            ),
             IntOrString::Str(s) => {
                 if tables::icmp_type(v6, s).is_none() {
                     let other = tables::icmp_type(!v6, s).is_some();

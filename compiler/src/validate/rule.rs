@@ -17,6 +17,7 @@ use crate::version::CiliumVersion;
 pub(crate) struct Item<'a> {
     pub section: Section,
     pub loc: Loc,
+    pub written: &'a [&'static str],
     pub endpoints: Option<&'a Spanned<Vec<LabelSelector>>>,
     pub requires: Option<&'a Spanned<Vec<LabelSelector>>>,
     pub cidr: Option<&'a Spanned<Vec<Spanned<String>>>>,
@@ -36,6 +37,7 @@ impl<'a> Item<'a> {
         Item {
             section,
             loc: r.loc,
+            written: &r.written,
             endpoints: r.from_endpoints.as_ref(),
             requires: r.from_requires.as_ref(),
             cidr: r.from_cidr.as_ref(),
@@ -55,6 +57,7 @@ impl<'a> Item<'a> {
         Item {
             section,
             loc: r.loc,
+            written: &r.written,
             endpoints: r.to_endpoints.as_ref(),
             requires: r.to_requires.as_ref(),
             cidr: r.to_cidr.as_ref(),
@@ -79,34 +82,27 @@ impl<'a> Item<'a> {
     }
 
     /// The peer fields that are present: (field name, key location, number of entries).
-    fn peers(&self) -> Vec<(String, Loc, usize)> {
+    /// The peer fields that are written: (field name, key location, number of entries).
+    /// The count is `None` for a field whose value could not be decoded (already reported).
+    fn peers(&self) -> Vec<(String, Loc, Option<usize>)> {
         let p = self.prefix();
         let mut out = Vec::new();
-        let mut add = |name: &str, key: Loc, len: usize| out.push((format!("{p}{name}"), key, len));
-        if let Some(x) = self.endpoints {
-            add("Endpoints", x.key, x.len());
-        }
-        if let Some(x) = self.cidr {
-            add("CIDR", x.key, x.len());
-        }
-        if let Some(x) = self.cidr_set {
-            add("CIDRSet", x.key, x.len());
-        }
-        if let Some(x) = self.entities {
-            add("Entities", x.key, x.len());
-        }
-        if let Some(x) = self.groups {
-            add("Groups", x.key, x.len());
-        }
-        if let Some(x) = self.nodes {
-            add("Nodes", x.key, x.len());
-        }
-        if let Some(x) = self.services {
-            add("Services", x.key, x.len());
-        }
-        if let Some(x) = self.fqdns {
-            add("FQDNs", x.key, x.len());
-        }
+        let mut add = |name: &str, field: Option<(Loc, usize)>| {
+            let full = format!("{p}{name}");
+            match field {
+                Some((key, len)) => out.push((full, key, Some(len))),
+                None if self.written.iter().any(|w| *w == full) => out.push((full, self.loc, None)),
+                None => {}
+            }
+        };
+        add("Endpoints", self.endpoints.map(|x| (x.key, x.len())));
+        add("CIDR", self.cidr.map(|x| (x.key, x.len())));
+        add("CIDRSet", self.cidr_set.map(|x| (x.key, x.len())));
+        add("Entities", self.entities.map(|x| (x.key, x.len())));
+        add("Groups", self.groups.map(|x| (x.key, x.len())));
+        add("Nodes", self.nodes.map(|x| (x.key, x.len())));
+        add("Services", self.services.map(|x| (x.key, x.len())));
+        add("FQDNs", self.fqdns.map(|x| (x.key, x.len())));
         out
     }
 }
@@ -382,7 +378,11 @@ fn check_item(v: &mut V<'_>, obj: &Object, item: &Item<'_>, host: bool) {
     let peers = item.peers();
 
     // R7/R8: at most one non-empty peer kind.
-    let non_empty: Vec<_> = peers.iter().filter(|p| p.2 > 0).collect();
+    let mut non_empty: Vec<_> = peers
+        .iter()
+        .filter(|p| p.2.is_some_and(|n| n > 0))
+        .collect();
+    non_empty.sort_by_key(|p| p.1.start);
     if non_empty.len() > 1 {
         let (first, second) = (non_empty[0], non_empty[1]);
         v.report(
@@ -403,7 +403,7 @@ fn check_item(v: &mut V<'_>, obj: &Object, item: &Item<'_>, host: bool) {
         );
     }
     for (name, key, len) in &peers {
-        if *len == 0 {
+        if *len == Some(0) {
             v.report(
                 Diagnostic::new(
                     Code::EmptyPeerList,
@@ -420,9 +420,15 @@ fn check_item(v: &mut V<'_>, obj: &Object, item: &Item<'_>, host: bool) {
     }
 
     // Ports without peers: allowed from/to every identity.
-    let has_l4 =
-        item.to_ports.is_some_and(|p| !p.is_empty()) || item.icmps.is_some_and(|p| !p.is_empty());
-    if !item.section.is_deny() && peers.is_empty() && item.requires.is_none() && has_l4 {
+    let has_ports = item.to_ports.is_some_and(|p| !p.is_empty());
+    let has_l4 = has_ports || item.icmps.is_some_and(|p| !p.is_empty());
+    // Items whose ports carry L7 rules or server names are restricted at L7 (a DNS rule
+    // without peers is the usual way to let the proxy see every lookup).
+    let l7 = item.to_ports.is_some_and(|p| {
+        p.iter()
+            .any(|pr| pr.rules.is_some() || pr.server_names.is_some() || pr.listener.is_some())
+    });
+    if !item.section.is_deny() && peers.is_empty() && item.requires.is_none() && has_l4 && !l7 {
         let loc = item
             .to_ports
             .map_or_else(|| item.icmps.map_or(item.loc, |i| i.key), |p| p.key);
@@ -436,7 +442,8 @@ fn check_item(v: &mut V<'_>, obj: &Object, item: &Item<'_>, host: bool) {
                 Code::PortsFromAnywhere,
                 loc,
                 format!(
-                    "this item has ports but no peers, so it allows them {dir} every identity, including the internet"
+                    "this item has {} but no peers, so it allows them {dir} every identity, including the internet",
+                    if has_ports { "ports" } else { "ICMP types" }
                 ),
             )
             .label(format!("allowed {dir} anywhere"))
@@ -506,6 +513,11 @@ fn check_item(v: &mut V<'_>, obj: &Object, item: &Item<'_>, host: bool) {
         check_entity(v, e);
     }
     for c in item.cidr.iter().flat_map(|c| c.iter()) {
+        // The agent accepts a bare address in `fromCIDR`/`toCIDR`; only the CRD's
+        // `format: cidr` rejects it.
+        if !v.crd && c.value.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
         check_prefix(v, c);
     }
     for c in item.cidr_set.iter().flat_map(|c| c.iter()) {
@@ -571,10 +583,17 @@ fn check_item(v: &mut V<'_>, obj: &Object, item: &Item<'_>, host: bool) {
 }
 
 fn check_entity(v: &mut V<'_>, e: &Spanned<String>) {
-    if tables::ENTITIES.contains(&e.value.as_str()) {
+    if tables::ENTITIES.contains(&e.value.as_str())
+        || (!v.crd && tables::AGENT_ONLY_ENTITIES.contains(&e.value.as_str()))
+    {
         return;
     }
-    let help = if tables::AGENT_ONLY_ENTITIES.contains(&e.value.as_str()) {
+    let help = if e.value == "namespace" || e.value == "cluster-mesh" {
+        format!(
+            "`{}` is an entity of Cilium releases after 1.19; Cilium {} does not accept it",
+            e.value, v.opts.version
+        )
+    } else if tables::AGENT_ONLY_ENTITIES.contains(&e.value.as_str()) {
         "`world-ipv4`/`world-ipv6` are known to the agent but not in the CRD enum, so the API \
          server rejects them; use `world`, or CIDRs `0.0.0.0/0` / `::/0`"
             .to_string()
@@ -669,18 +688,6 @@ fn check_cidr_rule(v: &mut V<'_>, c: &CidrRule) {
     let Some(except) = &c.except else {
         return;
     };
-    let group = c.cidr_group_ref.is_some() || c.cidr_group_selector.is_some();
-    if group && !except.is_empty() {
-        v.report(
-            Diagnostic::new(
-                Code::CidrGroupExcept,
-                except.key,
-                "`except` with a CIDR group is not supported yet",
-            )
-            .label("may not be enforced")
-            .help("list the group's prefixes with `cidr` and `except` instead"),
-        );
-    }
     for e in except.iter() {
         let Some(en) = check_prefix(v, e) else {
             continue;
@@ -747,6 +754,7 @@ fn check_service(v: &mut V<'_>, s: &Service) {
 /// R35.
 pub(crate) fn check_fqdn(v: &mut V<'_>, f: &FqdnSelector) {
     match (&f.match_name, &f.match_pattern) {
+        (None, None) if f.written("matchName") || f.written("matchPattern") => {}
         (None, None) => v.report(
             Diagnostic::new(
                 Code::InvalidFqdnSelector,

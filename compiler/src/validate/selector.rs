@@ -54,6 +54,10 @@ pub fn check(v: &mut V<'_>, sel: &LabelSelector, flavor: Flavor) {
             );
             continue;
         };
+        if r.values.is_none() && r.written("values") {
+            // Written with the wrong type, reported already.
+            continue;
+        }
         let values = r.values.as_ref().map_or(0, |v| v.len());
         match op.value.as_str() {
             "In" | "NotIn" => {
@@ -107,7 +111,7 @@ pub fn check(v: &mut V<'_>, sel: &LabelSelector, flavor: Flavor) {
     }
 }
 
-fn check_key(v: &mut V<'_>, key: &crate::raw::decode::Spanned<String>, flavor: Flavor) {
+pub(crate) fn check_key(v: &mut V<'_>, key: &crate::raw::decode::Spanned<String>, flavor: Flavor) {
     let err = match flavor {
         Flavor::Cilium => syntax::cilium_label_key_error(&key.value),
         Flavor::Kubernetes => syntax::k8s_label_key_error(&key.value),
@@ -125,7 +129,7 @@ fn check_key(v: &mut V<'_>, key: &crate::raw::decode::Spanned<String>, flavor: F
     }
 }
 
-fn check_value(v: &mut V<'_>, val: &crate::raw::decode::Spanned<String>) {
+pub(crate) fn check_value(v: &mut V<'_>, val: &crate::raw::decode::Spanned<String>) {
     if !syntax::is_label_value(&val.value) {
         v.report(
             Diagnostic::new(
