@@ -104,6 +104,16 @@ fn read_path(inputs: &mut Inputs, path: &Path, max_size: u64) {
     add(inputs, &display_name(path), res, max_size);
 }
 
+/// Adds in-memory bytes as an input named `name`, with the same checks as a file.
+pub fn add_bytes(inputs: &mut Inputs, name: &str, bytes: Vec<u8>, max_size: u64) {
+    let res = if bytes.len() as u64 > max_size {
+        Err(ReadError::TooLarge(bytes.len() as u64))
+    } else {
+        Ok(bytes)
+    };
+    add(inputs, name, res, max_size);
+}
+
 fn display_name(path: &Path) -> String {
     let s = path.display().to_string();
     s.strip_prefix("./").map(str::to_string).unwrap_or(s)

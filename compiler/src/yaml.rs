@@ -420,6 +420,7 @@ impl<'a> Builder<'a> {
                 ),
             )
             .label("too deep")
+            .help("policies are a dozen levels deep at most; flatten the document")
         } else if info.contains("tab") {
             Diagnostic::new(
                 Code::TabIndentation,
@@ -430,7 +431,8 @@ impl<'a> Builder<'a> {
             .help("indent with spaces; YAML does not allow tabs in indentation")
         } else {
             let mut d = Diagnostic::new(Code::YamlSyntax, loc, format!("invalid YAML: {info}"))
-                .label("the parser stopped here");
+                .label("the parser stopped here")
+                .help("check the indentation and quoting at and just above the marked position");
             if info.contains("anchor") || info.contains("alias") {
                 d = d.help(UNQUOTED_STAR_HELP);
             }
@@ -557,7 +559,8 @@ impl<'a> Builder<'a> {
                                     self.limits.max_depth
                                 ),
                             )
-                            .label("too deep"),
+                            .label("too deep")
+                            .help("policies are a dozen levels deep at most; flatten the document"),
                         ));
                     }
                     let is_seq = matches!(ev, Event::SequenceStart(..));

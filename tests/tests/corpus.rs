@@ -65,6 +65,14 @@ fn every_invalid_fixture_yields_its_code_at_the_marked_line() {
         let text = String::from_utf8_lossy(&bytes).to_string();
         let args = fixture_args(&text);
         let (sources, diags) = lint_text(&rel, bytes, args);
+        for d in &diags {
+            assert!(
+                d.help.is_some(),
+                "{rel}: {} has no help line: {}",
+                d.code,
+                d.message
+            );
+        }
         let found: Vec<_> = diags.iter().filter(|d| d.code == code).collect();
         assert!(
             !found.is_empty(),

@@ -179,17 +179,27 @@ impl<'d> Cx<'d> {
             format!("`{}` must be {expected}, found {found}", self.path()),
         )
         .label(format!("this is {}", article(found)));
-        if let Value::Scalar(s) = &node.value
-            && expected.contains("string")
-            && s.style == Style::Plain
-        {
-            d = d.help(format!(
-                "YAML reads the unquoted `{}` as {}; quote it: `\"{}\"`",
-                s.text,
-                article(found),
-                s.text
-            ));
-        }
+        d = match &node.value {
+            Value::Scalar(s) if expected.contains("string") && s.style == Style::Plain => {
+                d.help(format!(
+                    "YAML reads the unquoted `{}` as {}; quote it: `\"{}\"`",
+                    s.text,
+                    article(found),
+                    s.text
+                ))
+            }
+            _ if expected.starts_with("a list") => {
+                d.help("write a list: one `- ` item per line, or `[a, b]`")
+            }
+            _ if expected.starts_with("a mapping") => {
+                d.help("write `key: value` pairs indented under the key")
+            }
+            _ if expected.starts_with("a boolean") => {
+                d.help("write `true` or `false`, without quotes")
+            }
+            _ if expected.starts_with("an integer") => d.help("write a number without quotes"),
+            _ => d.help(format!("the schema expects {expected} here")),
+        };
         self.report(d);
     }
     /// Iterates the entries of a mapping node: known keys go to `f` with their canonical

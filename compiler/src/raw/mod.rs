@@ -215,6 +215,10 @@ pub fn read_document(root: &Node, diags: &mut Vec<Diagnostic>) -> Vec<Object> {
     out
 }
 
+const SKIPPED_HELP: &str = "polc reads Cilium policies, CIDR groups, NetworkPolicies and the \
+     Namespace, Pod, Node and Service inventory; other documents are ignored (`--quiet` hides \
+     this note)";
+
 /// Keys that only a policy rule has: a top-level list of mappings with one of these is the
 /// agent's rule format.
 const RULE_KEYS: &[&str] = &[
@@ -327,7 +331,8 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
                     loc,
                     "skipping a document that is not a Kubernetes object (no `apiVersion` or `kind`)",
                 )
-                .label("skipped"),
+                .label("skipped")
+                .help(SKIPPED_HELP),
             );
         }
         return;
@@ -384,7 +389,8 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
                     kind.loc,
                     format!("skipping `{}`, a kind polc does not read", kind.value),
                 )
-                .label("skipped"),
+                .label("skipped")
+                .help(SKIPPED_HELP),
             );
         }
         return;
@@ -414,7 +420,8 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
                             kind.value, av.value
                         ),
                     )
-                    .label("skipped"),
+                    .label("skipped")
+                    .help(SKIPPED_HELP),
                 );
                 return;
             }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use polc_compiler::diag::Diagnostic;
-use polc_compiler::source::{SourceFile, SourceMap};
+use polc_compiler::source::SourceMap;
 use polc_compiler::{CiliumVersion, Options};
 use std::path::{Path, PathBuf};
 
@@ -72,38 +72,21 @@ pub fn expected_lines(text: &str, code: &str) -> Vec<usize> {
     out
 }
 
-/// Lints one file in-process, naming it `name`.
+/// Lints one file in-process, naming it `name`, through the CLI's own input checks.
 pub fn lint_text(name: &str, bytes: Vec<u8>, args: FixtureArgs) -> (SourceMap, Vec<Diagnostic>) {
-    let mut sources = SourceMap::new();
-    let mut extra = Vec::new();
-    let max = args.max_file_size.unwrap_or(64 * 1024 * 1024);
-    if bytes.len() as u64 > max {
-        let id = sources.add(SourceFile::unreadable(name));
-        extra.push(Diagnostic::new(
-            polc_compiler::diag::Code::InputTooLarge,
-            polc_compiler::source::Loc::new(id, 0, 0),
-            "too large",
-        ));
-    } else {
-        match polc_compiler::decode_text(bytes) {
-            Ok(text) => {
-                sources.add(SourceFile::new(name, text));
-            }
-            Err(mut d) => {
-                let id = sources.add(SourceFile::unreadable(name));
-                d.loc.file = id;
-                extra.push(d);
-            }
-        }
-    }
+    let mut inputs = polc_cli::input::Inputs::default();
+    let max = args
+        .max_file_size
+        .unwrap_or(polc_cli::input::DEFAULT_MAX_FILE_SIZE);
+    polc_cli::input::add_bytes(&mut inputs, name, bytes, max);
     let opts = Options {
         version: args.version.unwrap_or_default(),
         ..Options::default()
     };
-    let (_, diags) = polc_compiler::lint(&sources, &opts);
+    let (_, diags) = polc_compiler::lint(&inputs.sources, &opts);
     let mut all = diags.into_vec();
-    all.extend(extra);
-    (sources, all)
+    all.extend(inputs.diagnostics);
+    (inputs.sources, all)
 }
 
 /// Runs the polc command line in-process; returns (exit code, stdout, stderr).
