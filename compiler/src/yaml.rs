@@ -406,21 +406,25 @@ impl<'a> Builder<'a> {
         Loc::new(self.id, start, end)
     }
 
+    fn too_deep(&self, loc: Loc) -> Diagnostic {
+        Diagnostic::new(
+            Code::NestingTooDeep,
+            loc,
+            format!(
+                "the document is nested more than {} levels deep",
+                self.limits.max_depth
+            ),
+        )
+        .label("too deep")
+        .help("policies are a dozen levels deep at most; flatten the document")
+    }
+
     fn scan_error(&self, e: &ScanError) -> Box<Diagnostic> {
         let at = self.offset(*e.marker());
         let info = e.info();
         let loc = Loc::new(self.id, at, (at + 1).min(self.file.text.len()).max(at));
         let d = if info.contains("recursion limit") {
-            Diagnostic::new(
-                Code::NestingTooDeep,
-                loc,
-                format!(
-                    "the document is nested more than {} levels deep",
-                    self.limits.max_depth
-                ),
-            )
-            .label("too deep")
-            .help("policies are a dozen levels deep at most; flatten the document")
+            self.too_deep(loc)
         } else if info.contains("tab") {
             Diagnostic::new(
                 Code::TabIndentation,
@@ -550,18 +554,7 @@ impl<'a> Builder<'a> {
                         ));
                     }
                     if self.stack.len() >= self.limits.max_depth {
-                        return Err(Box::new(
-                            Diagnostic::new(
-                                Code::NestingTooDeep,
-                                loc,
-                                format!(
-                                    "the document is nested more than {} levels deep",
-                                    self.limits.max_depth
-                                ),
-                            )
-                            .label("too deep")
-                            .help("policies are a dozen levels deep at most; flatten the document"),
-                        ));
+                        return Err(Box::new(self.too_deep(loc)));
                     }
                     let is_seq = matches!(ev, Event::SequenceStart(..));
                     self.stack.push(if is_seq {

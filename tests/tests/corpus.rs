@@ -42,18 +42,7 @@ fn every_invalid_fixture_yields_its_code_at_the_marked_line() {
     let dir = root.join("policies/invalid");
     let mut covered = BTreeSet::new();
     for path in files_under(&dir) {
-        let rel = path
-            .strip_prefix(&root)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
-        let code_dir = path
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
+        let (rel, code_dir) = fixture(&path);
         let code =
             Code::lookup(&code_dir).unwrap_or_else(|| panic!("{rel}: `{code_dir}` is not a code"));
         assert_eq!(

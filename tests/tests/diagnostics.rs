@@ -11,18 +11,7 @@ fn rendered_diagnostics_per_code() {
     let root = root();
     let mut n = 0;
     for path in files_under(&root.join("policies/invalid")) {
-        let rel = path
-            .strip_prefix(&root)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
-        let code = path
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
+        let (rel, code) = fixture(&path);
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
         let bytes = std::fs::read(&path).unwrap();
         let args = fixture_args(&String::from_utf8_lossy(&bytes));

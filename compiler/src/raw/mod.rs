@@ -321,14 +321,10 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
         } else {
             // Neither `apiVersion` nor `kind`: some other YAML (a CI config, Helm values),
             // not a malformed object.
-            let loc = node
-                .as_map()
-                .and_then(|m| m.first())
-                .map_or(node.loc, |e| e.key_loc);
             cx.report(
                 Diagnostic::new(
                     Code::SkippedKind,
-                    loc,
+                    first_key(node),
                     "skipping a document that is not a Kubernetes object (no `apiVersion` or `kind`)",
                 )
                 .label("skipped")
@@ -454,15 +450,18 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
     }
 }
 
-fn report_missing_type_meta(cx: &mut Cx<'_>, node: &Node, field: &str) {
-    let loc = node
-        .as_map()
+/// Where an object starts: its first key (the mapping's own span may begin on a `- `).
+fn first_key(node: &Node) -> Loc {
+    node.as_map()
         .and_then(|m| m.first())
-        .map_or(node.loc, |e| e.key_loc);
+        .map_or(node.loc, |e| e.key_loc)
+}
+
+fn report_missing_type_meta(cx: &mut Cx<'_>, node: &Node, field: &str) {
     cx.report(
         Diagnostic::new(
             Code::MissingTypeMeta,
-            loc,
+            first_key(node),
             format!("the object has no `{field}`"),
         )
         .label(format!("`{field}` missing in this object"))

@@ -34,6 +34,23 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A fixture's path relative to the workspace root, and the code its directory names.
+pub fn fixture(path: &Path) -> (String, String) {
+    let rel = path
+        .strip_prefix(root())
+        .unwrap()
+        .to_string_lossy()
+        .replace('\\', "/");
+    let code = path
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    (rel, code)
+}
+
 /// Settings a fixture asks for in header comments (`# cilium-version: 1.18`,
 /// `# max-file-size: 64`).
 #[derive(Default, Clone, Copy)]
