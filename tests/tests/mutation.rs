@@ -176,3 +176,49 @@ fn seeds_are_free_of_errors_except_the_mixed_fixture() {
         assert!(errors.is_empty(), "seed {i}: {errors:?}");
     }
 }
+
+/// Every scalar field of a policy rejects a list or a mapping in its place, with an error on
+/// that field's line (the API server's structural schema does).
+#[test]
+fn every_scalar_field_rejects_a_wrong_type() {
+    let mut checked = 0;
+    for path in files_under(&root().join("policies/demo/policies")) {
+        let seed = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = seed.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(p) = line.find(": ") else { continue };
+            let value = line[p + 2..].trim();
+            if value.is_empty()
+                || value.starts_with('[')
+                || value.starts_with('{')
+                || line.trim_start().starts_with('#')
+            {
+                continue;
+            }
+            for replacement in ["{x: 1}", "[1, 2]"] {
+                let mut mutated: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                mutated[i] = format!("{}{}", &line[..p + 2], replacement);
+                let text = mutated.join("\n") + "\n";
+                let (sources, diags) =
+                    lint_text("w.yaml", text.into_bytes(), FixtureArgs::default());
+                let hit = diags.iter().any(|d| {
+                    d.severity == polc_compiler::diag::Severity::Error
+                        && sources.line_col(d.loc).line == i + 1
+                });
+                assert!(
+                    hit,
+                    "{}:{}: `{}` replaced by `{replacement}` gave {:?}",
+                    path.display(),
+                    i + 1,
+                    line.trim(),
+                    diags
+                        .iter()
+                        .map(|d| (d.code, sources.line_col(d.loc).line))
+                        .collect::<Vec<_>>()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 200, "only {checked} fields checked");
+}

@@ -155,6 +155,17 @@ impl<'d> Cx<'d> {
         r
     }
 
+    /// Runs `f` on the value of the mapping entry `e`: the path is extended by its key, and
+    /// a value of the wrong shape is reported at the key.
+    pub fn at_entry<R>(&mut self, e: &Entry, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.path.push(Seg::Key(e.key.clone()));
+        let outer = self.key.replace(e.key_loc);
+        let r = f(self);
+        self.key = outer;
+        self.path.pop();
+        r
+    }
+
     /// Runs `f` with `[index]` appended to the path.
     pub fn at_index<R>(&mut self, index: usize, f: impl FnOnce(&mut Self) -> R) -> R {
         self.path.push(Seg::Index(index));
@@ -232,11 +243,7 @@ impl<'d> Cx<'d> {
                 if e.value.is_null() {
                     continue;
                 }
-                self.path.push(Seg::Key(e.key.clone()));
-                let outer = self.key.replace(e.key_loc);
-                f(self, key, e);
-                self.key = outer;
-                self.path.pop();
+                self.at_entry(e, |cx| f(cx, key, e));
             } else if strictness == Strictness::Strict {
                 misspelled.extend(self.unknown_field(e, what, known, elsewhere));
             }
@@ -472,10 +479,10 @@ pub fn decode_string_map(cx: &mut Cx<'_>, node: &Node) -> Option<StringMap> {
     for e in entries {
         let value = if e.value.is_null() {
             // `key:` with no value; Kubernetes drops the entry for maps of strings.
-            cx.at_key(&e.key, |cx| cx.wrong_type(&e.value, "a string"));
+            cx.at_entry(e, |cx| cx.wrong_type(&e.value, "a string"));
             continue;
         } else {
-            cx.at_key(&e.key, |cx| String::decode(cx, &e.value))
+            cx.at_entry(e, |cx| String::decode(cx, &e.value))
         };
         if let Some(v) = value {
             out.push((
