@@ -422,7 +422,14 @@ impl<'a> Builder<'a> {
     fn scan_error(&self, e: &ScanError) -> Box<Diagnostic> {
         let at = self.offset(*e.marker());
         let info = e.info();
-        let loc = Loc::new(self.id, at, (at + 1).min(self.file.text.len()).max(at));
+        // Underline the character the parser stopped at (whole, even if multi-byte).
+        let width = self
+            .file
+            .text
+            .get(at..)
+            .and_then(|t| t.chars().next())
+            .map_or(0, char::len_utf8);
+        let loc = Loc::new(self.id, at, at + width);
         let d = if info.contains("recursion limit") {
             self.too_deep(loc)
         } else if info.contains("tab") {
