@@ -797,6 +797,18 @@ mod tests {
     }
 
     #[test]
+    fn error_spans_cover_whole_characters() {
+        // A byte-order mark inside a document: the parser stops on a three-byte character.
+        let text = "a: b\nc: x\u{feff}y: z\n";
+        let (_, d) = parse(text);
+        assert!(!d.is_empty());
+        for d in &d {
+            assert!(text.is_char_boundary(d.loc.start as usize));
+            assert!(text.is_char_boundary(d.loc.end as usize));
+        }
+    }
+
+    #[test]
     fn tabs_get_their_own_code() {
         let (_, d) = parse("a:\n\tb: 1\n");
         assert_eq!(d[0].code, Code::TabIndentation, "{d:?}");
