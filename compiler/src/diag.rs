@@ -455,6 +455,15 @@ codes! {
         "A cluster-scoped object has `metadata.namespace`.",
         "CiliumClusterwideNetworkPolicy, CiliumCIDRGroup, Namespace and Node are \
          cluster-scoped; the namespace is ignored.";
+    HttpPathGlob = "L0319", "http-path-glob", Warning,
+        "An HTTP `path` ends in `/*`, written as if it were a glob.",
+        "Cilium's HTTP paths are regular expressions that must match the whole path. `/api/*` \
+         means `/api` followed by any number of `/`, so it matches `/api/` but not \
+         `/api/items`. Write `/api/.*` to match everything under `/api/`.";
+    HttpMethodCase = "L0320", "http-method-case", Warning,
+        "An HTTP `method` is written in lower case.",
+        "HTTP methods are upper-case (`GET`, `POST`) and Cilium matches the `method` regex \
+         case-sensitively, so `get` never matches and the rule allows nothing.";
 }
 
 impl Code {

@@ -431,6 +431,37 @@ fn check_http(v: &mut V<'_>, h: &HttpRule) {
                     val.value
                 )),
             );
+        } else if field == "path" && val.value.ends_with("/*") && !val.value.ends_with(".*") {
+            let prefix = &val.value[..val.value.len() - 1];
+            v.report(
+                Diagnostic::new(
+                    Code::HttpPathGlob,
+                    val.loc,
+                    format!(
+                        "HTTP path `{}` is a regular expression, not a glob: `/*` means \
+                         \"any number of slashes\"",
+                        val.value
+                    ),
+                )
+                .label("matches only the prefix itself and trailing slashes")
+                .help(format!(
+                    "to match everything under the prefix, write `{prefix}.*`"
+                )),
+            );
+        } else if field == "method" && is_lowercase_method(&val.value) {
+            v.report(
+                Diagnostic::new(
+                    Code::HttpMethodCase,
+                    val.loc,
+                    format!(
+                        "HTTP method `{}` never matches: methods are upper-case and the match \
+                         is case-sensitive",
+                        val.value
+                    ),
+                )
+                .label("lower-case method")
+                .help(format!("write `{}`", val.value.to_ascii_uppercase())),
+            );
         }
     }
     for m in h.header_matches.iter().flat_map(|m| m.iter()) {
@@ -473,6 +504,16 @@ fn check_http(v: &mut V<'_>, h: &HttpRule) {
             );
         }
     }
+}
+
+/// Whether a method regex is plain lower-case words (`get`, `get|post`), which can never
+/// match an HTTP method.
+fn is_lowercase_method(re: &str) -> bool {
+    re.bytes().any(|b| b.is_ascii_lowercase())
+        && re
+            .split('|')
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic()))
+        && !re.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 /// Whether a full-match regex could match a string starting with `/`.
