@@ -377,6 +377,12 @@ codes! {
         "Kinds are case-sensitive and must be spelled exactly: `CiliumNetworkPolicy`, \
          `CiliumClusterwideNetworkPolicy`, `CiliumCIDRGroup`, `NetworkPolicy`. The API server \
          rejects an unknown kind (\"no matches for kind\"), so the policy is never applied.";
+    ConflictingL7Parsers = "S0257", "conflicting-l7-parsers", Error,
+        "One port gets two different L7 rule types.",
+        "The agent redirects a port to a single L7 parser per direction and endpoint. When two \
+         port rules give the same port different L7 types (`http` on 8080 in one item, `kafka` \
+         on 8080 in another), it rejects the policy (\"cannot merge conflicting L7 parsers\"). \
+         polc checks this within one rule; across policies it is the verifier's job.";
 
     // ---- L03xx: accepted, but not what the author meant --------------------------------
     EmptySection = "L0301", "empty-section", Warning,

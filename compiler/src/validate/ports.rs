@@ -45,6 +45,61 @@ pub(crate) fn check_port_rule(
     check_tls_and_listener(v, obj, section, pr, true);
 }
 
+/// Section 4.3: the proxy redirects a port (per direction and endpoint) to one L7 parser;
+/// two port rules of one rule that give the same port different L7 types make the agent
+/// reject the policy ("cannot merge conflicting L7 parsers"). `port_rules` are the port rules
+/// of one direction of one rule.
+pub(crate) fn check_l7_conflicts<'a>(
+    v: &mut V<'_>,
+    port_rules: impl Iterator<Item = &'a PortRule>,
+) {
+    // (port, protocol, L7 type, where the type is written)
+    let mut seen: Vec<(String, String, String, crate::source::Loc)> = Vec::new();
+    for pr in port_rules {
+        let Some(rules) = &pr.rules else { continue };
+        let kind = if let Some(x) = &rules.http {
+            ("http".to_string(), x.key)
+        } else if let Some(x) = &rules.kafka {
+            ("kafka".to_string(), x.key)
+        } else if let Some(x) = &rules.dns {
+            ("dns".to_string(), x.key)
+        } else if let Some(x) = &rules.l7proto {
+            (x.value.clone(), x.key)
+        } else {
+            continue;
+        };
+        for p in pr.ports.iter().flat_map(|p| p.iter()) {
+            let Some(port) = &p.port else { continue };
+            let port = port.value.to_ascii_lowercase();
+            let proto = p
+                .protocol
+                .as_ref()
+                .map_or("ANY".to_string(), |x| x.value.to_ascii_uppercase());
+            let clash = seen.iter().find(|(sp, sproto, st, _)| {
+                *sp == port
+                    && (*sproto == proto || sproto == "ANY" || proto == "ANY")
+                    && *st != kind.0
+            });
+            if let Some((_, sproto, st, sloc)) = clash {
+                let d = Diagnostic::new(
+                    Code::ConflictingL7Parsers,
+                    kind.1,
+                    format!(
+                        "port `{port}/{proto}` gets `{}` rules here but `{st}` rules elsewhere in this rule",
+                        kind.0
+                    ),
+                )
+                .label("second L7 parser for the port")
+                .related(*sloc, format!("`{st}` rules for `{port}/{sproto}`"))
+                .help("a port is redirected to one L7 proxy parser; use one L7 type per port");
+                v.report(d);
+            } else {
+                seen.push((port, proto, kind.0.clone(), kind.1));
+            }
+        }
+    }
+}
+
 fn check_port(v: &mut V<'_>, p: &PortProtocol) {
     let protocol = p.protocol.as_ref();
     let extended =

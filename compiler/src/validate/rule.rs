@@ -276,6 +276,20 @@ pub(crate) fn check_rule(v: &mut V<'_>, obj: &Object, rule: &Rule, anchor: Loc) 
     for r in rule.egress_deny.iter().flat_map(|s| s.iter()) {
         check_item(v, obj, &Item::egress(Section::EgressDeny, &r.0), host);
     }
+    ports::check_l7_conflicts(
+        v,
+        rule.ingress
+            .iter()
+            .flat_map(|s| s.iter())
+            .flat_map(|r| r.to_ports.iter().flat_map(|p| p.iter())),
+    );
+    ports::check_l7_conflicts(
+        v,
+        rule.egress
+            .iter()
+            .flat_map(|s| s.iter())
+            .flat_map(|r| r.to_ports.iter().flat_map(|p| p.iter())),
+    );
 }
 
 fn is_format_char(c: char) -> bool {
