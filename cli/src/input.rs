@@ -54,6 +54,7 @@ pub fn gather(paths: &[PathBuf], stdin: &mut dyn Read, max_size: u64) -> Inputs 
                 .filter_entry(|e| {
                     e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
                 });
+            let before = inputs.sources.files().count();
             for entry in walker {
                 match entry {
                     Ok(e) if e.file_type().is_file() && is_policy_file(e.path()) => {
@@ -65,6 +66,16 @@ pub fn gather(paths: &[PathBuf], stdin: &mut dyn Read, max_size: u64) -> Inputs 
                         let io = std::io::Error::other(err.to_string());
                         add(&mut inputs, &name, Err(ReadError::Io(io)), max_size);
                     }
+                }
+            }
+            if inputs.sources.files().count() == before {
+                // Probably the wrong directory: say so rather than report a clean run.
+                let name = display_name(path);
+                let io = std::io::Error::other("it contains no `.yaml`, `.yml` or `.json` files");
+                add(&mut inputs, &name, Err(ReadError::Io(io)), max_size);
+                if let Some(d) = inputs.diagnostics.last_mut() {
+                    d.help =
+                        Some("give the directory (or the files) that hold the policies".into());
                 }
             }
         } else {

@@ -20,6 +20,11 @@ pub enum ColorChoice {
 
 /// Arguments of `polc lint`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 clean, 1 findings (errors; warnings too with \
+    --deny-warnings), 2 bad usage or unreadable input.\n`polc explain-code CODE` documents a \
+    diagnostic code."
+)]
 pub struct LintArgs {
     /// Files or directories to lint (`-` reads standard input). Directories are searched
     /// recursively for `.yaml`, `.yml` and `.json` files.
