@@ -397,7 +397,6 @@ pub fn sarif(sources: &SourceMap, diags: &[Diagnostic]) -> String {
                     "name": "polc",
                     "version": env!("CARGO_PKG_VERSION"),
                     "semanticVersion": env!("CARGO_PKG_VERSION"),
-                    "informationUri": "https://github.com/polc-dev/polc",
                     "rules": rules,
                 }
             },
