@@ -290,7 +290,10 @@ metadata:
 fn a_directory_without_policy_files_is_an_input_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a policy").unwrap();
-    let (code, out, _) = polc(&["lint", "--format", "json", dir.path().to_str().unwrap()], b"");
+    let (code, out, _) = polc(
+        &["lint", "--format", "json", dir.path().to_str().unwrap()],
+        b"",
+    );
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("P0109") && out.contains("no `.yaml`"), "{out}");
 }
