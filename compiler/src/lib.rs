@@ -8,6 +8,7 @@
 //! **This crate does no IO**: callers hand it file contents and get values back.
 
 pub mod diag;
+pub mod labels;
 pub mod raw;
 pub mod source;
 pub mod validate;
