@@ -280,9 +280,9 @@ impl<'d> Cx<'d> {
                 Diagnostic::new(
                     Code::FieldNotAllowedHere,
                     e.key_loc,
-                    format!("{written} {} ({what})", x.why),
+                    format!("{written} {}", x.why),
                 )
-                .label("not allowed here")
+                .label(format!("not a field of {}", article(what)))
                 .help(format!(
                     "the API server drops `{path}` (or rejects it under strict field \
                      validation), which changes what the rule means; remove it or move it"

@@ -229,7 +229,60 @@ const NO_AUTH_IN_DENY: Elsewhere = Elsewhere {
     why: "does not exist in deny rules",
 };
 
+/// `Elsewhere` in const position.
+const fn el(field: &'static str, why: &'static str) -> Elsewhere {
+    Elsewhere { field, why }
+}
+
+const IN_AN_ITEM: &str = "belongs inside an `ingress`/`egress` item; check the indentation";
+const AT_RULE_LEVEL: &str = "belongs at the rule level, not inside an item; check the indentation";
+const IN_A_PORT_RULE: &str = "belongs inside a `toPorts` entry; check the indentation";
+const IN_PORTS: &str = "belongs inside `toPorts[].ports`; check the indentation";
+const BESIDE_TO_PORTS: &str = "belongs in the item, beside `toPorts`; check the indentation";
+
+/// Fields of a rule written one level too deep, inside an item.
+const RULE_FIELDS: &[Elsewhere] = &[
+    el("endpointSelector", AT_RULE_LEVEL),
+    el("nodeSelector", AT_RULE_LEVEL),
+    el("ingress", AT_RULE_LEVEL),
+    el("ingressDeny", AT_RULE_LEVEL),
+    el("egress", AT_RULE_LEVEL),
+    el("egressDeny", AT_RULE_LEVEL),
+    el("enableDefaultDeny", AT_RULE_LEVEL),
+];
+
+/// Fields of a port rule or a port written at item level.
+const PORT_FIELDS_IN_ITEM: &[Elsewhere] = &[
+    el("rules", IN_A_PORT_RULE),
+    el("serverNames", IN_A_PORT_RULE),
+    el("listener", IN_A_PORT_RULE),
+    el("terminatingTLS", IN_A_PORT_RULE),
+    el("originatingTLS", IN_A_PORT_RULE),
+    el("port", IN_PORTS),
+    el("protocol", IN_PORTS),
+    el("endPort", IN_PORTS),
+];
+
 const NOT_IN_RULE: &[Elsewhere] = &[
+    el("fromEndpoints", IN_AN_ITEM),
+    el("toEndpoints", IN_AN_ITEM),
+    el("fromCIDR", IN_AN_ITEM),
+    el("toCIDR", IN_AN_ITEM),
+    el("fromCIDRSet", IN_AN_ITEM),
+    el("toCIDRSet", IN_AN_ITEM),
+    el("fromEntities", IN_AN_ITEM),
+    el("toEntities", IN_AN_ITEM),
+    el("fromNodes", IN_AN_ITEM),
+    el("toNodes", IN_AN_ITEM),
+    el("fromGroups", IN_AN_ITEM),
+    el("toGroups", IN_AN_ITEM),
+    el("fromRequires", IN_AN_ITEM),
+    el("toRequires", IN_AN_ITEM),
+    el("toServices", IN_AN_ITEM),
+    el("toFQDNs", IN_AN_ITEM),
+    el("toPorts", IN_AN_ITEM),
+    el("icmps", IN_AN_ITEM),
+    el("authentication", IN_AN_ITEM),
     Elsewhere {
         field: "podSelector",
         why: "is a Kubernetes NetworkPolicy field; Cilium rules use `endpointSelector`",
@@ -412,6 +465,8 @@ fn decode_ingress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<IngressRul
         "icmps",
     ];
     let mut elsewhere = TO_IN_INGRESS.to_vec();
+    elsewhere.extend_from_slice(RULE_FIELDS);
+    elsewhere.extend_from_slice(PORT_FIELDS_IN_ITEM);
     if deny {
         elsewhere.push(NO_AUTH_IN_DENY);
     } else {
@@ -475,6 +530,8 @@ fn decode_egress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<EgressRule>
         "icmps",
     ];
     let mut elsewhere = FROM_IN_EGRESS.to_vec();
+    elsewhere.extend_from_slice(RULE_FIELDS);
+    elsewhere.extend_from_slice(PORT_FIELDS_IN_ITEM);
     if deny {
         elsewhere.push(NO_AUTH_IN_DENY);
         elsewhere.push(Elsewhere {
@@ -682,9 +739,74 @@ raw_struct! {
     }
 }
 
+const NOT_IN_PORT_RULE: &[Elsewhere] = &[
+    el("port", "belongs inside `ports`; check the indentation"),
+    el("protocol", "belongs inside `ports`; check the indentation"),
+    el("endPort", "belongs inside `ports`; check the indentation"),
+    el("http", "belongs inside `rules`; check the indentation"),
+    el("dns", "belongs inside `rules`; check the indentation"),
+    el("kafka", "belongs inside `rules`; check the indentation"),
+    el("fromEndpoints", BESIDE_TO_PORTS),
+    el("toEndpoints", BESIDE_TO_PORTS),
+    el("fromEntities", BESIDE_TO_PORTS),
+    el("toEntities", BESIDE_TO_PORTS),
+    el("fromCIDR", BESIDE_TO_PORTS),
+    el("toCIDR", BESIDE_TO_PORTS),
+    el("fromCIDRSet", BESIDE_TO_PORTS),
+    el("toCIDRSet", BESIDE_TO_PORTS),
+    el("toFQDNs", BESIDE_TO_PORTS),
+    el("toServices", BESIDE_TO_PORTS),
+];
+
+const NOT_IN_PORT: &[Elsewhere] = &[
+    el(
+        "rules",
+        "belongs in the `toPorts` entry, beside `ports`; check the indentation",
+    ),
+    el(
+        "serverNames",
+        "belongs in the `toPorts` entry, beside `ports`; check the indentation",
+    ),
+    el(
+        "listener",
+        "belongs in the `toPorts` entry, beside `ports`; check the indentation",
+    ),
+];
+
+const NOT_IN_L7_RULES: &[Elsewhere] = &[
+    el(
+        "method",
+        "belongs inside an `http` entry; check the indentation",
+    ),
+    el(
+        "path",
+        "belongs inside an `http` entry; check the indentation",
+    ),
+    el(
+        "host",
+        "belongs inside an `http` entry; check the indentation",
+    ),
+    el(
+        "headers",
+        "belongs inside an `http` entry; check the indentation",
+    ),
+    el(
+        "headerMatches",
+        "belongs inside an `http` entry; check the indentation",
+    ),
+    el(
+        "matchName",
+        "belongs inside a `dns` entry; check the indentation",
+    ),
+    el(
+        "matchPattern",
+        "belongs inside a `dns` entry; check the indentation",
+    ),
+];
+
 raw_struct! {
     /// A `toPorts` entry.
-    PortRule("port rule", Strict) {
+    PortRule("port rule", Strict, elsewhere = NOT_IN_PORT_RULE) {
         /// Ports and protocols.
         ports: "ports" => Vec<PortProtocol>,
         /// L7 rules.
@@ -702,7 +824,7 @@ raw_struct! {
 
 raw_struct! {
     /// One port/protocol.
-    PortProtocol("port", Strict) {
+    PortProtocol("port", Strict, elsewhere = NOT_IN_PORT) {
         /// Port number or name (a string).
         port: "port" => String,
         /// Inclusive range end.
@@ -714,7 +836,7 @@ raw_struct! {
 
 raw_struct! {
     /// L7 rules of a port rule.
-    L7Rules("L7 rules", Strict) {
+    L7Rules("L7 rules", Strict, elsewhere = NOT_IN_L7_RULES) {
         /// HTTP rules.
         http: "http" => Vec<HttpRule>,
         /// Kafka rules (deprecated).
