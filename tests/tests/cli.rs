@@ -297,3 +297,29 @@ fn a_directory_without_policy_files_is_an_input_error() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("P0109") && out.contains("no `.yaml`"), "{out}");
 }
+
+#[test]
+fn strict_fields_turns_unknown_fields_into_errors() {
+    let policy = b"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+description: top-level text the API server does not know
+metadata:
+  name: web
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromEntities: [cluster]
+";
+    let (code, out, _) = polc(&["lint", "--format", "json", "-"], policy);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"severity\": \"warning\""), "{out}");
+    let (code, out, _) = polc(
+        &["lint", "--strict-fields", "--format", "json", "-"],
+        policy,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("S0203") && out.contains("\"severity\": \"error\""),
+        "{out}"
+    );
+}

@@ -3,7 +3,7 @@
 use crate::input::{self, DEFAULT_MAX_FILE_SIZE};
 use crate::render::{self, Format, Summary};
 use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
-use polc_compiler::diag::Severity;
+use polc_compiler::diag::{Code, Severity};
 use polc_compiler::{CiliumVersion, Options};
 use std::path::PathBuf;
 
@@ -42,6 +42,10 @@ pub struct LintArgs {
     /// Do not report notes (skipped kinds).
     #[arg(long)]
     pub quiet: bool,
+    /// Report unknown fields (S0203) as errors, as `kubectl apply` does with its default
+    /// strict field validation.
+    #[arg(long)]
+    pub strict_fields: bool,
     /// Largest input file polc reads, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE, value_name = "BYTES")]
     pub max_file_size: u64,
@@ -65,6 +69,11 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let mut diags = diags.into_vec();
     if args.quiet {
         diags.retain(|d| d.severity != Severity::Note);
+    }
+    if args.strict_fields {
+        for d in diags.iter_mut().filter(|d| d.code == Code::UnknownField) {
+            d.severity = Severity::Error;
+        }
     }
     let files = inputs.sources.files().count();
     let summary = Summary::new(files, &objects, &diags);
