@@ -530,6 +530,7 @@ impl<'a> Builder<'a> {
                                     loc,
                                     format!("custom YAML tag `{t}` is not supported"),
                                 )
+                                .label("custom tag")
                                 .help("Kubernetes manifests use plain JSON-compatible values"),
                             ));
                         }

@@ -500,10 +500,10 @@ fn read_object(
         }
         _ => &["apiVersion", "kind", "metadata", "spec", "status"],
     };
-    let what = format!("a {}", kind.name());
+    let what = kind.name();
     cx.fields(
         node,
-        &what,
+        what,
         known,
         strict,
         &[] as &[Elsewhere],
