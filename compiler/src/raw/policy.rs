@@ -4,7 +4,7 @@
 use super::decode::{Cx, Decode, Elsewhere, IntOrString, Labels, Spanned, Strictness, raw_struct};
 use crate::diag::{Code, Diagnostic};
 use crate::source::Loc;
-use crate::yaml::Node;
+use crate::yaml::{Entry, Node};
 
 /// A Kubernetes label selector (`matchLabels` and `matchExpressions`, ANDed).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -491,17 +491,7 @@ fn decode_ingress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<IngressRul
             "fromEntities" => out.from_entities = cx.field(e),
             "fromGroups" => out.from_groups = cx.field(e),
             "fromNodes" => out.from_nodes = cx.field(e),
-            "toPorts" => {
-                out.to_ports = if deny {
-                    cx.field::<Vec<PortDenyRule>>(e).map(|s| Spanned {
-                        value: s.value.into_iter().map(|p| p.0).collect(),
-                        loc: s.loc,
-                        key: s.key,
-                    })
-                } else {
-                    cx.field(e)
-                }
-            }
+            "toPorts" => out.to_ports = to_ports(cx, e, deny),
             "icmps" => out.icmps = cx.field(e),
             "authentication" => out.authentication = cx.field(e),
             _ => {}
@@ -563,17 +553,7 @@ fn decode_egress(cx: &mut Cx<'_>, node: &Node, deny: bool) -> Option<EgressRule>
             "toFQDNs" => out.to_fqdns = cx.field(e),
             "toGroups" => out.to_groups = cx.field(e),
             "toNodes" => out.to_nodes = cx.field(e),
-            "toPorts" => {
-                out.to_ports = if deny {
-                    cx.field::<Vec<PortDenyRule>>(e).map(|s| Spanned {
-                        value: s.value.into_iter().map(|p| p.0).collect(),
-                        loc: s.loc,
-                        key: s.key,
-                    })
-                } else {
-                    cx.field(e)
-                }
-            }
+            "toPorts" => out.to_ports = to_ports(cx, e, deny),
             "icmps" => out.icmps = cx.field(e),
             "authentication" => out.authentication = cx.field(e),
             _ => {}
@@ -614,6 +594,18 @@ impl Decode for EgressDenyRule {
     fn decode(cx: &mut Cx<'_>, node: &Node) -> Option<Self> {
         decode_egress(cx, node, true).map(EgressDenyRule)
     }
+}
+
+/// Decodes `toPorts`, with the deny schema (only `ports`) in deny sections.
+fn to_ports(cx: &mut Cx<'_>, e: &Entry, deny: bool) -> Option<Spanned<Vec<PortRule>>> {
+    if !deny {
+        return cx.field(e);
+    }
+    cx.field::<Vec<PortDenyRule>>(e).map(|s| Spanned {
+        value: s.value.into_iter().map(|p| p.0).collect(),
+        loc: s.loc,
+        key: s.key,
+    })
 }
 
 /// A deny port rule: a [`PortRule`] that may only have `ports`.
