@@ -33,6 +33,12 @@ pub enum Command {
     Lint(commands::lint::LintArgs),
     /// Print the documentation of a diagnostic code (or list all codes).
     ExplainCode(commands::explain_code::ExplainArgs),
+    /// Explain the verdict of a flow (or check a flows file): the deciding rules, the
+    /// identities, and the policy-map entry the datapath hits.
+    Explain(Box<commands::explain::ExplainArgs>),
+    /// Write a synthetic cluster (inventory and policies) for benchmarks.
+    #[command(hide = true)]
+    Gen(commands::r#gen::GenArgs),
 }
 
 /// The standard streams of one run, so tests can capture them.
@@ -66,6 +72,8 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
     let result = match cli.command {
         Command::Lint(args) => commands::lint::run(&args, io),
         Command::ExplainCode(args) => commands::explain_code::run(&args, io),
+        Command::Explain(args) => commands::explain::run(&args, io),
+        Command::Gen(args) => commands::r#gen::run(&args, io),
     };
     match result {
         Ok(code) => code,

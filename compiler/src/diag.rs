@@ -470,6 +470,35 @@ codes! {
         "An HTTP `method` is written in lower case.",
         "HTTP methods are upper-case (`GET`, `POST`) and Cilium matches the `method` regex \
          case-sensitively, so `get` never matches and the rule allows nothing.";
+    CidrGroupNotFound = "L0321", "cidr-group-not-found", Warning,
+        "A `cidrGroupRef` or `cidrGroupSelector` finds no CiliumCIDRGroup.",
+        "The agent resolves CIDR groups at run time. A reference to a group that does not \
+         exist (or a selector that matches none) selects no addresses: the item allows or \
+         denies nothing, but it still puts the endpoint into default-deny for its direction. \
+         polc looks for the groups among the files it is given; pass the group's file too, or \
+         fix the name.";
+    PolicyMapOverflow = "L0322", "policy-map-overflow", Warning,
+        "An endpoint needs more policy-map entries than the map holds.",
+        "Each endpoint's policy map has a fixed capacity (`bpf-policy-map-max`, 16,384 by \
+         default). When the computed entries exceed it, the agent fails to regenerate the \
+         endpoint, which keeps its previous policy (or, with lockdown enabled, drops all \
+         traffic). Reduce the identities times ports a rule selects, or raise the map size.";
+    UnknownEndpoint = "Q0401", "unknown-endpoint", Error,
+        "A flow names a pod, node or address polc cannot place.",
+        "`from` and `to` are `NAMESPACE/POD`, `host/NODE` (that node's host), or an IP address. \
+         A pod or node must exist in the inventory given with `--inventory`; an address that \
+         is a Service's ClusterIP is refused, because policy applies after the service \
+         translation: name a backend pod instead.";
+    InvalidFlow = "Q0402", "invalid-flow", Error,
+        "A flow or query is incomplete or contradictory.",
+        "A flow needs `from`, `to`, `proto` and, for TCP, UDP and SCTP, a `port` from 1 to \
+         65535 (ICMP takes `icmpType` 0-255); `expect` is `allow` or `deny`; an L7 request \
+         (`http`, `dns`, `kafka`) is at most one and needs a port protocol.";
+    DuplicateInventoryObject = "L0323", "duplicate-inventory-object", Warning,
+        "Two inventory objects name the same Pod, Node or Service, or two pods share an address.",
+        "An inventory is one cluster's state: a pod name in a namespace, a node name and a pod \
+         address each belong to one object. Two of them usually mean dumps of different \
+         clusters or times were mixed; polc keeps the first and reports the other.";
 }
 
 impl Code {
@@ -643,6 +672,7 @@ mod tests {
                 Severity::Warning => "L03",
                 Severity::Note => "L03",
                 Severity::Error if prefix == "P01" => "P01",
+                Severity::Error if prefix == "Q04" => "Q04",
                 Severity::Error => "S02",
             };
             assert_eq!(prefix, expected, "{c} has an unexpected severity");

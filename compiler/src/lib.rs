@@ -8,7 +8,18 @@
 //! **This crate does no IO**: callers hand it file contents and get values back.
 
 pub mod diag;
+pub mod eval;
+pub mod flows;
+/// The benchmark and test generator: a synthetic cluster (inventory and policies) at a given
+/// scale, as YAML text. (`gen` is a reserved word in Rust 2024, hence `r#gen`.)
+pub mod r#gen;
+pub mod identity;
+pub mod inventory;
+pub mod ir;
 pub mod labels;
+pub mod lower;
+pub mod mapstate;
+pub mod model;
 pub mod raw;
 pub mod source;
 pub mod validate;

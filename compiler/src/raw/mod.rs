@@ -318,6 +318,8 @@ fn read_node(cx: &mut Cx<'_>, node: &Node, out: &mut Vec<Object>, depth: usize) 
     let Some(kind) = kind else {
         if api_version.is_some() {
             report_missing_type_meta(cx, node, "kind");
+        } else if node.get("flows").is_some() {
+            // A policy flow test file (`polc explain --flows`), kept next to the policies.
         } else {
             // Neither `apiVersion` nor `kind`: some other YAML (a CI config, Helm values),
             // not a malformed object.

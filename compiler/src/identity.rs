@@ -1,0 +1,406 @@
+//! Identities: reserved, cluster (one per distinct security label set), CIDR (node-local
+//! scope) and per-node; and the ipcache that maps addresses to them (datapath spec §1).
+//!
+//! Allocation is deterministic, because polc has no identity allocator to ask: cluster
+//! identities are numbered from 256 in the order of their allocation keys, CIDR identities
+//! from `0x01000001` in prefix order, per-node identities from `0x02000001` in node-name
+//! order. Real clusters number them differently; the numbers are consistent within one
+//! compile, which is what the map state and the verdicts depend on.
+//!
+//! Per-node identities exist only when a policy selects nodes by label (`fromNodes` /
+//! `toNodes`, which need `enable-node-selector-labels`); otherwise every other node is
+//! `remote-node` (6), or `kube-apiserver` (7) when it runs the apiserver.
+
+use crate::inventory::Inventory;
+use crate::ir::{Entity, PeerKind, PolicySet};
+use crate::labels::{Label, LabelFilter, LabelSet, SOURCE_RESERVED};
+use ipnet::IpNet;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+/// `reserved:host`.
+pub const HOST: u32 = 1;
+/// `reserved:world`.
+pub const WORLD: u32 = 2;
+/// `reserved:unmanaged`.
+pub const UNMANAGED: u32 = 3;
+/// `reserved:health`.
+pub const HEALTH: u32 = 4;
+/// `reserved:init`.
+pub const INIT: u32 = 5;
+/// `reserved:remote-node`.
+pub const REMOTE_NODE: u32 = 6;
+/// `reserved:kube-apiserver` (+ `reserved:remote-node`).
+pub const KUBE_APISERVER: u32 = 7;
+/// `reserved:ingress`.
+pub const INGRESS: u32 = 8;
+/// `reserved:world-ipv4`.
+pub const WORLD_IPV4: u32 = 9;
+/// `reserved:world-ipv6`.
+pub const WORLD_IPV6: u32 = 10;
+/// The first cluster identity (cluster ID 0).
+pub const FIRST_CLUSTER: u32 = 256;
+/// The local (CIDR) scope flag.
+pub const LOCAL_SCOPE: u32 = 1 << 24;
+/// The remote-node scope flag.
+pub const NODE_SCOPE: u32 = 2 << 24;
+
+/// What an identity stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityKind {
+    /// A reserved identity (1-10).
+    Reserved,
+    /// Pods with one security label set.
+    Pods,
+    /// A CIDR prefix named by policy.
+    Cidr(IpNet),
+    /// One node (only with node-selector identities).
+    Node(String),
+}
+
+/// One identity.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The number.
+    pub id: u32,
+    /// Its labels.
+    pub labels: LabelSet,
+    /// What it stands for.
+    pub kind: IdentityKind,
+}
+
+/// The cilium label of a CIDR identity: `cidr:10.0.0.0/8`, IPv6 `:` as `-` (`cidr:f00d--/16`,
+/// `0` added where the text would start or end with `-`).
+pub fn cidr_label(net: &IpNet) -> Label {
+    let mut addr = net.network().to_string().replace(':', "-");
+    if addr.starts_with('-') {
+        addr.insert(0, '0');
+    }
+    if addr.ends_with('-') {
+        addr.push('0');
+    }
+    Label::new("cidr", &format!("{addr}/{}", net.prefix_len()), "")
+}
+
+/// One ipcache entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpcacheEntry {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// Its identity.
+    pub identity: u32,
+    /// The node to tunnel to (remote pods).
+    pub tunnel_endpoint: Option<IpAddr>,
+}
+
+/// Every identity of a cluster, and how addresses map to them.
+#[derive(Clone, Debug)]
+pub struct IdentityTable {
+    identities: Vec<Identity>,
+    by_id: HashMap<u32, usize>,
+    by_labels: HashMap<LabelSet, u32>,
+    /// The identity of each inventory pod (by index; `None` for host-network pods).
+    pub pod_identity: Vec<Option<u32>>,
+    /// CIDR identities by prefix.
+    pub cidrs: BTreeMap<IpNet, u32>,
+    /// Per-node identities, when policies select nodes by label.
+    pub node_identity: BTreeMap<String, u32>,
+    /// Whether the cluster is dual-stack (world split into 9 and 10).
+    pub dual_stack: bool,
+    /// The cluster name.
+    pub cluster_name: String,
+}
+
+fn reserved(names: &[&str]) -> LabelSet {
+    names.iter().map(|n| Label::reserved(n)).collect()
+}
+
+impl IdentityTable {
+    /// Allocates the identities of `inventory` and of the prefixes `policies` name.
+    pub fn allocate(
+        inventory: &Inventory,
+        policies: &PolicySet,
+        filter: &LabelFilter,
+        dual_stack: bool,
+    ) -> IdentityTable {
+        let mut identities = vec![
+            (HOST, reserved(&["host"])),
+            (WORLD, reserved(&["world"])),
+            (UNMANAGED, reserved(&["unmanaged"])),
+            (HEALTH, reserved(&["health"])),
+            (INIT, reserved(&["init"])),
+            (REMOTE_NODE, reserved(&["remote-node"])),
+            (KUBE_APISERVER, reserved(&["kube-apiserver", "remote-node"])),
+            (INGRESS, reserved(&["ingress"])),
+            (WORLD_IPV4, reserved(&["world-ipv4"])),
+            (WORLD_IPV6, reserved(&["world-ipv6"])),
+        ]
+        .into_iter()
+        .map(|(id, labels)| Identity {
+            id,
+            labels,
+            kind: IdentityKind::Reserved,
+        })
+        .collect::<Vec<_>>();
+
+        let pod_labels: Vec<Option<LabelSet>> = inventory
+            .pods
+            .iter()
+            .map(|p| (!p.host_network).then(|| inventory.pod_labels(p, filter)))
+            .collect();
+        let mut keys: Vec<(String, &LabelSet)> = pod_labels
+            .iter()
+            .flatten()
+            .map(|l| (l.allocation_key(), l))
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        let mut by_labels = HashMap::new();
+        for (i, (_, labels)) in keys.iter().enumerate() {
+            let id = FIRST_CLUSTER + u32::try_from(i).unwrap_or(u32::MAX - FIRST_CLUSTER);
+            by_labels.insert((*labels).clone(), id);
+            identities.push(Identity {
+                id,
+                labels: (*labels).clone(),
+                kind: IdentityKind::Pods,
+            });
+        }
+        let pod_identity = pod_labels
+            .iter()
+            .map(|l| l.as_ref().and_then(|l| by_labels.get(l).copied()))
+            .collect();
+
+        let mut cidrs = BTreeMap::new();
+        for (i, net) in policies
+            .prefixes()
+            .into_iter()
+            .filter(|n| n.prefix_len() > 0)
+            .enumerate()
+        {
+            let id = LOCAL_SCOPE | (u32::try_from(i).unwrap_or(0) + 1);
+            let world = match (dual_stack, net) {
+                (false, _) => "world",
+                (true, IpNet::V4(_)) => "world-ipv4",
+                (true, IpNet::V6(_)) => "world-ipv6",
+            };
+            let labels: LabelSet = [cidr_label(&net), Label::reserved(world)]
+                .into_iter()
+                .collect();
+            cidrs.insert(net, id);
+            identities.push(Identity {
+                id,
+                labels,
+                kind: IdentityKind::Cidr(net),
+            });
+        }
+
+        let mut node_identity = BTreeMap::new();
+        if uses_node_selectors(policies) {
+            for (i, node) in inventory.nodes.iter().enumerate() {
+                let id = NODE_SCOPE | (u32::try_from(i).unwrap_or(0) + 1);
+                let mut labels = node.labels.clone();
+                labels.insert(Label::reserved("remote-node"));
+                if node.apiserver {
+                    labels.insert(Label::reserved("kube-apiserver"));
+                }
+                node_identity.insert(node.name.clone(), id);
+                identities.push(Identity {
+                    id,
+                    labels,
+                    kind: IdentityKind::Node(node.name.clone()),
+                });
+            }
+        }
+
+        identities.sort_by_key(|i| i.id);
+        let by_id = identities
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x.id, i))
+            .collect();
+        IdentityTable {
+            identities,
+            by_id,
+            by_labels,
+            pod_identity,
+            cidrs,
+            node_identity,
+            dual_stack,
+            cluster_name: inventory.cluster_name.clone(),
+        }
+    }
+
+    /// Every identity, by number.
+    pub fn iter(&self) -> impl Iterator<Item = &Identity> {
+        self.identities.iter()
+    }
+
+    /// How many identities there are.
+    pub fn len(&self) -> usize {
+        self.identities.len()
+    }
+
+    /// Whether there are none (never: the reserved ones always exist).
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+    }
+
+    /// The identity with this number.
+    pub fn get(&self, id: u32) -> Option<&Identity> {
+        self.by_id.get(&id).map(|&i| &self.identities[i])
+    }
+
+    /// The cluster identity of a label set.
+    pub fn of_labels(&self, labels: &LabelSet) -> Option<u32> {
+        self.by_labels.get(labels).copied()
+    }
+
+    /// The labels identity `id` has as seen from an endpoint on `node`: on a node that runs
+    /// the apiserver the host identity also carries `reserved:kube-apiserver`.
+    pub fn labels_on(&self, id: u32, node: Option<&crate::inventory::Node>) -> LabelSet {
+        let mut labels = self.get(id).map(|i| i.labels.clone()).unwrap_or_default();
+        if id == HOST && node.is_some_and(|n| n.apiserver) {
+            labels.insert(Label::reserved("kube-apiserver"));
+        }
+        labels
+    }
+
+    /// The identity a remote node has, seen from another node.
+    pub fn remote_node_identity(&self, node: &crate::inventory::Node) -> u32 {
+        match self.node_identity.get(&node.name) {
+            Some(&id) => id,
+            None if node.apiserver => KUBE_APISERVER,
+            None => REMOTE_NODE,
+        }
+    }
+
+    /// The world identity of an address family.
+    pub fn world_of(&self, ip: &IpAddr) -> u32 {
+        match (self.dual_stack, ip) {
+            (false, _) => WORLD,
+            (true, IpAddr::V4(_)) => WORLD_IPV4,
+            (true, IpAddr::V6(_)) => WORLD_IPV6,
+        }
+    }
+
+    /// The ipcache of `node`: pods, nodes (the local one as `host`), CIDR prefixes, and the
+    /// world default routes. Sorted by prefix.
+    pub fn ipcache(&self, inventory: &Inventory, node: &str) -> Vec<IpcacheEntry> {
+        let mut out: BTreeMap<IpNet, IpcacheEntry> = BTreeMap::new();
+        let mut add = |prefix: IpNet, identity: u32, tunnel: Option<IpAddr>| {
+            out.entry(prefix).or_insert(IpcacheEntry {
+                prefix,
+                identity,
+                tunnel_endpoint: tunnel,
+            });
+        };
+        let v4_of = |n: &crate::inventory::Node| n.ips.iter().find(|i| i.is_ipv4()).copied();
+        for n in &inventory.nodes {
+            let id = if n.name == node {
+                HOST
+            } else {
+                self.remote_node_identity(n)
+            };
+            for ip in &n.ips {
+                add(IpNet::from(*ip), id, None);
+            }
+        }
+        for (i, p) in inventory.pods.iter().enumerate() {
+            let Some(id) = self.pod_identity.get(i).copied().flatten() else {
+                continue;
+            };
+            let tunnel = if p.node == node {
+                None
+            } else {
+                inventory.node(&p.node).and_then(v4_of)
+            };
+            for ip in &p.ips {
+                add(IpNet::from(*ip), id, tunnel);
+            }
+        }
+        for (net, id) in &self.cidrs {
+            add(*net, *id, None);
+        }
+        let (v4, v6) = if self.dual_stack {
+            (WORLD_IPV4, WORLD_IPV6)
+        } else {
+            (WORLD, WORLD)
+        };
+        add(IpNet::V4(ipnet::Ipv4Net::default()), v4, None);
+        add(IpNet::V6(ipnet::Ipv6Net::default()), v6, None);
+        out.into_values().collect()
+    }
+}
+
+/// Longest-prefix match of an address in an ipcache (sorted or not).
+pub fn ipcache_lookup(cache: &[IpcacheEntry], ip: &IpAddr) -> Option<u32> {
+    cache
+        .iter()
+        .filter(|e| e.prefix.contains(ip))
+        .max_by_key(|e| e.prefix.prefix_len())
+        .map(|e| e.identity)
+}
+
+/// Whether any policy selects nodes by label.
+fn uses_node_selectors(policies: &PolicySet) -> bool {
+    policies.rules.iter().any(|r| {
+        r.items.iter().any(|i| match &i.peers {
+            crate::ir::Peers::List(p) => p.iter().any(|p| matches!(p.kind, PeerKind::Nodes(_))),
+            crate::ir::Peers::Any => false,
+        })
+    })
+}
+
+/// Whether identity `id` (with `labels`, as seen on the node `local`) is selected by a peer.
+/// This is the selector cache's view, written independently of the evaluator's
+/// address-based view so that the two check each other.
+pub fn peer_selects(
+    table: &IdentityTable,
+    peer: &PeerKind,
+    id: u32,
+    labels: &LabelSet,
+    local: Option<&crate::inventory::Node>,
+    inventory: &Inventory,
+) -> bool {
+    match peer {
+        PeerKind::Endpoints(sel) => sel.matches(labels),
+        PeerKind::Entity(e) => e.selects(labels, &table.cluster_name),
+        PeerKind::Nodes(sel) => {
+            if id == HOST {
+                return local.is_some_and(|n| sel.matches(&n.labels));
+            }
+            match table.get(id).map(|i| &i.kind) {
+                Some(IdentityKind::Node(name)) => inventory
+                    .node(name)
+                    .is_some_and(|n| local.is_none_or(|l| l.name != n.name) && sel.matches(&n.labels)),
+                _ => false,
+            }
+        }
+        PeerKind::Cidr(c) => match table.get(id).map(|i| &i.kind) {
+            Some(IdentityKind::Cidr(net)) => c.contains_net(net),
+            Some(IdentityKind::Reserved) if c.net.prefix_len() == 0 => {
+                let has = |n: &str| {
+                    labels
+                        .iter()
+                        .any(|l| l.source == SOURCE_RESERVED && l.key == n)
+                };
+                has("world")
+                    || match c.net {
+                        IpNet::V4(_) => has("world-ipv4"),
+                        IpNet::V6(_) => has("world-ipv6"),
+                    }
+            }
+            _ => false,
+        },
+        PeerKind::Fqdn(_) | PeerKind::Service(_) | PeerKind::Unresolved(_) => false,
+    }
+}
+
+/// Whether the entity needs no identity (selects every identity).
+pub fn is_wildcard_peer(peer: &PeerKind) -> bool {
+    match peer {
+        PeerKind::Entity(Entity::All) => true,
+        PeerKind::Endpoints(sel) => sel.is_wildcard(),
+        _ => false,
+    }
+}

@@ -1,0 +1,811 @@
+//! Map state: the per-endpoint policy-map entries the agent computes (datapath spec §2), and
+//! the datapath's lookup over them (§3.4).
+//!
+//! Keys are (direction, remote identity, protocol, port prefix); identity 0 is "any". Entries
+//! carry allow/deny, the proxy port of an L7 redirect, the listener priority, and auth.
+//! Insertion keeps Cilium 1.19's invariant: no entry is covered by an entry of higher
+//! precedence (deny > redirect by listener priority > allow), so a longest-prefix lookup
+//! finds the entry that decides. The same map is written in the 1.17/1.18 layout by
+//! `ebpf-backend`; only the value encoding differs.
+
+use crate::eval::Verdict;
+use crate::identity::{self, IdentityKind, peer_selects};
+use crate::inventory::Node;
+use crate::ir::{Direction, Item, PeerKind, Peers, PortSpec, Ports, Proto, Redirect, Rule, Selector};
+use crate::labels::LabelSet;
+use crate::model::{EndpointRef, Model};
+use crate::source::Loc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A policy-map key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// Ingress or egress.
+    pub direction: Direction,
+    /// The remote identity; 0 = any.
+    pub identity: u32,
+    /// The IP protocol; 0 = any (then the port is 0 too).
+    pub proto: u8,
+    /// The destination port (ICMP: the type), with bits below the prefix zero.
+    pub port: u16,
+    /// How many leading port bits are significant (0-16).
+    pub port_prefix: u8,
+}
+
+impl Key {
+    /// The LPM prefix length: 40 + 8 for a protocol + the port prefix.
+    pub fn prefix_len(&self) -> u32 {
+        if self.proto == 0 {
+            40
+        } else {
+            48 + u32::from(self.port_prefix)
+        }
+    }
+
+    fn port_mask(&self) -> u16 {
+        match self.port_prefix {
+            0 => 0,
+            n => u16::MAX << (16 - n.min(16)),
+        }
+    }
+
+    /// Whether a packet with this protocol and port falls under the key's L4 part.
+    pub fn l4_matches(&self, proto: u8, port: u16) -> bool {
+        self.proto == 0 || (self.proto == proto && (port & self.port_mask()) == self.port)
+    }
+
+    /// Whether this key's L4 part contains `other`'s.
+    fn l4_covers(&self, other: &Key) -> bool {
+        if self.proto == 0 {
+            return true;
+        }
+        self.proto == other.proto
+            && self.port_prefix <= other.port_prefix
+            && (other.port & self.port_mask()) == self.port
+    }
+
+    /// Whether every packet under `other` is also under this key (same direction; the same
+    /// identity, or this key's identity is 0).
+    pub fn covers(&self, other: &Key) -> bool {
+        self.direction == other.direction
+            && (self.identity == other.identity || self.identity == 0)
+            && self.l4_covers(other)
+    }
+}
+
+/// A proxy redirect of an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProxyTarget {
+    /// The listener (`cilium-http-ingress`, `cilium-dns-egress`, or an Envoy listener).
+    pub listener: String,
+    /// Its port.
+    pub port: u16,
+    /// The listener priority (1..=126, lower wins).
+    pub priority: u8,
+}
+
+/// A policy-map entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Deny.
+    pub deny: bool,
+    /// The redirect, for allow entries that proxy.
+    pub proxy: Option<ProxyTarget>,
+    /// Auth type (0 none, 1 SPIRE, 2 test-always-fail).
+    pub auth_type: u8,
+    /// Whether the auth type was set by the rule (not derived).
+    pub explicit_auth: bool,
+    /// The rule items that produced the entry.
+    pub origins: Vec<Origin>,
+}
+
+/// A rule item (or agent default) behind an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    /// `CiliumNetworkPolicy shop/backend spec.ingress[0]`, or the agent default.
+    pub what: String,
+    /// Where, if from a rule.
+    pub loc: Option<Loc>,
+}
+
+/// The highest precedence, a deny's.
+pub const MAX_PRECEDENCE: u32 = u32::MAX;
+
+impl Entry {
+    /// A plain allow.
+    pub fn allow(origin: Origin) -> Self {
+        Entry {
+            deny: false,
+            proxy: None,
+            auth_type: 0,
+            explicit_auth: false,
+            origins: vec![origin],
+        }
+    }
+
+    /// Cilium 1.19's precedence (the current, pass-aware encoding): the upper 24 bits are
+    /// `0xFFFFFF - rule priority` (always 0 for CNP/CCNP/KNP); the low byte is 255 for deny,
+    /// 255 - listener priority for a redirect, 1 for a plain allow.
+    pub fn precedence(&self) -> u32 {
+        let low = if self.deny {
+            255
+        } else {
+            match &self.proxy {
+                Some(p) if p.priority > 0 => 255 - u32::from(p.priority),
+                Some(_) => 2,
+                None => 1,
+            }
+        };
+        0xFFFF_FF00 | low
+    }
+
+    /// The 1.17/1.18 `proxy_port_priority` byte: 128 - listener priority, 0 without redirect.
+    pub fn proxy_port_priority(&self) -> u8 {
+        match &self.proxy {
+            Some(p) if !self.deny => 128u8.saturating_sub(p.priority.min(127)),
+            _ => 0,
+        }
+    }
+
+    /// The proxy port (0 = no redirect).
+    pub fn proxy_port(&self) -> u16 {
+        self.proxy.as_ref().map_or(0, |p| p.port)
+    }
+
+    fn merge(&mut self, other: Entry) {
+        // Same key, same precedence: the lower proxy port wins; explicit auth beats derived,
+        // then the higher type.
+        if let (Some(a), Some(b)) = (&self.proxy, &other.proxy) {
+            if b.port < a.port {
+                self.proxy = other.proxy.clone();
+            }
+        }
+        if (other.explicit_auth && !self.explicit_auth)
+            || (other.explicit_auth == self.explicit_auth && other.auth_type > self.auth_type)
+        {
+            self.auth_type = other.auth_type;
+            self.explicit_auth = other.explicit_auth;
+        }
+        for o in other.origins {
+            if !self.origins.contains(&o) {
+                self.origins.push(o);
+            }
+        }
+    }
+}
+
+/// The proxy ports polc assigns. The agent picks them at random from 10000-20000 and keeps
+/// them per node; polc uses fixed ones so its output is reproducible.
+#[derive(Clone, Debug)]
+pub struct ProxyPorts {
+    /// `cilium-http-ingress`.
+    pub http_ingress: u16,
+    /// `cilium-http-egress`.
+    pub http_egress: u16,
+    /// `cilium-dns-egress`.
+    pub dns_egress: u16,
+    /// Kafka (ingress, egress).
+    pub kafka: (u16, u16),
+    /// Generic L7 (ingress, egress).
+    pub generic: (u16, u16),
+    /// First port for Envoy listeners of CiliumEnvoyConfigs, in name order.
+    pub listener_base: u16,
+}
+
+impl Default for ProxyPorts {
+    fn default() -> Self {
+        ProxyPorts {
+            http_ingress: 15000,
+            http_egress: 15001,
+            dns_egress: 15053,
+            kafka: (15002, 15003),
+            generic: (15004, 15005),
+            listener_base: 15100,
+        }
+    }
+}
+
+impl ProxyPorts {
+    fn target(&self, redirect: &Redirect, dir: Direction, listeners: &[String]) -> ProxyTarget {
+        let ingress = dir == Direction::Ingress;
+        let (listener, port) = match redirect {
+            Redirect::L7(l7) => match l7.parser() {
+                "dns" => ("cilium-dns-egress".to_string(), self.dns_egress),
+                "kafka" => (
+                    format!("cilium-kafka-{}", dir.name()),
+                    if ingress { self.kafka.0 } else { self.kafka.1 },
+                ),
+                "http" => http(self, dir),
+                _ => (
+                    format!("cilium-generic-{}", dir.name()),
+                    if ingress { self.generic.0 } else { self.generic.1 },
+                ),
+            },
+            Redirect::Tls => http(self, dir),
+            Redirect::Listener { name, .. } => {
+                let i = listeners.iter().position(|l| l == name).unwrap_or(0);
+                (
+                    name.clone(),
+                    self.listener_base
+                        .saturating_add(u16::try_from(i).unwrap_or(u16::MAX)),
+                )
+            }
+        };
+        return ProxyTarget {
+            listener,
+            port,
+            priority: redirect.listener_priority(),
+        };
+        fn http(p: &ProxyPorts, dir: Direction) -> (String, u16) {
+            match dir {
+                Direction::Ingress => ("cilium-http-ingress".into(), p.http_ingress),
+                Direction::Egress => ("cilium-http-egress".into(), p.http_egress),
+            }
+        }
+    }
+}
+
+/// One L4 filter of an endpoint's policy, as the proxy (NPDS) sees it: a port and, per
+/// peer selector, the identities it selects and its L7 rules.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    /// Direction.
+    pub direction: Direction,
+    /// Protocol (`None` for L3-only items: every protocol).
+    pub proto: Option<Proto>,
+    /// First port (0 = all).
+    pub port: u16,
+    /// Last port of a range (0 = single port).
+    pub end_port: u16,
+    /// Per selector.
+    pub selectors: Vec<SelectorPolicy>,
+}
+
+/// One selector's policy on a filter.
+#[derive(Clone, Debug)]
+pub struct SelectorPolicy {
+    /// The identities it selects (`None`: every identity).
+    pub identities: Option<Arc<Vec<u32>>>,
+    /// Deny.
+    pub deny: bool,
+    /// The redirect.
+    pub redirect: Option<Redirect>,
+    /// Where the rule item is.
+    pub origin: Origin,
+}
+
+/// An endpoint's computed policy: the map and the proxy filters.
+#[derive(Clone, Debug)]
+pub struct EndpointPolicy {
+    /// The policy-map entries.
+    pub map: BTreeMap<Key, Entry>,
+    /// The L4 filters (for the proxy rules).
+    pub filters: Vec<Filter>,
+    /// Whether each direction is enforced.
+    pub enforced: (bool, bool),
+}
+
+/// Splits a port range into LPM port prefixes (`PortRangeToMaskedPorts`): (port, prefix
+/// bits). `0..=0` (and ranges from 0 to 65535) is the wildcard `(0, 0)`.
+pub fn port_prefixes(start: u16, end: u16) -> Vec<(u16, u8)> {
+    if (start == 0 && (end == 0 || end == u16::MAX)) || (start == 0 && end < start) {
+        return vec![(0, 0)];
+    }
+    if end <= start {
+        return vec![(start, 16)];
+    }
+    // Greedy split: from `start`, take the largest aligned block that fits.
+    let mut out = Vec::new();
+    let mut cur = u32::from(start);
+    let end = u32::from(end);
+    while cur <= end {
+        let mut size = 1u32;
+        while cur % (size * 2) == 0 && cur + size * 2 - 1 <= end && size < 65536 {
+            size *= 2;
+        }
+        let bits = 16 - size.trailing_zeros();
+        out.push((u16::try_from(cur).unwrap_or(0), u8::try_from(bits).unwrap_or(16)));
+        cur += size;
+    }
+    out
+}
+
+/// Caches which identities a peer selects, per node, and an index of identities by
+/// namespace.
+pub struct SelectorCache<'m> {
+    model: &'m Model,
+    by_namespace: HashMap<String, Vec<u32>>,
+    cache: HashMap<(PeerKind, Vec<Selector>, Option<String>), Arc<Vec<u32>>>,
+}
+
+impl<'m> SelectorCache<'m> {
+    /// An empty cache for a model.
+    pub fn new(model: &'m Model) -> Self {
+        let mut by_namespace: HashMap<String, Vec<u32>> = HashMap::new();
+        for id in model.identities.iter() {
+            if let Some(ns) = id.labels.lookup("k8s:io.kubernetes.pod.namespace") {
+                by_namespace.entry(ns.to_string()).or_default().push(id.id);
+            }
+        }
+        SelectorCache {
+            model,
+            by_namespace,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The identities `peer` (ANDed with `requires`) selects, seen from `node`.
+    pub fn select(
+        &mut self,
+        peer: &PeerKind,
+        requires: &[Selector],
+        node: Option<&Node>,
+    ) -> Arc<Vec<u32>> {
+        // Only node and host-dependent selections differ between nodes.
+        let node_key = node.map(|n| n.name.clone()).filter(|_| {
+            matches!(peer, PeerKind::Nodes(_))
+                || matches!(peer, PeerKind::Entity(_))
+                || matches!(peer, PeerKind::Endpoints(s) if s.has_reserved())
+        });
+        let key = (peer.clone(), requires.to_vec(), node_key);
+        if let Some(hit) = self.cache.get(&key) {
+            return hit.clone();
+        }
+        let model = self.model;
+        let ns = match peer {
+            PeerKind::Endpoints(s) => s.pinned("io.kubernetes.pod.namespace"),
+            _ => None,
+        };
+        let candidates: Vec<u32> = match ns {
+            Some(ns) => self.by_namespace.get(ns).cloned().unwrap_or_default(),
+            None => model.identities.iter().map(|i| i.id).collect(),
+        };
+        let mut out = Vec::new();
+        for id in candidates {
+            let labels = labels_for(model, id, node);
+            if peer_selects(&model.identities, peer, id, &labels, node, &model.inventory)
+                && requires.iter().all(|r| r.matches(&labels))
+            {
+                out.push(id);
+            }
+        }
+        let out = Arc::new(out);
+        self.cache.insert(key, out.clone());
+        out
+    }
+
+    /// Identities matching every requirement (the wildcard ANDed with `fromRequires`).
+    fn select_required(&mut self, requires: &[Selector], node: Option<&Node>) -> Arc<Vec<u32>> {
+        self.select(
+            &PeerKind::Endpoints(Selector::wildcard()),
+            requires,
+            node,
+        )
+    }
+}
+
+fn labels_for(model: &Model, id: u32, node: Option<&Node>) -> LabelSet {
+    if id == identity::HOST {
+        model.identities.labels_on(id, node)
+    } else {
+        model
+            .identities
+            .get(id)
+            .map(|i| i.labels.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The L4 keys of an item's port entry, resolved for the endpoint.
+fn l4_keys(model: &Model, ep: EndpointRef, dir: Direction, spec: &PortSpec, proto: Proto) -> Vec<(u16, u8, u16, u16)> {
+    match spec {
+        PortSpec::Range(a, b) => {
+            let end = if *b > *a { *b } else { 0 };
+            port_prefixes(*a, *b)
+                .into_iter()
+                .map(|(p, bits)| (p, bits, *a, end))
+                .collect()
+        }
+        PortSpec::Named(name) => {
+            let ports: Vec<u16> = match dir {
+                Direction::Ingress => model
+                    .pod(ep)
+                    .map(|p| {
+                        p.named_ports
+                            .iter()
+                            .filter(|n| n.name == *name && n.proto == proto)
+                            .map(|n| n.port)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Direction::Egress => model
+                    .inventory
+                    .named_ports_anywhere(name)
+                    .into_iter()
+                    .filter(|(pr, _)| *pr == proto)
+                    .map(|(_, p)| p)
+                    .collect(),
+            };
+            ports.into_iter().map(|p| (p, 16, p, 0)).collect()
+        }
+    }
+}
+
+/// Computes an endpoint's policy.
+pub fn compute(
+    model: &Model,
+    cache: &mut SelectorCache<'_>,
+    ep: EndpointRef,
+    proxy_ports: &ProxyPorts,
+    listeners: &[String],
+) -> EndpointPolicy {
+    let node = model.node_of(ep);
+    let rules = model.rules_for(ep);
+    let mut pending: Vec<(Key, Entry)> = Vec::new();
+    let mut filters: Vec<Filter> = Vec::new();
+    let mut enforced = (false, false);
+    for dir in Direction::BOTH {
+        let (on, _) = model.enforced(&rules, dir);
+        match dir {
+            Direction::Ingress => enforced.0 = on,
+            Direction::Egress => enforced.1 = on,
+        }
+        if model.config.enforcement == crate::model::Enforcement::Never {
+            continue;
+        }
+        let requires: Vec<Selector> = rules
+            .iter()
+            .flat_map(|r| r.requires.get(dir).iter().cloned())
+            .collect();
+        for rule in &rules {
+            for item in rule.items.iter().filter(|i| i.direction == dir) {
+                if item.selects_nothing() {
+                    continue;
+                }
+                expand_item(
+                    model, cache, ep, node, rule, item, &requires, proxy_ports, listeners,
+                    &mut pending, &mut filters,
+                );
+            }
+        }
+    }
+    let never = model.config.enforcement == crate::model::Enforcement::Never;
+    for (dir, on) in [(Direction::Ingress, enforced.0), (Direction::Egress, enforced.1)] {
+        if !on || never {
+            pending.push((
+                Key {
+                    direction: dir,
+                    identity: 0,
+                    proto: 0,
+                    port: 0,
+                    port_prefix: 0,
+                },
+                Entry::allow(Origin {
+                    what: format!("agent default: {} not enforced", dir.name()),
+                    loc: None,
+                }),
+            ));
+        }
+    }
+    // Wildcard-identity entries first, as the agent inserts them; then the rest in a stable
+    // order; allow-localhost last, through the normal insert path.
+    pending.sort_by_key(|(k, _)| (k.identity != 0, *k));
+    let mut map = MapBuilder::default();
+    for (k, e) in pending {
+        map.insert(k, e);
+    }
+    if model.config.allow_localhost && matches!(ep, EndpointRef::Pod(_)) && !never {
+        map.insert(
+            Key {
+                direction: Direction::Ingress,
+                identity: identity::HOST,
+                proto: 0,
+                port: 0,
+                port_prefix: 0,
+            },
+            Entry::allow(Origin {
+                what: "agent default: allow-localhost".into(),
+                loc: None,
+            }),
+        );
+    }
+    EndpointPolicy {
+        map: map.finish(),
+        filters,
+        enforced,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn expand_item(
+    model: &Model,
+    cache: &mut SelectorCache<'_>,
+    ep: EndpointRef,
+    node: Option<&Node>,
+    rule: &Rule,
+    item: &Item,
+    requires: &[Selector],
+    proxy_ports: &ProxyPorts,
+    listeners: &[String],
+    pending: &mut Vec<(Key, Entry)>,
+    filters: &mut Vec<Filter>,
+) {
+    let dir = item.direction;
+    let origin = Origin {
+        what: format!("{} {}", rule.origin.describe(), item.path),
+        loc: Some(item.loc),
+    };
+    // The identities: `None` = the wildcard (identity 0).
+    let identities: Option<Arc<Vec<u32>>> = match &item.peers {
+        Peers::Any if requires.is_empty() => None,
+        Peers::Any => Some(cache.select_required(requires, node)),
+        Peers::List(peers) => {
+            if requires.is_empty() && peers.iter().any(|p| identity::is_wildcard_peer(&p.kind)) {
+                None
+            } else {
+                let mut ids: Vec<u32> = Vec::new();
+                for p in peers {
+                    ids.extend(cache.select(&p.kind, requires, node).iter());
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                Some(Arc::new(ids))
+            }
+        }
+    };
+    // The L4 part: (proto, port, bits, first, end, redirect).
+    let mut l4: Vec<(Option<Proto>, u16, u8, u16, u16, Option<&Redirect>)> = Vec::new();
+    match &item.ports {
+        Ports::Any => l4.push((None, 0, 0, 0, 0, None)),
+        Ports::List(ports) => {
+            for p in ports {
+                for (port, bits, first, end) in l4_keys(model, ep, dir, &p.port, p.proto) {
+                    l4.push((Some(p.proto), port, bits, first, end, p.redirect.as_ref()));
+                }
+            }
+        }
+    }
+    let mut seen_filters: Vec<(Option<Proto>, u16, u16)> = Vec::new();
+    for (proto, port, bits, first, end, redirect) in l4 {
+        let entry = Entry {
+            deny: item.deny,
+            proxy: if item.deny {
+                None
+            } else {
+                redirect.map(|r| proxy_ports.target(r, dir, listeners))
+            },
+            auth_type: item.auth.map_or(0, |a| a.type_number()),
+            explicit_auth: item.auth.is_some(),
+            origins: vec![origin.clone()],
+        };
+        let key = |identity: u32| Key {
+            direction: dir,
+            identity,
+            proto: proto.map_or(0, Proto::number),
+            port,
+            port_prefix: if proto.is_some() { bits } else { 0 },
+        };
+        match &identities {
+            None => pending.push((key(0), entry.clone())),
+            Some(ids) => {
+                for id in ids.iter() {
+                    pending.push((key(*id), entry.clone()));
+                }
+            }
+        }
+        if !seen_filters.contains(&(proto, first, end)) {
+            seen_filters.push((proto, first, end));
+            filters.push(Filter {
+                direction: dir,
+                proto,
+                port: first,
+                end_port: end,
+                selectors: vec![SelectorPolicy {
+                    identities: identities.clone(),
+                    deny: item.deny,
+                    redirect: if item.deny { None } else { redirect.cloned() },
+                    origin: origin.clone(),
+                }],
+            });
+        }
+    }
+}
+
+/// Builds a map with Cilium's insertion rules.
+#[derive(Default)]
+struct MapBuilder {
+    /// Entries grouped by (direction, identity).
+    groups: HashMap<(Direction, u32), Vec<(Key, Entry)>>,
+}
+
+impl MapBuilder {
+    fn insert(&mut self, key: Key, entry: Entry) {
+        let prec = entry.precedence();
+        let groups = [(key.direction, key.identity), (key.direction, 0)];
+        // Dropped if a covering entry has a higher precedence, or is a covering deny.
+        for g in groups.iter().take(if key.identity == 0 { 1 } else { 2 }) {
+            if let Some(list) = self.groups.get(g) {
+                for (k, e) in list {
+                    if *k != key
+                        && k.covers(&key)
+                        && (e.precedence() > prec || (e.deny && entry.deny))
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        // Prune covered entries of lower precedence (and, for a deny, covered denies).
+        let prune = |list: &mut Vec<(Key, Entry)>| {
+            list.retain(|(k, e)| {
+                !(*k != key
+                    && key.covers(k)
+                    && (e.precedence() < prec || (entry.deny && e.deny)))
+            });
+        };
+        if key.identity == 0 {
+            for ((d, _), list) in self.groups.iter_mut() {
+                if *d == key.direction {
+                    prune(list);
+                }
+            }
+        } else if let Some(list) = self.groups.get_mut(&(key.direction, key.identity)) {
+            prune(list);
+        }
+        let list = self.groups.entry((key.direction, key.identity)).or_default();
+        match list.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, old)) => {
+                let old_prec = old.precedence();
+                if prec > old_prec {
+                    *old = entry;
+                } else if prec == old_prec {
+                    old.merge(entry);
+                }
+            }
+            None => list.push((key, entry)),
+        }
+    }
+
+    fn finish(self) -> BTreeMap<Key, Entry> {
+        self.groups.into_values().flatten().collect()
+    }
+}
+
+/// What the datapath does with a packet: the entry it picks (1.19 lookup, §3.4).
+pub fn lookup<'a>(
+    map: &'a BTreeMap<Key, Entry>,
+    dir: Direction,
+    identity: u32,
+    proto: u8,
+    port: u16,
+) -> Option<(&'a Key, &'a Entry)> {
+    let longest = |id: u32| {
+        let lo = Key {
+            direction: dir,
+            identity: id,
+            proto: 0,
+            port: 0,
+            port_prefix: 0,
+        };
+        let hi = Key {
+            direction: dir,
+            identity: id,
+            proto: u8::MAX,
+            port: u16::MAX,
+            port_prefix: u8::MAX,
+        };
+        map.range(lo..=hi)
+            .filter(|(k, _)| k.l4_matches(proto, port))
+            .max_by_key(|(k, _)| k.prefix_len())
+    };
+    let l3 = if identity == 0 { None } else { longest(identity) };
+    if let Some((_, e)) = l3 {
+        if e.precedence() == MAX_PRECEDENCE {
+            return l3;
+        }
+    }
+    let l4 = longest(0);
+    match (l3, l4) {
+        (Some(a), Some(b)) => {
+            let (pa, pb) = (a.1.precedence(), b.1.precedence());
+            if pb > pa || (pb == pa && b.0.prefix_len() > a.0.prefix_len()) {
+                Some(b)
+            } else {
+                Some(a)
+            }
+        }
+        (a, b) => a.or(b),
+    }
+}
+
+/// The verdict of a lookup result: no entry or a deny entry drops.
+pub fn verdict_of(hit: Option<(&Key, &Entry)>) -> Verdict {
+    match hit {
+        Some((_, e)) if !e.deny => Verdict::Allow,
+        _ => Verdict::Deny,
+    }
+}
+
+/// The listeners of explicit `listener` redirects, sorted, for port assignment.
+pub fn listeners(model: &Model) -> Vec<String> {
+    let mut out: Vec<String> = model
+        .policies
+        .rules
+        .iter()
+        .flat_map(|r| r.items.iter())
+        .filter_map(|i| match &i.ports {
+            Ports::List(p) => Some(p.iter()),
+            Ports::Any => None,
+        })
+        .flatten()
+        .filter_map(|p| match &p.redirect {
+            Some(Redirect::Listener { name, .. }) => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether an identity is one of the CIDR ones (for summaries).
+pub fn is_cidr_identity(model: &Model, id: u32) -> bool {
+    matches!(
+        model.identities.get(id).map(|i| &i.kind),
+        Some(IdentityKind::Cidr(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_as_prefixes() {
+        assert_eq!(port_prefixes(80, 80), vec![(80, 16)]);
+        assert_eq!(port_prefixes(22, 23), vec![(22, 15)]);
+        assert_eq!(port_prefixes(8080, 8095), vec![(8080, 12)]);
+        assert_eq!(port_prefixes(0, 0), vec![(0, 0)]);
+        assert_eq!(
+            port_prefixes(1, 1023),
+            vec![
+                (1, 16),
+                (2, 15),
+                (4, 14),
+                (8, 13),
+                (16, 12),
+                (32, 11),
+                (64, 10),
+                (128, 9),
+                (256, 8),
+                (512, 7)
+            ]
+        );
+        assert_eq!(
+            port_prefixes(1024, 65535),
+            vec![(1024, 6), (2048, 5), (4096, 4), (8192, 3), (16384, 2), (32768, 1)]
+        );
+        assert_eq!(port_prefixes(10000, 20000).len(), 11);
+        assert_eq!(port_prefixes(1, 65535).len(), 30);
+        assert_eq!(port_prefixes(0, 1023), vec![(0, 6)]);
+    }
+
+    #[test]
+    fn precedence_encoding() {
+        let mut e = Entry::allow(Origin {
+            what: String::new(),
+            loc: None,
+        });
+        assert_eq!(e.precedence(), 0xFFFF_FF01);
+        e.proxy = Some(ProxyTarget {
+            listener: "http".into(),
+            port: 15000,
+            priority: 101,
+        });
+        assert_eq!(e.precedence(), 0xFFFF_FF9A);
+        assert_eq!(e.proxy_port_priority(), 27);
+        e.deny = true;
+        assert_eq!(e.precedence(), MAX_PRECEDENCE);
+    }
+}

@@ -1,0 +1,194 @@
+//! A model: the policies lowered and bound to a cluster, with the cluster's identities. The
+//! evaluator, the map state and the commands all start from one.
+
+use crate::diag::Diagnostic;
+use crate::identity::IdentityTable;
+use crate::inventory::{Inventory, Pod};
+use crate::ir::{Direction, PolicySet, Rule, Subject};
+use crate::labels::{LabelFilter, LabelSet};
+use crate::raw::Object;
+use crate::version::CiliumVersion;
+
+/// The agent's `enable-policy` mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Enforcement {
+    /// Endpoints are enforced in a direction once a rule selects them there.
+    #[default]
+    Default,
+    /// Every endpoint is default-deny in both directions.
+    Always,
+    /// No policy is enforced.
+    Never,
+}
+
+/// Agent settings the semantics depend on.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The target release.
+    pub version: CiliumVersion,
+    /// The cluster name.
+    pub cluster_name: String,
+    /// `enable-policy`.
+    pub enforcement: Enforcement,
+    /// `allow-localhost=always` (the Kubernetes default): the local host reaches its pods.
+    pub allow_localhost: bool,
+    /// Dual-stack (world split into `world-ipv4` / `world-ipv6`); `None` = decide from the
+    /// inventory's addresses.
+    pub dual_stack: Option<bool>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: CiliumVersion::default(),
+            cluster_name: "default".into(),
+            enforcement: Enforcement::Default,
+            allow_localhost: true,
+            dual_stack: None,
+        }
+    }
+}
+
+/// An endpoint that enforces policy: a pod, or a node's host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndpointRef {
+    /// An inventory pod (index).
+    Pod(usize),
+    /// A node's host endpoint (node index).
+    Host(usize),
+}
+
+/// Policies bound to a cluster.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// The rules, with `toServices` bound to the inventory.
+    pub policies: PolicySet,
+    /// The cluster.
+    pub inventory: Inventory,
+    /// Its identities.
+    pub identities: IdentityTable,
+    /// The agent settings.
+    pub config: Config,
+    /// Security labels per inventory pod (empty for host-network pods).
+    pub pod_labels: Vec<LabelSet>,
+}
+
+impl Model {
+    /// Lowers `objects` (policies and inventory together) into a model.
+    pub fn build(objects: &[Object], config: Config) -> (Model, Vec<Diagnostic>) {
+        let (mut policies, mut diags) = crate::lower::lower(objects, config.version);
+        let (inventory, inv_diags) = Inventory::from_objects(objects, &config.cluster_name);
+        diags.extend(inv_diags);
+        inventory.bind_services(&mut policies);
+        (Model::from_parts(policies, inventory, config), diags)
+    }
+
+    /// A model from lowered policies and an inventory (services already bound).
+    pub fn from_parts(policies: PolicySet, inventory: Inventory, config: Config) -> Model {
+        let filter = LabelFilter::default_for(config.version);
+        let dual = config
+            .dual_stack
+            .unwrap_or_else(|| inventory.is_dual_stack());
+        let identities = IdentityTable::allocate(&inventory, &policies, &filter, dual);
+        let pod_labels = inventory
+            .pods
+            .iter()
+            .map(|p| {
+                if p.host_network {
+                    LabelSet::new()
+                } else {
+                    inventory.pod_labels(p, &filter)
+                }
+            })
+            .collect();
+        Model {
+            policies,
+            inventory,
+            identities,
+            config,
+            pod_labels,
+        }
+    }
+
+    /// The pod behind an endpoint reference, if it is a pod.
+    pub fn pod(&self, ep: EndpointRef) -> Option<&Pod> {
+        match ep {
+            EndpointRef::Pod(i) => self.inventory.pods.get(i),
+            EndpointRef::Host(_) => None,
+        }
+    }
+
+    /// The node an endpoint runs on.
+    pub fn node_of(&self, ep: EndpointRef) -> Option<&crate::inventory::Node> {
+        match ep {
+            EndpointRef::Pod(i) => self
+                .inventory
+                .pods
+                .get(i)
+                .and_then(|p| self.inventory.node(&p.node)),
+            EndpointRef::Host(n) => self.inventory.nodes.get(n),
+        }
+    }
+
+    /// The identity of an endpoint as its own node sees it.
+    pub fn identity_of(&self, ep: EndpointRef) -> Option<u32> {
+        match ep {
+            EndpointRef::Pod(i) => self.identities.pod_identity.get(i).copied().flatten(),
+            EndpointRef::Host(_) => Some(crate::identity::HOST),
+        }
+    }
+
+    /// Whether a rule applies to an endpoint.
+    pub fn selects(&self, rule: &Rule, ep: EndpointRef) -> bool {
+        match (&rule.subject, ep) {
+            (Subject::Endpoints(sel), EndpointRef::Pod(i)) => self
+                .pod_labels
+                .get(i)
+                .is_some_and(|l| !l.is_empty() && sel.matches(l)),
+            (Subject::Nodes(sel), EndpointRef::Host(n)) => self
+                .inventory
+                .nodes
+                .get(n)
+                .is_some_and(|node| sel.matches(&node.labels)),
+            _ => false,
+        }
+    }
+
+    /// The rules that apply to an endpoint.
+    pub fn rules_for(&self, ep: EndpointRef) -> Vec<&Rule> {
+        self.policies
+            .rules
+            .iter()
+            .filter(|r| self.selects(r, ep))
+            .collect()
+    }
+
+    /// Whether an endpoint is default-deny in a direction, and the rules that make it so.
+    pub fn enforced<'a>(&self, rules: &[&'a Rule], dir: Direction) -> (bool, Vec<&'a Rule>) {
+        match self.config.enforcement {
+            Enforcement::Never => (false, Vec::new()),
+            Enforcement::Always => (true, Vec::new()),
+            Enforcement::Default => {
+                let by: Vec<&Rule> = rules
+                    .iter()
+                    .copied()
+                    .filter(|r| r.default_deny(dir))
+                    .collect();
+                (!by.is_empty(), by)
+            }
+        }
+    }
+
+    /// Every endpoint: pods that are not host-network, then every node's host.
+    pub fn endpoints(&self) -> Vec<EndpointRef> {
+        let pods = self
+            .inventory
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.host_network)
+            .map(|(i, _)| EndpointRef::Pod(i));
+        let hosts = (0..self.inventory.nodes.len()).map(EndpointRef::Host);
+        pods.chain(hosts).collect()
+    }
+}
