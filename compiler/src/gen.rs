@@ -24,6 +24,7 @@
 //! where a scale is too small for the fixed system parts (six system namespaces, the system
 //! pods, a handful of system services and policies), which are always present.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -111,7 +112,7 @@ pub fn generate(scale: &Scale) -> Vec<GeneratedFile> {
     let mut files = Vec::new();
     let list_file = |files: &mut Vec<GeneratedFile>, path: String, what: &str, items: &[Y]| {
         let mut text = header(what);
-        emit_doc(&mut text, &list(items));
+        emit_list(&mut text, items);
         files.push(GeneratedFile { path, text });
     };
     list_file(
@@ -285,7 +286,7 @@ enum Y {
     Str(String),
     Int(i64),
     Bool(bool),
-    Map(Vec<(String, Y)>),
+    Map(Vec<(Cow<'static, str>, Y)>),
     Seq(Vec<Y>),
 }
 
@@ -297,8 +298,13 @@ fn int(v: impl Into<i64>) -> Y {
     Y::Int(v.into())
 }
 
-fn map(entries: Vec<(&str, Y)>) -> Y {
-    Y::Map(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+fn map(entries: Vec<(&'static str, Y)>) -> Y {
+    Y::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Cow::Borrowed(k), v))
+            .collect(),
+    )
 }
 
 fn seq(items: Vec<Y>) -> Y {
@@ -313,19 +319,20 @@ fn labels_y(labels: &[(String, String)]) -> Y {
     Y::Map(
         labels
             .iter()
-            .map(|(k, v)| (k.clone(), s(v.as_str())))
+            .map(|(k, v)| (Cow::Owned(k.clone()), s(v.as_str())))
             .collect(),
     )
 }
 
-/// `apiVersion: v1, kind: List` around `items`.
-fn list(items: &[Y]) -> Y {
-    map(vec![
-        ("apiVersion", s("v1")),
-        ("kind", s("List")),
-        ("metadata", map(vec![("resourceVersion", s(""))])),
-        ("items", Y::Seq(items.to_vec())),
-    ])
+/// Writes `items` as an `apiVersion: v1, kind: List` document.
+fn emit_list(out: &mut String, items: &[Y]) {
+    out.push_str("apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\n");
+    if items.is_empty() {
+        out.push_str("items: []\n");
+    } else {
+        out.push_str("items:\n");
+        emit_items(out, items, 0);
+    }
 }
 
 fn emit_doc(out: &mut String, y: &Y) {
@@ -343,7 +350,12 @@ fn pad(out: &mut String, indent: usize) {
     out.extend(std::iter::repeat_n(' ', indent));
 }
 
-fn emit_entries(out: &mut String, entries: &[(String, Y)], indent: usize, inline_first: bool) {
+fn emit_entries(
+    out: &mut String,
+    entries: &[(Cow<'static, str>, Y)],
+    indent: usize,
+    inline_first: bool,
+) {
     for (i, (k, v)) in entries.iter().enumerate() {
         if i > 0 || !inline_first {
             pad(out, indent);
@@ -2016,7 +2028,7 @@ fn tcp(p: impl ToString) -> (String, Option<u16>, &'static str) {
 }
 
 /// An item: one peer field and its `toPorts`.
-fn item(peer: &str, peers: Y, to_ports: Vec<Y>) -> Y {
+fn item(peer: &'static str, peers: Y, to_ports: Vec<Y>) -> Y {
     let mut e = vec![(peer, peers)];
     if !to_ports.is_empty() {
         e.push(("toPorts", seq(to_ports)));
@@ -2806,7 +2818,7 @@ impl Cluster {
 
     /// A CIDR item (`fromCIDRSet`/`toCIDRSet`): a CIDR group by name (sometimes with
     /// `except`), or a prefix of a group with `except`, on HTTPS.
-    fn cidr_item(&self, rng: &mut Rng, field: &str) -> Y {
+    fn cidr_item(&self, rng: &mut Rng, field: &'static str) -> Y {
         let mut rule = Vec::new();
         let group = self.groups.get(rng.below(self.groups.len()));
         // A prefix to carve `except` out of.

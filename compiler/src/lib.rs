@@ -112,6 +112,13 @@ pub fn lint(sources: &SourceMap, opts: &Options) -> (Vec<Object>, Diagnostics) {
         }
     }
     diags.extend(validate::check(&objects, opts));
+    // What only shows when the objects are put together: dangling CIDR groups, duplicate
+    // inventory objects.
+    let (_, lowered) = lower::lower(&objects, opts.version);
+    let (_, inventory) = inventory::Inventory::from_objects(&objects, "default");
+    for d in lowered.into_iter().chain(inventory) {
+        diags.push(d);
+    }
     diags.sort();
     (objects, diags)
 }

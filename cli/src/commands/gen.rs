@@ -5,7 +5,6 @@
 use crate::{EXIT_CLEAN, Io};
 use anyhow::Context;
 use polc_compiler::r#gen::{self, Scale};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// A preset size.
