@@ -203,7 +203,13 @@ fn remote_view<'a>(model: &'a Model, ep: EndpointRef, other: Peer) -> Remote<'a>
     match other {
         Peer::Pod(i) => Remote {
             labels: model.pod_labels.get(i).cloned().unwrap_or_default(),
-            identity: model.identities.pod_identity.get(i).copied().flatten().unwrap_or(0),
+            identity: model
+                .identities
+                .pod_identity
+                .get(i)
+                .copied()
+                .flatten()
+                .unwrap_or(0),
             external: None,
             node: None,
             local_host: false,
@@ -250,13 +256,7 @@ fn remote_view<'a>(model: &'a Model, ep: EndpointRef, other: Peer) -> Remote<'a>
     }
 }
 
-fn decide_at(
-    model: &Model,
-    ep: EndpointRef,
-    dir: Direction,
-    other: Peer,
-    flow: &Flow,
-) -> Decision {
+fn decide_at(model: &Model, ep: EndpointRef, dir: Direction, other: Peer, flow: &Flow) -> Decision {
     let rules = model.rules_for(ep);
     let remote = remote_view(model, ep, other);
     let (enforced, by) = model.enforced(&rules, dir);
@@ -328,7 +328,10 @@ fn decide_at(
                 dir.name()
             );
         } else {
-            d.note = format!("no rule puts the endpoint's {} into default-deny", dir.name());
+            d.note = format!(
+                "no rule puts the endpoint's {} into default-deny",
+                dir.name()
+            );
         }
         return d;
     }
@@ -380,8 +383,8 @@ fn decide_at(
         d.verdict = Verdict::Deny;
         d.why = Why::L7Denied;
         d.rules = proxied.iter().map(|(r, i, _)| rule_ref(r, i)).collect();
-        d.note = "the L7 proxy rejects the request: no L7 rule of the matching items allows it"
-            .into();
+        d.note =
+            "the L7 proxy rejects the request: no L7 rule of the matching items allows it".into();
     } else {
         d.rules = granted;
         d.why = Why::L7Allowed;
@@ -479,9 +482,7 @@ fn port_redirect<'a>(
     };
     ports
         .iter()
-        .filter(|p| {
-            p.proto == flow.proto && port_matches(model, ep, item.direction, &p.port, flow)
-        })
+        .filter(|p| p.proto == flow.proto && port_matches(model, ep, item.direction, &p.port, flow))
         .find_map(|p| p.redirect.as_ref())
 }
 

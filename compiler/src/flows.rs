@@ -87,7 +87,11 @@ raw_struct! {
 }
 
 /// Reads a flows file. Problems are diagnostics; flows that decode are returned.
-pub fn read(id: FileId, file: &SourceFile, limits: yaml::Limits) -> (Vec<FlowSpec>, Vec<Diagnostic>) {
+pub fn read(
+    id: FileId,
+    file: &SourceFile,
+    limits: yaml::Limits,
+) -> (Vec<FlowSpec>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let docs = yaml::parse_stream(id, file, limits, &mut diags);
     let mut out = Vec::new();

@@ -119,7 +119,11 @@ pub fn generate(scale: &Scale) -> Vec<GeneratedFile> {
         &mut files,
         "inventory/namespaces.yaml".into(),
         "namespaces",
-        &c.namespaces.iter().map(namespace_y).collect::<Vec<_>>(),
+        &{
+            let mut nss: Vec<&Namespace> = c.namespaces.iter().collect();
+            nss.sort_by(|a, b| a.name.cmp(&b.name));
+            nss.into_iter().map(namespace_y).collect::<Vec<_>>()
+        },
     );
     list_file(
         &mut files,
@@ -262,6 +266,10 @@ struct Names {
 }
 
 impl Names {
+    fn taken(&self, name: &str) -> bool {
+        self.issued.contains(name)
+    }
+
     fn unique(&mut self, base: &str) -> String {
         let n = self.counts.entry(base.to_string()).or_insert(0);
         loop {
@@ -563,6 +571,11 @@ const PRODUCTS: &[&str] = &[
 ];
 
 const ENVS: &[&str] = &["prod", "staging", "dev"];
+/// Told-apart variants of an application name (`orders-api-internal`).
+const QUALIFIERS: &[&str] = &[
+    "internal", "public", "eu", "us", "apac", "batch", "v2", "legacy", "sync", "async", "replica",
+    "primary", "canary", "edge",
+];
 const ENV_WEIGHTS: &[usize] = &[45, 30, 25];
 const NS_TIERS: &[&str] = &["frontend", "backend", "data", "platform"];
 const ZONES: &[&str] = &["us-east-1a", "us-east-1b", "us-east-1c"];
@@ -757,7 +770,9 @@ impl Workload {
     }
 
     fn speaks_http(&self) -> bool {
-        self.ports.iter().any(|p| p.name == "http" && p.number == 8080)
+        self.ports
+            .iter()
+            .any(|p| p.name == "http" && p.number == 8080)
     }
 }
 
@@ -775,7 +790,11 @@ impl Net {
     }
 
     fn v6(addr: u128, len: u8) -> Net {
-        let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len)
+        };
         Net::V6(addr & mask, len)
     }
 
@@ -956,8 +975,15 @@ impl Cluster {
             .max(1);
         for i in 0..teams {
             let team = TEAMS[i % TEAMS.len()];
-            let product = *rng.pick(PRODUCTS);
-            let env = ENVS[rng.weighted(ENV_WEIGHTS)];
+            let mut product = *rng.pick(PRODUCTS);
+            let mut env = ENVS[rng.weighted(ENV_WEIGHTS)];
+            for _ in 0..20 {
+                if !names.taken(&format!("{team}-{product}-{env}")) {
+                    break;
+                }
+                product = *rng.pick(PRODUCTS);
+                env = ENVS[rng.weighted(ENV_WEIGHTS)];
+            }
             let name = names.unique(&format!("{team}-{product}-{env}"));
             let mut labels = vec![
                 ("kubernetes.io/metadata.name".to_string(), name.clone()),
@@ -968,11 +994,18 @@ impl Cluster {
                 labels.push(("tier".into(), (*rng.pick(NS_TIERS)).into()));
             }
             if rng.chance(50) {
-                let level = if env == "prod" { "restricted" } else { "baseline" };
+                let level = if env == "prod" {
+                    "restricted"
+                } else {
+                    "baseline"
+                };
                 labels.push(("pod-security.kubernetes.io/enforce".into(), level.into()));
             }
             if rng.chance(30) {
-                labels.push(("cost-center".into(), format!("cc-{}", rng.range(1000, 9999))));
+                labels.push((
+                    "cost-center".into(),
+                    format!("cc-{}", rng.range(1000, 9999)),
+                ));
             }
             self.namespaces.push(Namespace {
                 name,
@@ -1020,13 +1053,22 @@ impl Cluster {
             let mut labels = vec![
                 ("kubernetes.io/hostname".to_string(), name.clone()),
                 ("kubernetes.io/os".into(), "linux".into()),
-                ("kubernetes.io/arch".into(), if arm { "arm64" } else { "amd64" }.into()),
+                (
+                    "kubernetes.io/arch".into(),
+                    if arm { "arm64" } else { "amd64" }.into(),
+                ),
                 ("node.kubernetes.io/instance-type".into(), instance.into()),
                 ("topology.kubernetes.io/region".into(), REGION.into()),
-                ("topology.kubernetes.io/zone".into(), ZONES[i % ZONES.len()].into()),
+                (
+                    "topology.kubernetes.io/zone".into(),
+                    ZONES[i % ZONES.len()].into(),
+                ),
             ];
             if control_plane {
-                labels.push(("node-role.kubernetes.io/control-plane".into(), String::new()));
+                labels.push((
+                    "node-role.kubernetes.io/control-plane".into(),
+                    String::new(),
+                ));
             } else if rng.chance(10) {
                 labels.push(("workload-class".into(), "batch".into()));
             }
@@ -1120,7 +1162,10 @@ impl Cluster {
             KUBE_SYSTEM,
             "cilium",
             DaemonSet,
-            &[("k8s-app", "cilium"), ("app.kubernetes.io/part-of", "cilium")],
+            &[
+                ("k8s-app", "cilium"),
+                ("app.kubernetes.io/part-of", "cilium"),
+            ],
             const { &[port("health", 4240, "TCP"), port("prometheus", 9962, "TCP")] },
             true,
             nodes,
@@ -1144,7 +1189,10 @@ impl Cluster {
             KUBE_SYSTEM,
             "hubble-relay",
             Deployment,
-            &[("k8s-app", "hubble-relay"), ("app.kubernetes.io/part-of", "cilium")],
+            &[
+                ("k8s-app", "hubble-relay"),
+                ("app.kubernetes.io/part-of", "cilium"),
+            ],
             const { &[port("grpc", 4245, "TCP")] },
             false,
             1,
@@ -1281,12 +1329,24 @@ impl Cluster {
                 continue;
             };
             let helm = self.namespaces[ns].helm;
-            let product = if rng.chance(60) {
+            let mut product = if rng.chance(60) {
                 self.namespaces[ns].product
             } else {
                 *rng.pick(PRODUCTS)
             };
-            let app = names[ns].unique(&format!("{product}-{}", role.name));
+            let mut base = format!("{product}-{}", role.name);
+            for attempt in 0..8 {
+                if !names[ns].taken(&base) {
+                    break;
+                }
+                if attempt < 4 {
+                    product = *rng.pick(PRODUCTS);
+                    base = format!("{product}-{}", role.name);
+                } else {
+                    base = format!("{product}-{}-{}", role.name, rng.pick(QUALIFIERS));
+                }
+            }
+            let app = names[ns].unique(&base);
             let replicas = if role.stateful {
                 if role.name == "postgres" || role.name == "redis" {
                     rng.range(1, 3)
@@ -1398,6 +1458,8 @@ impl Cluster {
                 pods.push(pod);
             }
         }
+        // `kubectl get -A` order: by namespace, then name.
+        pods.sort_by_cached_key(meta_key);
         self.pods = pods;
     }
 
@@ -1471,7 +1533,10 @@ impl Cluster {
         if w.role.is_some() && counter % 10 == 3 {
             containers.push(map(vec![
                 ("name", s("log-shipper")),
-                ("image", s("registry.example.com/platform/log-shipper:v2.3.1")),
+                (
+                    "image",
+                    s("registry.example.com/platform/log-shipper:v2.3.1"),
+                ),
             ]));
         }
         let mut spec = vec![("nodeName", s(node_name))];
@@ -1503,7 +1568,10 @@ impl Cluster {
                     ("phase", s("Running")),
                     ("hostIP", s(host_ip.to_string())),
                     ("podIP", s(pod_ip.to_string())),
-                    ("podIPs", seq(vec![map(vec![("ip", s(pod_ip.to_string()))])])),
+                    (
+                        "podIPs",
+                        seq(vec![map(vec![("ip", s(pod_ip.to_string()))])]),
+                    ),
                 ]),
             ),
         ])
@@ -1559,6 +1627,7 @@ impl Cluster {
                 ports: w
                     .ports
                     .iter()
+                    .filter(|p| !(lb && p.name == "metrics"))
                     .map(|p| svc_port(p.name, p.number, p.proto, s_or_i(p.number, Some(p.name))))
                     .collect(),
                 cluster_ip,
@@ -1574,7 +1643,8 @@ impl Cluster {
         for k in 0..wanted {
             if team.is_empty() {
                 // No workloads to select: services for external endpoints only.
-                let ns = SYSTEM_NAMESPACES.len() + k % (self.namespaces.len() - SYSTEM_NAMESPACES.len()).max(1);
+                let ns = SYSTEM_NAMESPACES.len()
+                    + k % (self.namespaces.len() - SYSTEM_NAMESPACES.len()).max(1);
                 let ns = ns.min(self.namespaces.len() - 1);
                 let name = names[ns].unique("external-db");
                 out.push(service_y(&ServiceSpec {
@@ -1646,7 +1716,12 @@ impl Cluster {
                     let ports = w
                         .metrics()
                         .map(|p| {
-                            svc_port(p.name, p.number, p.proto, s_or_i(p.number, named.then_some(p.name)))
+                            svc_port(
+                                p.name,
+                                p.number,
+                                p.proto,
+                                s_or_i(p.number, named.then_some(p.name)),
+                            )
                         })
                         .into_iter()
                         .collect();
@@ -1659,7 +1734,10 @@ impl Cluster {
                     let pt = if external {
                         port("postgres", 5432, "TCP")
                     } else {
-                        w.ports.first().copied().unwrap_or(port("http", 8080, "TCP"))
+                        w.ports
+                            .first()
+                            .copied()
+                            .unwrap_or(port("http", 8080, "TCP"))
                     };
                     let base = if external {
                         format!("{}-external", w.name)
@@ -1667,7 +1745,12 @@ impl Cluster {
                         format!("{}-internal", w.name)
                     };
                     let selector = if external { Vec::new() } else { selector };
-                    let ports = vec![svc_port(pt.name, pt.number, pt.proto, s_or_i(pt.number, None))];
+                    let ports = vec![svc_port(
+                        pt.name,
+                        pt.number,
+                        pt.proto,
+                        s_or_i(pt.number, None),
+                    )];
                     (base, selector, ports, false)
                 }
             };
@@ -1692,6 +1775,7 @@ impl Cluster {
                 node_ports: lb,
             }));
         }
+        out.sort_by_cached_key(meta_key);
         // Node ports: unique across the cluster.
         for svc in out.iter_mut() {
             assign_node_ports(svc, &mut node_ports);
@@ -1704,10 +1788,9 @@ impl Cluster {
         for i in 0..self.scale.cidr_groups {
             let provider = &PROVIDERS[rng.below(PROVIDERS.len())];
             // The first groups cover every purpose, so policies can always find a blocklist.
-            let purpose = if i < PURPOSES.len() {
-                PURPOSES[i]
-            } else {
-                *rng.pick(PURPOSES)
+            let purpose = match PURPOSES.get(i) {
+                Some(p) => *p,
+                None => *rng.pick(PURPOSES),
             };
             let name = names.unique(&format!("{}-{purpose}", provider.name));
             let mut labels = vec![
@@ -1744,6 +1827,16 @@ impl Cluster {
             });
         }
     }
+}
+
+/// Whether a workload calls others (not a database, cache or broker).
+fn is_client(w: &Workload) -> bool {
+    w.role.is_some_and(|r| r.tier != "data")
+}
+
+/// Whether a workload serves requests.
+fn is_server(w: &Workload) -> bool {
+    w.serving().next().is_some()
 }
 
 /// The `&'static str` for a known selector label key.
@@ -1806,7 +1899,10 @@ fn svc_port(name: &str, port: u16, proto: &str, target: Y) -> Y {
 }
 
 fn service_y(svc: &ServiceSpec) -> Y {
-    let mut meta = vec![("name", s(svc.name.as_str())), ("namespace", s(svc.ns.as_str()))];
+    let mut meta = vec![
+        ("name", s(svc.name.as_str())),
+        ("namespace", s(svc.ns.as_str())),
+    ];
     if !svc.labels.is_empty() {
         meta.push(("labels", labels_y(&svc.labels)));
     }
@@ -1828,6 +1924,21 @@ fn service_y(svc: &ServiceSpec) -> Y {
         ("metadata", map(meta)),
         ("spec", map(spec)),
     ])
+}
+
+/// The namespace and name of an object.
+fn meta_key(obj: &Y) -> (String, String) {
+    let field = |m: &[(Cow<'static, str>, Y)], key: &str| match m.iter().find(|(k, _)| k == key) {
+        Some((_, Y::Str(v))) => v.clone(),
+        _ => String::new(),
+    };
+    match obj {
+        Y::Map(top) => match top.iter().find(|(k, _)| k == "metadata") {
+            Some((_, Y::Map(meta))) => (field(meta, "namespace"), field(meta, "name")),
+            _ => Default::default(),
+        },
+        _ => Default::default(),
+    }
 }
 
 /// Gives the ports of a `LoadBalancer` service their `nodePort`.
@@ -1858,7 +1969,10 @@ fn namespace_y(ns: &Namespace) -> Y {
         ("kind", s("Namespace")),
         (
             "metadata",
-            map(vec![("name", s(ns.name.as_str())), ("labels", labels_y(&ns.labels))]),
+            map(vec![
+                ("name", s(ns.name.as_str())),
+                ("labels", labels_y(&ns.labels)),
+            ]),
         ),
         ("spec", map(vec![("finalizers", strs(&["kubernetes"]))])),
         ("status", map(vec![("phase", s("Active"))])),
@@ -1870,7 +1984,10 @@ fn node_y(n: &Node) -> Y {
     let mut spec = vec![
         ("podCIDR", s(cidr.as_str())),
         ("podCIDRs", strs(&[cidr.as_str()])),
-        ("providerID", s(format!("aws:///{}/i-0{:016x}", zone_of(n), u32::from(n.ip)))),
+        (
+            "providerID",
+            s(format!("aws:///{}/i-0{:016x}", zone_of(n), u32::from(n.ip))),
+        ),
     ];
     if n.control_plane {
         spec.push((
@@ -1886,7 +2003,10 @@ fn node_y(n: &Node) -> Y {
         ("kind", s("Node")),
         (
             "metadata",
-            map(vec![("name", s(n.name.as_str())), ("labels", labels_y(&n.labels))]),
+            map(vec![
+                ("name", s(n.name.as_str())),
+                ("labels", labels_y(&n.labels)),
+            ]),
         ),
         ("spec", map(spec)),
         (
@@ -1895,8 +2015,14 @@ fn node_y(n: &Node) -> Y {
                 (
                     "addresses",
                     seq(vec![
-                        map(vec![("type", s("InternalIP")), ("address", s(n.ip.to_string()))]),
-                        map(vec![("type", s("Hostname")), ("address", s(n.name.as_str()))]),
+                        map(vec![
+                            ("type", s("InternalIP")),
+                            ("address", s(n.ip.to_string())),
+                        ]),
+                        map(vec![
+                            ("type", s("Hostname")),
+                            ("address", s(n.name.as_str())),
+                        ]),
                     ]),
                 ),
                 (
@@ -1924,7 +2050,10 @@ fn group_y(g: &CidrGroup) -> Y {
         ("kind", s("CiliumCIDRGroup")),
         (
             "metadata",
-            map(vec![("name", s(g.name.as_str())), ("labels", labels_y(&g.labels))]),
+            map(vec![
+                ("name", s(g.name.as_str())),
+                ("labels", labels_y(&g.labels)),
+            ]),
         ),
         (
             "spec",
@@ -2055,10 +2184,7 @@ fn dns_item(rng: &mut Rng) -> Y {
         "toEndpoints",
         sels(&[kube_dns()]),
         vec![ports_y(
-            &[
-                ("53".into(), None, "UDP"),
-                ("53".into(), None, "TCP"),
-            ],
+            &[("53".into(), None, "UDP"), ("53".into(), None, "TCP")],
             Some(map(vec![("dns", seq(patterns))])),
         )],
     )
@@ -2206,26 +2332,32 @@ impl Cluster {
 
     /// Another workload to talk to: mostly in the same namespace, sometimes in another
     /// namespace of the same team.
+    /// `fit` says which workloads qualify (callers are clients, targets serve requests).
     fn other(
         &self,
         rng: &mut Rng,
         by_ns: &[Vec<usize>],
         by_team: &HashMap<&str, Vec<usize>>,
         wi: usize,
+        fit: fn(&Workload) -> bool,
     ) -> Option<usize> {
         let w = &self.workloads[wi];
-        if rng.chance(25)
-            && let Some((team, _)) = self.namespaces[w.ns].team
-            && let Some(nss) = by_team.get(team)
-        {
-            let ns = *rng.pick(nss);
-            if let Some(&o) = by_ns[ns].get(rng.below(by_ns[ns].len())) {
-                return (o != wi).then_some(o);
+        for _ in 0..4 {
+            let mut ns = w.ns;
+            if rng.chance(25)
+                && let Some((team, _)) = self.namespaces[w.ns].team
+                && let Some(nss) = by_team.get(team)
+            {
+                ns = *rng.pick(nss);
+            }
+            let Some(&o) = by_ns[ns].get(rng.below(by_ns[ns].len())) else {
+                continue;
+            };
+            if o != wi && fit(&self.workloads[o]) {
+                return Some(o);
             }
         }
-        let local = &by_ns[w.ns];
-        let o = *local.get(rng.below(local.len()))?;
-        (o != wi).then_some(o)
+        None
     }
 
     fn cnps(&self) -> Vec<Y> {
@@ -2270,7 +2402,8 @@ impl Cluster {
         while out.len() < want {
             if busy.is_empty() {
                 // No team workloads: namespace-wide policies in turn.
-                let ns = SYSTEM_NAMESPACES.len() + filler % (self.namespaces.len() - SYSTEM_NAMESPACES.len()).max(1);
+                let ns = SYSTEM_NAMESPACES.len()
+                    + filler % (self.namespaces.len() - SYSTEM_NAMESPACES.len()).max(1);
                 let ns = ns.min(self.namespaces.len() - 1);
                 filler += 1;
                 let name = names[ns].unique("allow-dns");
@@ -2387,7 +2520,7 @@ impl Cluster {
         ));
         p.egress.push(item(
             "toEndpoints",
-            sels(&[prom.clone()]),
+            sels(std::slice::from_ref(&prom)),
             vec![ports_y(&[tcp("web")], None)],
         ));
         p.egress.push(item(
@@ -2463,7 +2596,11 @@ impl Cluster {
             } else {
                 tcp(9102)
             };
-            p.ingress.push(item("fromEndpoints", sels(&[prometheus()]), vec![ports_y(&[port], None)]));
+            p.ingress.push(item(
+                "fromEndpoints",
+                sels(&[prometheus()]),
+                vec![ports_y(&[port], None)],
+            ));
             out.push(p);
         }
         if rng.chance(25) {
@@ -2472,7 +2609,8 @@ impl Cluster {
                 "Pods of the namespace may talk to each other",
                 &all,
             );
-            p.ingress.push(item("fromEndpoints", sels(&[Sel::default()]), Vec::new()));
+            p.ingress
+                .push(item("fromEndpoints", sels(&[Sel::default()]), Vec::new()));
             out.push(p);
         }
         if let Some((team, env)) = self.namespaces[ns].team
@@ -2487,9 +2625,11 @@ impl Cluster {
             p.default_deny = vec![("ingress", false)];
             p.ingress_deny.push(item(
                 "fromEndpoints",
-                sels(&[Sel::default()
-                    .label(NS_LABEL_TEAM, team)
-                    .expr(NS_LABEL_ENV, "In", &["dev", "staging"])]),
+                sels(&[Sel::default().label(NS_LABEL_TEAM, team).expr(
+                    NS_LABEL_ENV,
+                    "In",
+                    &["dev", "staging"],
+                )]),
                 Vec::new(),
             ));
             out.push(p);
@@ -2520,14 +2660,18 @@ impl Cluster {
         let serving_ports = |named: bool| -> Vec<(String, Option<u16>, &'static str)> {
             match serving.first() {
                 Some(p) => vec![Self::port_of(p, named)],
-                None => w.metrics().map(|p| Self::port_of(p, named)).into_iter().collect(),
+                None => w
+                    .metrics()
+                    .map(|p| Self::port_of(p, named))
+                    .into_iter()
+                    .collect(),
             }
         };
         // Peers: 1-3 other workloads, else Prometheus.
         let peers = |rng: &mut Rng| -> Vec<Sel> {
             let mut out: Vec<Sel> = Vec::new();
             for _ in 0..rng.range(1, 3) {
-                if let Some(o) = self.other(rng, by_ns, by_team, wi) {
+                if let Some(o) = self.other(rng, by_ns, by_team, wi, is_client) {
                     out.push(self.peer(o, Some(ns)));
                 }
             }
@@ -2537,6 +2681,25 @@ impl Cluster {
             out
         };
         let team = self.namespaces[ns].team.map_or("platform", |t| t.0);
+        // What the subject does decides what kind of policy it gets: workers without a
+        // serving port get egress policies, databases do not call out, and only frontends
+        // and edge services face the internet.
+        let tier = w.role.map_or("backend", |r| r.tier);
+        let kind = match kind {
+            AppPolicy::Ingress
+            | AppPolicy::IngressHttp
+            | AppPolicy::TeamIngress
+            | AppPolicy::Public
+            | AppPolicy::PortRange
+                if serving.is_empty() =>
+            {
+                AppPolicy::Egress
+            }
+            AppPolicy::Egress | AppPolicy::EgressDeny if tier == "data" => AppPolicy::Ingress,
+            AppPolicy::Public if tier != "web" && tier != "edge" => AppPolicy::Ingress,
+            AppPolicy::IngressHttp if !w.speaks_http() => AppPolicy::Ingress,
+            k => k,
+        };
         let mut p;
         match kind {
             AppPolicy::Ingress => {
@@ -2603,14 +2766,7 @@ impl Cluster {
                     }
                     rules.push(map(r));
                 }
-                let port = if w.speaks_http() {
-                    tcp(8080)
-                } else {
-                    match serving.first() {
-                        Some(p) if p.proto == "TCP" => tcp(p.number),
-                        _ => tcp(8080),
-                    }
-                };
+                let port = tcp(8080);
                 p.ingress.push(item(
                     "fromEndpoints",
                     sels(&peers(rng)),
@@ -2628,7 +2784,7 @@ impl Cluster {
                     p.egress.push(dns_item(rng));
                 }
                 for _ in 0..rng.range(1, 3) {
-                    let Some(o) = self.other(rng, by_ns, by_team, wi) else {
+                    let Some(o) = self.other(rng, by_ns, by_team, wi, is_server) else {
                         continue;
                     };
                     let ow = &self.workloads[o];
@@ -2637,7 +2793,11 @@ impl Cluster {
                         .map(|pt| ports_y(&[Self::port_of(pt, rng.chance(30))], None))
                         .into_iter()
                         .collect();
-                    p.egress.push(item("toEndpoints", sels(&[self.peer(o, Some(ns))]), to_ports));
+                    p.egress.push(item(
+                        "toEndpoints",
+                        sels(&[self.peer(o, Some(ns))]),
+                        to_ports,
+                    ));
                 }
                 if fqdn {
                     let mut f = Vec::new();
@@ -2648,7 +2808,8 @@ impl Cluster {
                             map(vec![("matchPattern", s(*rng.pick(FQDN_PATTERNS)))])
                         });
                     }
-                    p.egress.push(item("toFQDNs", seq(f), vec![ports_y(&[tcp(443)], None)]));
+                    p.egress
+                        .push(item("toFQDNs", seq(f), vec![ports_y(&[tcp(443)], None)]));
                 }
                 if rng.chance(20) {
                     p.egress.push(item(
@@ -2668,7 +2829,8 @@ impl Cluster {
                     ));
                 }
                 if rng.chance(8)
-                    && let Some((o, svc)) = self.main_services.get(rng.below(self.main_services.len()))
+                    && let Some((o, svc)) =
+                        self.main_services.get(rng.below(self.main_services.len()))
                     && self.workloads[*o].ns == ns
                 {
                     p.egress.push(item(
@@ -2717,7 +2879,10 @@ impl Cluster {
             AppPolicy::Public => {
                 p = Policy::new(
                     names.unique(&format!("{}-public", w.name)),
-                    format!("{} is reachable from the internet, except blocked ranges", w.name),
+                    format!(
+                        "{} is reachable from the internet, except blocked ranges",
+                        w.name
+                    ),
                     &subject,
                 );
                 let entities: &[&str] = if rng.chance(50) {
@@ -2784,7 +2949,8 @@ impl Cluster {
                     strs(&["cluster"]),
                     vec![ports_y(&serving_ports(named), None)],
                 ));
-                p.egress.push(item("toEntities", strs(&["cluster"]), Vec::new()));
+                p.egress
+                    .push(item("toEntities", strs(&["cluster"]), Vec::new()));
             }
             AppPolicy::MultiApp => {
                 let apps: Vec<&str> = rng
@@ -2803,11 +2969,8 @@ impl Cluster {
                     sels(&[prometheus()]),
                     vec![ports_y(&[tcp("metrics")], None)],
                 ));
-                p.egress.push(item(
-                    "toEntities",
-                    strs(&["kube-apiserver"]),
-                    Vec::new(),
-                ));
+                p.egress
+                    .push(item("toEntities", strs(&["kube-apiserver"]), Vec::new()));
             }
         }
         if rng.chance(40) {
@@ -2899,10 +3062,7 @@ impl Cluster {
         p.ingress.push(item(
             "fromEntities",
             strs(&["remote-node", "health"]),
-            vec![ports_y(
-                &[tcp(4240), ("8472".into(), None, "UDP")],
-                None,
-            )],
+            vec![ports_y(&[tcp(4240), ("8472".into(), None, "UDP")], None)],
         ));
         p.ingress.push(map(vec![
             ("fromEntities", strs(&["remote-node", "health"])),
@@ -3012,7 +3172,11 @@ impl Cluster {
         let blocklists: Vec<&CidrGroup> = self
             .groups
             .iter()
-            .filter(|g| g.labels.iter().any(|(k, v)| k == "purpose" && v == "blocklist"))
+            .filter(|g| {
+                g.labels
+                    .iter()
+                    .any(|(k, v)| k == "purpose" && v == "blocklist")
+            })
             .collect();
         let mut k = 0usize;
         while out.len() < want {
@@ -3034,13 +3198,20 @@ impl Cluster {
                     );
                     p.default_deny = vec![("ingress", false), ("egress", false)];
                     let peer = team_sel.clone().expr(NS_KEY, "Exists", &[]);
-                    p.ingress.push(item("fromEndpoints", sels(&[peer.clone()]), Vec::new()));
-                    p.egress.push(item("toEndpoints", sels(&[peer]), Vec::new()));
+                    p.ingress.push(item(
+                        "fromEndpoints",
+                        sels(std::slice::from_ref(&peer)),
+                        Vec::new(),
+                    ));
+                    p.egress
+                        .push(item("toEndpoints", sels(&[peer]), Vec::new()));
                 }
                 1 => {
                     p = Policy::new(
                         names.unique(&format!("isolate-{team}-prod")),
-                        format!("Production namespaces of team {team} take nothing from dev or staging"),
+                        format!(
+                            "Production namespaces of team {team} take nothing from dev or staging"
+                        ),
                         &Sel::default()
                             .label(NS_LABEL_TEAM, team)
                             .label(NS_LABEL_ENV, "prod"),
@@ -3048,9 +3219,11 @@ impl Cluster {
                     p.default_deny = vec![("ingress", false)];
                     p.ingress_deny.push(item(
                         "fromEndpoints",
-                        sels(&[Sel::default()
-                            .expr(NS_KEY, "Exists", &[])
-                            .expr(NS_LABEL_ENV, "In", &["dev", "staging"])]),
+                        sels(&[Sel::default().expr(NS_KEY, "Exists", &[]).expr(
+                            NS_LABEL_ENV,
+                            "In",
+                            &["dev", "staging"],
+                        )]),
                         Vec::new(),
                     ));
                 }
@@ -3089,9 +3262,11 @@ impl Cluster {
                     p = Policy::new(
                         names.unique(&format!("team-{team}-saas")),
                         format!("Team {team} may call its SaaS vendors"),
-                        &Sel::default()
-                            .expr(NS_LABEL_TEAM, "In", &[team])
-                            .expr(NS_LABEL_ENV, "NotIn", &["dev"]),
+                        &Sel::default().expr(NS_LABEL_TEAM, "In", &[team]).expr(
+                            NS_LABEL_ENV,
+                            "NotIn",
+                            &["dev"],
+                        ),
                     );
                     p.default_deny = vec![("egress", false)];
                     p.egress.push(dns_item(rng));
@@ -3120,7 +3295,8 @@ impl Cluster {
                             Sel::default().label("purpose", "blocklist").y(),
                         )]),
                     };
-                    p.egress_deny.push(item("toCIDRSet", seq(vec![rule]), Vec::new()));
+                    p.egress_deny
+                        .push(item("toCIDRSet", seq(vec![rule]), Vec::new()));
                 }
                 _ => {
                     let nodes = &self.nodes;
@@ -3142,7 +3318,10 @@ impl Cluster {
                     p.node_selector = true;
                     p.ingress.push(item(
                         "fromCIDRSet",
-                        seq(vec![map(vec![("cidr", s(format!("10.20.{}.0/24", k % 256)))])]),
+                        seq(vec![map(vec![(
+                            "cidr",
+                            s(format!("10.20.{}.0/24", k % 256)),
+                        )])]),
                         vec![ports_y(&[tcp(22)], None)],
                     ));
                 }
@@ -3161,7 +3340,9 @@ mod tests {
     use crate::raw::Kind;
     use crate::source::{SourceFile, SourceMap};
 
-    fn lint_all(files: &[GeneratedFile]) -> (Vec<crate::raw::Object>, Vec<crate::diag::Diagnostic>) {
+    fn lint_all(
+        files: &[GeneratedFile],
+    ) -> (Vec<crate::raw::Object>, Vec<crate::diag::Diagnostic>) {
         let mut sources = SourceMap::default();
         for f in files {
             sources.add(SourceFile::new(f.path.clone(), f.text.clone()));
@@ -3231,15 +3412,37 @@ mod tests {
         }
         assert!(pod_ips.len() > 2_500, "{} pod IPs", pod_ips.len());
         // All services but the headless ones have a cluster IP.
-        assert!(cluster_ips.len() > 2_000, "{} cluster IPs", cluster_ips.len());
+        assert!(
+            cluster_ips.len() > 2_000,
+            "{} cluster IPs",
+            cluster_ips.len()
+        );
     }
 
     #[test]
     fn scalars_are_quoted_when_yaml_would_change_them() {
-        for v in ["", "8080", "1.5", "1e3", "yes", "No", "*", "*.example.com", "1:20", "0x1f"] {
+        for v in [
+            "",
+            "8080",
+            "1.5",
+            "1e3",
+            "yes",
+            "No",
+            "*",
+            "*.example.com",
+            "1:20",
+            "0x1f",
+        ] {
             assert!(!is_plain_safe(v), "{v}");
         }
-        for v in ["orders-api", "10.0.0.0/8", "k8s:app", "v1.2.3", "7f9c6d8b54", "fd00:ec2::254/128"] {
+        for v in [
+            "orders-api",
+            "10.0.0.0/8",
+            "k8s:app",
+            "v1.2.3",
+            "7f9c6d8b54",
+            "fd00:ec2::254/128",
+        ] {
             assert!(is_plain_safe(v), "{v}");
         }
     }

@@ -370,9 +370,9 @@ pub fn peer_selects(
                 return local.is_some_and(|n| sel.matches(&n.labels));
             }
             match table.get(id).map(|i| &i.kind) {
-                Some(IdentityKind::Node(name)) => inventory
-                    .node(name)
-                    .is_some_and(|n| local.is_none_or(|l| l.name != n.name) && sel.matches(&n.labels)),
+                Some(IdentityKind::Node(name)) => inventory.node(name).is_some_and(|n| {
+                    local.is_none_or(|l| l.name != n.name) && sel.matches(&n.labels)
+                }),
                 _ => false,
             }
         }

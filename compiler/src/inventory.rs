@@ -30,7 +30,7 @@ pub struct Namespace {
 }
 
 /// A named container port.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NamedPort {
     /// The name, lower-cased.
     pub name: String,
@@ -188,10 +188,17 @@ impl Inventory {
                     }
                     let spec = spec.as_ref();
                     let sa = spec
-                        .and_then(|s| s.service_account_name.as_ref().or(s.service_account.as_ref()))
+                        .and_then(|s| {
+                            s.service_account_name
+                                .as_ref()
+                                .or(s.service_account.as_ref())
+                        })
                         .map_or("default", |s| s.value.as_str());
                     let mut named_ports = Vec::new();
-                    for c in spec.iter().flat_map(|s| s.containers.iter().flat_map(|c| c.iter())) {
+                    for c in spec
+                        .iter()
+                        .flat_map(|s| s.containers.iter().flat_map(|c| c.iter()))
+                    {
                         for p in c.ports.iter().flat_map(|p| p.iter()) {
                             let (Some(name), Some(num)) = (&p.name, &p.container_port) else {
                                 continue;
@@ -230,11 +237,10 @@ impl Inventory {
                     });
                 }
                 (Kind::Node, Body::Node { status, .. }) => {
-                    let labels: LabelSet = labels()
-                        .iter()
-                        .map(|(k, v)| Label::k8s(k, v))
-                        .collect();
-                    let apiserver = labels.lookup("node-role.kubernetes.io/control-plane").is_some()
+                    let labels: LabelSet = labels().iter().map(|(k, v)| Label::k8s(k, v)).collect();
+                    let apiserver = labels
+                        .lookup("node-role.kubernetes.io/control-plane")
+                        .is_some()
                         || labels.lookup("node-role.kubernetes.io/master").is_some();
                     let ips = status
                         .as_ref()
@@ -288,12 +294,19 @@ impl Inventory {
                 _ => {}
             }
         }
-        inv.pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        inv.pods
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         inv.nodes.sort_by(|a, b| a.name.cmp(&b.name));
         inv.services
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         dedup_by_key(&mut inv.pods, |p| p.key(), |p| p.loc, "Pod", &mut diags);
-        dedup_by_key(&mut inv.nodes, |n| n.name.clone(), |n| n.loc, "Node", &mut diags);
+        dedup_by_key(
+            &mut inv.nodes,
+            |n| n.name.clone(),
+            |n| n.loc,
+            "Node",
+            &mut diags,
+        );
         dedup_by_key(
             &mut inv.services,
             |s| format!("{}/{}", s.namespace, s.name),
@@ -322,7 +335,10 @@ impl Inventory {
                         Diagnostic::new(
                             Code::DuplicateInventoryObject,
                             p.loc,
-                            format!("pod {} has address {ip}, which pod {other} has too", p.key()),
+                            format!(
+                                "pod {} has address {ip}, which pod {other} has too",
+                                p.key()
+                            ),
                         )
                         .label("duplicate pod address")
                         .help("each pod address belongs to one pod; check the inventory dump"),

@@ -289,9 +289,7 @@ impl Entity {
         };
         match self {
             Entity::All => true,
-            Entity::World => {
-                reserved("world") || reserved("world-ipv4") || reserved("world-ipv6")
-            }
+            Entity::World => reserved("world") || reserved("world-ipv4") || reserved("world-ipv6"),
             Entity::WorldIpv4 => reserved("world-ipv4"),
             Entity::WorldIpv6 => reserved("world-ipv6"),
             Entity::Cluster => {

@@ -7,6 +7,7 @@
 //!
 //! **This crate does no IO**: callers hand it file contents and get values back.
 
+pub mod compile;
 pub mod diag;
 pub mod eval;
 pub mod flows;

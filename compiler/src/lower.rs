@@ -4,7 +4,8 @@
 //! Choices, where the spec leaves room:
 //! - CNP subject selectors get `k8s:io.kubernetes.pod.namespace=<ns>` set (replacing a
 //!   different value written there, as the agent does); CNP peer selectors get it added
-//!   unless they constrain the namespace, name a reserved label, or select `reserved:init`.
+//!   unless they constrain the namespace or namespace labels, or name a reserved label
+//!   (`ParseToCiliumRule` / `getEndpointSelector` in `pkg/k8s/apis/cilium.io/utils`).
 //! - CCNP peer selectors that do not constrain the namespace get
 //!   `k8s:io.kubernetes.pod.namespace` *Exists*, so `fromEndpoints: [{}]` in a clusterwide
 //!   policy means every pod, not every identity (the agent's `getEndpointSelector`).
@@ -45,8 +46,12 @@ const NS_KEY: &str = "k8s:io.kubernetes.pod.namespace";
 enum Scope<'a> {
     /// A CiliumNetworkPolicy in this namespace.
     Namespaced(&'a str),
-    /// A CiliumClusterwideNetworkPolicy.
-    Clusterwide,
+    /// A CiliumClusterwideNetworkPolicy; `init` when its subject selects initializing
+    /// endpoints (`reserved:init`).
+    Clusterwide {
+        /// Whether the subject names `reserved:init`.
+        init: bool,
+    },
     /// A bare rule list (agent import): selectors as written.
     Verbatim,
 }
@@ -73,7 +78,7 @@ pub fn lower(objects: &[Object], version: CiliumVersion) -> (PolicySet, Vec<Diag
                 let scope = match obj.kind {
                     Kind::CiliumNetworkPolicy => Scope::Namespaced(ns),
                     Kind::RuleList => Scope::Verbatim,
-                    _ => Scope::Clusterwide,
+                    _ => Scope::Clusterwide { init: false },
                 };
                 for (path, rule) in p.rules() {
                     let origin = Origin {
@@ -213,21 +218,30 @@ fn peer_selector(sel: &LabelSelector, scope: Scope<'_>) -> Selector {
 }
 
 fn scope_peer(s: &mut Selector, scope: Scope<'_>) {
-    let init = s
-        .reqs
-        .iter()
-        .any(|r| r.key == "reserved:init" && r.op != Op::DoesNotExist && r.op != Op::NotIn);
-    if s.has_reserved() || init || s.constrains(POD_NAMESPACE) {
+    // `getEndpointSelector`: reserved-label selectors and selectors that name the namespace
+    // are kept as written; a CNP selector that names namespace labels keeps its namespace
+    // scope open too; a CCNP selector is limited to pods (namespace Exists) unless the rule
+    // applies to initializing endpoints.
+    if s.has_reserved() || s.constrains(POD_NAMESPACE) {
         return;
     }
     let req = match scope {
-        Scope::Namespaced(ns) => Requirement::equals(NS_KEY, ns),
-        Scope::Clusterwide => Requirement {
+        Scope::Namespaced(ns) => {
+            let names_ns_labels = s.reqs.iter().any(|r| {
+                r.bare_key().starts_with(NAMESPACE_LABELS_PREFIX)
+                    && matches!(r.source(), "k8s" | "any")
+            });
+            if names_ns_labels {
+                return;
+            }
+            Requirement::equals(NS_KEY, ns)
+        }
+        Scope::Clusterwide { init: true } | Scope::Verbatim => return,
+        Scope::Clusterwide { init: false } => Requirement {
             key: NS_KEY.into(),
             op: Op::Exists,
             values: Vec::new(),
         },
-        Scope::Verbatim => return,
     };
     let mut reqs = std::mem::take(&mut s.reqs);
     reqs.push(req);
@@ -238,11 +252,8 @@ fn scope_peer(s: &mut Selector, scope: Scope<'_>) {
 fn subject_selector(sel: &LabelSelector, scope: Scope<'_>) -> Selector {
     let mut reqs = requirements(sel, "any", "");
     if let Scope::Namespaced(ns) = scope {
-        let init = reqs.iter().any(|r| r.key == "reserved:init");
-        if !init {
-            reqs.retain(|r| !(r.key == NS_KEY && r.op == Op::In));
-            reqs.push(Requirement::equals(NS_KEY, ns));
-        }
+        reqs.retain(|r| !(r.key == NS_KEY && r.op == Op::In));
+        reqs.push(Requirement::equals(NS_KEY, ns));
     }
     Selector::new(reqs)
 }
@@ -316,6 +327,15 @@ impl<'a> ItemView<'a> {
 
 impl Lower<'_> {
     fn rule(&mut self, origin: Origin, rule: &rp::Rule, scope: Scope<'_>) -> Option<Rule> {
+        let scope = match scope {
+            Scope::Clusterwide { .. } => Scope::Clusterwide {
+                init: rule
+                    .endpoint_selector
+                    .as_ref()
+                    .is_some_and(|es| es.keys().any(|k| canonical_key(&k.value, "any") == "reserved:init")),
+            },
+            other => other,
+        };
         let subject = match (&rule.endpoint_selector, &rule.node_selector) {
             (Some(es), _) => Subject::Endpoints(subject_selector(es, scope)),
             (None, Some(ns)) => Subject::Nodes(Selector::new(requirements(ns, "any", ""))),
@@ -402,7 +422,11 @@ impl Lower<'_> {
             Peers::Any
         };
         let ports = self.ports(v.to_ports, v.icmps, deny);
-        let auth = match v.auth.and_then(|a| a.mode.as_ref()).map(|m| m.value.as_str()) {
+        let auth = match v
+            .auth
+            .and_then(|a| a.mode.as_ref())
+            .map(|m| m.value.as_str())
+        {
             Some("required") => Some(Auth::Required),
             Some("test-always-fail") => Some(Auth::TestAlwaysFail),
             Some("disabled") => Some(Auth::Disabled),
@@ -488,7 +512,11 @@ impl Lower<'_> {
         if let Some(cidr) = &c.cidr {
             if let Ok(net) = syntax::parse_prefix(&cidr.value) {
                 let net = net.trunc();
-                let except = except.iter().filter(|e| net.contains(*e)).copied().collect();
+                let except = except
+                    .iter()
+                    .filter(|e| net.contains(*e))
+                    .copied()
+                    .collect();
                 out.push(Peer {
                     kind: PeerKind::Cidr(CidrPeer { net, except }),
                     loc: cidr.loc,
@@ -496,23 +524,26 @@ impl Lower<'_> {
             }
             return;
         }
-        let (groups, loc, what): (Vec<&CidrGroup>, Loc, String) =
-            if let Some(r) = &c.cidr_group_ref {
-                (
-                    self.groups.iter().filter(|g| g.name == r.value).collect(),
-                    r.loc,
-                    format!("no CiliumCIDRGroup is named `{}`", r.value),
-                )
-            } else if let Some(sel) = &c.cidr_group_selector {
-                let s = Selector::new(requirements(sel, "any", ""));
-                (
-                    self.groups.iter().filter(|g| s.matches(&g.labels)).collect(),
-                    sel.loc,
-                    format!("no CiliumCIDRGroup matches `{s}`"),
-                )
-            } else {
-                return;
-            };
+        let (groups, loc, what): (Vec<&CidrGroup>, Loc, String) = if let Some(r) = &c.cidr_group_ref
+        {
+            (
+                self.groups.iter().filter(|g| g.name == r.value).collect(),
+                r.loc,
+                format!("no CiliumCIDRGroup is named `{}`", r.value),
+            )
+        } else if let Some(sel) = &c.cidr_group_selector {
+            let s = Selector::new(requirements(sel, "any", ""));
+            (
+                self.groups
+                    .iter()
+                    .filter(|g| s.matches(&g.labels))
+                    .collect(),
+                sel.loc,
+                format!("no CiliumCIDRGroup matches `{s}`"),
+            )
+        } else {
+            return;
+        };
         if groups.is_empty() {
             self.diags.push(
                 Diagnostic::new(Code::CidrGroupNotFound, loc, what.clone())
@@ -531,7 +562,11 @@ impl Lower<'_> {
         }
         for g in groups {
             for net in &g.cidrs {
-                let except = except.iter().filter(|e| net.contains(*e)).copied().collect();
+                let except = except
+                    .iter()
+                    .filter(|e| net.contains(*e))
+                    .copied()
+                    .collect();
                 out.push(Peer {
                     kind: PeerKind::Cidr(CidrPeer { net: *net, except }),
                     loc,
@@ -552,8 +587,7 @@ impl Lower<'_> {
         let mut out = Vec::new();
         for pr in to_ports.iter().flat_map(|s| s.iter()) {
             let redirect = if deny { None } else { redirect(pr) };
-            let ports: Vec<&rp::PortProtocol> =
-                pr.ports.iter().flat_map(|p| p.iter()).collect();
+            let ports: Vec<&rp::PortProtocol> = pr.ports.iter().flat_map(|p| p.iter()).collect();
             if ports.is_empty() {
                 for proto in Proto::ANY {
                     out.push(PortRule {
@@ -608,10 +642,9 @@ impl Lower<'_> {
                     .is_some_and(|fam| fam.value.eq_ignore_ascii_case("ipv6"));
                 let ty = match f.icmp_type.as_ref().map(|t| &t.value) {
                     Some(IntOrString::Int(n)) => u8::try_from(*n).ok(),
-                    Some(IntOrString::Str(s)) => s
-                        .parse::<u8>()
-                        .ok()
-                        .or_else(|| tables::icmp_type(v6, s)),
+                    Some(IntOrString::Str(s)) => {
+                        s.parse::<u8>().ok().or_else(|| tables::icmp_type(v6, s))
+                    }
                     None => None,
                 };
                 let Some(ty) = ty else { continue };
@@ -645,12 +678,26 @@ impl Lower<'_> {
         for (i, r) in ingress.iter().enumerate() {
             let path = format!("spec.ingress[{i}]");
             let peers = r.from.as_ref().map(|f| f.value.as_slice());
-            items.extend(self.knp_items(Direction::Ingress, peers, r.ports.as_ref(), &ns, &path, r.loc));
+            items.extend(self.knp_items(
+                Direction::Ingress,
+                peers,
+                r.ports.as_ref(),
+                &ns,
+                &path,
+                r.loc,
+            ));
         }
         for (i, r) in egress.iter().enumerate() {
             let path = format!("spec.egress[{i}]");
             let peers = r.to.as_ref().map(|f| f.value.as_slice());
-            items.extend(self.knp_items(Direction::Egress, peers, r.ports.as_ref(), &ns, &path, r.loc));
+            items.extend(self.knp_items(
+                Direction::Egress,
+                peers,
+                r.ports.as_ref(),
+                &ns,
+                &path,
+                r.loc,
+            ));
         }
         let deny_all = |direction, path: &str| Item {
             direction,
@@ -856,8 +903,10 @@ fn redirect(pr: &rp::PortRule) -> Option<Redirect> {
         let cfg = l.envoy_config.as_ref();
         let name = format!(
             "{}/{}/{}",
-            cfg.and_then(|c| c.kind.as_ref()).map_or("", |k| k.value.as_str()),
-            cfg.and_then(|c| c.name.as_ref()).map_or("", |k| k.value.as_str()),
+            cfg.and_then(|c| c.kind.as_ref())
+                .map_or("", |k| k.value.as_str()),
+            cfg.and_then(|c| c.name.as_ref())
+                .map_or("", |k| k.value.as_str()),
             l.name.as_ref().map_or("", |k| k.value.as_str())
         );
         let priority = l
@@ -867,8 +916,7 @@ fn redirect(pr: &rp::PortRule) -> Option<Redirect> {
             .unwrap_or(0);
         return Some(Redirect::Listener { name, priority });
     }
-    if pr.terminating_tls.is_some() || pr.originating_tls.is_some() || pr.server_names.is_some()
-    {
+    if pr.terminating_tls.is_some() || pr.originating_tls.is_some() || pr.server_names.is_some() {
         return Some(Redirect::Tls);
     }
     None

@@ -11,7 +11,9 @@
 use crate::eval::Verdict;
 use crate::identity::{self, IdentityKind, peer_selects};
 use crate::inventory::Node;
-use crate::ir::{Direction, Item, PeerKind, Peers, PortSpec, Ports, Proto, Redirect, Rule, Selector};
+use crate::ir::{
+    Direction, Item, PeerKind, Peers, PortSpec, Ports, Proto, Redirect, Rule, Selector,
+};
 use crate::labels::LabelSet;
 use crate::model::{EndpointRef, Model};
 use crate::source::Loc;
@@ -78,7 +80,7 @@ impl Key {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProxyTarget {
     /// The listener (`cilium-http-ingress`, `cilium-dns-egress`, or an Envoy listener).
-    pub listener: String,
+    pub listener: Arc<str>,
     /// Its port.
     pub port: u16,
     /// The listener priority (1..=126, lower wins).
@@ -96,8 +98,6 @@ pub struct Entry {
     pub auth_type: u8,
     /// Whether the auth type was set by the rule (not derived).
     pub explicit_auth: bool,
-    /// The rule items that produced the entry.
-    pub origins: Vec<Origin>,
 }
 
 /// A rule item (or agent default) behind an entry.
@@ -114,13 +114,12 @@ pub const MAX_PRECEDENCE: u32 = u32::MAX;
 
 impl Entry {
     /// A plain allow.
-    pub fn allow(origin: Origin) -> Self {
+    pub fn allow() -> Self {
         Entry {
             deny: false,
             proxy: None,
             auth_type: 0,
             explicit_auth: false,
-            origins: vec![origin],
         }
     }
 
@@ -166,11 +165,6 @@ impl Entry {
         {
             self.auth_type = other.auth_type;
             self.explicit_auth = other.explicit_auth;
-        }
-        for o in other.origins {
-            if !self.origins.contains(&o) {
-                self.origins.push(o);
-            }
         }
     }
 }
@@ -219,7 +213,11 @@ impl ProxyPorts {
                 "http" => http(self, dir),
                 _ => (
                     format!("cilium-generic-{}", dir.name()),
-                    if ingress { self.generic.0 } else { self.generic.1 },
+                    if ingress {
+                        self.generic.0
+                    } else {
+                        self.generic.1
+                    },
                 ),
             },
             Redirect::Tls => http(self, dir),
@@ -233,7 +231,7 @@ impl ProxyPorts {
             }
         };
         return ProxyTarget {
-            listener,
+            listener: listener.into(),
             port,
             priority: redirect.listener_priority(),
         };
@@ -305,7 +303,10 @@ pub fn port_prefixes(start: u16, end: u16) -> Vec<(u16, u8)> {
             size *= 2;
         }
         let bits = 16 - size.trailing_zeros();
-        out.push((u16::try_from(cur).unwrap_or(0), u8::try_from(bits).unwrap_or(16)));
+        out.push((
+            u16::try_from(cur).unwrap_or(0),
+            u8::try_from(bits).unwrap_or(16),
+        ));
         cur += size;
     }
     out
@@ -313,15 +314,15 @@ pub fn port_prefixes(start: u16, end: u16) -> Vec<(u16, u8)> {
 
 /// Caches which identities a peer selects, per node, and an index of identities by
 /// namespace.
-pub struct SelectorCache<'m> {
-    model: &'m Model,
+pub struct SelectorCache {
     by_namespace: HashMap<String, Vec<u32>>,
     cache: HashMap<(PeerKind, Vec<Selector>, Option<String>), Arc<Vec<u32>>>,
 }
 
-impl<'m> SelectorCache<'m> {
-    /// An empty cache for a model.
-    pub fn new(model: &'m Model) -> Self {
+impl SelectorCache {
+    /// An empty cache for a model's identities. It stays valid while the identities do (a
+    /// policy change that names no new CIDR keeps them).
+    pub fn new(model: &Model) -> Self {
         let mut by_namespace: HashMap<String, Vec<u32>> = HashMap::new();
         for id in model.identities.iter() {
             if let Some(ns) = id.labels.lookup("k8s:io.kubernetes.pod.namespace") {
@@ -329,7 +330,6 @@ impl<'m> SelectorCache<'m> {
             }
         }
         SelectorCache {
-            model,
             by_namespace,
             cache: HashMap::new(),
         }
@@ -338,6 +338,7 @@ impl<'m> SelectorCache<'m> {
     /// The identities `peer` (ANDed with `requires`) selects, seen from `node`.
     pub fn select(
         &mut self,
+        model: &Model,
         peer: &PeerKind,
         requires: &[Selector],
         node: Option<&Node>,
@@ -352,7 +353,6 @@ impl<'m> SelectorCache<'m> {
         if let Some(hit) = self.cache.get(&key) {
             return hit.clone();
         }
-        let model = self.model;
         let ns = match peer {
             PeerKind::Endpoints(s) => s.pinned("io.kubernetes.pod.namespace"),
             _ => None,
@@ -376,8 +376,14 @@ impl<'m> SelectorCache<'m> {
     }
 
     /// Identities matching every requirement (the wildcard ANDed with `fromRequires`).
-    fn select_required(&mut self, requires: &[Selector], node: Option<&Node>) -> Arc<Vec<u32>> {
+    fn select_required(
+        &mut self,
+        model: &Model,
+        requires: &[Selector],
+        node: Option<&Node>,
+    ) -> Arc<Vec<u32>> {
         self.select(
+            model,
             &PeerKind::Endpoints(Selector::wildcard()),
             requires,
             node,
@@ -398,7 +404,13 @@ fn labels_for(model: &Model, id: u32, node: Option<&Node>) -> LabelSet {
 }
 
 /// The L4 keys of an item's port entry, resolved for the endpoint.
-fn l4_keys(model: &Model, ep: EndpointRef, dir: Direction, spec: &PortSpec, proto: Proto) -> Vec<(u16, u8, u16, u16)> {
+fn l4_keys(
+    model: &Model,
+    ep: EndpointRef,
+    dir: Direction,
+    spec: &PortSpec,
+    proto: Proto,
+) -> Vec<(u16, u8, u16, u16)> {
     match spec {
         PortSpec::Range(a, b) => {
             let end = if *b > *a { *b } else { 0 };
@@ -435,7 +447,7 @@ fn l4_keys(model: &Model, ep: EndpointRef, dir: Direction, spec: &PortSpec, prot
 /// Computes an endpoint's policy.
 pub fn compute(
     model: &Model,
-    cache: &mut SelectorCache<'_>,
+    cache: &mut SelectorCache,
     ep: EndpointRef,
     proxy_ports: &ProxyPorts,
     listeners: &[String],
@@ -464,14 +476,26 @@ pub fn compute(
                     continue;
                 }
                 expand_item(
-                    model, cache, ep, node, rule, item, &requires, proxy_ports, listeners,
-                    &mut pending, &mut filters,
+                    model,
+                    cache,
+                    ep,
+                    node,
+                    rule,
+                    item,
+                    &requires,
+                    proxy_ports,
+                    listeners,
+                    &mut pending,
+                    &mut filters,
                 );
             }
         }
     }
     let never = model.config.enforcement == crate::model::Enforcement::Never;
-    for (dir, on) in [(Direction::Ingress, enforced.0), (Direction::Egress, enforced.1)] {
+    for (dir, on) in [
+        (Direction::Ingress, enforced.0),
+        (Direction::Egress, enforced.1),
+    ] {
         if !on || never {
             pending.push((
                 Key {
@@ -481,10 +505,7 @@ pub fn compute(
                     port: 0,
                     port_prefix: 0,
                 },
-                Entry::allow(Origin {
-                    what: format!("agent default: {} not enforced", dir.name()),
-                    loc: None,
-                }),
+                Entry::allow(),
             ));
         }
     }
@@ -504,10 +525,7 @@ pub fn compute(
                 port: 0,
                 port_prefix: 0,
             },
-            Entry::allow(Origin {
-                what: "agent default: allow-localhost".into(),
-                loc: None,
-            }),
+            Entry::allow(),
         );
     }
     EndpointPolicy {
@@ -520,7 +538,7 @@ pub fn compute(
 #[allow(clippy::too_many_arguments)]
 fn expand_item(
     model: &Model,
-    cache: &mut SelectorCache<'_>,
+    cache: &mut SelectorCache,
     ep: EndpointRef,
     node: Option<&Node>,
     rule: &Rule,
@@ -539,14 +557,14 @@ fn expand_item(
     // The identities: `None` = the wildcard (identity 0).
     let identities: Option<Arc<Vec<u32>>> = match &item.peers {
         Peers::Any if requires.is_empty() => None,
-        Peers::Any => Some(cache.select_required(requires, node)),
+        Peers::Any => Some(cache.select_required(model, requires, node)),
         Peers::List(peers) => {
             if requires.is_empty() && peers.iter().any(|p| identity::is_wildcard_peer(&p.kind)) {
                 None
             } else {
                 let mut ids: Vec<u32> = Vec::new();
                 for p in peers {
-                    ids.extend(cache.select(&p.kind, requires, node).iter());
+                    ids.extend(cache.select(model, &p.kind, requires, node).iter());
                 }
                 ids.sort_unstable();
                 ids.dedup();
@@ -577,7 +595,6 @@ fn expand_item(
             },
             auth_type: item.auth.map_or(0, |a| a.type_number()),
             explicit_auth: item.auth.is_some(),
-            origins: vec![origin.clone()],
         };
         let key = |identity: u32| Key {
             direction: dir,
@@ -639,9 +656,7 @@ impl MapBuilder {
         // Prune covered entries of lower precedence (and, for a deny, covered denies).
         let prune = |list: &mut Vec<(Key, Entry)>| {
             list.retain(|(k, e)| {
-                !(*k != key
-                    && key.covers(k)
-                    && (e.precedence() < prec || (entry.deny && e.deny)))
+                !(*k != key && key.covers(k) && (e.precedence() < prec || (entry.deny && e.deny)))
             });
         };
         if key.identity == 0 {
@@ -653,7 +668,10 @@ impl MapBuilder {
         } else if let Some(list) = self.groups.get_mut(&(key.direction, key.identity)) {
             prune(list);
         }
-        let list = self.groups.entry((key.direction, key.identity)).or_default();
+        let list = self
+            .groups
+            .entry((key.direction, key.identity))
+            .or_default();
         match list.iter_mut().find(|(k, _)| *k == key) {
             Some((_, old)) => {
                 let old_prec = old.precedence();
@@ -699,7 +717,11 @@ pub fn lookup<'a>(
             .filter(|(k, _)| k.l4_matches(proto, port))
             .max_by_key(|(k, _)| k.prefix_len())
     };
-    let l3 = if identity == 0 { None } else { longest(identity) };
+    let l3 = if identity == 0 {
+        None
+    } else {
+        longest(identity)
+    };
     if let Some((_, e)) = l3 {
         if e.precedence() == MAX_PRECEDENCE {
             return l3;
@@ -784,7 +806,14 @@ mod tests {
         );
         assert_eq!(
             port_prefixes(1024, 65535),
-            vec![(1024, 6), (2048, 5), (4096, 4), (8192, 3), (16384, 2), (32768, 1)]
+            vec![
+                (1024, 6),
+                (2048, 5),
+                (4096, 4),
+                (8192, 3),
+                (16384, 2),
+                (32768, 1)
+            ]
         );
         assert_eq!(port_prefixes(10000, 20000).len(), 11);
         assert_eq!(port_prefixes(1, 65535).len(), 30);
@@ -793,10 +822,7 @@ mod tests {
 
     #[test]
     fn precedence_encoding() {
-        let mut e = Entry::allow(Origin {
-            what: String::new(),
-            loc: None,
-        });
+        let mut e = Entry::allow();
         assert_eq!(e.precedence(), 0xFFFF_FF01);
         e.proxy = Some(ProxyTarget {
             listener: "http".into(),

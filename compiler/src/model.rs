@@ -8,6 +8,7 @@ use crate::ir::{Direction, PolicySet, Rule, Subject};
 use crate::labels::{LabelFilter, LabelSet};
 use crate::raw::Object;
 use crate::version::CiliumVersion;
+use std::collections::HashMap;
 
 /// The agent's `enable-policy` mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,6 +72,10 @@ pub struct Model {
     pub config: Config,
     /// Security labels per inventory pod (empty for host-network pods).
     pub pod_labels: Vec<LabelSet>,
+    /// Rules whose subject pins a namespace, by namespace (indices into `policies.rules`).
+    by_namespace: HashMap<String, Vec<usize>>,
+    /// The other rules.
+    unpinned: Vec<usize>,
 }
 
 impl Model {
@@ -101,12 +106,31 @@ impl Model {
                 }
             })
             .collect();
-        Model {
+        let mut model = Model {
             policies,
             inventory,
             identities,
             config,
             pod_labels,
+            by_namespace: HashMap::new(),
+            unpinned: Vec::new(),
+        };
+        model.reindex();
+        model
+    }
+
+    /// Rebuilds the rule index after `policies.rules` changed.
+    pub fn reindex(&mut self) {
+        self.by_namespace.clear();
+        self.unpinned.clear();
+        for (i, r) in self.policies.rules.iter().enumerate() {
+            match &r.subject {
+                Subject::Endpoints(sel) => match sel.pinned(crate::labels::POD_NAMESPACE) {
+                    Some(ns) => self.by_namespace.entry(ns.to_string()).or_default().push(i),
+                    None => self.unpinned.push(i),
+                },
+                Subject::Nodes(_) => self.unpinned.push(i),
+            }
         }
     }
 
@@ -156,11 +180,20 @@ impl Model {
 
     /// The rules that apply to an endpoint.
     pub fn rules_for(&self, ep: EndpointRef) -> Vec<&Rule> {
-        self.policies
-            .rules
+        let pinned = self
+            .pod(ep)
+            .and_then(|p| self.by_namespace.get(&p.namespace))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut idx: Vec<usize> = pinned
             .iter()
-            .filter(|r| self.selects(r, ep))
-            .collect()
+            .chain(self.unpinned.iter())
+            .copied()
+            .filter(|&i| self.selects(&self.policies.rules[i], ep))
+            .collect();
+        // Input order, as the agent sees the rules.
+        idx.sort_unstable();
+        idx.into_iter().map(|i| &self.policies.rules[i]).collect()
     }
 
     /// Whether an endpoint is default-deny in a direction, and the rules that make it so.

@@ -218,10 +218,7 @@ fn policy_yaml(i: usize, p: &PolicyGen) -> String {
         }
         None => s.push_str("  endpointSelector: {}\n"),
     }
-    for (name, items, ingress) in [
-        ("ingress", &p.ingress, true),
-        ("egress", &p.egress, false),
-    ] {
+    for (name, items, ingress) in [("ingress", &p.ingress, true), ("egress", &p.egress, false)] {
         let (allow, deny): (Vec<&ItemGen>, Vec<&ItemGen>) = items.iter().partition(|i| !i.deny);
         for (section, list) in [(name.to_string(), allow), (format!("{name}Deny"), deny)] {
             if list.is_empty() {
@@ -308,18 +305,24 @@ fn policy_strategy() -> impl Strategy<Value = PolicyGen> {
                     });
                 }
                 PolicyGen {
-                clusterwide,
-                ns,
-                subject,
-                ingress,
-                egress,
-                default_deny,
-            }},
+                    clusterwide,
+                    ns,
+                    subject,
+                    ingress,
+                    egress,
+                    default_deny,
+                }
+            },
         )
 }
 
 fn pod_strategy() -> impl Strategy<Value = PodGen> {
-    (0..NAMESPACES.len(), 0..APPS.len(), any::<bool>(), 0..NODES.len())
+    (
+        0..NAMESPACES.len(),
+        0..APPS.len(),
+        any::<bool>(),
+        0..NODES.len(),
+    )
         .prop_map(|(ns, app, tier, node)| PodGen {
             ns,
             app,
@@ -336,7 +339,10 @@ fn build(pods: &[PodGen], policies: &[PolicyGen]) -> Option<Model> {
     let mut sources = SourceMap::new();
     sources.add(SourceFile::new("gen.yaml", text.clone()));
     let (objects, diags) = polc_compiler::lint(&sources, &Options::default());
-    if diags.iter().any(|d| d.severity == polc_compiler::diag::Severity::Error) {
+    if diags
+        .iter()
+        .any(|d| d.severity == polc_compiler::diag::Severity::Error)
+    {
         // Random policies may be ones the agent rejects; those have no meaning to compare.
         return None;
     }
@@ -457,4 +463,3 @@ proptest! {
         }
     }
 }
-

@@ -29,9 +29,11 @@ pub enum ExplainFormat {
 
 /// Arguments of `polc explain`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "EP is NAMESPACE/POD, host/NODE (that node's host), or an IP address.\n\
+#[command(
+    after_help = "EP is NAMESPACE/POD, host/NODE (that node's host), or an IP address.\n\
     Exit codes: 0 the flow was judged (whatever the verdict; with --flows: every flow as \
-    expected), 1 a flow of --flows did not get its expected verdict, 2 bad query or input.")]
+    expected), 1 a flow of --flows did not get its expected verdict, 2 bad query or input."
+)]
 pub struct ExplainArgs {
     /// Policies, inventory and agent settings.
     #[command(flatten)]
@@ -252,7 +254,11 @@ fn run_flows(
         }
     }
     io.stdout.write_all(out.as_bytes())?;
-    Ok(if failed > 0 { EXIT_FINDINGS } else { EXIT_CLEAN })
+    Ok(if failed > 0 {
+        EXIT_FINDINGS
+    } else {
+        EXIT_CLEAN
+    })
 }
 
 /// Parses `NS/POD`, `host/NODE` or an address.
@@ -505,10 +511,14 @@ fn flow_of_spec(model: &Model, spec: &FlowSpec) -> Result<(Flow, Verdict), Query
             ));
         }
     };
-    let n_requests = [spec.http.is_some(), spec.dns.is_some(), spec.kafka.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let n_requests = [
+        spec.http.is_some(),
+        spec.dns.is_some(),
+        spec.kafka.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if n_requests > 1 {
         return Err(bad(
             Code::InvalidFlow,
@@ -542,10 +552,22 @@ fn flow_of_spec(model: &Model, spec: &FlowSpec) -> Result<(Flow, Verdict), Query
         })
     } else {
         spec.kafka.as_ref().map(|k| Request::Kafka {
-            api_key: k.api_key.as_ref().map(|v| v.value.clone()).unwrap_or_default(),
+            api_key: k
+                .api_key
+                .as_ref()
+                .map(|v| v.value.clone())
+                .unwrap_or_default(),
             api_version: k.api_version.as_ref().map(|v| v.value),
-            client_id: k.client_id.as_ref().map(|v| v.value.clone()).unwrap_or_default(),
-            topic: k.topic.as_ref().map(|v| v.value.clone()).unwrap_or_default(),
+            client_id: k
+                .client_id
+                .as_ref()
+                .map(|v| v.value.clone())
+                .unwrap_or_default(),
+            topic: k
+                .topic
+                .as_ref()
+                .map(|v| v.value.clone())
+                .unwrap_or_default(),
         })
     };
     let flow = build_flow(
@@ -573,7 +595,7 @@ fn describe_l4(flow: &Flow) -> String {
 /// Rendering state: the loaded cluster and computed endpoint policies.
 struct Ctx<'a> {
     loaded: &'a Loaded,
-    cache: SelectorCache<'a>,
+    cache: SelectorCache,
     policies: HashMap<EndpointRef, mapstate::EndpointPolicy>,
     listeners: Vec<String>,
 }
