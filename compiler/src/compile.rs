@@ -180,7 +180,13 @@ impl Compilation {
         }
         self.listeners = mapstate::listeners(model);
         for (class, ep) in &affected {
-            let p = mapstate::compute(model, &mut self.cache, *ep, &self.proxy_ports, &self.listeners);
+            let p = mapstate::compute(
+                model,
+                &mut self.cache,
+                *ep,
+                &self.proxy_ports,
+                &self.listeners,
+            );
             self.policies.insert(class.clone(), Arc::new(p));
         }
         affected.len()
@@ -198,9 +204,8 @@ impl Compilation {
 
 fn selects(model: &Model, rule: &Rule, ep: EndpointRef) -> bool {
     match (&rule.subject, ep) {
-        (Subject::Endpoints(_), EndpointRef::Pod(_)) | (Subject::Nodes(_), EndpointRef::Host(_)) => {
-            model.selects(rule, ep)
-        }
+        (Subject::Endpoints(_), EndpointRef::Pod(_))
+        | (Subject::Nodes(_), EndpointRef::Host(_)) => model.selects(rule, ep),
         _ => false,
     }
 }

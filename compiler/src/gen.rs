@@ -1712,6 +1712,11 @@ impl Cluster {
                         .collect();
                     (format!("{}-headless", w.name), selector, ports, true)
                 }
+                1 if rng.chance(6) => {
+                    // Endpoints managed by hand: a database outside the cluster.
+                    let ports = vec![svc_port("postgres", 5432, "TCP", s_or_i(5432, None))];
+                    (format!("{}-external-db", w.name), Vec::new(), ports, false)
+                }
                 1 => {
                     let ports = w
                         .metrics()

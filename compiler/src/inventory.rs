@@ -181,10 +181,9 @@ impl Inventory {
                         .as_ref()
                         .and_then(|s| s.pod_ip.as_ref())
                         .and_then(|i| parse_ip(&i.value))
+                        && !ips.contains(&ip)
                     {
-                        if !ips.contains(&ip) {
-                            ips.insert(0, ip);
-                        }
+                        ips.insert(0, ip);
                     }
                     let spec = spec.as_ref();
                     let sa = spec
@@ -277,10 +276,9 @@ impl Inventory {
                     if let Some(ip) = spec
                         .and_then(|s| s.cluster_ip.as_ref())
                         .and_then(|i| parse_ip(&i.value))
+                        && !cluster_ips.contains(&ip)
                     {
-                        if !cluster_ips.contains(&ip) {
-                            cluster_ips.insert(0, ip);
-                        }
+                        cluster_ips.insert(0, ip);
                     }
                     inv.services.push(Service {
                         namespace: obj.namespace().to_string(),
@@ -406,6 +404,7 @@ impl Inventory {
     /// selects nothing, because its EndpointSlices are not part of the inventory.
     pub fn bind_services(&self, set: &mut PolicySet) {
         for rule in &mut set.rules {
+            let rule = std::sync::Arc::make_mut(rule);
             for item in &mut rule.items {
                 let Peers::List(peers) = &mut item.peers else {
                     continue;

@@ -809,8 +809,8 @@ pub struct CidrGroup {
 /// Every rule of a set of policies.
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
-    /// The rules, in input order.
-    pub rules: Vec<Rule>,
+    /// The rules, in input order (shared with the endpoint policies computed from them).
+    pub rules: Vec<std::sync::Arc<Rule>>,
     /// The CIDR groups.
     pub cidr_groups: Vec<CidrGroup>,
 }

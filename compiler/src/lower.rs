@@ -89,7 +89,7 @@ pub fn lower(objects: &[Object], version: CiliumVersion) -> (PolicySet, Vec<Diag
                         loc: rule.loc,
                     };
                     if let Some(r) = cx.rule(origin, rule, scope) {
-                        rules.push(r);
+                        rules.push(std::sync::Arc::new(r));
                     }
                 }
             }
@@ -101,7 +101,7 @@ pub fn lower(objects: &[Object], version: CiliumVersion) -> (PolicySet, Vec<Diag
                     path: "spec".into(),
                     loc: spec.loc,
                 };
-                rules.push(cx.network_policy(origin, spec));
+                rules.push(std::sync::Arc::new(cx.network_policy(origin, spec)));
             }
             _ => {}
         }
@@ -329,10 +329,10 @@ impl Lower<'_> {
     fn rule(&mut self, origin: Origin, rule: &rp::Rule, scope: Scope<'_>) -> Option<Rule> {
         let scope = match scope {
             Scope::Clusterwide { .. } => Scope::Clusterwide {
-                init: rule
-                    .endpoint_selector
-                    .as_ref()
-                    .is_some_and(|es| es.keys().any(|k| canonical_key(&k.value, "any") == "reserved:init")),
+                init: rule.endpoint_selector.as_ref().is_some_and(|es| {
+                    es.keys()
+                        .any(|k| canonical_key(&k.value, "any") == "reserved:init")
+                }),
             },
             other => other,
         };
@@ -385,12 +385,12 @@ impl Lower<'_> {
         for (name, dir, deny, views) in &sections {
             for (i, view) in views.iter().enumerate() {
                 let path = format!("{}.{name}[{i}]", origin.path);
-                if let Some(req) = view.requires {
-                    if self.version <= CiliumVersion::V1_18 {
-                        requires
-                            .get_mut(*dir)
-                            .extend(req.iter().map(|s| peer_selector(s, scope)));
-                    }
+                if let Some(req) = view.requires
+                    && self.version <= CiliumVersion::V1_18
+                {
+                    requires
+                        .get_mut(*dir)
+                        .extend(req.iter().map(|s| peer_selector(s, scope)));
                 }
                 items.push(self.item(view, *dir, *deny, path, scope));
             }

@@ -180,6 +180,15 @@ impl Model {
 
     /// The rules that apply to an endpoint.
     pub fn rules_for(&self, ep: EndpointRef) -> Vec<&Rule> {
+        self.rule_indices_for(ep)
+            .into_iter()
+            .map(|i| &*self.policies.rules[i])
+            .collect()
+    }
+
+    /// The indices (into `policies.rules`) of the rules that apply to an endpoint, in input
+    /// order.
+    pub fn rule_indices_for(&self, ep: EndpointRef) -> Vec<usize> {
         let pinned = self
             .pod(ep)
             .and_then(|p| self.by_namespace.get(&p.namespace))
@@ -193,7 +202,7 @@ impl Model {
             .collect();
         // Input order, as the agent sees the rules.
         idx.sort_unstable();
-        idx.into_iter().map(|i| &self.policies.rules[i]).collect()
+        idx
     }
 
     /// Whether an endpoint is default-deny in a direction, and the rules that make it so.

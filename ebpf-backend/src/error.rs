@@ -15,13 +15,17 @@ pub enum Error {
         actual: usize,
     },
     /// A policy key's LPM prefix length is not 40 or 48-64.
-    #[error("policy key prefix length `{0}` is not 40 (any protocol) or 48-64 (protocol + port bits)")]
+    #[error(
+        "policy key prefix length `{0}` is not 40 (any protocol) or 48-64 (protocol + port bits)"
+    )]
     PolicyPrefixLen(u32),
     /// The byte holding the direction bit has other bits set.
     #[error("policy key direction byte `{0:#04x}` has bits other than bit 0 set")]
     Direction(u8),
     /// A key with protocol 0 has a port, or a protocol-less prefix covers the protocol.
-    #[error("policy key has protocol 0 but a prefix length of `{0}` (the protocol is all-or-nothing)")]
+    #[error(
+        "policy key has protocol 0 but a prefix length of `{0}` (the protocol is all-or-nothing)"
+    )]
     ProtocolPrefix(u32),
     /// A key with prefix length 40 carries a protocol or port.
     #[error("policy key with prefix length 40 has a protocol or port; they must be zero")]
@@ -35,10 +39,14 @@ pub enum Error {
         bits: u8,
     },
     /// A value's flags byte has reserved bits (1-2) set, or an impossible prefix length.
-    #[error("policy value flags `{0:#04x}` are invalid (reserved bits 1-2 set, or a prefix length other than 0, 8 or 9-24)")]
+    #[error(
+        "policy value flags `{0:#04x}` are invalid (reserved bits 1-2 set, or a prefix length other than 0, 8 or 9-24)"
+    )]
     ValueFlags(u8),
     /// A value's prefix length disagrees with its key's (the agent rewrites such entries).
-    #[error("policy value prefix length `{value}` does not match its key's `{key}` (key prefix - 40)")]
+    #[error(
+        "policy value prefix length `{value}` does not match its key's `{key}` (key prefix - 40)"
+    )]
     PrefixMismatch {
         /// The key's prefix length minus 40.
         key: u8,

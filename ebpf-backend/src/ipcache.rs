@@ -333,7 +333,10 @@ mod tests {
         );
         let v6 = entry("fd00::7/128", 300, Some("fd00:ffff::2"));
         let bytes = encode_value(&v6, IpcacheLayout::V2).unwrap();
-        assert_eq!(bytes[23], FLAG_HAS_TUNNEL_ENDPOINT | FLAG_IPV6_TUNNEL_ENDPOINT);
+        assert_eq!(
+            bytes[23],
+            FLAG_HAS_TUNNEL_ENDPOINT | FLAG_IPV6_TUNNEL_ENDPOINT
+        );
         assert_eq!(hex(&bytes[4..20]), "fd00ffff000000000000000000000002");
         assert!(matches!(
             encode_value(&v6, IpcacheLayout::V1),
@@ -350,7 +353,10 @@ mod tests {
         // Host bits are cleared.
         let sloppy: IpNet = "10.1.2.3/8".parse().unwrap();
         assert_eq!(hex(&encode_key(&sloppy, 0)[8..12]), "0a000000");
-        assert_eq!(decode_key(&encode_key(&sloppy, 0)).unwrap().0.to_string(), "10.0.0.0/8");
+        assert_eq!(
+            decode_key(&encode_key(&sloppy, 0)).unwrap().0.to_string(),
+            "10.0.0.0/8"
+        );
     }
 
     #[test]
@@ -367,7 +373,10 @@ mod tests {
             for layout in [IpcacheLayout::V1, IpcacheLayout::V2] {
                 if let Ok(bytes) = encode_value(&e, layout) {
                     assert_eq!(bytes.len(), layout.value_size());
-                    assert_eq!(decode_value(&bytes, layout).unwrap(), IpcacheValue::from_entry(&e));
+                    assert_eq!(
+                        decode_value(&bytes, layout).unwrap(),
+                        IpcacheValue::from_entry(&e)
+                    );
                 }
             }
         }
@@ -381,7 +390,13 @@ mod tests {
         key[9] = 1;
         assert_eq!(decode_key(&key), Err(Error::UnmaskedAddress));
         assert!(decode_value(&[0; 12], IpcacheLayout::V2).is_err());
-        assert_eq!(IpcacheLayout::for_version(CiliumVersion::V1_18).map_name(), "cilium_ipcache");
-        assert_eq!(IpcacheLayout::for_version(CiliumVersion::V1_19).map_name(), "cilium_ipcache_v2");
+        assert_eq!(
+            IpcacheLayout::for_version(CiliumVersion::V1_18).map_name(),
+            "cilium_ipcache"
+        );
+        assert_eq!(
+            IpcacheLayout::for_version(CiliumVersion::V1_19).map_name(),
+            "cilium_ipcache_v2"
+        );
     }
 }

@@ -337,16 +337,18 @@ pub fn decode_value(bytes: &[u8], layout: Layout) -> Result<PolicyValue, Error> 
 /// Bytes as lower-case hex, no separators.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use polc_compiler::mapstate::{Origin, ProxyTarget};
+    use polc_compiler::mapstate::ProxyTarget;
     use proptest::prelude::*;
 
     fn key(direction: Direction, identity: u32, proto: u8, port: u16, port_prefix: u8) -> Key {
@@ -360,10 +362,7 @@ mod tests {
     }
 
     fn allow() -> Entry {
-        Entry::allow(Origin {
-            what: "test".into(),
-            loc: None,
-        })
+        Entry::allow()
     }
 
     fn http(mut e: Entry) -> Entry {
@@ -403,15 +402,33 @@ mod tests {
     fn values_follow_the_spec_table() {
         let k = key(Direction::Ingress, 12345, 6, 8080, 16);
         let e = http(allow());
-        assert_eq!(hex(&encode_value(&k, &e, Layout::V1_19)), "3a98c0009affffff00000000");
-        assert_eq!(hex(&encode_value(&k, &e, Layout::V1_17)), "3a98c0001b000000");
+        assert_eq!(
+            hex(&encode_value(&k, &e, Layout::V1_19)),
+            "3a98c0009affffff00000000"
+        );
+        assert_eq!(
+            hex(&encode_value(&k, &e, Layout::V1_17)),
+            "3a98c0001b000000"
+        );
         let any = key(Direction::Ingress, 2, 0, 0, 0);
         let mut deny = allow();
         deny.deny = true;
-        assert_eq!(hex(&encode_value(&any, &deny, Layout::V1_19)), "00000100ffffffff00000000");
-        assert_eq!(hex(&encode_value(&any, &deny, Layout::V1_17)), "0000010000000000");
-        assert_eq!(hex(&encode_value(&any, &allow(), Layout::V1_19)), "0000000001ffffff00000000");
-        assert_eq!(hex(&encode_value(&any, &allow(), Layout::V1_17)), "0000000000000000");
+        assert_eq!(
+            hex(&encode_value(&any, &deny, Layout::V1_19)),
+            "00000100ffffffff00000000"
+        );
+        assert_eq!(
+            hex(&encode_value(&any, &deny, Layout::V1_17)),
+            "0000010000000000"
+        );
+        assert_eq!(
+            hex(&encode_value(&any, &allow(), Layout::V1_19)),
+            "0000000001ffffff00000000"
+        );
+        assert_eq!(
+            hex(&encode_value(&any, &allow(), Layout::V1_17)),
+            "0000000000000000"
+        );
     }
 
     #[test]
@@ -469,9 +486,15 @@ mod tests {
     #[test]
     fn bad_values_are_rejected() {
         assert!(decode_value(&[0; 8], Layout::V1_19).is_err());
-        assert_eq!(decode_value(&[0, 0, 0b10, 0, 0, 0, 0, 0], Layout::V1_17), Err(Error::ValueFlags(2)));
+        assert_eq!(
+            decode_value(&[0, 0, 0b10, 0, 0, 0, 0, 0], Layout::V1_17),
+            Err(Error::ValueFlags(2))
+        );
         // Prefix length 4 (flags 0x20) is never written.
-        assert_eq!(decode_value(&[0, 0, 0x20, 0, 0, 0, 0, 0], Layout::V1_17), Err(Error::ValueFlags(0x20)));
+        assert_eq!(
+            decode_value(&[0, 0, 0x20, 0, 0, 0, 0, 0], Layout::V1_17),
+            Err(Error::ValueFlags(0x20))
+        );
         assert_eq!(
             decode_value(&[0, 0, 0, 0, 0, 1, 0, 0], Layout::V1_17),
             Err(Error::Padding("policy value"))
@@ -484,13 +507,26 @@ mod tests {
         let v = PolicyValue::new(&k, &allow(), Layout::V1_19);
         assert_eq!(v.check_key(&k), Ok(()));
         let other = key(Direction::Ingress, 1, 0, 0, 0);
-        assert_eq!(v.check_key(&other), Err(Error::PrefixMismatch { key: 0, value: 24 }));
+        assert_eq!(
+            v.check_key(&other),
+            Err(Error::PrefixMismatch { key: 0, value: 24 })
+        );
     }
 
     fn arb_key() -> impl Strategy<Value = Key> {
-        (any::<bool>(), any::<u32>(), prop_oneof![Just(0u8), any::<u8>()], any::<u16>(), 0u8..=16)
+        (
+            any::<bool>(),
+            any::<u32>(),
+            prop_oneof![Just(0u8), any::<u8>()],
+            any::<u16>(),
+            0u8..=16,
+        )
             .prop_map(|(eg, identity, proto, port, bits)| {
-                let direction = if eg { Direction::Egress } else { Direction::Ingress };
+                let direction = if eg {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                };
                 if proto == 0 {
                     key(direction, identity, 0, 0, 0)
                 } else {
@@ -500,8 +536,13 @@ mod tests {
     }
 
     fn arb_entry() -> impl Strategy<Value = Entry> {
-        (any::<bool>(), prop::option::of((any::<u16>(), 0u8..=126)), 0u8..=2, any::<bool>()).prop_map(
-            |(deny, proxy, auth_type, explicit_auth)| {
+        (
+            any::<bool>(),
+            prop::option::of((any::<u16>(), 0u8..=126)),
+            0u8..=2,
+            any::<bool>(),
+        )
+            .prop_map(|(deny, proxy, auth_type, explicit_auth)| {
                 let mut e = allow();
                 e.deny = deny;
                 e.proxy = proxy.filter(|_| !deny).map(|(port, priority)| ProxyTarget {
@@ -512,8 +553,7 @@ mod tests {
                 e.auth_type = auth_type;
                 e.explicit_auth = explicit_auth;
                 e
-            },
-        )
+            })
     }
 
     proptest! {

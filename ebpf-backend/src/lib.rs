@@ -1,6 +1,22 @@
-//! The polc eBPF backend: Cilium-layout policy-map keys and values, ipcache entries, proxy
-//! rules, and the aya loader.
+//! The polc eBPF backend: what the Cilium agent would write for an endpoint, byte for byte.
 //!
-//! Nothing is implemented here yet: it compiles the map state that the semantics issue builds.
-//! The crate exists so the workspace has its final shape and dependency direction
-//! (`compiler <- ebpf-backend`) from the start.
+//! ```text
+//! mapstate::EndpointPolicy --layout--> cilium_policy_v2_<ep> keys and values (1.17/1.18, 1.19)
+//!                          --npds----> cilium.NetworkPolicy for Envoy (protobuf JSON)
+//! identity::IpcacheEntry   --ipcache-> cilium_ipcache / cilium_ipcache_v2 keys and values
+//! records: whole maps as binary record files and as readable JSON
+//! ```
+//!
+//! Everything here is pure encoding: no syscalls and no IO. Each encoder has a decoder that
+//! rejects what the agent never writes, so map dumps can be read back and compared. The aya
+//! loader will come on top of these layouts.
+
+pub mod error;
+pub mod ipcache;
+pub mod layout;
+pub mod npds;
+pub mod records;
+
+pub use error::Error;
+pub use ipcache::IpcacheLayout;
+pub use layout::Layout;

@@ -33,7 +33,10 @@ fn every_scenario_flow_gets_its_expected_verdict() {
         args.extend(extra.split_whitespace().map(String::from));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out, err) = polc(&argv, b"");
-        flows += out.lines().filter(|l| l.starts_with("ok") || l.starts_with("FAIL")).count();
+        flows += out
+            .lines()
+            .filter(|l| l.starts_with("ok") || l.starts_with("FAIL"))
+            .count();
         if code != 0 {
             failures.push(format!(
                 "{}: exit {code}\n{}{}",
