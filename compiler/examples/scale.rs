@@ -36,22 +36,28 @@ fn main() {
     );
     let t = Instant::now();
     let c = Compilation::new(&model, None, ProxyPorts::default());
-    let total: usize = c.policies.values().map(|p| p.map.len()).sum();
-    let max = c.policies.values().map(|p| p.map.len()).max().unwrap_or(0);
+    let est = c.estimates(&model);
     println!(
-        "compile: {:?} ({} endpoints, {} classes, {} entries in classes, max {})",
+        "compile: {:?} ({} endpoints, {} classes, entry estimate total {} max {}, {} over 16384)",
         t.elapsed(),
         c.endpoints.len(),
         c.policies.len(),
-        total,
-        max
+        est.iter().sum::<usize>(),
+        est.iter().max().unwrap_or(&0),
+        est.iter().filter(|n| **n > 16384).count()
     );
-    let node = model.inventory.nodes[0].name.clone();
+    let node = model.inventory.nodes[10].name.clone();
     let t = Instant::now();
     let c = Compilation::new(&model, Some(&node), ProxyPorts::default());
+    let maps: Vec<_> = c
+        .endpoints
+        .iter()
+        .map(|e| c.materialize(&model, e))
+        .collect();
     println!(
-        "one node: {:?} ({} endpoints)",
+        "one node: {:?} ({} endpoints, {} entries)",
         t.elapsed(),
-        c.endpoints.len()
+        c.endpoints.len(),
+        maps.iter().map(|m| m.map.len()).sum::<usize>()
     );
 }

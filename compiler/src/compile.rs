@@ -1,18 +1,21 @@
-//! Compiling a whole cluster (or one node): every endpoint's map state, computed once per
-//! class of endpoints that must get the same map, and recomputed incrementally when one
-//! policy changes.
+//! Compiling a whole cluster (or one node). As in the agent, the work is split in two:
+//! - the *selector policy* of every class of endpoints (the items that apply, with the
+//!   identities their peers select), computed once per class and recomputed incrementally
+//!   when one policy changes;
+//! - the *map state* of one endpoint (named ports resolved on it, keys expanded, entries
+//!   inserted with the agent's precedence rules), materialized when it is needed: for the
+//!   endpoints of a node, for output, or to confirm an overflow.
 //!
-//! Two endpoints get the same map when they have the same identity and the same named
-//! ports, and their nodes look the same to policy (the host identity carries
-//! `kube-apiserver` on control-plane nodes; node selectors make every node different).
+//! Two endpoints share a selector policy when they have the same identity and their nodes
+//! look the same to policy (the host identity carries `kube-apiserver` on control-plane
+//! nodes; node selectors make every node different).
 //!
 //! Endpoint IDs: the agent allocates them per node; polc numbers each node's endpoints from
 //! 1 in (namespace, name) order, and gives the host endpoint the next number.
 
 use crate::identity::{IdentityKind, IpcacheEntry};
-use crate::inventory::NamedPort;
 use crate::ir::{PeerKind, Peers, Rule, Subject};
-use crate::mapstate::{self, EndpointPolicy, ProxyPorts, SelectorCache};
+use crate::mapstate::{self, EndpointPolicy, ProxyPorts, SelectorCache, SelectorPolicy};
 use crate::model::{EndpointRef, Model};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -22,8 +25,6 @@ use std::sync::Arc;
 pub struct Class {
     /// The endpoint's identity (1 for a host endpoint).
     pub identity: u32,
-    /// Named container ports (ingress named ports resolve on them).
-    pub named_ports: Vec<NamedPort>,
     /// The node, where policy tells nodes apart (`None` otherwise), or whether it runs the
     /// apiserver.
     pub node: NodeClass,
@@ -59,8 +60,8 @@ pub struct CompiledEndpoint {
 pub struct Compilation {
     /// Every compiled endpoint.
     pub endpoints: Vec<CompiledEndpoint>,
-    /// The map state of each class.
-    pub policies: HashMap<Class, Arc<EndpointPolicy>>,
+    /// The selector policy of each class.
+    pub policies: HashMap<Class, Arc<SelectorPolicy>>,
     /// The proxy ports used.
     pub proxy_ports: ProxyPorts,
     cache: SelectorCache,
@@ -86,10 +87,6 @@ pub fn class_of(model: &Model, ep: EndpointRef, by_node: bool) -> Class {
     };
     Class {
         identity: model.identity_of(ep).unwrap_or(0),
-        named_ports: model
-            .pod(ep)
-            .map(|p| p.named_ports.clone())
-            .unwrap_or_default(),
         node: node_class,
         host_of: match ep {
             EndpointRef::Host(_) => node.map(|n| n.name.clone()),
@@ -130,7 +127,7 @@ pub fn endpoints(model: &Model, node: Option<&str>) -> Vec<CompiledEndpoint> {
 }
 
 impl Compilation {
-    /// Compiles every endpoint (or those on `node`).
+    /// Resolves the selector policy of every endpoint (or of those on `node`).
     pub fn new(model: &Model, node: Option<&str>, proxy_ports: ProxyPorts) -> Compilation {
         let mut c = Compilation {
             endpoints: endpoints(model, node),
@@ -148,15 +145,39 @@ impl Compilation {
                 .collect()
         };
         for (class, ep) in reps {
-            let p = mapstate::compute(model, &mut c.cache, ep, &c.proxy_ports, &c.listeners);
+            let p = mapstate::resolve(model, &mut c.cache, ep);
             c.policies.insert(class, Arc::new(p));
         }
         c
     }
 
-    /// The map state of an endpoint.
-    pub fn policy(&self, e: &CompiledEndpoint) -> Option<&Arc<EndpointPolicy>> {
+    /// The selector policy of an endpoint.
+    pub fn policy(&self, e: &CompiledEndpoint) -> Option<&Arc<SelectorPolicy>> {
         self.policies.get(&e.class)
+    }
+
+    /// The map state of an endpoint.
+    pub fn materialize(&self, model: &Model, e: &CompiledEndpoint) -> EndpointPolicy {
+        let empty = SelectorPolicy::default();
+        let policy = self.policy(e).map_or(&empty, |p| p);
+        mapstate::materialize(
+            model,
+            e.endpoint,
+            policy,
+            &self.proxy_ports,
+            &self.listeners,
+        )
+    }
+
+    /// An upper bound of each endpoint's map entries (see [`mapstate::estimate`]).
+    pub fn estimates(&self, model: &Model) -> Vec<usize> {
+        self.endpoints
+            .iter()
+            .map(|e| {
+                self.policy(e)
+                    .map_or(2, |p| mapstate::estimate(model, e.endpoint, p))
+            })
+            .collect()
     }
 
     /// After the rules of one policy changed in `model` (already updated, identities
@@ -180,25 +201,10 @@ impl Compilation {
         }
         self.listeners = mapstate::listeners(model);
         for (class, ep) in &affected {
-            let p = mapstate::compute(
-                model,
-                &mut self.cache,
-                *ep,
-                &self.proxy_ports,
-                &self.listeners,
-            );
+            let p = mapstate::resolve(model, &mut self.cache, *ep);
             self.policies.insert(class.clone(), Arc::new(p));
         }
         affected.len()
-    }
-
-    /// How many map entries each endpoint needs, and the largest.
-    pub fn entry_counts(&self) -> Vec<(usize, usize)> {
-        self.endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i, self.policy(e).map_or(0, |p| p.map.len())))
-            .collect()
     }
 }
 

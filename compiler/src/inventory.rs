@@ -116,6 +116,7 @@ pub struct Inventory {
     /// Services, sorted by namespace and name.
     pub services: Vec<Service>,
     pod_index: HashMap<(String, String), usize>,
+    named_ports: HashMap<String, Vec<(Proto, u16)>>,
 }
 
 fn pairs(labels: Option<&Labels>) -> Vec<(String, String)> {
@@ -348,6 +349,18 @@ impl Inventory {
     }
 
     fn reindex(&mut self) {
+        let mut named: HashMap<String, Vec<(Proto, u16)>> = HashMap::new();
+        for n in self.pods.iter().flat_map(|p| p.named_ports.iter()) {
+            named
+                .entry(n.name.clone())
+                .or_default()
+                .push((n.proto, n.port));
+        }
+        for v in named.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        self.named_ports = named;
         self.pod_index = self
             .pods
             .iter()
@@ -478,17 +491,8 @@ impl Inventory {
 
     /// Every named port any pod defines with this name (egress named ports resolve
     /// cluster-wide).
-    pub fn named_ports_anywhere(&self, name: &str) -> Vec<(Proto, u16)> {
-        let mut out: Vec<(Proto, u16)> = self
-            .pods
-            .iter()
-            .flat_map(|p| p.named_ports.iter())
-            .filter(|n| n.name == name)
-            .map(|n| (n.proto, n.port))
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+    pub fn named_ports_anywhere(&self, name: &str) -> &[(Proto, u16)] {
+        self.named_ports.get(name).map_or(&[], Vec::as_slice)
     }
 }
 

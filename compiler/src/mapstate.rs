@@ -14,7 +14,6 @@ use crate::inventory::Node;
 use crate::ir::{
     Direction, Item, PeerKind, Peers, PortSpec, Ports, Proto, Redirect, Rule, Selector,
 };
-use crate::labels::LabelSet;
 use crate::model::{EndpointRef, Model};
 use crate::source::Loc;
 use std::collections::{BTreeMap, HashMap};
@@ -323,12 +322,20 @@ pub fn port_prefixes(start: u16, end: u16) -> Vec<(u16, u8)> {
     out
 }
 
-/// A peer, its `fromRequires`/`toRequires`, and the node when the selection depends on it.
-type SelectionKey = (PeerKind, Vec<Selector>, Option<String>);
+/// A rule (by address), an item index, whether the node runs the apiserver (the host's
+/// labels), and the node when the item selects nodes.
+type ItemKey = (usize, usize, bool, Option<String>);
+
+/// A peer, its `fromRequires`/`toRequires`, the node when the selection depends on it, and
+/// whether it selects the host.
+type SelectionKey = (PeerKind, Vec<Selector>, Option<String>, bool);
 
 /// Caches which identities a peer selects, per node, and an index of identities by
 /// namespace.
 pub struct SelectorCache {
+    /// Per rule item (by the rule's address, kept alive by the stored `Arc`), without
+    /// requirements: what the item's peers select.
+    items: HashMap<ItemKey, (Arc<Rule>, Option<Arc<Vec<u32>>>)>,
     by_namespace: HashMap<String, Vec<u32>>,
     cache: HashMap<SelectionKey, Arc<Vec<u32>>>,
 }
@@ -344,6 +351,7 @@ impl SelectorCache {
             }
         }
         SelectorCache {
+            items: HashMap::new(),
             by_namespace,
             cache: HashMap::new(),
         }
@@ -357,13 +365,24 @@ impl SelectorCache {
         requires: &[Selector],
         node: Option<&Node>,
     ) -> Arc<Vec<u32>> {
-        // Only node and host-dependent selections differ between nodes.
-        let node_key = node.map(|n| n.name.clone()).filter(|_| {
-            matches!(peer, PeerKind::Nodes(_))
-                || matches!(peer, PeerKind::Entity(_))
-                || matches!(peer, PeerKind::Endpoints(s) if s.has_reserved())
-        });
-        let key = (peer.clone(), requires.to_vec(), node_key);
+        // Only the host identity (its labels depend on the node) and node selectors
+        // (the local node is `host`, not a node identity) differ between nodes; the host is
+        // judged on every call and is part of the key.
+        let host = {
+            let labels = model.identities.labels_on(identity::HOST, node);
+            peer_selects(
+                &model.identities,
+                peer,
+                identity::HOST,
+                &labels,
+                node,
+                &model.inventory,
+            ) && requires.iter().all(|r| r.matches(&labels))
+        };
+        let node_key = node
+            .map(|n| n.name.clone())
+            .filter(|_| matches!(peer, PeerKind::Nodes(_)));
+        let key = (peer.clone(), requires.to_vec(), node_key, host);
         if let Some(hit) = self.cache.get(&key) {
             return hit.clone();
         }
@@ -371,21 +390,88 @@ impl SelectorCache {
             PeerKind::Endpoints(s) => s.pinned("io.kubernetes.pod.namespace"),
             _ => None,
         };
-        let candidates: Vec<u32> = match ns {
-            Some(ns) => self.by_namespace.get(ns).cloned().unwrap_or_default(),
-            None => model.identities.iter().map(|i| i.id).collect(),
-        };
         let mut out = Vec::new();
-        for id in candidates {
-            let labels = labels_for(model, id, node);
-            if peer_selects(&model.identities, peer, id, &labels, node, &model.inventory)
-                && requires.iter().all(|r| r.matches(&labels))
+        if host {
+            out.push(identity::HOST);
+        }
+        let mut consider = |id: &crate::identity::Identity| {
+            if id.id != identity::HOST
+                && peer_selects(
+                    &model.identities,
+                    peer,
+                    id.id,
+                    &id.labels,
+                    node,
+                    &model.inventory,
+                )
+                && requires.iter().all(|r| r.matches(&id.labels))
             {
-                out.push(id);
+                out.push(id.id);
             }
+        };
+        match ns {
+            Some(ns) => {
+                for id in self.by_namespace.get(ns).into_iter().flatten() {
+                    if let Some(i) = model.identities.get(*id) {
+                        consider(i);
+                    }
+                }
+            }
+            None => model.identities.iter().for_each(consider),
         }
         let out = Arc::new(out);
         self.cache.insert(key, out.clone());
+        out
+    }
+
+    /// The identities a rule item's peers select (ANDed with `requires`), seen from
+    /// `node`; `None` is the wildcard (identity 0).
+    pub fn item_identities(
+        &mut self,
+        model: &Model,
+        rule: &Arc<Rule>,
+        index: usize,
+        requires: &[Selector],
+        node: Option<&Node>,
+    ) -> Option<Arc<Vec<u32>>> {
+        let item = &rule.items[index];
+        let key = requires.is_empty().then(|| {
+            let by_node = matches!(&item.peers, Peers::List(p) if p.iter().any(|p| matches!(p.kind, PeerKind::Nodes(_))));
+            (
+                Arc::as_ptr(rule) as usize,
+                index,
+                node.is_some_and(|n| n.apiserver),
+                node.filter(|_| by_node).map(|n| n.name.clone()),
+            )
+        });
+        if let Some(k) = &key
+            && let Some((_, hit)) = self.items.get(k)
+        {
+            return hit.clone();
+        }
+        let out = match &item.peers {
+            Peers::Any if requires.is_empty() => None,
+            Peers::Any => Some(self.select_required(model, requires, node)),
+            Peers::List(peers) => {
+                if requires.is_empty() && peers.iter().any(|p| identity::is_wildcard_peer(&p.kind))
+                {
+                    None
+                } else if let [one] = peers.as_slice() {
+                    Some(self.select(model, &one.kind, requires, node))
+                } else {
+                    let mut ids: Vec<u32> = Vec::new();
+                    for p in peers {
+                        ids.extend(self.select(model, &p.kind, requires, node).iter());
+                    }
+                    ids.sort_unstable();
+                    ids.dedup();
+                    Some(Arc::new(ids))
+                }
+            }
+        };
+        if let Some(k) = key {
+            self.items.insert(k, (rule.clone(), out.clone()));
+        }
         out
     }
 
@@ -402,18 +488,6 @@ impl SelectorCache {
             requires,
             node,
         )
-    }
-}
-
-fn labels_for(model: &Model, id: u32, node: Option<&Node>) -> LabelSet {
-    if id == identity::HOST {
-        model.identities.labels_on(id, node)
-    } else {
-        model
-            .identities
-            .get(id)
-            .map(|i| i.labels.clone())
-            .unwrap_or_default()
     }
 }
 
@@ -448,9 +522,9 @@ fn l4_keys(
                 Direction::Egress => model
                     .inventory
                     .named_ports_anywhere(name)
-                    .into_iter()
+                    .iter()
                     .filter(|(pr, _)| *pr == proto)
-                    .map(|(_, p)| p)
+                    .map(|(_, p)| *p)
                     .collect(),
             };
             ports.into_iter().map(|p| (p, 16, p, 0)).collect()
@@ -514,27 +588,7 @@ pub fn resolve(model: &Model, cache: &mut SelectorCache, ep: EndpointRef) -> Sel
                 if item.direction != dir || item.selects_nothing() {
                     continue;
                 }
-                let identities = match &item.peers {
-                    Peers::Any if requires.is_empty() => None,
-                    Peers::Any => Some(cache.select_required(model, &requires, node)),
-                    Peers::List(peers) => {
-                        if requires.is_empty()
-                            && peers.iter().any(|p| identity::is_wildcard_peer(&p.kind))
-                        {
-                            None
-                        } else if let [one] = peers.as_slice() {
-                            Some(cache.select(model, &one.kind, &requires, node))
-                        } else {
-                            let mut ids: Vec<u32> = Vec::new();
-                            for p in peers {
-                                ids.extend(cache.select(model, &p.kind, &requires, node).iter());
-                            }
-                            ids.sort_unstable();
-                            ids.dedup();
-                            Some(Arc::new(ids))
-                        }
-                    }
-                };
+                let identities = cache.item_identities(model, rule, ii, &requires, node);
                 out.items.push(ResolvedItem {
                     rule: rule.clone(),
                     item: ii,

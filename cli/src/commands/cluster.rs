@@ -42,13 +42,13 @@ pub struct Loaded {
 
 /// Reads the policies, the inventory and `extra` files (flows), lints them, and builds the
 /// model. Errors (unreadable input, invalid policies) are printed to `stderr` and give
-/// `Err(())`: the caller exits with code 2.
+/// `None`: the caller exits with code 2.
 pub fn load(
     args: &ClusterArgs,
     extra: &[PathBuf],
     stdin: &mut dyn Read,
     stderr: &mut dyn Write,
-) -> Result<Loaded, ()> {
+) -> Option<Loaded> {
     let mut paths = args.policies.clone();
     paths.extend(args.inventory.iter().cloned());
     let before = paths.len();
@@ -85,13 +85,13 @@ pub fn load(
             stderr,
             "polc: error: the input has errors (see above); `polc lint` explains each one"
         );
-        return Err(());
+        return None;
     }
     // The extra files are the last ones read, one per path.
     let ids: Vec<FileId> = inputs.sources.files().map(|(id, _)| id).collect();
     let n_extra = paths.len() - before;
     let extra = ids[ids.len().saturating_sub(n_extra)..].to_vec();
-    Ok(Loaded {
+    Some(Loaded {
         sources: inputs.sources,
         model,
         extra,

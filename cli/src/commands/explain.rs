@@ -103,7 +103,7 @@ fn bad(code: Code, message: impl Into<String>, loc: Option<Loc>) -> QueryError {
 /// Runs `polc explain`.
 pub fn run(args: &ExplainArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let extra: Vec<PathBuf> = args.flows.iter().cloned().collect();
-    let Ok(loaded) = cluster::load(&args.cluster, &extra, io.stdin, io.stderr) else {
+    let Some(loaded) = cluster::load(&args.cluster, &extra, io.stdin, io.stderr) else {
         return Ok(EXIT_USAGE);
     };
     let mut ctx = Ctx::new(&loaded);
