@@ -326,6 +326,9 @@ pub fn port_prefixes(start: u16, end: u16) -> Vec<(u16, u8)> {
 /// labels), and the node when the item selects nodes.
 type ItemKey = (usize, usize, bool, Option<String>);
 
+/// What a rule item selects: identities, or `None` for every identity.
+type Selection = Option<Arc<Vec<u32>>>;
+
 /// A peer, its `fromRequires`/`toRequires`, the node when the selection depends on it, and
 /// whether it selects the host.
 type SelectionKey = (PeerKind, Vec<Selector>, Option<String>, bool);
@@ -335,7 +338,7 @@ type SelectionKey = (PeerKind, Vec<Selector>, Option<String>, bool);
 pub struct SelectorCache {
     /// Per rule item (by the rule's address, kept alive by the stored `Arc`), without
     /// requirements: what the item's peers select.
-    items: HashMap<ItemKey, (Arc<Rule>, Option<Arc<Vec<u32>>>)>,
+    items: HashMap<ItemKey, (Arc<Rule>, Selection)>,
     by_namespace: HashMap<String, Vec<u32>>,
     cache: HashMap<SelectionKey, Arc<Vec<u32>>>,
 }
