@@ -12,7 +12,5 @@ polc="${CARGO_TARGET_DIR:-target}/release/polc"
 "$polc" lint policies/demo "$@"
 "$polc" explain --policies policies/demo/policies --inventory policies/demo/cluster \
     --flows policies/demo/flows.yaml
-if "$polc" compile --help >/dev/null 2>&1; then
-    out="${CARGO_TARGET_DIR:-target}/demo-compiled"
-    "$polc" compile --policies policies/demo/policies --inventory policies/demo/cluster -o "$out"
-fi
+"$polc" compile --policies policies/demo/policies --inventory policies/demo/cluster \
+    -o "${CARGO_TARGET_DIR:-target}/demo-compiled"

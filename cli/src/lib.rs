@@ -36,6 +36,9 @@ pub enum Command {
     /// Explain the verdict of a flow (or check a flows file): the deciding rules, the
     /// identities, and the policy-map entry the datapath hits.
     Explain(Box<commands::explain::ExplainArgs>),
+    /// Compile policies for a cluster: per-endpoint policy maps in Cilium's layout, the
+    /// ipcache, the identity table and the L7 proxy rules.
+    Compile(Box<commands::compile::CompileArgs>),
     /// Write a synthetic cluster (inventory and policies) for benchmarks.
     #[command(hide = true)]
     Gen(commands::r#gen::GenArgs),
@@ -73,6 +76,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
         Command::Lint(args) => commands::lint::run(&args, io),
         Command::ExplainCode(args) => commands::explain_code::run(&args, io),
         Command::Explain(args) => commands::explain::run(&args, io),
+        Command::Compile(args) => commands::compile::run(&args, io),
         Command::Gen(args) => commands::r#gen::run(&args, io),
     };
     match result {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod cluster;
+pub mod compile;
 pub mod explain;
 pub mod explain_code;
 pub mod r#gen;
