@@ -322,6 +322,45 @@ pub fn port_prefixes(start: u16, end: u16) -> Vec<(u16, u8)> {
     out
 }
 
+/// The identities a peer can possibly select (a superset; `None` = every identity): for a
+/// selector, those with one of the values of its most selective `In` requirement; for
+/// entities other than `cluster`/`all`, CIDRs and nodes, the identities that are not pods.
+fn candidates(
+    by_label: &HashMap<(String, String), Vec<u32>>,
+    not_pods: &[u32],
+    peer: &PeerKind,
+) -> Option<Vec<u32>> {
+    match peer {
+        PeerKind::Endpoints(sel) => sel
+            .reqs
+            .iter()
+            .filter(|r| r.op == crate::ir::Op::In)
+            .map(|r| {
+                let key = r.bare_key().to_string();
+                let mut ids: Vec<u32> = r
+                    .values
+                    .iter()
+                    .flat_map(|v| {
+                        by_label
+                            .get(&(key.clone(), v.clone()))
+                            .into_iter()
+                            .flatten()
+                            .copied()
+                    })
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            })
+            .min_by_key(Vec::len),
+        PeerKind::Entity(
+            crate::ir::Entity::All | crate::ir::Entity::Cluster | crate::ir::Entity::ClusterMesh,
+        ) => None,
+        PeerKind::Entity(_) | PeerKind::Cidr(_) | PeerKind::Nodes(_) => Some(not_pods.to_vec()),
+        PeerKind::Fqdn(_) | PeerKind::Service(_) | PeerKind::Unresolved(_) => Some(Vec::new()),
+    }
+}
+
 /// A rule (by address), an item index, whether the node runs the apiserver (the host's
 /// labels), and the node when the item selects nodes.
 type ItemKey = (usize, usize, bool, Option<String>);
@@ -339,7 +378,11 @@ pub struct SelectorCache {
     /// Per rule item (by the rule's address, kept alive by the stored `Arc`), without
     /// requirements: what the item's peers select.
     items: HashMap<ItemKey, (Arc<Rule>, Selection)>,
-    by_namespace: HashMap<String, Vec<u32>>,
+    /// Identities by (bare label key, value): the candidates of an `In` requirement.
+    by_label: HashMap<(String, String), Vec<u32>>,
+    /// Identities that are not pods (reserved, CIDR, node): the only ones entities other
+    /// than `cluster`/`all`, CIDRs and node selectors can select.
+    not_pods: Vec<u32>,
     cache: HashMap<SelectionKey, Arc<Vec<u32>>>,
 }
 
@@ -347,15 +390,23 @@ impl SelectorCache {
     /// An empty cache for a model's identities. It stays valid while the identities do (a
     /// policy change that names no new CIDR keeps them).
     pub fn new(model: &Model) -> Self {
-        let mut by_namespace: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut by_label: HashMap<(String, String), Vec<u32>> = HashMap::new();
+        let mut not_pods = Vec::new();
         for id in model.identities.iter() {
-            if let Some(ns) = id.labels.lookup("k8s:io.kubernetes.pod.namespace") {
-                by_namespace.entry(ns.to_string()).or_default().push(id.id);
+            for l in id.labels.iter() {
+                by_label
+                    .entry((l.key.clone(), l.value.clone()))
+                    .or_default()
+                    .push(id.id);
+            }
+            if id.kind != IdentityKind::Pods {
+                not_pods.push(id.id);
             }
         }
         SelectorCache {
             items: HashMap::new(),
-            by_namespace,
+            by_label,
+            not_pods,
             cache: HashMap::new(),
         }
     }
@@ -389,10 +440,6 @@ impl SelectorCache {
         if let Some(hit) = self.cache.get(&key) {
             return hit.clone();
         }
-        let ns = match peer {
-            PeerKind::Endpoints(s) => s.pinned("io.kubernetes.pod.namespace"),
-            _ => None,
-        };
         let mut out = Vec::new();
         if host {
             out.push(identity::HOST);
@@ -412,16 +459,18 @@ impl SelectorCache {
                 out.push(id.id);
             }
         };
-        match ns {
-            Some(ns) => {
-                for id in self.by_namespace.get(ns).into_iter().flatten() {
-                    if let Some(i) = model.identities.get(*id) {
+        match candidates(&self.by_label, &self.not_pods, peer) {
+            Some(ids) => {
+                for id in ids {
+                    if let Some(i) = model.identities.get(id) {
                         consider(i);
                     }
                 }
             }
             None => model.identities.iter().for_each(consider),
         }
+        out.sort_unstable();
+        out.dedup();
         let out = Arc::new(out);
         self.cache.insert(key, out.clone());
         out
