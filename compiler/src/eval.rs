@@ -413,14 +413,18 @@ fn item_matches(
     if item.selects_nothing() {
         return false;
     }
+    // `fromRequires`/`toRequires` narrow the endpoint selectors of every rule selecting the
+    // endpoint (`GetSourceEndpointSelectorsWithRequirements`); entities, CIDRs and the
+    // wildcard of an L4-only item are left as they are.
+    let required = || requires.iter().all(|s| s.matches(&remote.labels));
     let l3 = match &item.peers {
         Peers::Any => true,
-        Peers::List(peers) => peers
-            .iter()
-            .any(|p| peer_matches(model, ep, &p.kind, remote)),
+        Peers::List(peers) => peers.iter().any(|p| {
+            peer_matches(model, ep, &p.kind, remote)
+                && (!matches!(p.kind, PeerKind::Endpoints(_)) || required())
+        }),
     };
-    let required = requires.iter().all(|s| s.matches(&remote.labels));
-    l3 && required && ports_match(model, ep, item, flow)
+    l3 && ports_match(model, ep, item, flow)
 }
 
 fn peer_matches(model: &Model, ep: EndpointRef, peer: &PeerKind, remote: &Remote<'_>) -> bool {

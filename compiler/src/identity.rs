@@ -384,11 +384,16 @@ pub fn peer_selects(
                         .iter()
                         .any(|l| l.source == SOURCE_RESERVED && l.key == n)
                 };
-                has("world")
-                    || match c.net {
+                // A /0 has no CIDR label: its selector is the family's world label in
+                // dual-stack mode, `reserved:world` otherwise.
+                if table.dual_stack {
+                    match c.net {
                         IpNet::V4(_) => has("world-ipv4"),
                         IpNet::V6(_) => has("world-ipv6"),
                     }
+                } else {
+                    has("world")
+                }
             }
             _ => false,
         },

@@ -469,6 +469,10 @@ impl SelectorCache {
             }
             None => model.identities.iter().for_each(consider),
         }
+        // In dual-stack mode a selected `world` (2) is inserted as 9 and 10 too (`toMapState`).
+        if model.identities.dual_stack && out.contains(&identity::WORLD) {
+            out.extend([identity::WORLD_IPV4, identity::WORLD_IPV6]);
+        }
         out.sort_unstable();
         out.dedup();
         let out = Arc::new(out);
@@ -501,19 +505,29 @@ impl SelectorCache {
         {
             return hit.clone();
         }
+        // Requirements narrow endpoint selectors only; entities, CIDRs and an L4-only item's
+        // wildcard are left as they are (`GetSourceEndpointSelectorsWithRequirements`).
+        let narrowed = |p: &PeerKind| {
+            if matches!(p, PeerKind::Endpoints(_)) {
+                requires
+            } else {
+                &[]
+            }
+        };
         let out = match &item.peers {
-            Peers::Any if requires.is_empty() => None,
-            Peers::Any => Some(self.select_required(model, requires, node)),
+            Peers::Any => None,
             Peers::List(peers) => {
-                if requires.is_empty() && peers.iter().any(|p| identity::is_wildcard_peer(&p.kind))
+                if peers
+                    .iter()
+                    .any(|p| identity::is_wildcard_peer(&p.kind) && narrowed(&p.kind).is_empty())
                 {
                     None
                 } else if let [one] = peers.as_slice() {
-                    Some(self.select(model, &one.kind, requires, node))
+                    Some(self.select(model, &one.kind, narrowed(&one.kind), node))
                 } else {
                     let mut ids: Vec<u32> = Vec::new();
                     for p in peers {
-                        ids.extend(self.select(model, &p.kind, requires, node).iter());
+                        ids.extend(self.select(model, &p.kind, narrowed(&p.kind), node).iter());
                     }
                     ids.sort_unstable();
                     ids.dedup();
@@ -525,21 +539,6 @@ impl SelectorCache {
             self.items.insert(k, (rule.clone(), out.clone()));
         }
         out
-    }
-
-    /// Identities matching every requirement (the wildcard ANDed with `fromRequires`).
-    pub fn select_required(
-        &mut self,
-        model: &Model,
-        requires: &[Selector],
-        node: Option<&Node>,
-    ) -> Arc<Vec<u32>> {
-        self.select(
-            model,
-            &PeerKind::Endpoints(Selector::wildcard()),
-            requires,
-            node,
-        )
     }
 }
 
