@@ -159,8 +159,8 @@ impl miette::Diagnostic for Report<'_> {
     }
 }
 
-/// Renders the human format.
-pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: &Summary, color: bool) -> String {
+/// Renders diagnostics in the human format, without the summary line.
+pub fn human_diagnostics(sources: &SourceMap, diags: &[Diagnostic], color: bool) -> String {
     use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic};
     let theme = if color {
         GraphicalTheme::unicode()
@@ -225,6 +225,12 @@ pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: &Summary, color
         out.push_str(&buf);
         out.push('\n');
     }
+    out
+}
+
+/// Renders the human format: the diagnostics, then the summary line.
+pub fn human(sources: &SourceMap, diags: &[Diagnostic], summary: &Summary, color: bool) -> String {
+    let mut out = human_diagnostics(sources, diags, color);
     let kinds = summary
         .kinds
         .iter()

@@ -95,8 +95,34 @@ pub fn read(
     let mut diags = Vec::new();
     let docs = yaml::parse_stream(id, file, limits, &mut diags);
     let mut out = Vec::new();
+    if docs.iter().all(|d| d.root.is_null()) && diags.is_empty() {
+        diags.push(
+            Diagnostic::new(
+                Code::EmptyInput,
+                Loc::new(id, 0, 0),
+                "the flows file is empty",
+            )
+            .label("empty")
+            .help("write `flows:` followed by one mapping per flow"),
+        );
+    }
     for doc in &docs {
         if doc.root.is_null() {
+            continue;
+        }
+        if doc.root.as_map().is_none() {
+            diags.push(
+                Diagnostic::new(
+                    Code::WrongType,
+                    doc.root.loc,
+                    format!(
+                        "a flows file is a mapping with a `flows` list, not {}",
+                        crate::raw::decode::article(doc.root.type_name())
+                    ),
+                )
+                .label("expected `flows:`")
+                .help("write `flows:` and indent the flows under it as list items"),
+            );
             continue;
         }
         let mut cx = Cx::new(&mut diags);

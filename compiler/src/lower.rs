@@ -81,12 +81,17 @@ pub fn lower(objects: &[Object], version: CiliumVersion) -> (PolicySet, Vec<Diag
                     _ => Scope::Clusterwide { init: false },
                 };
                 for (path, rule) in p.rules() {
+                    // `spec:` itself, or the `specs` item.
+                    let loc = match &p.spec {
+                        Some(spec) if path == "spec" => spec.key,
+                        _ => rule.loc,
+                    };
                     let origin = Origin {
                         kind: obj.kind,
                         namespace: ns.to_string(),
                         name: obj.name().to_string(),
                         path: path.clone(),
-                        loc: rule.loc,
+                        loc,
                     };
                     if let Some(r) = cx.rule(origin, rule, scope) {
                         rules.push(std::sync::Arc::new(r));
@@ -99,7 +104,7 @@ pub fn lower(objects: &[Object], version: CiliumVersion) -> (PolicySet, Vec<Diag
                     namespace: obj.namespace().to_string(),
                     name: obj.name().to_string(),
                     path: "spec".into(),
-                    loc: spec.loc,
+                    loc: spec.key,
                 };
                 rules.push(std::sync::Arc::new(cx.network_policy(origin, spec)));
             }

@@ -270,7 +270,12 @@ pub fn policy_map_json(policy: &EndpointPolicy, layout: Layout) -> Value {
 }
 
 /// An endpoint's policy map as a JSON document: its name, type, sizes, and entries.
-pub fn policy_map_document(endpoint_id: u16, policy: &EndpointPolicy, layout: Layout) -> Value {
+pub fn policy_map_document(
+    endpoint_id: u16,
+    policy: &EndpointPolicy,
+    layout: Layout,
+    max_entries: usize,
+) -> Value {
     let (ingress, egress) = policy
         .map
         .keys()
@@ -284,7 +289,7 @@ pub fn policy_map_document(endpoint_id: u16, policy: &EndpointPolicy, layout: La
         "layout": layout.name(),
         "key_size": layout::KEY_SIZE,
         "value_size": layout.value_size(),
-        "max_entries": layout::POLICY_MAP_MAX_ENTRIES,
+        "max_entries": max_entries,
         "count": { "ingress": ingress, "egress": egress },
         "entries": policy_map_json(policy, layout),
     })
@@ -485,7 +490,7 @@ mod tests {
     #[test]
     fn policy_json_has_decoded_fields_and_origins() {
         let policy = sample();
-        let doc = policy_map_document(1234, &policy, Layout::V1_19);
+        let doc = policy_map_document(1234, &policy, Layout::V1_19, 16384);
         assert_eq!(doc["name"], "cilium_policy_v2_01234");
         assert_eq!(doc["value_size"], 12);
         assert_eq!(doc["count"]["ingress"], 5);

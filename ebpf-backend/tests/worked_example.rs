@@ -227,7 +227,7 @@ fn worked_example_record_file_round_trips() {
         want.sort_by_key(layout::encode_key);
         assert_eq!(keys, want);
     }
-    let doc = records::policy_map_document(ENDPOINT_ID, &policy, Layout::V1_19);
+    let doc = records::policy_map_document(ENDPOINT_ID, &policy, Layout::V1_19, 16384);
     assert_eq!(doc["name"], "cilium_policy_v2_01234");
     assert_eq!(doc["max_entries"], 16384);
     let redirect = doc["entries"]

@@ -16,7 +16,7 @@
 //! ```
 
 use super::cluster::{self, ClusterArgs};
-use crate::render::{self, Summary};
+use crate::render;
 use crate::{EXIT_CLEAN, EXIT_USAGE, Io};
 use anyhow::Context;
 use polc_compiler::compile::Compilation;
@@ -41,9 +41,11 @@ pub struct CompileArgs {
     /// Output directory (created if missing).
     #[arg(short = 'o', long = "out", value_name = "DIR")]
     pub out: PathBuf,
-    /// Capacity of each endpoint's policy map (`bpf-policy-map-max`).
-    #[arg(long, default_value_t = 16384, value_name = "N")]
-    pub policy_map_max: usize,
+    /// Capacity of each endpoint's policy map (`bpf-policy-map-max`; the agent accepts
+    /// 256-65536, smaller values are allowed here for what-if checks).
+    #[arg(long, default_value_t = 16384, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub policy_map_max: u64,
 }
 
 /// Runs `polc compile`.
@@ -64,6 +66,7 @@ pub fn run(args: &CompileArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     }
     let layout = Layout::for_version(args.cluster.cilium_version);
     let ip_layout = IpcacheLayout::for_version(args.cluster.cilium_version);
+    let max_entries = usize::try_from(args.policy_map_max).unwrap_or(usize::MAX);
     let compilation = Compilation::new(model, args.node.as_deref(), ProxyPorts::default());
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -111,7 +114,7 @@ pub fn run(args: &CompileArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         )?;
         write_json(
             &dir.join("policy.json"),
-            &records::policy_map_document(e.endpoint_id, &policy, layout),
+            &records::policy_map_document(e.endpoint_id, &policy, layout, max_entries),
         )?;
         write_json(
             &dir.join("npds.json"),
@@ -149,14 +152,14 @@ pub fn run(args: &CompileArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
                 "egress_enforced": policy.enforced.1,
             }),
         )?;
-        if entries > args.policy_map_max {
+        if entries > max_entries {
             warnings.push(
                 Diagnostic::new(
                     Code::PolicyMapOverflow,
                     loc,
                     format!(
                         "{what} needs {entries} policy-map entries; its map holds {}",
-                        args.policy_map_max
+                        max_entries
                     ),
                 )
                 .label("policy map overflows")
@@ -173,7 +176,7 @@ pub fn run(args: &CompileArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             "endpoint_id": e.endpoint_id,
             "identity": e.identity,
             "entries": entries,
-            "overflow": entries > args.policy_map_max,
+            "overflow": entries > max_entries,
         }));
     }
     let max = per_endpoint
@@ -186,7 +189,7 @@ pub fn run(args: &CompileArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         &json!({
             "cilium_version": args.cluster.cilium_version.to_string(),
             "policy_map_layout": layout.name(),
-            "policy_map_max": args.policy_map_max,
+            "policy_map_max": max_entries,
             "nodes": nodes.len(),
             "endpoints": per_endpoint.len(),
             "identities": model.identities.len(),
@@ -197,24 +200,31 @@ pub fn run(args: &CompileArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         }),
     )?;
     if !warnings.is_empty() {
-        let summary = Summary::new(loaded.sources.files().count(), &[], &warnings);
-        let text = render::human(&loaded.sources, &warnings, &summary, false);
+        let text = render::human_diagnostics(&loaded.sources, &warnings, false);
         io.stderr.write_all(text.as_bytes())?;
     }
     writeln!(
         io.stdout,
-        "compiled {} endpoints on {} nodes ({} identities, {} policy-map entries, at most {} \
-         per endpoint, {} over the {}-entry map) into {}",
-        compilation.endpoints.len(),
-        nodes.len(),
+        "compiled {} on {} ({} identities, {} policy-map entries, at most {} per endpoint, {} \
+         over the {}-entry map) into {}",
+        count(compilation.endpoints.len(), "endpoint"),
+        count(nodes.len(), "node"),
         model.identities.len(),
         total,
         max,
         warnings.len(),
-        args.policy_map_max,
+        max_entries,
         args.out.display()
     )?;
     Ok(EXIT_CLEAN)
+}
+
+fn count(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 use super::cluster::{self, ClusterArgs, Loaded};
 use crate::render::Format;
 use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
-use polc_compiler::diag::{Code, Diagnostic};
+use polc_compiler::diag::Code;
 use polc_compiler::eval::{self, Decision, Flow, Outcome, Peer, Request, Verdict};
 use polc_compiler::flows::{self, FlowSpec};
 use polc_compiler::ir::{Direction, Proto};
@@ -102,12 +102,20 @@ fn bad(code: Code, message: impl Into<String>, loc: Option<Loc>) -> QueryError {
 
 /// Runs `polc explain`.
 pub fn run(args: &ExplainArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
-    let extra: Vec<PathBuf> = args.flows.iter().cloned().collect();
-    let Some(loaded) = cluster::load(&args.cluster, &extra, io.stdin, io.stderr) else {
+    // The flows file is read on its own (it is not a manifest), before the cluster, so `-`
+    // can name it.
+    let flows = match &args.flows {
+        None => None,
+        Some(path) => match read_flows(args, path, io) {
+            Some(f) => Some(f),
+            None => return Ok(EXIT_USAGE),
+        },
+    };
+    let Some(loaded) = cluster::load(&args.cluster, &[], io.stdin, io.stderr) else {
         return Ok(EXIT_USAGE);
     };
     let mut ctx = Ctx::new(&loaded);
-    match &args.flows {
+    match flows {
         None => {
             let flow = match single_flow(&loaded.model, args) {
                 Ok(f) => f,
@@ -128,32 +136,75 @@ pub fn run(args: &ExplainArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             io.stdout.write_all(text.as_bytes())?;
             Ok(EXIT_CLEAN)
         }
-        Some(_) => {
-            let Some(&file) = loaded.extra.first() else {
-                return Ok(EXIT_USAGE);
-            };
-            let (specs, diags) = flows::read(
-                file,
-                loaded.sources.get(file),
-                polc_compiler::yaml::Limits::default(),
-            );
-            let errors: Vec<&Diagnostic> = diags
-                .iter()
-                .filter(|d| d.severity == polc_compiler::diag::Severity::Error)
-                .collect();
-            if !errors.is_empty() {
-                for d in errors {
-                    report(
-                        io,
-                        &loaded.sources,
-                        &bad(d.code, d.message.clone(), Some(d.loc)),
-                    );
-                }
-                return Ok(EXIT_USAGE);
-            }
-            run_flows(&mut ctx, &specs, args.format, io)
-        }
+        Some((sources, specs)) => run_flows(&mut ctx, &sources, &specs, args.format, io),
     }
+}
+
+/// Reads and decodes the flows file; problems are reported and give `None`. Warnings
+/// (unknown fields) are reported and the flows still run.
+fn read_flows(
+    args: &ExplainArgs,
+    path: &std::path::Path,
+    io: &mut Io<'_>,
+) -> Option<(SourceMap, Vec<FlowSpec>)> {
+    let stdin_twice = path.as_os_str() == "-"
+        && args
+            .cluster
+            .policies
+            .iter()
+            .chain(args.cluster.inventory.iter())
+            .any(|p| p.as_os_str() == "-");
+    if path.is_dir() || stdin_twice {
+        let why = if stdin_twice {
+            "standard input can hold the flows or the policies, not both"
+        } else {
+            "`--flows` takes one file, not a directory"
+        };
+        report(
+            io,
+            &SourceMap::new(),
+            &bad(
+                Code::InvalidFlow,
+                format!("{}: {why}", path.display()),
+                None,
+            ),
+        );
+        return None;
+    }
+    let inputs = crate::input::gather(&[path.to_path_buf()], io.stdin, args.cluster.max_file_size);
+    if inputs.unreadable || !inputs.diagnostics.is_empty() {
+        let text = crate::render::human_diagnostics(&inputs.sources, &inputs.diagnostics, false);
+        let _ = io.stderr.write_all(text.as_bytes());
+        return None;
+    }
+    let file = inputs.sources.files().map(|(id, _)| id).next()?;
+    let (specs, diags) = flows::read(
+        file,
+        inputs.sources.get(file),
+        polc_compiler::yaml::Limits::default(),
+    );
+    if !diags.is_empty() {
+        let text = crate::render::human_diagnostics(&inputs.sources, &diags, false);
+        let _ = io.stderr.write_all(text.as_bytes());
+    }
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == polc_compiler::diag::Severity::Error)
+        .count();
+    if errors > 0 {
+        for d in diags
+            .iter()
+            .filter(|d| d.severity == polc_compiler::diag::Severity::Error)
+        {
+            report(
+                io,
+                &inputs.sources,
+                &bad(d.code, d.message.clone(), Some(d.loc)),
+            );
+        }
+        return None;
+    }
+    Some((inputs.sources, specs))
 }
 
 fn report(io: &mut Io<'_>, sources: &SourceMap, e: &QueryError) {
@@ -172,6 +223,7 @@ fn report(io: &mut Io<'_>, sources: &SourceMap, e: &QueryError) {
 
 fn run_flows(
     ctx: &mut Ctx<'_>,
+    fsrc: &SourceMap,
     specs: &[FlowSpec],
     format: ExplainFormat,
     io: &mut Io<'_>,
@@ -182,7 +234,7 @@ fn run_flows(
         match flow_of_spec(&ctx.loaded.model, spec) {
             Ok(f) => flows.push((spec, f)),
             Err(e) => {
-                report(io, &ctx.loaded.sources, &e);
+                report(io, fsrc, &e);
                 return Ok(EXIT_USAGE);
             }
         }
@@ -196,14 +248,14 @@ fn run_flows(
         if !ok {
             failed += 1;
         }
-        let lc = ctx.loaded.sources.line_col(spec.loc);
+        let lc = fsrc.line_col(spec.loc);
         match format {
             ExplainFormat::Human => {
                 let _ = writeln!(
                     out,
                     "{} {}:{} {} -> {}: {}{}",
                     if ok { "ok  " } else { "FAIL" },
-                    ctx.loaded.sources.get(spec.loc.file).name,
+                    fsrc.get(spec.loc.file).name,
                     lc.line,
                     spec.from.as_ref().map_or("", |s| s.value.as_str()),
                     spec.to.as_ref().map_or("", |s| s.value.as_str()),
@@ -238,8 +290,9 @@ fn run_flows(
         ExplainFormat::Human => {
             let _ = writeln!(
                 out,
-                "{} flows, {} as expected, {} not",
+                "{} {}, {} as expected, {} not",
                 flows.len(),
+                if flows.len() == 1 { "flow" } else { "flows" },
                 flows.len() - failed,
                 failed
             );
@@ -364,7 +417,22 @@ struct FlowParts<'a> {
 fn build_flow(model: &Model, p: FlowParts<'_>) -> Result<Flow, QueryError> {
     let src = parse_endpoint(model, p.from, p.loc)?;
     let dst = parse_endpoint(model, p.to, p.loc)?;
-    let Some(proto) = Proto::parse(p.proto) else {
+    let proto_ok = Proto::parse(p.proto);
+    for text in [p.from, p.to] {
+        let family_clash = match (IpAddr::from_str(text.trim()), proto_ok) {
+            (Ok(IpAddr::V6(_)), Some(Proto::Icmp)) => {
+                Some("ICMP is IPv4; an IPv6 address needs ICMPv6")
+            }
+            (Ok(IpAddr::V4(_)), Some(Proto::Icmpv6)) => {
+                Some("ICMPv6 is IPv6; an IPv4 address needs ICMP")
+            }
+            _ => None,
+        };
+        if let Some(why) = family_clash {
+            return Err(bad(Code::InvalidFlow, format!("{text}: {why}"), p.loc));
+        }
+    }
+    let Some(proto) = proto_ok else {
         return Err(bad(
             Code::InvalidFlow,
             format!(
