@@ -14,4 +14,10 @@ echo "== cargo test" >&2
 cargo test --workspace --all-targets --locked
 echo "== demo" >&2
 cargo run -q --locked -p polc -- lint --quiet --deny-warnings policies/demo >/dev/null
+cargo run -q --locked -p polc -- explain --policies policies/demo/policies \
+    --inventory policies/demo/cluster --flows policies/demo/flows.yaml >/dev/null
+demo_out="$(mktemp -d)"
+trap 'rm -rf "$demo_out"' EXIT
+cargo run -q --locked -p polc -- compile --policies policies/demo/policies \
+    --inventory policies/demo/cluster -o "$demo_out" >/dev/null
 echo "test.sh: all passed" >&2
