@@ -29,3 +29,10 @@ for component in rustfmt clippy; do
     rustup component add "$component" >/dev/null 2>&1 || true
   fi
 done
+
+# libz3 for the verifier (the `z3` crate needs a newer one than Debian ships).
+if [ "$(id -u)" -ne 0 ] && [ ! -w /usr/local/lib ]; then
+  sudo "$(dirname "$0")/setup-z3.sh"
+else
+  "$(dirname "$0")/setup-z3.sh"
+fi

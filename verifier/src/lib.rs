@@ -1,6 +1,49 @@
-//! The polc verifier: encodes the compiler's IR in z3 and proves properties about a policy
-//! set (shadowed, redundant and bypassed rules, reachability, semantic diff).
+//! The polc verifier: the IR encoded in z3, and the checks and answers built on it.
 //!
-//! Nothing is implemented here yet: the IR it stands on (`polc_compiler::ir`) is built by the
-//! semantics issue, and the checks by the verifier issue. The crate exists so the workspace has
-//! its final shape and dependency direction (`compiler <- verifier`) from the start.
+//! Every query answers [`Answer::Holds`], [`Answer::Violated`] with a witness, or
+//! [`Answer::Unknown`] when the solver gives up (timeout); Unknown is never reported as Holds.
+//!
+//! This first part encodes label selectors over a symbolic pod: every label key is a pair
+//! (present, value), so a pod has at most one value per key, as Kubernetes labels do. On it
+//! rests the first check, a selector no pod can ever satisfy ([`selector::satisfiable`]).
+//! Addresses, ports, protocols and HTTP requests join the encoding with the rule checks.
+
+pub mod selector;
+
+use std::time::Duration;
+
+/// What the solver said about a property.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer<W> {
+    /// The property holds for every input.
+    Holds,
+    /// The property fails; the witness shows how.
+    Violated(W),
+    /// The solver gave up (timeout or incompleteness); nothing is known.
+    Unknown(String),
+}
+
+/// Solver settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The longest one query may take.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A solver with the limits applied.
+fn solver(limits: Limits) -> z3::Solver {
+    let s = z3::Solver::new();
+    let mut params = z3::Params::new();
+    let ms = u32::try_from(limits.timeout.as_millis()).unwrap_or(u32::MAX);
+    params.set_u32("timeout", ms);
+    s.set_params(&params);
+    s
+}
