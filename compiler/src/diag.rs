@@ -483,6 +483,14 @@ codes! {
          default). When the computed entries exceed it, the agent fails to regenerate the \
          endpoint, which keeps its previous policy (or, with lockdown enabled, drops all \
          traffic). Reduce the identities times ports a rule selects, or raise the map size.";
+    ContradictorySelector = "V0401", "contradictory-selector", Warning,
+        "A label selector no pod can ever satisfy.",
+        "The verifier proves that the selector's requirements contradict each other for every \
+         possible pod: the same key must have two different values (`app: web` and `app In \
+         (db)`), must both exist and not exist, or must take a value its `NotIn` excludes. A \
+         rule with such a subject applies to nothing; such a peer allows (or denies) nothing. \
+         Namespace scoping counts: a CNP peer is limited to the policy's namespace unless it \
+         names another.";
     UnknownEndpoint = "Q0401", "unknown-endpoint", Error,
         "A flow names a pod, node or address polc cannot place.",
         "`from` and `to` are `NAMESPACE/POD`, `host/NODE` (that node's host), or an IP address. \
@@ -668,6 +676,7 @@ mod tests {
             let prefix = &c.as_str()[..3];
             let expected = match c.severity() {
                 Severity::Warning if prefix == "S02" => "S02",
+                Severity::Warning if prefix == "V04" => "V04",
                 Severity::Note if prefix == "P01" => "P01",
                 Severity::Warning => "L03",
                 Severity::Note => "L03",

@@ -772,6 +772,8 @@ pub struct Rule {
     pub origin: Origin,
     /// What it applies to.
     pub subject: Subject,
+    /// Where the subject selector (`endpointSelector`, `nodeSelector`, `podSelector`) is.
+    pub subject_loc: Loc,
     /// The items, in document order (ingress, ingressDeny, egress, egressDeny).
     pub items: Vec<Item>,
     /// `enableDefaultDeny.<dir>` as written.

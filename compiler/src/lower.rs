@@ -341,6 +341,11 @@ impl Lower<'_> {
             },
             other => other,
         };
+        let subject_loc = rule
+            .endpoint_selector
+            .as_ref()
+            .or(rule.node_selector.as_ref())
+            .map_or(origin.loc, |s| s.loc);
         let subject = match (&rule.endpoint_selector, &rule.node_selector) {
             (Some(es), _) => Subject::Endpoints(subject_selector(es, scope)),
             (None, Some(ns)) => Subject::Nodes(Selector::new(requirements(ns, "any", ""))),
@@ -404,6 +409,7 @@ impl Lower<'_> {
         Some(Rule {
             origin,
             subject,
+            subject_loc,
             items,
             enable_default_deny: PerDir {
                 ingress: dd.and_then(|d| d.ingress.as_ref().map(|b| b.value)),
@@ -722,6 +728,7 @@ impl Lower<'_> {
         Rule {
             origin,
             subject: Subject::Endpoints(Selector::new(subject)),
+            subject_loc: spec.pod_selector.as_ref().map_or(spec.loc, |s| s.loc),
             items,
             enable_default_deny: PerDir::default(),
             requires: PerDir::default(),

@@ -8,6 +8,7 @@
 //! rests the first check, a selector no pod can ever satisfy ([`selector::satisfiable`]).
 //! Addresses, ports, protocols and HTTP requests join the encoding with the rule checks.
 
+pub mod checks;
 pub mod selector;
 
 use std::time::Duration;

@@ -54,6 +54,16 @@ pub struct LintArgs {
     pub color: ColorChoice,
 }
 
+/// The verifier's checks on the policies among `objects` (symbolic: for every pod that could
+/// exist).
+pub fn verify(
+    objects: &[polc_compiler::raw::Object],
+    opts: &Options,
+) -> Vec<polc_compiler::diag::Diagnostic> {
+    let (policies, _) = polc_compiler::lower::lower(objects, opts.version);
+    polc_verifier::checks::check(&policies, polc_verifier::Limits::default())
+}
+
 /// Runs `polc lint`.
 pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let inputs = input::gather(&args.paths, io.stdin, args.max_file_size);
@@ -62,6 +72,9 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         ..Options::default()
     };
     let (objects, mut diags) = polc_compiler::lint(&inputs.sources, &opts);
+    for d in verify(&objects, &opts) {
+        diags.push(d);
+    }
     for d in inputs.diagnostics {
         diags.push(d);
     }

@@ -100,8 +100,9 @@ pub fn lint_text(name: &str, bytes: Vec<u8>, args: FixtureArgs) -> (SourceMap, V
         version: args.version.unwrap_or_default(),
         ..Options::default()
     };
-    let (_, diags) = polc_compiler::lint(&inputs.sources, &opts);
+    let (objects, diags) = polc_compiler::lint(&inputs.sources, &opts);
     let mut all = diags.into_vec();
+    all.extend(polc_cli::commands::lint::verify(&objects, &opts));
     all.extend(inputs.diagnostics);
     (inputs.sources, all)
 }

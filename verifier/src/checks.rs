@@ -1,0 +1,84 @@
+//! The checks `polc lint` runs with the verifier. Each returns diagnostics with `V04xx` codes
+//! pointing at the YAML.
+
+use crate::selector::satisfiable;
+use crate::{Answer, Limits};
+use polc_compiler::diag::{Code, Diagnostic};
+use polc_compiler::ir::{PeerKind, Peers, PolicySet, Selector, Subject};
+use polc_compiler::source::Loc;
+use std::collections::{HashMap, HashSet};
+
+/// Runs every check on a lowered policy set.
+pub fn check(policies: &PolicySet, limits: Limits) -> Vec<Diagnostic> {
+    contradictory_selectors(policies, limits)
+}
+
+/// Whether a selector can contradict itself at all: only when a pod-label key carries more
+/// than one requirement. Selectors that name reserved labels select reserved identities, not
+/// pods, and are left alone.
+fn worth_asking(sel: &Selector) -> bool {
+    if sel.has_reserved() {
+        return false;
+    }
+    let mut seen = HashSet::new();
+    sel.reqs
+        .iter()
+        .filter(|r| matches!(r.source(), "k8s" | "any"))
+        .any(|r| !seen.insert(r.bare_key()))
+}
+
+/// V0401: subjects and endpoint peers that no pod can satisfy.
+fn contradictory_selectors(policies: &PolicySet, limits: Limits) -> Vec<Diagnostic> {
+    let mut answers: HashMap<Selector, bool> = HashMap::new();
+    let mut out = Vec::new();
+    let mut report = |sel: &Selector, loc: Loc, what: &str, effect: &str| {
+        let unsat = *answers
+            .entry(sel.clone())
+            .or_insert_with(|| satisfiable(sel, limits).0 == Answer::Violated(()));
+        if unsat {
+            out.push(
+                Diagnostic::new(
+                    Code::ContradictorySelector,
+                    loc,
+                    format!("no pod can satisfy this {what}: `{sel}`"),
+                )
+                .label("contradictory requirements")
+                .help(format!(
+                    "{effect}; each key can have one value per pod, so check the requirements \
+                     on the repeated keys (the namespace requirement may come from the policy's \
+                     namespace)"
+                )),
+            );
+        }
+    };
+    for rule in &policies.rules {
+        if let Subject::Endpoints(sel) = &rule.subject
+            && worth_asking(sel)
+        {
+            report(
+                sel,
+                rule.subject_loc,
+                "subject selector",
+                "the rule applies to no pod",
+            );
+        }
+        for item in &rule.items {
+            let Peers::List(peers) = &item.peers else {
+                continue;
+            };
+            for p in peers {
+                if let PeerKind::Endpoints(sel) = &p.kind
+                    && worth_asking(sel)
+                {
+                    let effect = if item.deny {
+                        "this peer denies nothing"
+                    } else {
+                        "this peer allows nothing"
+                    };
+                    report(sel, p.loc, "peer selector", effect);
+                }
+            }
+        }
+    }
+    out
+}
