@@ -2,9 +2,10 @@
 //!
 //! - [`selector`]: label selector expressions in kubectl's syntax
 //!   (`app=web,env in (prod,staging),!legacy`), with Cilium's label sources.
-//!
-//! The `.polt` policy-test language arrives with the verifier issue.
+//! - [`polt`]: policy tests (`*.polt`), expectations about flows checked by `polc test`.
 
+pub mod polt;
 pub mod selector;
 
+pub use polt::{PoltError, PoltFile, parse_polt};
 pub use selector::{Operator, ParseError, Requirement, Selector, parse_selector};
