@@ -16,6 +16,7 @@ echo "== demo" >&2
 cargo run -q --locked -p polc -- lint --quiet --deny-warnings policies/demo >/dev/null
 cargo run -q --locked -p polc -- explain --policies policies/demo/policies \
     --inventory policies/demo/cluster --flows policies/demo/flows.yaml >/dev/null
+cargo run -q --locked -p polc -- test policies/demo >/dev/null
 demo_out="$(mktemp -d)"
 trap 'rm -rf "$demo_out"' EXIT
 cargo run -q --locked -p polc -- compile --policies policies/demo/policies \

@@ -39,6 +39,8 @@ pub enum Command {
     /// Compile policies for a cluster: per-endpoint policy maps in Cilium's layout, the
     /// ipcache, the identity table and the L7 proxy rules.
     Compile(Box<commands::compile::CompileArgs>),
+    /// Check policy tests (`*.polt`): expectations about flows.
+    Test(commands::test::TestArgs),
     /// Write a synthetic cluster (inventory and policies) for benchmarks.
     #[command(hide = true)]
     Gen(commands::r#gen::GenArgs),
@@ -77,6 +79,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
         Command::ExplainCode(args) => commands::explain_code::run(&args, io),
         Command::Explain(args) => commands::explain::run(&args, io),
         Command::Compile(args) => commands::compile::run(&args, io),
+        Command::Test(args) => commands::test::run(&args, io),
         Command::Gen(args) => commands::r#gen::run(&args, io),
     };
     match result {

@@ -6,3 +6,4 @@ pub mod explain;
 pub mod explain_code;
 pub mod r#gen;
 pub mod lint;
+pub mod test;
