@@ -696,7 +696,7 @@ fn bad_queries_exit_two_with_a_query_code() {
             "Q0402", &["`no colon` is not a header", "Name: value"]),
         (vec!["--from", f, "--to", b, "--proto", "tcp", "--port", "80",
               "--http-method", "GET", "--dns-query", "example.com"],
-            "Q0402", &["HTTP or DNS, not both"]),
+            "Q0402", &["one request: HTTP, DNS or Kafka"]),
         (vec!["--from", f, "--to", b, "--proto", "icmp", "--icmp-type", "8",
               "--http-method", "GET"],
             "Q0402", &["an L7 request needs TCP or UDP"]),
@@ -1192,4 +1192,45 @@ fn every_demo_flow_map_entry_agrees_with_its_verdict() {
     ] {
         assert!(verdicts.contains(kind), "no `{kind}` among {verdicts:?}");
     }
+}
+
+/// Kafka requests can be given on the command line too.
+#[test]
+fn kafka_requests_from_flags() {
+    let s = root().join("tests/scenarios/063-kafka-role-and-apikey");
+    let run = |topic: &str| {
+        let (code, out, err) = polc(
+            &[
+                "explain",
+                "--policies",
+                s.join("policies.yaml").to_str().unwrap(),
+                "--inventory",
+                s.join("inventory.yaml").to_str().unwrap(),
+                "--from",
+                "data/producer",
+                "--to",
+                "data/broker",
+                "--proto",
+                "tcp",
+                "--port",
+                "9092",
+                "--kafka-api-key",
+                "produce",
+                "--kafka-api-version",
+                "0",
+                "--kafka-client-id",
+                "orders-svc",
+                "--kafka-topic",
+                topic,
+                "--format",
+                "json",
+            ],
+            b"",
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["verdict"].as_str().unwrap().to_string()
+    };
+    assert_eq!(run("orders"), "allow");
+    assert_eq!(run("payments"), "deny");
 }

@@ -68,6 +68,18 @@ pub struct ExplainArgs {
     /// DNS query name (a request to a DNS server on port 53).
     #[arg(long, value_name = "NAME")]
     pub dns_query: Option<String>,
+    /// Kafka request API key (`produce`, `fetch`, ...).
+    #[arg(long, value_name = "KEY")]
+    pub kafka_api_key: Option<String>,
+    /// Kafka request API version.
+    #[arg(long, value_name = "N")]
+    pub kafka_api_version: Option<i64>,
+    /// Kafka request client ID.
+    #[arg(long, value_name = "ID")]
+    pub kafka_client_id: Option<String>,
+    /// Kafka request topic.
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
     /// Check every flow of a flows file against its `expect`.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to"])]
     pub flows: Option<PathBuf>,
@@ -510,10 +522,19 @@ fn single_flow(model: &Model, args: &ExplainArgs) -> Result<Flow, QueryError> {
         || args.http_path.is_some()
         || args.http_host.is_some()
         || !args.http_header.is_empty();
-    if http && args.dns_query.is_some() {
+    let kafka = args.kafka_api_key.is_some()
+        || args.kafka_api_version.is_some()
+        || args.kafka_client_id.is_some()
+        || args.kafka_topic.is_some();
+    if [http, args.dns_query.is_some(), kafka]
+        .iter()
+        .filter(|b| **b)
+        .count()
+        > 1
+    {
         return Err(bad(
             Code::InvalidFlow,
-            "a flow carries one request: HTTP or DNS, not both",
+            "a flow carries one request: HTTP, DNS or Kafka, not several",
             None,
         ));
     }
@@ -527,6 +548,13 @@ fn single_flow(model: &Model, args: &ExplainArgs) -> Result<Flow, QueryError> {
             path: args.http_path.clone().unwrap_or_else(|| "/".into()),
             host: args.http_host.clone().unwrap_or_default(),
             headers,
+        })
+    } else if kafka {
+        Some(Request::Kafka {
+            api_key: args.kafka_api_key.clone().unwrap_or_default(),
+            api_version: args.kafka_api_version,
+            client_id: args.kafka_client_id.clone().unwrap_or_default(),
+            topic: args.kafka_topic.clone().unwrap_or_default(),
         })
     } else {
         args.dns_query
