@@ -41,6 +41,8 @@ pub enum Command {
     Compile(Box<commands::compile::CompileArgs>),
     /// Check policy tests (`*.polt`): expectations about flows.
     Test(commands::test::TestArgs),
+    /// The flows one set of policies allows and the other does not, for a cluster.
+    Diff(commands::diff::DiffArgs),
     /// Write a synthetic cluster (inventory and policies) for benchmarks.
     #[command(hide = true)]
     Gen(commands::r#gen::GenArgs),
@@ -80,6 +82,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
         Command::Explain(args) => commands::explain::run(&args, io),
         Command::Compile(args) => commands::compile::run(&args, io),
         Command::Test(args) => commands::test::run(&args, io),
+        Command::Diff(args) => commands::diff::run(&args, io),
         Command::Gen(args) => commands::r#gen::run(&args, io),
     };
     match result {

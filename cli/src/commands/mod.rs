@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod compile;
+pub mod diff;
 pub mod explain;
 pub mod explain_code;
 pub mod r#gen;

@@ -340,10 +340,21 @@ fn ends(model: &Model, ep: &Endpoint) -> Vec<End> {
     }
 }
 
-/// Representative outside addresses: one per class of policy prefixes (inside `within`, if
-/// given), and addresses outside every prefix. Cluster addresses are never outside.
 fn outside(model: &Model, within: Option<ipnet::IpNet>) -> Vec<End> {
-    let prefixes = model.policies.prefixes();
+    outside_addresses(&[model], within)
+        .into_iter()
+        .map(|ip| End::Peer(Peer::External(ip)))
+        .collect()
+}
+
+/// Representative outside addresses: one per class of the prefixes the policies of `models`
+/// name (inside `within`, if given), and addresses outside every prefix, per family. Cluster
+/// addresses (of the first model's inventory) are never outside.
+pub(crate) fn outside_addresses(models: &[&Model], within: Option<ipnet::IpNet>) -> Vec<IpAddr> {
+    let mut prefixes: Vec<ipnet::IpNet> =
+        models.iter().flat_map(|m| m.policies.prefixes()).collect();
+    prefixes.sort();
+    prefixes.dedup();
     let mut candidates: Vec<IpAddr> = Vec::new();
     for p in &prefixes {
         // The first addresses of each prefix, and just past its end.
@@ -369,11 +380,14 @@ fn outside(model: &Model, within: Option<ipnet::IpNet>) -> Vec<End> {
     }
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
+    let Some(first) = models.first() else {
+        return out;
+    };
     for ip in candidates {
         if within.is_some_and(|w| !w.contains(&ip)) {
             continue;
         }
-        let Peer::External(ip) = eval::locate(model, ip) else {
+        let Peer::External(ip) = eval::locate(first, ip) else {
             continue;
         };
         // One address per set of containing prefixes.
@@ -383,7 +397,7 @@ fn outside(model: &Model, within: Option<ipnet::IpNet>) -> Vec<End> {
             .copied()
             .collect();
         if seen.insert((ip.is_ipv4(), class)) {
-            out.push(End::Peer(Peer::External(ip)));
+            out.push(ip);
         }
     }
     out
@@ -430,7 +444,7 @@ fn resolve_pair(model: &Model, a: &End, b: &End) -> Vec<(Peer, Peer)> {
     out
 }
 
-fn family_fits(proto: Proto, s: Peer, d: Peer) -> bool {
+pub(crate) fn family_fits(proto: Proto, s: Peer, d: Peer) -> bool {
     let v6 = |p: Peer| match p {
         Peer::External(ip) => Some(ip.is_ipv6()),
         _ => None,
@@ -445,6 +459,11 @@ fn family_fits(proto: Proto, s: Peer, d: Peer) -> bool {
 /// Representative (protocol, port) points: inside the asked range, every boundary a rule
 /// draws (range ends and the port after them, named ports' numbers), and the range's ends.
 fn port_points(model: &Model, ports: &polt::Ports) -> Vec<(Proto, u16)> {
+    port_points_of(&[model], ports)
+}
+
+/// [`port_points`] over the rules of several models (a diff's old and new policies).
+pub(crate) fn port_points_of(models: &[&Model], ports: &polt::Ports) -> Vec<(Proto, u16)> {
     let protos: Vec<(Proto, u16, u16)> = match ports {
         polt::Ports::Any => vec![
             (Proto::Tcp, 1, 65535),
@@ -471,25 +490,27 @@ fn port_points(model: &Model, ports: &polt::Ports) -> Vec<(Proto, u16)> {
         }
     };
     let mut bounds: BTreeSet<u32> = BTreeSet::new();
-    for rule in &model.policies.rules {
-        for item in &rule.items {
-            if let Ports::List(list) = &item.ports {
-                for p in list {
-                    match &p.port {
-                        PortSpec::Range(0, 0) => {}
-                        PortSpec::Range(a, b) => {
-                            let b = (*b).max(*a);
-                            bounds.extend([
-                                u32::from(*a),
-                                u32::from(*a) + 1,
-                                u32::from(b),
-                                u32::from(b) + 1,
-                            ]);
-                            bounds.insert(u32::from(*a).saturating_sub(1));
-                        }
-                        PortSpec::Named(name) => {
-                            for (_, n) in model.inventory.named_ports_anywhere(name) {
-                                bounds.extend([u32::from(*n), u32::from(*n) + 1]);
+    for model in models {
+        for rule in &model.policies.rules {
+            for item in &rule.items {
+                if let Ports::List(list) = &item.ports {
+                    for p in list {
+                        match &p.port {
+                            PortSpec::Range(0, 0) => {}
+                            PortSpec::Range(a, b) => {
+                                let b = (*b).max(*a);
+                                bounds.extend([
+                                    u32::from(*a),
+                                    u32::from(*a) + 1,
+                                    u32::from(b),
+                                    u32::from(b) + 1,
+                                ]);
+                                bounds.insert(u32::from(*a).saturating_sub(1));
+                            }
+                            PortSpec::Named(name) => {
+                                for (_, n) in model.inventory.named_ports_anywhere(name) {
+                                    bounds.extend([u32::from(*n), u32::from(*n) + 1]);
+                                }
                             }
                         }
                     }

@@ -1,0 +1,318 @@
+//! `polc diff OLD NEW --inventory PATH...`: the flows NEW allows that OLD did not (widened),
+//! and the reverse (narrowed), for a cluster, grouped by source, destination and protocol with
+//! port ranges, each with one concrete example flow.
+//!
+//! Concrete mode: the ends are one pod per identity (pods with the same identity get the same
+//! verdicts), every node's host, and one outside address per class of the prefixes either
+//! policy set names; the ports are exact classes (every boundary either policy set draws).
+//! Each flow is judged at L4 by the reference evaluator under both policy sets. The symbolic
+//! mode (no inventory) needs the verifier's flow encoding.
+
+use super::cluster::{self, ClusterArgs};
+use super::test::{family_fits, outside_addresses, port_points_of};
+use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
+use polc_compiler::CiliumVersion;
+use polc_compiler::eval::{self, Flow, Peer, Verdict};
+use polc_compiler::ir::Proto;
+use polc_compiler::model::Model;
+use polc_grammar::polt;
+use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Output formats of `diff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiffFormat {
+    /// Text for people.
+    Human,
+    /// JSON.
+    Json,
+    /// Markdown, for a pull-request comment.
+    Markdown,
+}
+
+/// Which changes fail the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Flows NEW allows that OLD denied.
+    Widen,
+    /// Flows NEW denies that OLD allowed.
+    Narrow,
+    /// Any change.
+    Any,
+}
+
+/// Arguments of `polc diff`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 compared (no change that --fail-on names), 1 such a \
+    change, 2 bad input."
+)]
+pub struct DiffArgs {
+    /// The policies before.
+    #[arg(value_name = "OLD")]
+    pub old: PathBuf,
+    /// The policies after.
+    #[arg(value_name = "NEW")]
+    pub new: PathBuf,
+    /// Inventory files or directories (concrete mode).
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    pub inventory: Vec<PathBuf>,
+    /// The Cilium release whose semantics apply: 1.17, 1.18 or 1.19.
+    #[arg(long, default_value = "1.19", value_name = "VERSION")]
+    pub cilium_version: CiliumVersion,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Human)]
+    pub format: DiffFormat,
+    /// Exit 1 when the diff has changes of this kind.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub fail_on: Option<FailOn>,
+}
+
+/// One change class: a source, a destination, a protocol, a port range, and which way.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Change {
+    widened: bool,
+    src: String,
+    dst: String,
+    proto: Proto,
+    ports: (u16, u16),
+    example: String,
+}
+
+/// Runs `polc diff`.
+pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
+    if args.inventory.is_empty() {
+        writeln!(
+            io.stderr,
+            "polc: error: the symbolic diff (without an inventory) needs the verifier's flow \
+             encoding, which is not built yet; pass --inventory"
+        )?;
+        return Ok(EXIT_USAGE);
+    }
+    let load = |path: &PathBuf, io: &mut Io<'_>| {
+        let cargs = ClusterArgs {
+            policies: vec![path.clone()],
+            inventory: args.inventory.clone(),
+            cilium_version: args.cilium_version,
+            cluster_name: "default".into(),
+            max_file_size: 1024 * 1024 * 1024,
+        };
+        cluster::load(&cargs, &[], io.stdin, io.stderr)
+    };
+    let Some(old) = load(&args.old, io) else {
+        return Ok(EXIT_USAGE);
+    };
+    let Some(new) = load(&args.new, io) else {
+        return Ok(EXIT_USAGE);
+    };
+    let changes = diff(&old.model, &new.model);
+    let widened = changes.iter().filter(|c| c.widened).count();
+    let narrowed = changes.len() - widened;
+    let text = match args.format {
+        DiffFormat::Human => human(&changes),
+        DiffFormat::Markdown => markdown(&changes),
+        DiffFormat::Json => {
+            let list: Vec<_> = changes
+                .iter()
+                .map(|c| {
+                    json!({
+                        "change": if c.widened { "widened" } else { "narrowed" },
+                        "from": c.src,
+                        "to": c.dst,
+                        "protocol": c.proto.name(),
+                        "ports": [c.ports.0, c.ports.1],
+                        "example": c.example,
+                    })
+                })
+                .collect();
+            let mut s = serde_json::to_string_pretty(&json!({
+                "widened": widened,
+                "narrowed": narrowed,
+                "changes": list,
+            }))?;
+            s.push('\n');
+            s
+        }
+    };
+    io.stdout.write_all(text.as_bytes())?;
+    let fail = match args.fail_on {
+        None => false,
+        Some(FailOn::Widen) => widened > 0,
+        Some(FailOn::Narrow) => narrowed > 0,
+        Some(FailOn::Any) => !changes.is_empty(),
+    };
+    Ok(if fail { EXIT_FINDINGS } else { EXIT_CLEAN })
+}
+
+/// The ends of the comparison: one pod per identity, every host, outside address classes.
+fn ends(old: &Model, new: &Model) -> Vec<(Peer, String)> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, p) in new.inventory.pods.iter().enumerate() {
+        if p.host_network {
+            continue;
+        }
+        let id = new.identities.pod_identity.get(i).copied().flatten();
+        if seen.insert(id) {
+            // The identity's own labels, without the namespace, service account and cluster
+            // ones every pod carries.
+            let labels: Vec<String> = new.pod_labels[i]
+                .iter()
+                .filter(|l| {
+                    !l.key.starts_with("io.kubernetes.") && !l.key.starts_with("io.cilium.k8s.")
+                })
+                .map(|l| format!("{}={}", l.key, l.value))
+                .collect();
+            out.push((
+                Peer::Pod(i),
+                format!("{}/{{{}}}", p.namespace, labels.join(",")),
+            ));
+        }
+    }
+    for (n, node) in new.inventory.nodes.iter().enumerate() {
+        out.push((Peer::Host(n), format!("host/{}", node.name)));
+    }
+    for ip in outside_addresses(&[old, new], None) {
+        out.push((Peer::External(ip), format!("world ({ip})")));
+    }
+    out
+}
+
+fn diff(old: &Model, new: &Model) -> Vec<Change> {
+    let ends = ends(old, new);
+    let points = port_points_of(&[old, new], &polt::Ports::Any);
+    // Per protocol, the sorted points, so a point stands for the ports up to the next one.
+    let mut by_proto: BTreeMap<Proto, Vec<u16>> = BTreeMap::new();
+    for (proto, port) in &points {
+        by_proto.entry(*proto).or_default().push(*port);
+    }
+    let name = |m: &Model, p: Peer| match p {
+        Peer::Pod(i) => m.inventory.pods[i].key(),
+        Peer::Host(n) => format!("host/{}", m.inventory.nodes[n].name),
+        Peer::External(ip) => ip.to_string(),
+    };
+    let mut out: Vec<Change> = Vec::new();
+    for (src, src_name) in &ends {
+        for (dst, dst_name) in &ends {
+            if src == dst {
+                continue;
+            }
+            for (proto, pts) in &by_proto {
+                if !family_fits(*proto, *src, *dst) {
+                    continue;
+                }
+                let max = if matches!(proto, Proto::Icmp | Proto::Icmpv6) {
+                    255
+                } else {
+                    65535
+                };
+                let mut run: Option<Change> = None;
+                for (k, &port) in pts.iter().enumerate() {
+                    let end = pts.get(k + 1).map_or(max, |n| n.saturating_sub(1));
+                    let flow = Flow {
+                        src: *src,
+                        dst: *dst,
+                        proto: *proto,
+                        port,
+                        request: None,
+                    };
+                    let before = eval::decide(old, &flow).verdict;
+                    let after = eval::decide(new, &flow).verdict;
+                    let change = (before != after).then_some(after == Verdict::Allow);
+                    match (&mut run, change) {
+                        (Some(r), Some(w))
+                            if r.widened == w && r.ports.1.saturating_add(1) == port =>
+                        {
+                            r.ports.1 = end;
+                        }
+                        (_, c) => {
+                            if let Some(r) = run.take() {
+                                out.push(r);
+                            }
+                            run = c.map(|widened| Change {
+                                widened,
+                                src: src_name.clone(),
+                                dst: dst_name.clone(),
+                                proto: *proto,
+                                ports: (port, end),
+                                example: format!(
+                                    "{} -> {} {}/{port}",
+                                    name(new, *src),
+                                    name(new, *dst),
+                                    proto.name()
+                                ),
+                            });
+                        }
+                    }
+                }
+                if let Some(r) = run.take() {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn ports_text(c: &Change) -> String {
+    let what = if matches!(c.proto, Proto::Icmp | Proto::Icmpv6) {
+        "type"
+    } else {
+        "port"
+    };
+    if c.ports.0 == c.ports.1 {
+        format!("{} {what} {}", c.proto.name(), c.ports.0)
+    } else {
+        format!("{} {what}s {}-{}", c.proto.name(), c.ports.0, c.ports.1)
+    }
+}
+
+fn human(changes: &[Change]) -> String {
+    let mut s = String::new();
+    for c in changes {
+        let _ = writeln!(
+            s,
+            "{} {} -> {} {}  (e.g. {})",
+            if c.widened { "+" } else { "-" },
+            c.src,
+            c.dst,
+            ports_text(c),
+            c.example
+        );
+    }
+    let widened = changes.iter().filter(|c| c.widened).count();
+    let _ = writeln!(
+        s,
+        "{} widened (+, newly allowed), {} narrowed (-, newly denied)",
+        widened,
+        changes.len() - widened
+    );
+    s
+}
+
+fn markdown(changes: &[Change]) -> String {
+    let widened = changes.iter().filter(|c| c.widened).count();
+    let mut s = format!(
+        "### Policy diff\n\n**{widened}** widened (newly allowed), **{}** narrowed (newly \
+         denied).\n\n",
+        changes.len() - widened
+    );
+    if !changes.is_empty() {
+        s.push_str("| | from | to | ports | example |\n|---|---|---|---|---|\n");
+        for c in changes {
+            let _ = writeln!(
+                s,
+                "| {} | `{}` | `{}` | {} | `{}` |",
+                if c.widened { "➕" } else { "➖" },
+                c.src,
+                c.dst,
+                ports_text(c),
+                c.example
+            );
+        }
+    }
+    s
+}

@@ -1,0 +1,113 @@
+//! `polc diff OLD NEW --inventory`: widened and narrowed flows of a change, in classes.
+
+mod common;
+
+use common::{polc, root};
+use std::path::Path;
+
+fn copy_demo(to: &Path, edit: impl Fn(&str, String) -> String) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(root().join("policies/demo/policies")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(to.join(&name), edit(&name, text)).unwrap();
+    }
+}
+
+fn diff(old: &Path, new: &Path, extra: &[&str]) -> (i32, String, String) {
+    let inv = root().join("policies/demo/cluster");
+    let mut args = vec![
+        "diff",
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--inventory",
+        inv.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    polc(&args, b"")
+}
+
+#[test]
+fn identical_policies_have_no_diff() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_demo(tmp.path(), |_, t| t);
+    let old = root().join("policies/demo/policies");
+    let (code, out, err) = diff(&old, tmp.path(), &["--fail-on", "any"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 widened"), "{out}");
+}
+
+#[test]
+fn a_wider_port_range_is_one_widened_class_and_the_reverse_narrows() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_demo(tmp.path(), |name, t| match name {
+        "knp-shop-postgres-ingress.yaml" => t.replacen(
+            "      port: 5432\n",
+            "      port: 5432\n      endPort: 5440\n",
+            1,
+        ),
+        "shop-backend-egress.yaml" => t.replacen(
+            "      - port: \"5432\"",
+            "      - port: \"5432\"\n        endPort: 5440",
+            1,
+        ),
+        _ => t,
+    });
+    let old = root().join("policies/demo/policies");
+    let (code, out, err) = diff(
+        &old,
+        tmp.path(),
+        &["--format", "json", "--fail-on", "widen"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["widened"], 1, "{out}");
+    assert_eq!(v["narrowed"], 0, "{out}");
+    let c = &v["changes"][0];
+    assert_eq!(c["ports"], serde_json::json!([5433, 5440]), "{out}");
+    assert!(c["from"].as_str().unwrap().contains("app=backend"), "{out}");
+    assert!(c["to"].as_str().unwrap().contains("app=postgres"), "{out}");
+    assert!(
+        c["example"].as_str().unwrap().ends_with("TCP/5433"),
+        "{out}"
+    );
+    // The example really is a flow the new policies allow and the old ones deny.
+    let (_, before, _) = polc(
+        &[
+            "explain",
+            "--policies",
+            old.to_str().unwrap(),
+            "--inventory",
+            root().join("policies/demo/cluster").to_str().unwrap(),
+            "--from",
+            "shop/backend-5c8d9f7b6-h4jkl",
+            "--to",
+            "shop/postgres-0",
+            "--proto",
+            "tcp",
+            "--port",
+            "5433",
+            "--format",
+            "json",
+        ],
+        b"",
+    );
+    assert!(before.contains("\"verdict\": \"deny\""), "{before}");
+    // Reversed, the same class narrows.
+    let (code, out, _) = diff(tmp.path(), &old, &["--fail-on", "widen"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("0 widened (+, newly allowed), 1 narrowed"),
+        "{out}"
+    );
+    assert!(out.lines().next().unwrap().starts_with("- "), "{out}");
+}
+
+#[test]
+fn without_an_inventory_the_diff_is_refused_for_now() {
+    let old = root().join("policies/demo/policies");
+    let (code, _, err) = polc(&["diff", old.to_str().unwrap(), old.to_str().unwrap()], b"");
+    assert_eq!(code, 2);
+    assert!(err.contains("--inventory"), "{err}");
+}
