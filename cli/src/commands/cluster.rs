@@ -49,7 +49,14 @@ pub fn load(
     stdin: &mut dyn Read,
     stderr: &mut dyn Write,
 ) -> Option<Loaded> {
-    let mut paths = args.policies.clone();
+    // An existing directory without policy files means "no policies" here (every endpoint
+    // is then unenforced), not an input error as it is for `lint`.
+    let mut paths: Vec<PathBuf> = args
+        .policies
+        .iter()
+        .filter(|p| !is_empty_dir(p))
+        .cloned()
+        .collect();
     paths.extend(args.inventory.iter().cloned());
     let before = paths.len();
     paths.extend(extra.iter().cloned());
@@ -62,6 +69,17 @@ pub fn load(
     for d in inputs.diagnostics {
         diags.push(d);
     }
+    // An empty file holds no objects; that is an error for `lint`, but not for a command that
+    // only needs to know what the files mean.
+    let mut diags = {
+        let mut kept = polc_compiler::diag::Diagnostics::new();
+        for d in diags.into_vec() {
+            if d.code != polc_compiler::diag::Code::EmptyInput {
+                kept.push(d);
+            }
+        }
+        kept
+    };
     let config = Config {
         version: args.cilium_version,
         cluster_name: args.cluster_name.clone(),
@@ -96,4 +114,21 @@ pub fn load(
         model,
         extra,
     })
+}
+
+/// Whether `p` is a directory with no `.yaml`, `.yml` or `.json` file under it.
+fn is_empty_dir(p: &std::path::Path) -> bool {
+    p.is_dir()
+        && !walkdir::WalkDir::new(p)
+            .into_iter()
+            .filter_map(Result::ok)
+            .any(|e| {
+                e.file_type().is_file()
+                    && e.path()
+                        .extension()
+                        .and_then(|x| x.to_str())
+                        .is_some_and(|x| {
+                            matches!(x.to_ascii_lowercase().as_str(), "yaml" | "yml" | "json")
+                        })
+            })
 }
