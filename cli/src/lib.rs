@@ -43,6 +43,8 @@ pub enum Command {
     Test(commands::test::TestArgs),
     /// The flows one set of policies allows and the other does not, for a cluster.
     Diff(commands::diff::DiffArgs),
+    /// The connectivity between a cluster's workloads, as DOT, Mermaid or JSON.
+    Graph(Box<commands::graph::GraphArgs>),
     /// Write a synthetic cluster (inventory and policies) for benchmarks.
     #[command(hide = true)]
     Gen(commands::r#gen::GenArgs),
@@ -83,6 +85,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
         Command::Compile(args) => commands::compile::run(&args, io),
         Command::Test(args) => commands::test::run(&args, io),
         Command::Diff(args) => commands::diff::run(&args, io),
+        Command::Graph(args) => commands::graph::run(&args, io),
         Command::Gen(args) => commands::r#gen::run(&args, io),
     };
     match result {

@@ -111,3 +111,62 @@ fn without_an_inventory_the_diff_is_refused_for_now() {
     assert_eq!(code, 2);
     assert!(err.contains("--inventory"), "{err}");
 }
+
+/// `polc graph`: workloads as nodes, allowed ports on the edges, in every format.
+#[test]
+fn graph_of_the_demo() {
+    let pol = root().join("policies/demo/policies");
+    let inv = root().join("policies/demo/cluster");
+    let run = |format: &str| {
+        let (code, out, err) = polc(
+            &[
+                "graph",
+                "--policies",
+                pol.to_str().unwrap(),
+                "--inventory",
+                inv.to_str().unwrap(),
+                "--format",
+                format,
+            ],
+            b"",
+        );
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    let nodes = json["nodes"].as_array().unwrap();
+    let id = |needle: &str| {
+        nodes
+            .iter()
+            .find(|n| {
+                n["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m.as_str().unwrap().contains(needle))
+            })
+            .unwrap()["id"]
+            .clone()
+    };
+    let (frontend, backend, postgres) = (id("app=frontend"), id("app=backend"), id("app=postgres"));
+    let edge = |a: &serde_json::Value, b: &serde_json::Value| {
+        json["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["from"] == *a && e["to"] == *b)
+            .map(|e| e["allowed"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        edge(&frontend, &backend).as_deref(),
+        Some("TCP 8080"),
+        "{json:#}"
+    );
+    assert_eq!(edge(&frontend, &postgres), None, "{json:#}");
+    assert!(
+        edge(&backend, &postgres).unwrap().contains("TCP 5432"),
+        "{json:#}"
+    );
+    assert!(run("dot").starts_with("digraph polc {"));
+    assert!(run("mermaid").starts_with("flowchart LR"));
+}

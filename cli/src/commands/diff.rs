@@ -147,7 +147,7 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
 }
 
 /// The ends of the comparison: one pod per identity, every host, outside address classes.
-fn ends(old: &Model, new: &Model) -> Vec<(Peer, String)> {
+pub(crate) fn ends(old: &Model, new: &Model) -> Vec<(Peer, String)> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for (i, p) in new.inventory.pods.iter().enumerate() {

@@ -6,5 +6,6 @@ pub mod diff;
 pub mod explain;
 pub mod explain_code;
 pub mod r#gen;
+pub mod graph;
 pub mod lint;
 pub mod test;
