@@ -491,6 +491,18 @@ codes! {
          rule with such a subject applies to nothing; such a peer allows (or denies) nothing. \
          Namespace scoping counts: a CNP peer is limited to the policy's namespace unless it \
          names another.";
+    SelectsNothingInCluster = "V0402", "selects-nothing-in-cluster", Warning,
+        "A rule or peer selects nothing in the cluster it is checked against.",
+        "With an inventory (`polc lint` given Pods, or `--inventory`), polc knows every endpoint \
+         and identity. A subject that matches no pod (or host-policy subject no node) applies \
+         to nothing; an endpoint peer that matches no identity allows or denies nothing. \
+         Usually a label or namespace typo, or a workload that does not exist yet.";
+    DnsCutOff = "V0403", "dns-cut-off", Warning,
+        "Pods in egress default-deny cannot reach cluster DNS.",
+        "With an inventory, polc checks every workload whose egress is default-deny against the \
+         cluster's DNS pods (`k8s-app=kube-dns`, UDP/53). When nothing allows that flow, every \
+         name lookup of those pods fails, which usually breaks them entirely. The finding points \
+         at a rule that puts them into default-deny and gives one denied flow.";
     UnknownEndpoint = "Q0401", "unknown-endpoint", Error,
         "A flow names a pod, node or address polc cannot place.",
         "`from` and `to` are `NAMESPACE/POD`, `host/NODE` (that node's host), or an IP address. \

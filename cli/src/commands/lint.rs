@@ -49,6 +49,10 @@ pub struct LintArgs {
     /// Largest input file polc reads, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE, value_name = "BYTES")]
     pub max_file_size: u64,
+    /// Cluster inventory (`kubectl get ns,pods,nodes,svc -A -o yaml`) to check the policies
+    /// against; inventory objects among the PATHs count too.
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    pub inventory: Vec<PathBuf>,
     /// When to use colors in human output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -61,12 +65,27 @@ pub fn verify(
     opts: &Options,
 ) -> Vec<polc_compiler::diag::Diagnostic> {
     let (policies, _) = polc_compiler::lower::lower(objects, opts.version);
-    polc_verifier::checks::check(&policies, polc_verifier::Limits::default())
+    let mut out = polc_verifier::checks::check(&policies, polc_verifier::Limits::default());
+    // With inventory objects among the inputs, the concrete checks too.
+    if objects
+        .iter()
+        .any(|o| o.kind == polc_compiler::raw::Kind::Pod)
+    {
+        let config = polc_compiler::model::Config {
+            version: opts.version,
+            ..Default::default()
+        };
+        let (model, _) = polc_compiler::model::Model::build(objects, config);
+        out.extend(polc_verifier::concrete::check(&model));
+    }
+    out
 }
 
 /// Runs `polc lint`.
 pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
-    let inputs = input::gather(&args.paths, io.stdin, args.max_file_size);
+    let mut paths = args.paths.clone();
+    paths.extend(args.inventory.iter().cloned());
+    let inputs = input::gather(&paths, io.stdin, args.max_file_size);
     let opts = Options {
         version: args.cilium_version,
         ..Options::default()
