@@ -31,7 +31,19 @@ fn selects_nothing(model: &Model) -> Vec<Diagnostic> {
         // a guard rail for pods to come, not a mistake.
         let namespace_wide = matches!(&rule.subject, Subject::Endpoints(s)
             if s.reqs.iter().all(|r| r.bare_key() == "io.kubernetes.pod.namespace"));
-        let subject_hit = endpoints.iter().any(|ep| model.selects(rule, *ep));
+        let subject_hit = match &rule.subject {
+            // Through the selector cache's label index, not pod by pod.
+            Subject::Endpoints(sel) => cache
+                .select(model, &PeerKind::Endpoints(sel.clone()), &[], None)
+                .iter()
+                .any(|id| {
+                    model
+                        .identities
+                        .get(*id)
+                        .is_some_and(|i| i.kind == polc_compiler::identity::IdentityKind::Pods)
+                }),
+            Subject::Nodes(_) => endpoints.iter().any(|ep| model.selects(rule, *ep)),
+        };
         if !subject_hit && !namespace_wide && seen.insert(rule.subject_loc) {
             let what = match &rule.subject {
                 Subject::Endpoints(s) => format!("pod matches `{s}`"),
