@@ -503,6 +503,12 @@ codes! {
          cluster's DNS pods (`k8s-app=kube-dns`, UDP/53). When nothing allows that flow, every \
          name lookup of those pods fails, which usually breaks them entirely. The finding points \
          at a rule that puts them into default-deny and gives one denied flow.";
+    ShadowedAllow = "V0404", "shadowed-allow", Warning,
+        "Deny rules cover every flow an allow item allows.",
+        "The verifier proves, for every pod that could exist, that each flow the item allows is \
+         also matched by a deny item of a rule selecting the same pods, and deny always wins: \
+         the item has no effect. The finding gives one such flow, replayed through the reference \
+         evaluator. Remove the item or narrow the deny rules.";
     UnknownEndpoint = "Q0401", "unknown-endpoint", Error,
         "A flow names a pod, node or address polc cannot place.",
         "`from` and `to` are `NAMESPACE/POD`, `host/NODE` (that node's host), or an IP address. \

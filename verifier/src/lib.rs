@@ -10,7 +10,9 @@
 
 pub mod checks;
 pub mod concrete;
+pub mod flow;
 pub mod selector;
+pub mod shadow;
 
 use std::time::Duration;
 
