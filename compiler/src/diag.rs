@@ -509,6 +509,13 @@ codes! {
          also matched by a deny item of a rule selecting the same pods, and deny always wins: \
          the item has no effect. The finding gives one such flow, replayed through the reference \
          evaluator. Remove the item or narrow the deny rules.";
+    BypassedL7 = "V0405", "bypassed-l7", Warning,
+        "Another allow bypasses an item's HTTP rules.",
+        "When one item gives a peer and port HTTP rules and another item, of any rule selecting \
+         the same pods, allows an overlapping peer and port without L7 rules, the proxy allows \
+         every request for the overlap: the HTTP rules restrict nothing there. The verifier \
+         finds such an overlap for some pod that could exist and replays one flow, with a \
+         request the HTTP rules reject, through the reference evaluator.";
     UnknownEndpoint = "Q0401", "unknown-endpoint", Error,
         "A flow names a pod, node or address polc cannot place.",
         "`from` and `to` are `NAMESPACE/POD`, `host/NODE` (that node's host), or an IP address. \

@@ -8,7 +8,8 @@
 //! selectors, other entities) is [`Encoded::Unknown`]; callers decide how to be conservative.
 
 use polc_compiler::ir::{
-    CidrPeer, Entity, Item, Op, PeerKind, Peers, PortSpec, Ports, Requirement, Selector,
+    CidrPeer, Entity, Item, L7, Op, PeerKind, Peers, PortSpec, Ports, Redirect, Requirement,
+    Selector,
 };
 use std::collections::BTreeMap;
 use z3::ast::{BV, Bool, String as Str};
@@ -207,6 +208,13 @@ pub fn peer(v: &mut FlowVars, p: &PeerKind) -> Encoded {
 
 /// An item's L3 and L4 parts.
 pub fn item(v: &mut FlowVars, it: &Item) -> Encoded {
+    item_where(v, it, None)
+}
+
+/// An item's L3 part with only some of its port rules: those with an HTTP redirect
+/// (`Some(true)`), those without any redirect (`Some(false)`, where an L3-only item counts),
+/// or all of them (`None`).
+pub fn item_where(v: &mut FlowVars, it: &Item, http: Option<bool>) -> Encoded {
     let l3 = match &it.peers {
         Peers::Any => Bool::from_bool(true),
         Peers::List(peers) => {
@@ -221,10 +229,16 @@ pub fn item(v: &mut FlowVars, it: &Item) -> Encoded {
         }
     };
     let l4 = match &it.ports {
-        Ports::Any => Bool::from_bool(true),
+        Ports::Any => Bool::from_bool(http != Some(true)),
         Ports::List(ports) => {
             let mut any = Vec::new();
             for p in ports {
+                let is_http = matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))));
+                match http {
+                    Some(true) if !is_http => continue,
+                    Some(false) if p.redirect.is_some() => continue,
+                    _ => {}
+                }
                 let PortSpec::Range(a, b) = p.port else {
                     return Encoded::Unknown;
                 };

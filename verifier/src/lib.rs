@@ -8,6 +8,7 @@
 //! rests the first check, a selector no pod can ever satisfy ([`selector::satisfiable`]).
 //! Addresses, ports, protocols and HTTP requests join the encoding with the rule checks.
 
+pub mod bypass;
 pub mod checks;
 pub mod concrete;
 pub mod flow;

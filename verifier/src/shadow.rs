@@ -11,7 +11,7 @@
 use crate::flow::{self, Encoded, FlowVars, KIND_HOST, KIND_POD, KIND_REMOTE_NODE, KIND_WORLD};
 use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
-use polc_compiler::eval::{self, Flow, Peer, Verdict, Why};
+use polc_compiler::eval::{self, Decision, Flow, Peer, Request, Verdict, Why};
 use polc_compiler::ir::{
     Direction, Entity, Item, PeerKind, Peers, PortSpec, Ports, Proto, Subject,
 };
@@ -122,9 +122,13 @@ pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<
             let Some(example) = witness(&v, &model) else {
                 continue;
             };
-            let Some(text) = replay(objects, version, &example, item.direction) else {
+            let Some((decision, text)) = replay(objects, version, &example, item.direction, None)
+            else {
                 continue;
             };
+            if decision.verdict != Verdict::Deny || decision.why != Why::DenyRule {
+                continue;
+            }
             let mut d = Diagnostic::new(
                 Code::ShadowedAllow,
                 item.loc,
@@ -153,7 +157,7 @@ pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<
 }
 
 /// A concrete flow read off a model.
-struct Witness {
+pub(crate) struct Witness {
     x: BTreeMap<String, String>,
     p: BTreeMap<String, String>,
     kind: u64,
@@ -162,7 +166,7 @@ struct Witness {
     port: u16,
 }
 
-fn witness(v: &FlowVars, m: &z3::Model) -> Option<Witness> {
+pub(crate) fn witness(v: &FlowVars, m: &z3::Model) -> Option<Witness> {
     let labels = |l: &flow::Labels| -> Option<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         for (k, (has, val)) in l.keys() {
@@ -224,14 +228,15 @@ fn pod_yaml(name: &str, ip: &str, labels: &BTreeMap<String, String>) -> Option<S
     ))
 }
 
-/// Builds a two-node cluster with the witness's pods, judges the flow, and describes it when
-/// the endpoint denies it by a deny rule.
-fn replay(
+/// Builds a two-node cluster with the witness's pods, judges the flow (with `request`, if
+/// any), and returns the witness endpoint's decision and a description of the flow.
+pub(crate) fn replay(
     objects: &[Object],
     version: CiliumVersion,
     w: &Witness,
     dir: Direction,
-) -> Option<String> {
+    request: Option<Request>,
+) -> Option<(Decision, String)> {
     let mut text = String::from(
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  addresses:\n  - type: \
          InternalIP\n    address: 172.31.255.1\n---\napiVersion: v1\nkind: Node\nmetadata:\n  \
@@ -270,9 +275,16 @@ fn replay(
     if !diags.is_empty() {
         return None;
     }
+    // Only the policies that can select the witness pods: those of their namespaces and the
+    // clusterwide ones (and the CIDR groups).
+    let namespaces: Vec<&String> = [&w.x, &w.p]
+        .iter()
+        .filter_map(|l| l.get("io.kubernetes.pod.namespace"))
+        .collect();
     let mut all: Vec<Object> = objects
         .iter()
         .filter(|o| o.kind.is_policy())
+        .filter(|o| !o.kind.is_namespaced() || namespaces.iter().any(|n| *n == o.namespace()))
         .cloned()
         .collect();
     all.extend(inventory);
@@ -315,17 +327,15 @@ fn replay(
         dst,
         proto,
         port,
-        request: None,
+        request,
     };
     let outcome = eval::decide(&model, &f);
     let xs = EndpointRef::Pod(find("witness-x")?);
     let at_x = outcome
         .decisions
         .iter()
-        .find(|d| d.endpoint == xs && d.direction == dir)?;
-    if at_x.verdict != Verdict::Deny || at_x.why != Why::DenyRule {
-        return None;
-    }
+        .find(|d| d.endpoint == xs && d.direction == dir)?
+        .clone();
     let describe = |p: Peer, labels: &BTreeMap<String, String>| match p {
         Peer::Pod(_) => {
             let shown: Vec<String> = labels
@@ -343,12 +353,15 @@ fn replay(
         Direction::Ingress => (&w.p, &w.x),
         Direction::Egress => (&w.x, &w.p),
     };
-    Some(format!(
-        "{} -> {} {}/{}",
-        describe(src, sl),
-        describe(dst, dl),
-        proto.name(),
-        port
+    Some((
+        at_x,
+        format!(
+            "{} -> {} {}/{}",
+            describe(src, sl),
+            describe(dst, dl),
+            proto.name(),
+            port
+        ),
     ))
 }
 
@@ -397,7 +410,7 @@ fn ranges(it: &Item) -> Option<Vec<(u8, u16, u16)>> {
 
 /// A cheap test before the solver: whether deny item `d` can match any flow allow item `a`
 /// matches (same kinds of remote end, overlapping ports, intersecting CIDRs).
-fn may_overlap(a: &Item, d: &Item) -> bool {
+pub(crate) fn may_overlap(a: &Item, d: &Item) -> bool {
     let (ka, kd) = (kinds(a), kinds(d));
     if !(0..4).any(|i| ka[i] && kd[i]) {
         return false;

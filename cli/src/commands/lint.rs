@@ -71,6 +71,11 @@ pub fn verify(
         opts.version,
         polc_verifier::Limits::default(),
     ));
+    out.extend(polc_verifier::bypass::check(
+        objects,
+        opts.version,
+        polc_verifier::Limits::default(),
+    ));
     // With inventory objects among the inputs, the concrete checks too.
     if objects
         .iter()

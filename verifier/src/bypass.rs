@@ -1,0 +1,157 @@
+//! V0405: HTTP rules another allow bypasses. When an item gives a peer and port HTTP rules,
+//! and another item (of any rule selecting the same pods) allows the same peer and port
+//! without L7 rules, the proxy lets every request through: the HTTP rules do nothing there
+//! (policy-language §4.3). Found with z3 for every pod that could exist; each finding's example
+//! is replayed through the reference evaluator with a request the HTTP rules reject, and
+//! dropped unless the evaluator allows it.
+
+use crate::flow::{self, Encoded, FlowVars};
+use crate::shadow::{may_overlap, replay, witness};
+use crate::{Limits, solver};
+use polc_compiler::diag::{Code, Diagnostic};
+use polc_compiler::eval::{Request, Verdict, Why, l7_allows};
+use polc_compiler::ir::{Item, L7, Ports, Redirect, Rule, Subject};
+use polc_compiler::raw::Object;
+use polc_compiler::version::CiliumVersion;
+use z3::SatResult;
+use z3::ast::Bool;
+
+/// A request no sensible HTTP rule allows.
+fn probe() -> Request {
+    Request::Http {
+        method: "POLCPROBE".into(),
+        path: "/polc-probe/not-allowed".into(),
+        host: "polc-probe.invalid".into(),
+        headers: Vec::new(),
+    }
+}
+
+fn http_rules(it: &Item) -> Vec<&L7> {
+    match &it.ports {
+        Ports::List(p) => p
+            .iter()
+            .filter_map(|p| match &p.redirect {
+                Some(Redirect::L7(l7 @ L7::Http(_))) => Some(l7),
+                _ => None,
+            })
+            .collect(),
+        Ports::Any => Vec::new(),
+    }
+}
+
+/// Runs the check on the policy objects.
+pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<Diagnostic> {
+    let (set, _) = polc_compiler::lower::lower(objects, version);
+    if set
+        .rules
+        .iter()
+        .any(|r| !r.requires.ingress.is_empty() || !r.requires.egress.is_empty())
+    {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for ra in &set.rules {
+        let Subject::Endpoints(sa) = &ra.subject else {
+            continue;
+        };
+        for a in ra.items.iter().filter(|i| !i.deny) {
+            let rules = http_rules(a);
+            // The probe must be one the HTTP rules reject, or there is nothing to bypass.
+            if rules.is_empty() || rules.iter().any(|l7| l7_allows(l7, &probe())) {
+                continue;
+            }
+            let ns = sa.pinned("io.kubernetes.pod.namespace");
+            let mut v = FlowVars::new();
+            let wf = v.well_formed("default");
+            let (Encoded::Exact(s1), Encoded::Exact(l7)) = (
+                flow::subject(&mut v, sa),
+                flow::item_where(&mut v, a, Some(true)),
+            ) else {
+                continue;
+            };
+            // Every item that could allow the same flows without L7 rules, as one
+            // disjunction: one solver call per HTTP item.
+            let mut others = Vec::new();
+            for rb in &set.rules {
+                let Subject::Endpoints(sb) = &rb.subject else {
+                    continue;
+                };
+                if let (Some(x), Some(y)) = (ns, sb.pinned("io.kubernetes.pod.namespace"))
+                    && x != y
+                {
+                    continue;
+                }
+                for b in rb
+                    .items
+                    .iter()
+                    .filter(|b| !b.deny && b.direction == a.direction && may_overlap(a, b))
+                {
+                    if let (Encoded::Exact(s2), Encoded::Exact(plain)) = (
+                        flow::subject(&mut v, sb),
+                        flow::item_where(&mut v, b, Some(false)),
+                    ) {
+                        others.push((Bool::and(&[s2, plain]), rb, b));
+                    }
+                }
+            }
+            if others.is_empty() {
+                continue;
+            }
+            let any: Vec<Bool> = others.iter().map(|(c, _, _)| c.clone()).collect();
+            let z = solver(limits);
+            for c in [&wf, &s1, &l7] {
+                z.assert(c);
+            }
+            z.assert(Bool::or(&any));
+            if z.check() != SatResult::Sat {
+                continue;
+            }
+            let Some(model) = z.get_model() else { continue };
+            // The items the witness flow satisfies.
+            let hits: Vec<&(Bool, &std::sync::Arc<Rule>, &Item)> = others
+                .iter()
+                .filter(|(c, _, _)| {
+                    model
+                        .eval(c, true)
+                        .and_then(|x| x.as_bool())
+                        .unwrap_or(false)
+                })
+                .collect();
+            let Some(&(_, rb, b)) = hits.first() else {
+                continue;
+            };
+            let Some(w) = witness(&v, &model) else {
+                continue;
+            };
+            let Some((decision, text)) = replay(objects, version, &w, a.direction, Some(probe()))
+            else {
+                continue;
+            };
+            if decision.verdict != Verdict::Allow || decision.why != Why::L7Allowed {
+                continue;
+            }
+            let mut d = Diagnostic::new(
+                Code::BypassedL7,
+                a.loc,
+                format!(
+                    "the HTTP rules of this {} item are bypassed: {} {} allows the same peers \
+                     and port without L7 rules",
+                    a.direction.name(),
+                    rb.origin.describe(),
+                    b.path
+                ),
+            )
+            .label("HTTP rules bypassed")
+            .help(format!(
+                "on an overlapping peer and port an item without L7 rules makes the proxy allow \
+                 every request; for example {text} with any HTTP request. Narrow the other \
+                 item's peers or ports, or give it the same HTTP rules"
+            ));
+            for (_, _, other) in hits.iter().take(5) {
+                d = d.related(other.loc, "allows the same flows without L7 rules");
+            }
+            out.push(d);
+        }
+    }
+    out
+}
