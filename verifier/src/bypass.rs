@@ -6,11 +6,11 @@
 //! dropped unless the evaluator allows it.
 
 use crate::flow::{self, Encoded, FlowVars};
-use crate::shadow::{may_overlap, replay, witness};
+use crate::shadow::{confirm, may_overlap};
 use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Request, Verdict, Why, l7_allows};
-use polc_compiler::ir::{Item, L7, Ports, Redirect, Rule, Subject};
+use polc_compiler::ir::{Item, L7, PolicySet, Ports, Redirect, Rule, Subject};
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
 use z3::SatResult;
@@ -39,16 +39,14 @@ fn http_rules(it: &Item) -> Vec<&L7> {
     }
 }
 
-/// Runs the check on the policy objects.
-pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<Diagnostic> {
-    let (set, _) = polc_compiler::lower::lower(objects, version);
-    if set
-        .rules
-        .iter()
-        .any(|r| !r.requires.ingress.is_empty() || !r.requires.egress.is_empty())
-    {
-        return Vec::new();
-    }
+/// Runs the check on a lowered policy set without `fromRequires`/`toRequires` (the objects it
+/// came from serve the replays).
+pub fn check(
+    set: &PolicySet,
+    objects: &[Object],
+    version: CiliumVersion,
+    limits: Limits,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for ra in &set.rules {
         let Subject::Endpoints(sa) = &ra.subject else {
@@ -120,16 +118,18 @@ pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<
             let Some(&(_, rb, b)) = hits.first() else {
                 continue;
             };
-            let Some(w) = witness(&v, &model) else {
+            let want = (Verdict::Allow, Why::L7Allowed);
+            let Some(text) = confirm(
+                objects,
+                version,
+                &v,
+                &model,
+                a.direction,
+                Some(probe()),
+                want,
+            ) else {
                 continue;
             };
-            let Some((decision, text)) = replay(objects, version, &w, a.direction, Some(probe()))
-            else {
-                continue;
-            };
-            if decision.verdict != Verdict::Allow || decision.why != Why::L7Allowed {
-                continue;
-            }
             let mut d = Diagnostic::new(
                 Code::BypassedL7,
                 a.loc,

@@ -5,12 +5,26 @@ use crate::selector::satisfiable;
 use crate::{Answer, Limits};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::ir::{PeerKind, Peers, PolicySet, Selector, Subject};
+use polc_compiler::raw::Object;
 use polc_compiler::source::Loc;
+use polc_compiler::version::CiliumVersion;
 use std::collections::{HashMap, HashSet};
 
-/// Runs every check on a lowered policy set.
-pub fn check(policies: &PolicySet, limits: Limits) -> Vec<Diagnostic> {
-    contradictory_selectors(policies, limits)
+/// Runs every symbolic check on the policy objects (lowered once here). The flow checks
+/// (shadowing, bypass) replay their examples with `objects`; they are skipped when a rule has
+/// `fromRequires`/`toRequires`, which the flow encoding does not model.
+pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<Diagnostic> {
+    let (set, _) = polc_compiler::lower::lower(objects, version);
+    let mut out = contradictory_selectors(&set, limits);
+    let requires = set
+        .rules
+        .iter()
+        .any(|r| !r.requires.ingress.is_empty() || !r.requires.egress.is_empty());
+    if !requires {
+        out.extend(crate::shadow::check(&set, objects, version, limits));
+        out.extend(crate::bypass::check(&set, objects, version, limits));
+    }
+    out
 }
 
 /// Whether a selector can contradict itself at all: only when a pod-label key carries more

@@ -13,7 +13,7 @@ use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{self, Decision, Flow, Peer, Request, Verdict, Why};
 use polc_compiler::ir::{
-    Direction, Entity, Item, PeerKind, Peers, PortSpec, Ports, Proto, Subject,
+    Direction, Entity, Item, PeerKind, Peers, PolicySet, PortSpec, Ports, Proto, Subject,
 };
 use polc_compiler::model::{Config, EndpointRef, Model};
 use polc_compiler::raw::Object;
@@ -25,16 +25,14 @@ use std::net::Ipv4Addr;
 use z3::SatResult;
 use z3::ast::Bool;
 
-/// Runs the check on the policy objects.
-pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<Diagnostic> {
-    let (set, _) = polc_compiler::lower::lower(objects, version);
-    if set
-        .rules
-        .iter()
-        .any(|r| !r.requires.ingress.is_empty() || !r.requires.egress.is_empty())
-    {
-        return Vec::new();
-    }
+/// Runs the check on a lowered policy set without `fromRequires`/`toRequires` (the objects it
+/// came from serve the replays).
+pub fn check(
+    set: &PolicySet,
+    objects: &[Object],
+    version: CiliumVersion,
+    limits: Limits,
+) -> Vec<Diagnostic> {
     // Deny items by direction and by the namespace their rule's subject pins (`None`: the
     // subject spans namespaces).
     type DenyIndex<'a> = HashMap<(Direction, Option<&'a str>), Vec<(usize, usize)>>;
@@ -119,16 +117,11 @@ pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<
                 continue;
             }
             let Some(model) = z.get_model() else { continue };
-            let Some(example) = witness(&v, &model) else {
-                continue;
-            };
-            let Some((decision, text)) = replay(objects, version, &example, item.direction, None)
+            let want = (Verdict::Deny, Why::DenyRule);
+            let Some(text) = confirm(objects, version, &v, &model, item.direction, None, want)
             else {
                 continue;
             };
-            if decision.verdict != Verdict::Deny || decision.why != Why::DenyRule {
-                continue;
-            }
             let mut d = Diagnostic::new(
                 Code::ShadowedAllow,
                 item.loc,
@@ -157,7 +150,7 @@ pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<
 }
 
 /// A concrete flow read off a model.
-pub(crate) struct Witness {
+struct Witness {
     x: BTreeMap<String, String>,
     p: BTreeMap<String, String>,
     kind: u64,
@@ -166,7 +159,7 @@ pub(crate) struct Witness {
     port: u16,
 }
 
-pub(crate) fn witness(v: &FlowVars, m: &z3::Model) -> Option<Witness> {
+fn witness(v: &FlowVars, m: &z3::Model) -> Option<Witness> {
     let labels = |l: &flow::Labels| -> Option<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         for (k, (has, val)) in l.keys() {
@@ -228,9 +221,25 @@ fn pod_yaml(name: &str, ip: &str, labels: &BTreeMap<String, String>) -> Option<S
     ))
 }
 
+/// Reads the witness flow off a model, replays it (see [`replay`]) and describes it when
+/// the witness endpoint's decision is `want`; `None` drops the finding.
+pub(crate) fn confirm(
+    objects: &[Object],
+    version: CiliumVersion,
+    v: &FlowVars,
+    model: &z3::Model,
+    dir: Direction,
+    request: Option<Request>,
+    want: (Verdict, Why),
+) -> Option<String> {
+    let w = witness(v, model)?;
+    let (decision, text) = replay(objects, version, &w, dir, request)?;
+    (decision.verdict == want.0 && decision.why == want.1).then_some(text)
+}
+
 /// Builds a two-node cluster with the witness's pods, judges the flow (with `request`, if
 /// any), and returns the witness endpoint's decision and a description of the flow.
-pub(crate) fn replay(
+fn replay(
     objects: &[Object],
     version: CiliumVersion,
     w: &Witness,
@@ -455,13 +464,14 @@ mod tests {
         let mut sources = SourceMap::new();
         sources.add(SourceFile::new("p.yaml", yaml.to_string()));
         let (objects, diags) = polc_compiler::lint(&sources, &polc_compiler::Options::default());
+        let (set, _) = polc_compiler::lower::lower(&objects, CiliumVersion::V1_19);
         assert!(
             diags
                 .iter()
                 .all(|d| d.severity != polc_compiler::diag::Severity::Error),
             "{diags:?}"
         );
-        check(&objects, CiliumVersion::V1_19, Limits::default())
+        check(&set, &objects, CiliumVersion::V1_19, Limits::default())
     }
 
     const ALLOW: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a, namespace: shop}\nspec:\n  endpointSelector: {matchLabels: {app: api}}\n  ingress:\n  - fromEndpoints: [{matchLabels: {app: web}}]\n    toPorts: [{ports: [{port: \"8000\", endPort: 8100, protocol: TCP}]}]\n";

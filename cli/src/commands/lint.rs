@@ -64,18 +64,8 @@ pub fn verify(
     objects: &[polc_compiler::raw::Object],
     opts: &Options,
 ) -> Vec<polc_compiler::diag::Diagnostic> {
-    let (policies, _) = polc_compiler::lower::lower(objects, opts.version);
-    let mut out = polc_verifier::checks::check(&policies, polc_verifier::Limits::default());
-    out.extend(polc_verifier::shadow::check(
-        objects,
-        opts.version,
-        polc_verifier::Limits::default(),
-    ));
-    out.extend(polc_verifier::bypass::check(
-        objects,
-        opts.version,
-        polc_verifier::Limits::default(),
-    ));
+    let mut out =
+        polc_verifier::checks::check(objects, opts.version, polc_verifier::Limits::default());
     // With inventory objects among the inputs, the concrete checks too.
     if objects
         .iter()
