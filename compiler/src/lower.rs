@@ -27,14 +27,15 @@ use crate::ir::{
 use crate::labels::{Label, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE, split_selector_key};
 use crate::raw::decode::{IntOrString, Labels, Spanned};
 use crate::raw::objects::{NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec};
-use crate::raw::policy::{
-    self as rp, CidrRule, EgressRule, FqdnSelector, IcmpRule, IngressRule, LabelSelector,
-};
+use crate::raw::policy::Section;
+use crate::raw::policy::{self as rp, CidrRule, FqdnSelector, IcmpRule, LabelSelector};
 use crate::raw::{Body, Kind, Object};
 use crate::source::Loc;
+use crate::validate::rule::{Item as RawItem, items as raw_items};
 use crate::validate::{syntax, tables};
 use crate::version::CiliumVersion;
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -263,73 +264,6 @@ fn subject_selector(sel: &LabelSelector, scope: Scope<'_>) -> Selector {
     Selector::new(reqs)
 }
 
-/// The peer fields of an ingress or egress item, side by side.
-struct ItemView<'a> {
-    endpoints: Option<&'a Spanned<Vec<LabelSelector>>>,
-    requires: Option<&'a Spanned<Vec<LabelSelector>>>,
-    cidr: Option<&'a Spanned<Vec<Spanned<String>>>>,
-    cidr_set: Option<&'a Spanned<Vec<CidrRule>>>,
-    entities: Option<&'a Spanned<Vec<Spanned<String>>>>,
-    groups: Option<&'a Spanned<Vec<rp::Groups>>>,
-    nodes: Option<&'a Spanned<Vec<LabelSelector>>>,
-    services: Option<&'a Spanned<Vec<rp::Service>>>,
-    fqdns: Option<&'a Spanned<Vec<FqdnSelector>>>,
-    to_ports: Option<&'a Spanned<Vec<rp::PortRule>>>,
-    icmps: Option<&'a Spanned<Vec<IcmpRule>>>,
-    auth: Option<&'a Spanned<rp::Authentication>>,
-    loc: Loc,
-}
-
-impl<'a> ItemView<'a> {
-    fn ingress(r: &'a IngressRule) -> Self {
-        ItemView {
-            endpoints: r.from_endpoints.as_ref(),
-            requires: r.from_requires.as_ref(),
-            cidr: r.from_cidr.as_ref(),
-            cidr_set: r.from_cidr_set.as_ref(),
-            entities: r.from_entities.as_ref(),
-            groups: r.from_groups.as_ref(),
-            nodes: r.from_nodes.as_ref(),
-            services: None,
-            fqdns: None,
-            to_ports: r.to_ports.as_ref(),
-            icmps: r.icmps.as_ref(),
-            auth: r.authentication.as_ref(),
-            loc: r.loc,
-        }
-    }
-
-    fn egress(r: &'a EgressRule) -> Self {
-        ItemView {
-            endpoints: r.to_endpoints.as_ref(),
-            requires: r.to_requires.as_ref(),
-            cidr: r.to_cidr.as_ref(),
-            cidr_set: r.to_cidr_set.as_ref(),
-            entities: r.to_entities.as_ref(),
-            groups: r.to_groups.as_ref(),
-            nodes: r.to_nodes.as_ref(),
-            services: r.to_services.as_ref(),
-            fqdns: r.to_fqdns.as_ref(),
-            to_ports: r.to_ports.as_ref(),
-            icmps: r.icmps.as_ref(),
-            auth: r.authentication.as_ref(),
-            loc: r.loc,
-        }
-    }
-
-    /// Whether any L3 field is written (even as an empty list).
-    fn has_peer_field(&self) -> bool {
-        self.endpoints.is_some()
-            || self.cidr.is_some()
-            || self.cidr_set.is_some()
-            || self.entities.is_some()
-            || self.groups.is_some()
-            || self.nodes.is_some()
-            || self.services.is_some()
-            || self.fqdns.is_some()
-    }
-}
-
 impl Lower<'_> {
     fn rule(&mut self, origin: Origin, rule: &rp::Rule, scope: Scope<'_>) -> Option<Rule> {
         let scope = match scope {
@@ -354,56 +288,24 @@ impl Lower<'_> {
         };
         let mut items = Vec::new();
         let mut requires = PerDir::<Vec<Selector>>::default();
-        let sections: [(&str, Direction, bool, Vec<ItemView<'_>>); 4] = [
-            (
-                "ingress",
-                Direction::Ingress,
-                false,
-                rule.ingress
-                    .iter()
-                    .flat_map(|v| v.iter().map(ItemView::ingress))
-                    .collect(),
-            ),
-            (
-                "ingressDeny",
-                Direction::Ingress,
-                true,
-                rule.ingress_deny
-                    .iter()
-                    .flat_map(|v| v.iter().map(|d| ItemView::ingress(&d.0)))
-                    .collect(),
-            ),
-            (
-                "egress",
-                Direction::Egress,
-                false,
-                rule.egress
-                    .iter()
-                    .flat_map(|v| v.iter().map(ItemView::egress))
-                    .collect(),
-            ),
-            (
-                "egressDeny",
-                Direction::Egress,
-                true,
-                rule.egress_deny
-                    .iter()
-                    .flat_map(|v| v.iter().map(|d| ItemView::egress(&d.0)))
-                    .collect(),
-            ),
-        ];
-        for (name, dir, deny, views) in &sections {
-            for (i, view) in views.iter().enumerate() {
-                let path = format!("{}.{name}[{i}]", origin.path);
-                if let Some(req) = view.requires
-                    && self.version <= CiliumVersion::V1_18
-                {
-                    requires
-                        .get_mut(*dir)
-                        .extend(req.iter().map(|s| peer_selector(s, scope)));
-                }
-                items.push(self.item(view, *dir, *deny, path, scope));
+        let mut index: HashMap<Section, usize> = HashMap::new();
+        for view in raw_items(rule) {
+            let n = index.entry(view.section).or_default();
+            let path = format!("{}.{}[{n}]", origin.path, view.section.name());
+            *n += 1;
+            let dir = if view.section.is_ingress() {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            };
+            if let Some(req) = view.requires
+                && self.version <= CiliumVersion::V1_18
+            {
+                requires
+                    .get_mut(dir)
+                    .extend(req.iter().map(|s| peer_selector(s, scope)));
             }
+            items.push(self.item(&view, dir, view.section.is_deny(), path, scope));
         }
         let dd = rule.enable_default_deny.as_ref();
         Some(Rule {
@@ -421,7 +323,7 @@ impl Lower<'_> {
 
     fn item(
         &mut self,
-        v: &ItemView<'_>,
+        v: &RawItem<'_>,
         direction: Direction,
         deny: bool,
         path: String,
@@ -434,7 +336,7 @@ impl Lower<'_> {
         };
         let ports = self.ports(v.to_ports, v.icmps, deny);
         let auth = match v
-            .auth
+            .authentication
             .and_then(|a| a.mode.as_ref())
             .map(|m| m.value.as_str())
         {
@@ -454,7 +356,7 @@ impl Lower<'_> {
         }
     }
 
-    fn peers(&mut self, v: &ItemView<'_>, scope: Scope<'_>) -> Vec<Peer> {
+    fn peers(&mut self, v: &RawItem<'_>, scope: Scope<'_>) -> Vec<Peer> {
         let mut out = Vec::new();
         for s in v.endpoints.iter().flat_map(|s| s.iter()) {
             out.push(Peer {

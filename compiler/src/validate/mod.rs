@@ -8,7 +8,7 @@
 mod goregex;
 mod knp;
 mod ports;
-mod rule;
+pub(crate) mod rule;
 mod selector;
 pub mod syntax;
 pub mod tables;

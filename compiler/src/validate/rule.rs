@@ -81,7 +81,19 @@ impl<'a> Item<'a> {
         }
     }
 
-    /// The peer fields that are present: (field name, key location, number of entries).
+    /// Whether any peer field decoded (even as an empty list): the item's L3 part is then
+    /// written, not "unspecified".
+    pub(crate) fn has_peer_field(&self) -> bool {
+        self.endpoints.is_some()
+            || self.cidr.is_some()
+            || self.cidr_set.is_some()
+            || self.entities.is_some()
+            || self.groups.is_some()
+            || self.nodes.is_some()
+            || self.services.is_some()
+            || self.fqdns.is_some()
+    }
+
     /// The peer fields that are written: (field name, key location, number of entries).
     /// The count is `None` for a field whose value could not be decoded (already reported).
     fn peers(&self) -> Vec<(String, Loc, Option<usize>)> {
@@ -105,6 +117,38 @@ impl<'a> Item<'a> {
         add("FQDNs", self.fqdns.map(|x| (x.key, x.len())));
         out
     }
+}
+
+/// Every item of a rule, in section order: ingress, ingressDeny, egress, egressDeny.
+pub(crate) fn items(rule: &Rule) -> Vec<Item<'_>> {
+    let ingress = |section, r| Item::ingress(section, r);
+    let egress = |section, r| Item::egress(section, r);
+    let mut out: Vec<Item<'_>> = Vec::new();
+    out.extend(
+        rule.ingress
+            .iter()
+            .flat_map(|s| s.iter())
+            .map(|r| ingress(Section::Ingress, r)),
+    );
+    out.extend(
+        rule.ingress_deny
+            .iter()
+            .flat_map(|s| s.iter())
+            .map(|r| ingress(Section::IngressDeny, &r.0)),
+    );
+    out.extend(
+        rule.egress
+            .iter()
+            .flat_map(|s| s.iter())
+            .map(|r| egress(Section::Egress, r)),
+    );
+    out.extend(
+        rule.egress_deny
+            .iter()
+            .flat_map(|s| s.iter())
+            .map(|r| egress(Section::EgressDeny, &r.0)),
+    );
+    out
 }
 
 /// Validates one rule of a CNP or CCNP. `anchor` is where to point for the rule as a whole.
@@ -264,17 +308,8 @@ pub(crate) fn check_rule(v: &mut V<'_>, obj: &Object, rule: &Rule, anchor: Loc) 
         }
     }
 
-    for r in rule.ingress.iter().flat_map(|s| s.iter()) {
-        check_item(v, obj, &Item::ingress(Section::Ingress, r), host);
-    }
-    for r in rule.ingress_deny.iter().flat_map(|s| s.iter()) {
-        check_item(v, obj, &Item::ingress(Section::IngressDeny, &r.0), host);
-    }
-    for r in rule.egress.iter().flat_map(|s| s.iter()) {
-        check_item(v, obj, &Item::egress(Section::Egress, r), host);
-    }
-    for r in rule.egress_deny.iter().flat_map(|s| s.iter()) {
-        check_item(v, obj, &Item::egress(Section::EgressDeny, &r.0), host);
+    for item in items(rule) {
+        check_item(v, obj, &item, host);
     }
     ports::check_l7_conflicts(
         v,
