@@ -6,7 +6,8 @@
 //! dropped unless the evaluator allows it.
 
 use crate::flow::{self, Encoded, FlowVars};
-use crate::shadow::{confirm, may_overlap};
+use crate::replay::confirm;
+use crate::shadow::may_overlap;
 use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Request, Verdict, Why, l7_allows};
@@ -101,7 +102,8 @@ pub fn check(
                 z.assert(c);
             }
             z.assert(Bool::or(&any));
-            if z.check() != SatResult::Sat {
+            let prefs = v.preferences();
+            if crate::check_preferring(&z, &prefs) != SatResult::Sat {
                 continue;
             }
             let Some(model) = z.get_model() else { continue };

@@ -8,11 +8,11 @@
 //! selectors, other entities) is [`Encoded::Unknown`]; callers decide how to be conservative.
 
 use polc_compiler::ir::{
-    CidrPeer, Entity, Item, L7, Op, PeerKind, Peers, PortSpec, Ports, Redirect, Requirement,
-    Selector,
+    CidrPeer, Entity, Item, L7, Op, PeerKind, Peers, PortRule, PortSpec, Ports, Redirect,
+    Requirement, Selector,
 };
 use std::collections::BTreeMap;
-use z3::ast::{BV, Bool, String as Str};
+use z3::ast::{BV, Bool, Regexp, String as Str};
 
 /// What the remote end is.
 pub const KIND_POD: u64 = 0;
@@ -104,6 +104,25 @@ impl FlowVars {
             let (has_ns, ns) = labels.get("io.kubernetes.pod.namespace").clone();
             parts.push(has_ns);
             parts.push(ns.eq(Str::from("")).not());
+            // Kubernetes labels every namespace with its own name.
+            let (has_name, name) = labels
+                .get("io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name")
+                .clone();
+            parts.push(has_name);
+            parts.push(name.eq(&ns));
+            let (has_sa, sa) = labels.get("io.cilium.k8s.policy.serviceaccount").clone();
+            parts.push(has_sa);
+            // Namespace and service account names are DNS labels.
+            let dns_label = || {
+                let alnum = Regexp::union(&[Regexp::range(&'a', &'z'), Regexp::range(&'0', &'9')]);
+                let inner = Regexp::union(&[alnum.clone(), Regexp::literal("-")]);
+                Regexp::concat(&[
+                    alnum.clone(),
+                    Regexp::concat(&[inner.r#loop(0, 61), alnum]).option(),
+                ])
+            };
+            parts.push(ns.regex_matches(&dns_label()));
+            parts.push(sa.regex_matches(&dns_label()));
             let (has_c, c) = labels.get("io.cilium.k8s.policy.cluster").clone();
             parts.push(has_c);
             parts.push(c.eq(Str::from(cluster)));
@@ -113,12 +132,64 @@ impl FlowVars {
             .map(|n| self.proto.eq(BV::from_u64(*n, 8)))
             .collect();
         parts.push(Bool::or(&protos));
+        // ICMP types fit a byte; other protocols have no port 0.
+        let icmp = Bool::or(&[
+            self.proto.eq(BV::from_u64(1, 8)),
+            self.proto.eq(BV::from_u64(58, 8)),
+        ]);
+        parts.push(icmp.implies(self.port.bvule(BV::from_u64(255, 16))));
+        parts.push(icmp.not().implies(self.port.bvuge(BV::from_u64(1, 16))));
         Bool::and(&parts)
     }
 
-    fn kind_is(&self, k: u64) -> Bool {
+    /// Whether the remote end is of kind `k`.
+    pub fn kind_is(&self, k: u64) -> Bool {
         self.kind.eq(BV::from_u64(k, 2))
     }
+
+    /// What a readable example has: both pods run as the `default` service account.
+    pub fn preferences(&mut self) -> Vec<Bool> {
+        let mut out = Vec::new();
+        for labels in [&mut self.x, &mut self.p] {
+            let (_, sa) = labels.get("io.cilium.k8s.policy.serviceaccount").clone();
+            out.push(sa.eq(Str::from("default")));
+        }
+        out
+    }
+
+    /// Exchanges the two ends' labels: the remote pod becomes the endpoint, so the other
+    /// end's policy can be encoded over the same variables (a pod-to-pod flow is judged at
+    /// the source's egress and at the destination's ingress).
+    pub fn swap_ends(&mut self) {
+        std::mem::swap(&mut self.x, &mut self.p);
+    }
+
+    /// Every label value used so far is one Kubernetes accepts (at most 63 characters of
+    /// letters, digits, `-`, `_` and `.`), so a witness can be built as real objects. Call
+    /// it after encoding everything else.
+    pub fn values_valid(&self) -> Bool {
+        let ch = Regexp::union(&[
+            Regexp::range(&'a', &'z'),
+            Regexp::range(&'A', &'Z'),
+            Regexp::range(&'0', &'9'),
+            Regexp::literal("-"),
+            Regexp::literal("_"),
+            Regexp::literal("."),
+        ]);
+        let value = ch.r#loop(0, 63);
+        let parts: Vec<Bool> = [&self.x, &self.p]
+            .iter()
+            .flat_map(|l| l.keys.values())
+            .map(|(_, val)| val.regex_matches(&value))
+            .collect();
+        Bool::and(&parts)
+    }
+}
+
+/// A list of requirements over one end's labels.
+pub fn requirements(labels: &mut Labels, reqs: &[Requirement]) -> Bool {
+    let parts: Vec<Bool> = reqs.iter().map(|r| requirement(labels, r)).collect();
+    Bool::and(&parts)
 }
 
 fn requirement(labels: &mut Labels, r: &Requirement) -> Bool {
@@ -206,6 +277,39 @@ pub fn peer(v: &mut FlowVars, p: &PeerKind) -> Encoded {
     }
 }
 
+/// An item's L3 part: whether one of its peers matches the remote end.
+pub fn l3(v: &mut FlowVars, it: &Item) -> Encoded {
+    match &it.peers {
+        Peers::Any => Encoded::Exact(Bool::from_bool(true)),
+        Peers::List(peers) => {
+            let mut any = Vec::new();
+            for p in peers {
+                match peer(v, &p.kind) {
+                    Encoded::Exact(b) => any.push(b),
+                    Encoded::Unknown => return Encoded::Unknown,
+                }
+            }
+            Encoded::Exact(Bool::or(&any))
+        }
+    }
+}
+
+/// One port rule's protocol and port range.
+pub fn port_rule(v: &FlowVars, p: &PortRule) -> Encoded {
+    let PortSpec::Range(a, b) = p.port else {
+        return Encoded::Unknown;
+    };
+    let proto = v.proto.eq(BV::from_u64(u64::from(p.proto.number()), 8));
+    if (a, b) == (0, 0) {
+        return Encoded::Exact(proto);
+    }
+    Encoded::Exact(Bool::and(&[
+        proto,
+        v.port.bvuge(BV::from_u64(u64::from(a), 16)),
+        v.port.bvule(BV::from_u64(u64::from(b.max(a)), 16)),
+    ]))
+}
+
 /// An item's L3 and L4 parts.
 pub fn item(v: &mut FlowVars, it: &Item) -> Encoded {
     item_where(v, it, None)
@@ -215,18 +319,8 @@ pub fn item(v: &mut FlowVars, it: &Item) -> Encoded {
 /// (`Some(true)`), those without any redirect (`Some(false)`, where an L3-only item counts),
 /// or all of them (`None`).
 pub fn item_where(v: &mut FlowVars, it: &Item, http: Option<bool>) -> Encoded {
-    let l3 = match &it.peers {
-        Peers::Any => Bool::from_bool(true),
-        Peers::List(peers) => {
-            let mut any = Vec::new();
-            for p in peers {
-                match peer(v, &p.kind) {
-                    Encoded::Exact(b) => any.push(b),
-                    Encoded::Unknown => return Encoded::Unknown,
-                }
-            }
-            Bool::or(&any)
-        }
+    let Encoded::Exact(l3) = l3(v, it) else {
+        return Encoded::Unknown;
     };
     let l4 = match &it.ports {
         Ports::Any => Bool::from_bool(http != Some(true)),
@@ -239,19 +333,10 @@ pub fn item_where(v: &mut FlowVars, it: &Item, http: Option<bool>) -> Encoded {
                     Some(false) if p.redirect.is_some() => continue,
                     _ => {}
                 }
-                let PortSpec::Range(a, b) = p.port else {
-                    return Encoded::Unknown;
-                };
-                let proto = v.proto.eq(BV::from_u64(u64::from(p.proto.number()), 8));
-                let port = if (a, b) == (0, 0) {
-                    Bool::from_bool(true)
-                } else {
-                    Bool::and(&[
-                        v.port.bvuge(BV::from_u64(u64::from(a), 16)),
-                        v.port.bvule(BV::from_u64(u64::from(b.max(a)), 16)),
-                    ])
-                };
-                any.push(Bool::and(&[proto, port]));
+                match port_rule(v, p) {
+                    Encoded::Exact(b) => any.push(b),
+                    Encoded::Unknown => return Encoded::Unknown,
+                }
             }
             Bool::or(&any)
         }

@@ -11,7 +11,11 @@
 pub mod bypass;
 pub mod checks;
 pub mod concrete;
+pub mod decision;
+pub mod expect;
 pub mod flow;
+pub mod regex;
+pub mod replay;
 pub mod selector;
 pub mod shadow;
 
@@ -51,4 +55,13 @@ fn solver(limits: Limits) -> z3::Solver {
     params.set_u32("timeout", ms);
     s.set_params(&params);
     s
+}
+
+/// Checks, preferring a model where `prefs` hold (plain names for the example's pods): with
+/// them as assumptions first, and without when they cannot all hold.
+fn check_preferring(z: &z3::Solver, prefs: &[z3::ast::Bool]) -> z3::SatResult {
+    match z.check_assumptions(prefs) {
+        z3::SatResult::Unsat => z.check(),
+        other => other,
+    }
 }

@@ -8,20 +8,17 @@
 //! the reference evaluator on a cluster built from the solver's witness, and dropped unless
 //! the evaluator denies it by a deny rule.
 
-use crate::flow::{self, Encoded, FlowVars, KIND_HOST, KIND_POD, KIND_REMOTE_NODE, KIND_WORLD};
+use crate::flow::{self, Encoded, FlowVars};
+use crate::replay::confirm;
 use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
-use polc_compiler::eval::{self, Decision, Flow, Peer, Request, Verdict, Why};
+use polc_compiler::eval::{Verdict, Why};
 use polc_compiler::ir::{
-    Direction, Entity, Item, PeerKind, Peers, PolicySet, PortSpec, Ports, Proto, Subject,
+    Direction, Entity, Item, PeerKind, Peers, PolicySet, PortSpec, Ports, Subject,
 };
-use polc_compiler::model::{Config, EndpointRef, Model};
 use polc_compiler::raw::Object;
-use polc_compiler::source::{FileId, SourceFile};
 use polc_compiler::version::CiliumVersion;
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::collections::HashMap;
 use z3::SatResult;
 use z3::ast::Bool;
 
@@ -113,7 +110,8 @@ pub fn check(
             z.assert(&wf);
             z.assert(&s);
             z.assert(&a);
-            if z.check() != SatResult::Sat {
+            let prefs = v.preferences();
+            if crate::check_preferring(&z, &prefs) != SatResult::Sat {
                 continue;
             }
             let Some(model) = z.get_model() else { continue };
@@ -147,231 +145,6 @@ pub fn check(
         }
     }
     out
-}
-
-/// A concrete flow read off a model.
-struct Witness {
-    x: BTreeMap<String, String>,
-    p: BTreeMap<String, String>,
-    kind: u64,
-    addr: Ipv4Addr,
-    proto: u8,
-    port: u16,
-}
-
-fn witness(v: &FlowVars, m: &z3::Model) -> Option<Witness> {
-    let labels = |l: &flow::Labels| -> Option<BTreeMap<String, String>> {
-        let mut out = BTreeMap::new();
-        for (k, (has, val)) in l.keys() {
-            if m.eval(has, true)?.as_bool()? {
-                out.insert(k.clone(), m.eval(val, true)?.as_string()?);
-            }
-        }
-        Some(out)
-    };
-    let num = |b: &z3::ast::BV| m.eval(b, true).and_then(|x| x.as_u64());
-    Some(Witness {
-        x: labels(&v.x)?,
-        p: labels(&v.p)?,
-        kind: num(&v.kind)?,
-        addr: Ipv4Addr::from(u32::try_from(num(&v.addr)?).ok()?),
-        proto: u8::try_from(num(&v.proto)?).ok()?,
-        port: u16::try_from(num(&v.port)?).ok()?,
-    })
-}
-
-fn valid_value(s: &str) -> bool {
-    s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-/// A Pod (and its Namespace) with the witness's labels, as YAML.
-fn pod_yaml(name: &str, ip: &str, labels: &BTreeMap<String, String>) -> Option<String> {
-    let ns = labels.get("io.kubernetes.pod.namespace")?.clone();
-    let mut pod_labels = String::new();
-    let mut ns_labels = format!("    kubernetes.io/metadata.name: \"{ns}\"\n");
-    let mut sa = "default".to_string();
-    for (k, v) in labels {
-        if !valid_value(v) {
-            return None;
-        }
-        if let Some(nk) = k.strip_prefix("io.cilium.k8s.namespace.labels.") {
-            if nk != "kubernetes.io/metadata.name" {
-                let _ = writeln!(ns_labels, "    \"{nk}\": \"{v}\"");
-            } else if *v != ns {
-                return None;
-            }
-        } else if k == "io.cilium.k8s.policy.serviceaccount" {
-            sa = v.clone();
-        } else if !k.starts_with("io.kubernetes.pod.namespace")
-            && !k.starts_with("io.cilium.k8s.policy.cluster")
-        {
-            let _ = writeln!(pod_labels, "    \"{k}\": \"{v}\"");
-        }
-    }
-    if sa.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: \"{ns}\"\n  labels:\n{ns_labels}\
-         ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: \"{ns}\"\n  \
-         labels:\n    polc-witness: \"{name}\"\n{pod_labels}spec:\n  nodeName: n1\n  \
-         serviceAccountName: \"{sa}\"\nstatus:\n  podIP: {ip}\n"
-    ))
-}
-
-/// Reads the witness flow off a model, replays it (see [`replay`]) and describes it when
-/// the witness endpoint's decision is `want`; `None` drops the finding.
-pub(crate) fn confirm(
-    objects: &[Object],
-    version: CiliumVersion,
-    v: &FlowVars,
-    model: &z3::Model,
-    dir: Direction,
-    request: Option<Request>,
-    want: (Verdict, Why),
-) -> Option<String> {
-    let w = witness(v, model)?;
-    let (decision, text) = replay(objects, version, &w, dir, request)?;
-    (decision.verdict == want.0 && decision.why == want.1).then_some(text)
-}
-
-/// Builds a two-node cluster with the witness's pods, judges the flow (with `request`, if
-/// any), and returns the witness endpoint's decision and a description of the flow.
-fn replay(
-    objects: &[Object],
-    version: CiliumVersion,
-    w: &Witness,
-    dir: Direction,
-    request: Option<Request>,
-) -> Option<(Decision, String)> {
-    let mut text = String::from(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  addresses:\n  - type: \
-         InternalIP\n    address: 172.31.255.1\n---\napiVersion: v1\nkind: Node\nmetadata:\n  \
-         name: n2\nstatus:\n  addresses:\n  - type: InternalIP\n    address: 172.31.255.2\n",
-    );
-    text.push_str(&pod_yaml("witness-x", "10.255.0.10", &w.x)?);
-    if w.kind == KIND_POD {
-        let same_ns =
-            w.x.get("io.kubernetes.pod.namespace") == w.p.get("io.kubernetes.pod.namespace");
-        if same_ns {
-            // One namespace object: the pods must agree on its labels.
-            let ns_labels = |l: &BTreeMap<String, String>| -> Vec<(String, String)> {
-                l.iter()
-                    .filter(|(k, _)| k.starts_with("io.cilium.k8s.namespace.labels."))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            };
-            if ns_labels(&w.x) != ns_labels(&w.p) {
-                return None;
-            }
-        }
-        let p = pod_yaml("witness-p", "10.255.0.11", &w.p)?;
-        // Drop the duplicate Namespace document when both pods share it.
-        let p = if same_ns {
-            p.split("---\napiVersion: v1\nkind: Pod")
-                .nth(1)
-                .map(|rest| format!("---\napiVersion: v1\nkind: Pod{rest}"))?
-        } else {
-            p
-        };
-        text.push_str(&p);
-    }
-    let file = SourceFile::new("<witness>", text);
-    let (inventory, diags) =
-        polc_compiler::read_file(FileId(0), &file, &polc_compiler::Options::default());
-    if !diags.is_empty() {
-        return None;
-    }
-    // Only the policies that can select the witness pods: those of their namespaces and the
-    // clusterwide ones (and the CIDR groups).
-    let namespaces: Vec<&String> = [&w.x, &w.p]
-        .iter()
-        .filter_map(|l| l.get("io.kubernetes.pod.namespace"))
-        .collect();
-    let mut all: Vec<Object> = objects
-        .iter()
-        .filter(|o| o.kind.is_policy())
-        .filter(|o| !o.kind.is_namespaced() || namespaces.iter().any(|n| *n == o.namespace()))
-        .cloned()
-        .collect();
-    all.extend(inventory);
-    let config = Config {
-        version,
-        dual_stack: Some(false),
-        ..Config::default()
-    };
-    let (model, _) = Model::build(&all, config);
-    let find = |name: &str| model.inventory.pods.iter().position(|p| p.name == name);
-    let x = Peer::Pod(find("witness-x")?);
-    let other = match w.kind {
-        KIND_POD => Peer::Pod(find("witness-p")?),
-        KIND_WORLD => Peer::External(std::net::IpAddr::V4(w.addr)),
-        KIND_HOST => Peer::Host(model.inventory.nodes.iter().position(|n| n.name == "n1")?),
-        KIND_REMOTE_NODE => Peer::Host(model.inventory.nodes.iter().position(|n| n.name == "n2")?),
-        _ => return None,
-    };
-    // A world address that is a cluster address is not the flow the solver meant.
-    if w.kind == KIND_WORLD
-        && !matches!(
-            eval::locate(&model, std::net::IpAddr::V4(w.addr)),
-            Peer::External(_)
-        )
-    {
-        return None;
-    }
-    let proto = Proto::from_number(w.proto)?;
-    let port = if matches!(proto, Proto::Icmp | Proto::Icmpv6) {
-        w.port & 0xff
-    } else {
-        w.port.max(1)
-    };
-    let (src, dst) = match dir {
-        Direction::Ingress => (other, x),
-        Direction::Egress => (x, other),
-    };
-    let f = Flow {
-        src,
-        dst,
-        proto,
-        port,
-        request,
-    };
-    let outcome = eval::decide(&model, &f);
-    let xs = EndpointRef::Pod(find("witness-x")?);
-    let at_x = outcome
-        .decisions
-        .iter()
-        .find(|d| d.endpoint == xs && d.direction == dir)?
-        .clone();
-    let describe = |p: Peer, labels: &BTreeMap<String, String>| match p {
-        Peer::Pod(_) => {
-            let shown: Vec<String> = labels
-                .iter()
-                .filter(|(k, _)| !k.starts_with("io.cilium.k8s.policy.cluster"))
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            format!("a pod with {{{}}}", shown.join(","))
-        }
-        Peer::Host(0) => "the local host".to_string(),
-        Peer::Host(_) => "a remote node".to_string(),
-        Peer::External(ip) => ip.to_string(),
-    };
-    let (sl, dl) = match dir {
-        Direction::Ingress => (&w.p, &w.x),
-        Direction::Egress => (&w.x, &w.p),
-    };
-    Some((
-        at_x,
-        format!(
-            "{} -> {} {}/{}",
-            describe(src, sl),
-            describe(dst, dl),
-            proto.name(),
-            port
-        ),
-    ))
 }
 
 /// The kinds of remote end an item's peers can match: pod, world, host, remote node.
@@ -458,7 +231,7 @@ pub(crate) fn may_overlap(a: &Item, d: &Item) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use polc_compiler::source::SourceMap;
+    use polc_compiler::source::{SourceFile, SourceMap};
 
     fn findings(yaml: &str) -> Vec<Diagnostic> {
         let mut sources = SourceMap::new();

@@ -38,6 +38,8 @@ pub struct Loaded {
     pub model: Model,
     /// The file ids of `extra` paths, in order.
     pub extra: Vec<FileId>,
+    /// The objects read (policies and inventory), for the verifier's replays.
+    pub objects: Vec<polc_compiler::raw::Object>,
 }
 
 /// Reads the policies, the inventory and `extra` files (flows), lints them, and builds the
@@ -113,6 +115,7 @@ pub fn load(
         sources: inputs.sources,
         model,
         extra,
+        objects,
     })
 }
 

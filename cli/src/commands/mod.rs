@@ -8,4 +8,5 @@ pub mod explain_code;
 pub mod r#gen;
 pub mod graph;
 pub mod lint;
+pub mod symbolic;
 pub mod test;

@@ -7,15 +7,19 @@
 //! rule boundaries (every port range's ends, named ports' numbers) get the same verdict, and
 //! so do two outside addresses in the same class of policy prefixes. Each flow is judged by
 //! the reference evaluator; the first flow that contradicts an expectation is printed with the
-//! rules that decided it. Symbolic mode (no inventory) needs the verifier's flow encoding.
+//! rules that decided it. Symbolic mode (no inventory): the verifier checks each expectation
+//! for every pod that could exist (`commands::symbolic`); an expectation it cannot decide is
+//! reported as unknown, never as holding.
 
 use super::cluster::{self, ClusterArgs, Loaded};
+use super::symbolic;
 use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
 use polc_compiler::CiliumVersion;
-use polc_compiler::eval::{self, Flow, Peer, Request, Verdict};
+use polc_compiler::eval::{self, Flow, Peer, Verdict};
 use polc_compiler::ir::{PortSpec, Ports, Proto};
 use polc_compiler::model::Model;
-use polc_grammar::polt::{self, Endpoint, Expectation, L7Request, PoltFile};
+use polc_grammar::polt::{self, Endpoint, Expectation, PoltFile};
+use polc_verifier::Limits;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -23,7 +27,10 @@ use std::path::{Path, PathBuf};
 
 /// Arguments of `polc test`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit codes: 0 every expectation holds, 1 one fails, 2 bad input.")]
+#[command(
+    after_help = "Exit codes: 0 every expectation holds, 1 one fails or is unknown, 2 bad \
+    input."
+)]
 pub struct TestArgs {
     /// `.polt` files, or directories searched for them.
     #[arg(required = true, value_name = "PATH")]
@@ -37,6 +44,10 @@ pub struct TestArgs {
     /// The Cilium release whose semantics apply: 1.17, 1.18 or 1.19.
     #[arg(long, default_value = "1.19", value_name = "VERSION")]
     pub cilium_version: CiliumVersion,
+    /// The longest one solver query may take in symbolic mode, in seconds (an expectation
+    /// that runs out of time is reported as unknown).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub timeout: f64,
 }
 
 fn polt_files(paths: &[PathBuf]) -> Vec<PathBuf> {
@@ -69,7 +80,17 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         )?;
         return Ok(EXIT_USAGE);
     }
-    let (mut passed, mut failed) = (0usize, 0usize);
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        writeln!(
+            io.stderr,
+            "polc: error: --timeout must be a positive number of seconds"
+        )?;
+        return Ok(EXIT_USAGE);
+    }
+    let limits = Limits {
+        timeout: std::time::Duration::from_secs_f64(args.timeout.min(86_400.0)),
+    };
+    let (mut passed, mut failed, mut unknown) = (0usize, 0usize, 0usize);
     for file in &files {
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
@@ -118,16 +139,7 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             )?;
             return Ok(EXIT_USAGE);
         }
-        if inventory.is_empty() {
-            writeln!(
-                io.stderr,
-                "polc: error: {}: symbolic policy tests (without an inventory) need the \
-                 verifier's flow encoding, which is not built yet; add `inventory \"PATH\"` or \
-                 pass --inventory",
-                file.display()
-            )?;
-            return Ok(EXIT_USAGE);
-        }
+        let symbolic = inventory.is_empty();
         let cargs = ClusterArgs {
             policies,
             inventory,
@@ -138,16 +150,30 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         let Some(loaded) = cluster::load(&cargs, &[], io.stdin, io.stderr) else {
             return Ok(EXIT_USAGE);
         };
-        let (p, f) = check_file(&loaded, file, &text, &parsed, io)?;
+        let (p, f, u) = if symbolic {
+            check_file_symbolic(&loaded, file, &text, &parsed, limits, io)?
+        } else {
+            let (p, f) = check_file(&loaded, file, &text, &parsed, io)?;
+            (p, f, 0)
+        };
         passed += p;
         failed += f;
+        unknown += u;
     }
-    writeln!(
-        io.stdout,
-        "{} expectations, {passed} hold, {failed} fail",
-        passed + failed
-    )?;
-    Ok(if failed > 0 {
+    if unknown > 0 {
+        writeln!(
+            io.stdout,
+            "{} expectations, {passed} hold, {failed} fail, {unknown} unknown",
+            passed + failed + unknown
+        )?;
+    } else {
+        writeln!(
+            io.stdout,
+            "{} expectations, {passed} hold, {failed} fail",
+            passed + failed
+        )?;
+    }
+    Ok(if failed + unknown > 0 {
         EXIT_FINDINGS
     } else {
         EXIT_CLEAN
@@ -162,6 +188,42 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
         .map_or(before.len(), |i| before.len() - i - 1)
         + 1;
     (line, col)
+}
+
+/// Checks a file's expectations with the verifier; returns (hold, fail, unknown).
+fn check_file_symbolic(
+    loaded: &Loaded,
+    file: &Path,
+    text: &str,
+    parsed: &PoltFile,
+    limits: Limits,
+    io: &mut Io<'_>,
+) -> anyhow::Result<(usize, usize, usize)> {
+    let (mut passed, mut failed, mut unknown) = (0, 0, 0);
+    for e in &parsed.expectations {
+        let (line, _) = line_col(text, e.span.0);
+        let source = text[e.span.0..e.span.1].trim();
+        let at = format!("{}:{line} {source}", file.display());
+        match symbolic::check(loaded, e, limits) {
+            symbolic::Result::Holds => {
+                passed += 1;
+                writeln!(io.stdout, "ok   {at}")?;
+            }
+            symbolic::Result::Fails(msg) => {
+                failed += 1;
+                writeln!(io.stdout, "FAIL {at}\n{msg}")?;
+            }
+            symbolic::Result::Error(msg) => {
+                failed += 1;
+                writeln!(io.stdout, "FAIL {at}\n  {msg}")?;
+            }
+            symbolic::Result::Unknown(msg) => {
+                unknown += 1;
+                writeln!(io.stdout, "UNKNOWN {at}\n{msg}")?;
+            }
+        }
+    }
+    Ok((passed, failed, unknown))
 }
 
 fn check_file(
@@ -201,26 +263,7 @@ fn counterexample(model: &Model, e: &Expectation) -> Result<Option<String>, Stri
     let sources = ends(model, &e.from);
     let dests = ends(model, &e.to);
     let ports = port_points(model, &e.ports);
-    let request = e.l7.as_ref().map(|r| match r {
-        L7Request::Http {
-            method,
-            path,
-            host,
-            headers,
-        } => Request::Http {
-            method: method.clone(),
-            path: path.clone(),
-            host: host.clone().unwrap_or_default(),
-            headers: headers
-                .iter()
-                .map(|h| match h.split_once(':') {
-                    Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
-                    None => (h.trim().to_string(), String::new()),
-                })
-                .collect(),
-        },
-        L7Request::Dns(q) => Request::Dns { query: q.clone() },
-    });
+    let request = e.l7.as_ref().map(symbolic::request);
     let mut flows = 0usize;
     for src in &sources {
         for dst in &dests {

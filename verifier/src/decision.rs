@@ -1,0 +1,403 @@
+//! The whole verdict of a flow as one z3 formula: the source's egress and the destination's
+//! ingress, each as `compiler::eval` decides it (policy-language §4):
+//!
+//! ```text
+//! side(x, dir) = ¬deny(x, dir) ∧ (localhost ∨ ¬enforced(x, dir) ∨ allow(x, dir))
+//! ```
+//!
+//! where `deny` and `allow` are the disjunctions, over the rules, of "the rule selects `x`
+//! and one of its items in `dir` matches the remote end, protocol and port", `enforced` says
+//! some rule selecting `x` puts `dir` into default-deny, and `localhost` is the local host
+//! reaching a pod on ingress. With a request, an allow item matches only when, on the
+//! flow's port, it has no redirect or its L7 rules allow the request (the union of §4.3).
+//!
+//! What the flow encoding cannot express (named ports, FQDN peers, IPv6 prefixes, most
+//! entities, reserved-label selectors, `fromRequires`, host policies) becomes a fresh,
+//! unconstrained boolean, noted in [`Encoder::approximations`]: an answer that holds for
+//! every value of those holds, and an example that depends on them is only believed after
+//! `eval` has replayed it.
+
+use crate::flow::{self, Encoded, FlowVars, KIND_HOST, KIND_POD, KIND_REMOTE_NODE, KIND_WORLD};
+use polc_compiler::eval::{self, Request};
+use polc_compiler::ir::{
+    Direction, Entity, HttpRule, Item, L7, PeerKind, Peers, PolicySet, PortRule, Ports, Redirect,
+    Rule, Subject,
+};
+use std::collections::BTreeMap;
+use z3::ast::{Bool, String as Str};
+
+/// Which ends of a flow are pods (with the endpoint `x` being the pod, or the source when
+/// both are), and the kind of the other end otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Pod `x` to pod `p`.
+    PodToPod,
+    /// Pod `x` to an end of the given kind (world, host, remote node).
+    PodToOutside(u64),
+    /// An end of the given kind to pod `x`.
+    OutsideToPod(u64),
+}
+
+/// A symbolic HTTP request: method, path, host, and per header name whether it is present
+/// and its value.
+pub struct HttpVars {
+    /// Method.
+    pub method: Str,
+    /// Path.
+    pub path: Str,
+    /// Host.
+    pub host: Str,
+    /// Headers by lower-case name.
+    pub headers: BTreeMap<String, (Bool, Str)>,
+}
+
+impl Default for HttpVars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpVars {
+    /// Fresh variables.
+    pub fn new() -> Self {
+        HttpVars {
+            method: Str::new_const("http:method"),
+            path: Str::new_const("http:path"),
+            host: Str::new_const("http:host"),
+            headers: BTreeMap::new(),
+        }
+    }
+
+    fn header(&mut self, name: &str) -> (Bool, Str) {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .entry(name.clone())
+            .or_insert_with(|| {
+                (
+                    Bool::new_const(format!("http:has:{name}")),
+                    Str::new_const(format!("http:hdr:{name}")),
+                )
+            })
+            .clone()
+    }
+
+    /// The fields are text a request can carry (call after encoding).
+    pub fn well_formed(&self) -> Bool {
+        let text = crate::regex::alphabet().star();
+        let nonempty = crate::regex::alphabet().plus();
+        let mut parts = vec![
+            self.method.regex_matches(&nonempty),
+            self.path.regex_matches(&text),
+            self.host.regex_matches(&text),
+        ];
+        parts.extend(self.headers.values().map(|(_, v)| v.regex_matches(&text)));
+        Bool::and(&parts)
+    }
+
+    /// The request a model gives.
+    pub fn request(&self, m: &z3::Model) -> Option<Request> {
+        let text = |s: &Str| m.eval(s, true).and_then(|v| v.as_string());
+        let mut headers = Vec::new();
+        for (name, (has, val)) in &self.headers {
+            if m.eval(has, true)?.as_bool()? {
+                headers.push((name.clone(), text(val)?));
+            }
+        }
+        Some(Request::Http {
+            method: text(&self.method)?,
+            path: text(&self.path)?,
+            host: text(&self.host)?,
+            headers,
+        })
+    }
+}
+
+/// The request a flow carries, as far as the L7 rules are concerned.
+pub enum Req<'a> {
+    /// None: the flow is judged at L4 (a redirected port counts as allowed).
+    None,
+    /// A given request.
+    Concrete(&'a Request),
+    /// Any HTTP request.
+    Http(&'a mut HttpVars),
+}
+
+/// Builds the verdict formulas of one policy set.
+pub struct Encoder<'a> {
+    set: &'a PolicySet,
+    allow_localhost: bool,
+    tag: String,
+    fresh: usize,
+    approximations: Vec<String>,
+}
+
+impl<'a> Encoder<'a> {
+    /// An encoder for `set`; `tag` keeps its fresh variables apart from another encoder's.
+    pub fn new(set: &'a PolicySet, tag: &str) -> Self {
+        Encoder {
+            set,
+            allow_localhost: true,
+            tag: tag.to_string(),
+            fresh: 0,
+            approximations: Vec::new(),
+        }
+    }
+
+    /// What the encoding had to leave free, for people (empty: the encoding is exact).
+    pub fn approximations(&self) -> &[String] {
+        &self.approximations
+    }
+
+    fn free(&mut self, why: String) -> Bool {
+        self.fresh += 1;
+        if !self.approximations.contains(&why) {
+            self.approximations.push(why);
+        }
+        Bool::new_const(format!("{}:free:{}", self.tag, self.fresh))
+    }
+
+    /// Whether the flow is allowed.
+    pub fn allowed(&mut self, v: &mut FlowVars, shape: Shape, req: &mut Req<'_>) -> Bool {
+        match shape {
+            Shape::PodToPod => {
+                let egress = self.side(v, Direction::Egress, req);
+                v.swap_ends();
+                let ingress = self.side(v, Direction::Ingress, req);
+                v.swap_ends();
+                Bool::and(&[egress, ingress])
+            }
+            Shape::PodToOutside(kind) => {
+                let egress = self.side(v, Direction::Egress, req);
+                let host = self.host_side(kind, Direction::Ingress);
+                Bool::and(&[egress, host])
+            }
+            Shape::OutsideToPod(kind) => {
+                let ingress = self.side(v, Direction::Ingress, req);
+                let host = self.host_side(kind, Direction::Egress);
+                Bool::and(&[ingress, host])
+            }
+        }
+    }
+
+    /// A host end's own decision: free when host policies could apply to it.
+    fn host_side(&mut self, kind: u64, dir: Direction) -> Bool {
+        let host_policies = self
+            .set
+            .rules
+            .iter()
+            .any(|r| matches!(r.subject, Subject::Nodes(_)) && r.has_direction(dir));
+        if kind >= KIND_HOST && host_policies {
+            self.free("host policies (the hosts' labels are not modelled)".into())
+        } else {
+            Bool::from_bool(true)
+        }
+    }
+
+    /// The decision at the endpoint `x` of `v` in one direction.
+    fn side(&mut self, v: &mut FlowVars, dir: Direction, req: &mut Req<'_>) -> Bool {
+        let set = self.set;
+        let requires = set.rules.iter().any(|r| !r.requires.get(dir).is_empty());
+        let (mut deny, mut allow, mut enforced) = (Vec::new(), Vec::new(), Vec::new());
+        for rule in &set.rules {
+            let Subject::Endpoints(sel) = &rule.subject else {
+                continue;
+            };
+            // The endpoint is a pod, which carries no reserved labels: exact.
+            let selected = flow::requirements(&mut v.x, &sel.reqs);
+            if rule.default_deny(dir) {
+                enforced.push(selected.clone());
+            }
+            for item in rule.items.iter().filter(|i| i.direction == dir) {
+                if item.selects_nothing() {
+                    continue;
+                }
+                let m = if requires {
+                    self.free(format!(
+                        "{} items under `fromRequires`/`toRequires`",
+                        dir.name()
+                    ))
+                } else if item.deny {
+                    self.deny_item(v, rule, item)
+                } else {
+                    self.allow_item(v, rule, item, req)
+                };
+                let both = Bool::and(&[selected.clone(), m]);
+                if item.deny {
+                    deny.push(both);
+                } else {
+                    allow.push(both);
+                }
+            }
+        }
+        let localhost = if dir == Direction::Ingress && self.allow_localhost {
+            v.kind_is(KIND_HOST)
+        } else {
+            Bool::from_bool(false)
+        };
+        Bool::and(&[
+            Bool::or(&deny).not(),
+            Bool::or(&[localhost, Bool::or(&enforced).not(), Bool::or(&allow)]),
+        ])
+    }
+
+    /// An allow item with the request: it matches at L3, and on the flow's port either has
+    /// no redirect or its first redirect there allows the request (as `eval` picks it).
+    fn allow_item(
+        &mut self,
+        v: &mut FlowVars,
+        rule: &Rule,
+        item: &Item,
+        req: &mut Req<'_>,
+    ) -> Bool {
+        let l3 = self.l3(v, rule, item);
+        let Ports::List(ports) = &item.ports else {
+            return l3;
+        };
+        let mut plain = Vec::new();
+        let mut earlier: Vec<Bool> = Vec::new();
+        let mut proxied = Vec::new();
+        for p in ports {
+            let l4 = self.port_rule(v, rule, p);
+            match &p.redirect {
+                None => plain.push(l4),
+                Some(redirect) => {
+                    let ok = self.redirect_allows(redirect, req);
+                    // The first redirected port rule that matches decides.
+                    let first = Bool::and(&[l4.clone(), Bool::or(&earlier).not(), ok]);
+                    proxied.push(first);
+                    earlier.push(l4);
+                }
+            }
+        }
+        let any_redirect = Bool::or(&earlier);
+        let open = Bool::and(&[any_redirect.not(), Bool::or(&plain)]);
+        Bool::and(&[l3, Bool::or(&[open, Bool::or(&proxied)])])
+    }
+
+    /// A deny item: L3 and any of its port rules.
+    fn deny_item(&mut self, v: &mut FlowVars, rule: &Rule, item: &Item) -> Bool {
+        let l3 = self.l3(v, rule, item);
+        let Ports::List(ports) = &item.ports else {
+            return l3;
+        };
+        let l4: Vec<Bool> = ports.iter().map(|p| self.port_rule(v, rule, p)).collect();
+        Bool::and(&[l3, Bool::or(&l4)])
+    }
+
+    /// An item's peers. Each peer the flow encoding cannot express is narrowed to the kinds
+    /// of remote end it can match and left free within them.
+    fn l3(&mut self, v: &mut FlowVars, rule: &Rule, item: &Item) -> Bool {
+        let Peers::List(peers) = &item.peers else {
+            return Bool::from_bool(true);
+        };
+        let mut any = Vec::new();
+        for p in peers {
+            let b = match flow::peer(v, &p.kind) {
+                Encoded::Exact(b) => b,
+                Encoded::Unknown => {
+                    let why = || format!("{} {} `{}`", rule.origin.describe(), item.path, p.kind);
+                    let not_pod = v.kind_is(KIND_POD).not();
+                    match &p.kind {
+                        // Pods carry no reserved labels: on a pod the selector is exact;
+                        // on other ends, reserved identities are left free.
+                        PeerKind::Endpoints(sel) => {
+                            let on_pod = Bool::and(&[
+                                v.kind_is(KIND_POD),
+                                flow::requirements(&mut v.p, &sel.reqs),
+                            ]);
+                            let other = Bool::and(&[not_pod, self.free(why())]);
+                            Bool::or(&[on_pod, other])
+                        }
+                        // Names resolve to outside addresses only through DNS answers.
+                        PeerKind::Fqdn(_) => Bool::and(&[v.kind_is(KIND_WORLD), self.free(why())]),
+                        PeerKind::Nodes(_) => Bool::and(&[
+                            Bool::or(&[v.kind_is(KIND_HOST), v.kind_is(KIND_REMOTE_NODE)]),
+                            self.free(why()),
+                        ]),
+                        PeerKind::Entity(Entity::KubeApiserver) => {
+                            Bool::and(&[not_pod, self.free(why())])
+                        }
+                        PeerKind::Entity(Entity::WorldIpv4) => v.kind_is(KIND_WORLD),
+                        PeerKind::Entity(Entity::ClusterMesh) => v.kind_is(KIND_WORLD).not(),
+                        // Special endpoints (health, init, ingress, unmanaged), IPv6 ends
+                        // and unresolvable peers are none of the flow's ends.
+                        PeerKind::Entity(_) | PeerKind::Unresolved(_) => Bool::from_bool(false),
+                        PeerKind::Cidr(c) if c.net.addr().is_ipv6() => Bool::from_bool(false),
+                        _ => self.free(why()),
+                    }
+                }
+            };
+            any.push(b);
+        }
+        Bool::or(&any)
+    }
+
+    /// A port rule; a named port is left free within its protocol.
+    fn port_rule(&mut self, v: &FlowVars, rule: &Rule, p: &PortRule) -> Bool {
+        match flow::port_rule(v, p) {
+            Encoded::Exact(b) => b,
+            Encoded::Unknown => {
+                let proto = v
+                    .proto
+                    .eq(z3::ast::BV::from_u64(u64::from(p.proto.number()), 8));
+                let free = self.free(describe_port(rule, p));
+                Bool::and(&[proto, free])
+            }
+        }
+    }
+
+    fn redirect_allows(&mut self, redirect: &Redirect, req: &mut Req<'_>) -> Bool {
+        match req {
+            Req::None => Bool::from_bool(true),
+            Req::Concrete(r) => Bool::from_bool(match redirect {
+                Redirect::Tls | Redirect::Listener { .. } => true,
+                Redirect::L7(l7) => eval::l7_allows(l7, r),
+            }),
+            Req::Http(h) => match redirect {
+                Redirect::Tls | Redirect::Listener { .. } => Bool::from_bool(true),
+                Redirect::L7(L7::Http(rules)) if rules.is_empty() => Bool::from_bool(true),
+                Redirect::L7(L7::Http(rules)) => {
+                    let any: Vec<Bool> = rules.iter().map(|r| self.http_rule(h, r)).collect();
+                    Bool::or(&any)
+                }
+                Redirect::L7(L7::Generic(_, rules)) => Bool::from_bool(rules.is_empty()),
+                Redirect::L7(_) => Bool::from_bool(false),
+            },
+        }
+    }
+
+    fn http_rule(&mut self, h: &mut HttpVars, r: &HttpRule) -> Bool {
+        let mut parts = Vec::new();
+        for (re, field) in [
+            (&r.method, &h.method),
+            (&r.path, &h.path),
+            (&r.host, &h.host),
+        ] {
+            let Some(re) = re else { continue };
+            match crate::regex::to_z3(re) {
+                Some(z) => parts.push(field.regex_matches(&z)),
+                None => parts.push(self.free(format!("the HTTP regex `{re}`"))),
+            }
+        }
+        for (name, want) in &r.headers {
+            let (has, val) = h.header(name);
+            parts.push(has);
+            if let Some(w) = want {
+                parts.push(val.eq(Str::from(w.as_str())));
+            }
+        }
+        Bool::and(&parts)
+    }
+}
+
+fn describe_port(rule: &Rule, p: &PortRule) -> String {
+    format!("{} port `{}` (named)", rule.origin.describe(), p.port)
+}
+
+/// The kind of the remote end a shape fixes, if any (`p` is a pod for [`Shape::PodToPod`]).
+pub fn remote_kind(shape: Shape) -> u64 {
+    match shape {
+        Shape::PodToPod => KIND_POD,
+        Shape::PodToOutside(k) | Shape::OutsideToPod(k) => k,
+    }
+}
