@@ -307,7 +307,7 @@ fn sarif_level(s: Severity) -> &'static str {
 }
 
 /// A file name as a SARIF artifact URI: forward slashes, percent-encoded where needed.
-fn sarif_uri(name: &str) -> String {
+pub(crate) fn sarif_uri(name: &str) -> String {
     let name = name.replace('\\', "/");
     let mut out = String::new();
     for b in name.bytes() {

@@ -105,11 +105,23 @@ fn a_wider_port_range_is_one_widened_class_and_the_reverse_narrows() {
 }
 
 #[test]
-fn without_an_inventory_the_diff_is_refused_for_now() {
+fn without_an_inventory_identical_sets_have_no_difference() {
     let old = root().join("policies/demo/policies");
-    let (code, _, err) = polc(&["diff", old.to_str().unwrap(), old.to_str().unwrap()], b"");
-    assert_eq!(code, 2);
-    assert!(err.contains("--inventory"), "{err}");
+    let (code, out, err) = polc(
+        &[
+            "diff",
+            old.to_str().unwrap(),
+            old.to_str().unwrap(),
+            "--fail-on",
+            "any",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("0 widened (+, newly allowed), 0 narrowed"),
+        "{out}"
+    );
 }
 
 /// `polc graph`: workloads as nodes, allowed ports on the edges, in every format.

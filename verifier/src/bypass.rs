@@ -103,7 +103,7 @@ pub fn check(
             }
             z.assert(Bool::or(&any));
             let prefs = v.preferences();
-            if crate::check_preferring(&z, &prefs) != SatResult::Sat {
+            if crate::check_preferring(&z, &[], &prefs) != SatResult::Sat {
                 continue;
             }
             let Some(model) = z.get_model() else { continue };
@@ -146,8 +146,9 @@ pub fn check(
             .label("HTTP rules bypassed")
             .help(format!(
                 "on an overlapping peer and port an item without L7 rules makes the proxy allow \
-                 every request; for example {text} with any HTTP request. Narrow the other \
-                 item's peers or ports, or give it the same HTTP rules"
+                 every request; for example {text} is allowed, though the HTTP rules reject \
+                 that request. Narrow the other item's peers or ports, or give it the same HTTP \
+                 rules"
             ));
             for (_, _, other) in hits.iter().take(5) {
                 d = d.related(other.loc, "allows the same flows without L7 rules");

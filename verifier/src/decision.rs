@@ -127,7 +127,7 @@ pub struct Encoder<'a> {
     set: &'a PolicySet,
     allow_localhost: bool,
     tag: String,
-    fresh: usize,
+    free: Vec<Bool>,
     approximations: Vec<String>,
 }
 
@@ -138,7 +138,7 @@ impl<'a> Encoder<'a> {
             set,
             allow_localhost: true,
             tag: tag.to_string(),
-            fresh: 0,
+            free: Vec::new(),
             approximations: Vec::new(),
         }
     }
@@ -148,12 +148,20 @@ impl<'a> Encoder<'a> {
         &self.approximations
     }
 
+    /// The free booleans false: how the reference evaluator sees what they stand for in a
+    /// cluster built from an example (no DNS answers, no declared named ports, no special
+    /// endpoints). Solvers prefer examples where these hold, because those replay.
+    pub fn defaults(&self) -> Vec<Bool> {
+        self.free.iter().map(Bool::not).collect()
+    }
+
     fn free(&mut self, why: String) -> Bool {
-        self.fresh += 1;
         if !self.approximations.contains(&why) {
             self.approximations.push(why);
         }
-        Bool::new_const(format!("{}:free:{}", self.tag, self.fresh))
+        let b = Bool::new_const(format!("{}:free:{}", self.tag, self.free.len()));
+        self.free.push(b.clone());
+        b
     }
 
     /// Whether the flow is allowed.
@@ -272,6 +280,31 @@ impl<'a> Encoder<'a> {
         let any_redirect = Bool::or(&earlier);
         let open = Bool::and(&[any_redirect.not(), Bool::or(&plain)]);
         Bool::and(&[l3, Bool::or(&[open, Bool::or(&proxied)])])
+    }
+
+    /// Whether an item matches the flow at L3 and L4 at the endpoint `x` (the rule's subject
+    /// is not included).
+    pub fn item_matches(&mut self, v: &mut FlowVars, rule: &Rule, item: &Item) -> Bool {
+        if item.deny {
+            self.deny_item(v, rule, item)
+        } else {
+            self.allow_item(v, rule, item, &mut Req::None)
+        }
+    }
+
+    /// Whether some rule puts the endpoint `x`'s direction into default-deny.
+    pub fn enforced(&mut self, v: &mut FlowVars, dir: Direction) -> Bool {
+        let any: Vec<Bool> = self
+            .set
+            .rules
+            .iter()
+            .filter(|r| r.default_deny(dir))
+            .filter_map(|r| match &r.subject {
+                Subject::Endpoints(sel) => Some(flow::requirements(&mut v.x, &sel.reqs)),
+                Subject::Nodes(_) => None,
+            })
+            .collect();
+        Bool::or(&any)
     }
 
     /// A deny item: L3 and any of its port rules.

@@ -118,7 +118,7 @@ pub fn check(
     };
     z.assert(&other_verdict);
     let prefs = v.preferences();
-    match crate::check_preferring(&z, &prefs) {
+    match crate::check_preferring(&z, &enc.defaults(), &prefs) {
         SatResult::Unsat => return Ok(Answer::Holds),
         SatResult::Unknown => return Ok(Answer::Unknown(reason(&z))),
         SatResult::Sat => {}

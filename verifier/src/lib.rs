@@ -12,6 +12,7 @@ pub mod bypass;
 pub mod checks;
 pub mod concrete;
 pub mod decision;
+pub mod diff;
 pub mod expect;
 pub mod flow;
 pub mod regex;
@@ -57,10 +58,22 @@ fn solver(limits: Limits) -> z3::Solver {
     s
 }
 
-/// Checks, preferring a model where `prefs` hold (plain names for the example's pods): with
-/// them as assumptions first, and without when they cannot all hold.
-fn check_preferring(z: &z3::Solver, prefs: &[z3::ast::Bool]) -> z3::SatResult {
-    match z.check_assumptions(prefs) {
+/// Checks, preferring a model where `prefs` hold: first with every preference as an
+/// assumption, then with only the `strong` ones, then with none. The preferences make an
+/// example readable (plain service accounts) and replayable (the encoding's free booleans
+/// false, as the reference evaluator sees named ports, FQDNs and special entities in a
+/// cluster built from the example).
+fn check_preferring(
+    z: &z3::Solver,
+    strong: &[z3::ast::Bool],
+    weak: &[z3::ast::Bool],
+) -> z3::SatResult {
+    let all: Vec<z3::ast::Bool> = strong.iter().chain(weak).cloned().collect();
+    let first = z.check_assumptions(&all);
+    if first != z3::SatResult::Unsat {
+        return first;
+    }
+    match z.check_assumptions(strong) {
         z3::SatResult::Unsat => z.check(),
         other => other,
     }

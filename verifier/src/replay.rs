@@ -219,13 +219,33 @@ pub(crate) fn replay(
         Direction::Ingress => (&w.p, &w.x),
         Direction::Egress => (&w.x, &w.p),
     };
-    let text = format!(
+    let mut text = format!(
         "{} -> {} {}/{}",
         describe(src, sl),
         describe(dst, dl),
         proto.name(),
         port
     );
+    match &f.request {
+        Some(Request::Http {
+            method,
+            path,
+            host,
+            headers,
+        }) => {
+            let _ = write!(text, " http {method} {path:?}");
+            if !host.is_empty() {
+                let _ = write!(text, " host {host:?}");
+            }
+            for (k, v) in headers {
+                let _ = write!(text, " header \"{k}: {v}\"");
+            }
+        }
+        Some(Request::Dns { query }) => {
+            let _ = write!(text, " dns {query:?}");
+        }
+        _ => {}
+    }
     Some(Replay {
         x: EndpointRef::Pod(find("witness-x")?),
         model,

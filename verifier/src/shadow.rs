@@ -111,7 +111,7 @@ pub fn check(
             z.assert(&s);
             z.assert(&a);
             let prefs = v.preferences();
-            if crate::check_preferring(&z, &prefs) != SatResult::Sat {
+            if crate::check_preferring(&z, &[], &prefs) != SatResult::Sat {
                 continue;
             }
             let Some(model) = z.get_model() else { continue };

@@ -5,8 +5,8 @@
 //! Concrete mode: the ends are one pod per identity (pods with the same identity get the same
 //! verdicts), every node's host, and one outside address per class of the prefixes either
 //! policy set names; the ports are exact classes (every boundary either policy set draws).
-//! Each flow is judged at L4 by the reference evaluator under both policy sets. The symbolic
-//! mode (no inventory) needs the verifier's flow encoding.
+//! Each flow is judged at L4 by the reference evaluator under both policy sets. Without an
+//! inventory the diff is symbolic (`commands::diff_symbolic`).
 
 use super::cluster::{self, ClusterArgs};
 use super::test::{family_fits, outside_addresses, port_points_of};
@@ -30,6 +30,8 @@ pub enum DiffFormat {
     Json,
     /// Markdown, for a pull-request comment.
     Markdown,
+    /// SARIF 2.1.0, for code-scanning tools.
+    Sarif,
 }
 
 /// Which changes fail the run.
@@ -68,6 +70,9 @@ pub struct DiffArgs {
     /// Exit 1 when the diff has changes of this kind.
     #[arg(long, value_enum, value_name = "KIND")]
     pub fail_on: Option<FailOn>,
+    /// The longest one solver query may take in symbolic mode, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub timeout: f64,
 }
 
 /// One change class: a source, a destination, a protocol, a port range, and which way.
@@ -83,14 +88,6 @@ struct Change {
 
 /// Runs `polc diff`.
 pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
-    if args.inventory.is_empty() {
-        writeln!(
-            io.stderr,
-            "polc: error: the symbolic diff (without an inventory) needs the verifier's flow \
-             encoding, which is not built yet; pass --inventory"
-        )?;
-        return Ok(EXIT_USAGE);
-    }
     let load = |path: &PathBuf, io: &mut Io<'_>| {
         let cargs = ClusterArgs {
             policies: vec![path.clone()],
@@ -107,12 +104,26 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let Some(new) = load(&args.new, io) else {
         return Ok(EXIT_USAGE);
     };
+    if args.inventory.is_empty() {
+        if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+            writeln!(
+                io.stderr,
+                "polc: error: --timeout must be a positive number of seconds"
+            )?;
+            return Ok(EXIT_USAGE);
+        }
+        let limits = polc_verifier::Limits {
+            timeout: std::time::Duration::from_secs_f64(args.timeout.min(86_400.0)),
+        };
+        return super::diff_symbolic::run(&old, &new, args.format, args.fail_on, limits, io);
+    }
     let changes = diff(&old.model, &new.model);
     let widened = changes.iter().filter(|c| c.widened).count();
     let narrowed = changes.len() - widened;
     let text = match args.format {
         DiffFormat::Human => human(&changes),
         DiffFormat::Markdown => markdown(&changes),
+        DiffFormat::Sarif => sarif(&changes)?,
         DiffFormat::Json => {
             let list: Vec<_> = changes
                 .iter()
@@ -291,6 +302,38 @@ fn human(changes: &[Change]) -> String {
         changes.len() - widened
     );
     s
+}
+
+/// SARIF 2.1.0: one result per change (a cluster flow has no place in the policy files).
+fn sarif(changes: &[Change]) -> anyhow::Result<String> {
+    let results: Vec<_> = changes
+        .iter()
+        .map(|c| {
+            json!({
+                "ruleId": if c.widened { "polc/diff-widened" } else { "polc/diff-narrowed" },
+                "level": if c.widened { "warning" } else { "note" },
+                "message": {"text": format!(
+                    "{} -> {} {}: {} (e.g. {})",
+                    c.src,
+                    c.dst,
+                    ports_text(c),
+                    if c.widened { "newly allowed" } else { "newly denied" },
+                    c.example
+                )},
+            })
+        })
+        .collect();
+    let doc = json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "polc", "version": env!("CARGO_PKG_VERSION")}},
+            "results": results,
+        }],
+    });
+    let mut s = serde_json::to_string_pretty(&doc)?;
+    s.push('\n');
+    Ok(s)
 }
 
 fn markdown(changes: &[Change]) -> String {

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod compile;
 pub mod diff;
+pub mod diff_symbolic;
 pub mod explain;
 pub mod explain_code;
 pub mod r#gen;

@@ -1,0 +1,428 @@
+//! The semantic diff of two policy sets for every pod that could exist: the flows NEW allows
+//! that OLD denied (widened) and the reverse (narrowed), grouped into classes by the rule
+//! that makes the difference, each with one example flow replayed through `eval` under both
+//! sets.
+//!
+//! Every changed flow is attributed to a rule that changed (a rule of a policy whose text
+//! differs between the two sets, or that only one of them has). A widened flow is allowed by
+//! NEW and denied by OLD at some end; there OLD denied it by a deny item, which NEW no longer
+//! has, or by default-deny, and NEW allows it through an allow item, which OLD did not have,
+//! or leaves the end unenforced, which a rule OLD had made default-deny. So the classes are:
+//! the allow items of NEW's changed rules, the deny items of OLD's changed rules, and the
+//! enforcement of OLD's changed rules (narrowed: the same with OLD and NEW swapped). For each
+//! class the solver is asked for a changed flow the class's item or rule takes part in, once
+//! per kind of flow (pod to pod, to and from the outside, the host, remote nodes). A second
+//! round asks the same with a symbolic HTTP request for flows both sets allow at L4 whose
+//! requests they judge differently.
+
+use crate::decision::{Encoder, HttpVars, Req, Shape};
+use crate::flow::{self, FlowVars, KIND_HOST, KIND_REMOTE_NODE, KIND_WORLD};
+use crate::replay::{Replay, replay, witness};
+use crate::{Limits, solver};
+use polc_compiler::eval::Verdict;
+use polc_compiler::ir::{
+    Direction, Item, L7, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Redirect, Rule, Selector,
+    Subject,
+};
+use polc_compiler::raw::Object;
+use polc_compiler::version::CiliumVersion;
+use z3::SatResult;
+use z3::ast::Bool;
+
+/// One side of the comparison.
+pub struct Side<'a> {
+    /// The lowered policies.
+    pub set: &'a PolicySet,
+    /// The objects they came from (for replays).
+    pub objects: &'a [Object],
+    /// Whether each rule (by index into `set.rules`) belongs to a policy the other side does
+    /// not have in the same form.
+    pub changed: Vec<bool>,
+}
+
+/// What makes a class of changed flows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// An allow item of a changed rule (of NEW when widened, of OLD when narrowed).
+    Allow,
+    /// A deny item of a changed rule (of OLD when widened, of NEW when narrowed).
+    Deny,
+    /// The default-deny a changed rule gives its subjects (OLD's when widened: no longer
+    /// enforced; NEW's when narrowed: newly enforced).
+    Enforcement,
+}
+
+/// A class of changed flows.
+pub struct Class {
+    /// Flows NEW allows and OLD denied (`true`), or the reverse.
+    pub widened: bool,
+    /// What makes the class.
+    pub cause: Cause,
+    /// The rule: `CiliumNetworkPolicy shop/api spec.ingress[0]` (the rule path for
+    /// enforcement).
+    pub rule: String,
+    /// Where the item (or the rule, for enforcement) is.
+    pub loc: polc_compiler::source::Loc,
+    /// Whether `loc` is in NEW's files (else OLD's).
+    pub in_new: bool,
+    /// The pods the rule applies to.
+    pub subject: String,
+    /// The direction.
+    pub direction: Direction,
+    /// The item's peers, for people (`*` for every peer).
+    pub peers: String,
+    /// The item's ports (`*` for every port).
+    pub ports: String,
+    /// Whether the difference is in the HTTP requests allowed (both sets allow at L4).
+    pub l7: bool,
+    /// The example flow, replayed under NEW (the example's text and verdicts).
+    pub example: Replay,
+    /// The example's verdict under OLD.
+    pub old_verdict: Verdict,
+}
+
+/// The diff.
+#[derive(Default)]
+pub struct Diff {
+    /// The classes of changed flows.
+    pub classes: Vec<Class>,
+    /// Questions the solver could not answer, or examples that did not replay, for people.
+    pub unknown: Vec<String>,
+    /// Internal errors: the evaluator disagreed with an exact encoding.
+    pub internal: Vec<String>,
+}
+
+const SHAPES: [Shape; 7] = [
+    Shape::PodToPod,
+    Shape::PodToOutside(KIND_WORLD),
+    Shape::OutsideToPod(KIND_WORLD),
+    Shape::PodToOutside(KIND_HOST),
+    Shape::OutsideToPod(KIND_HOST),
+    Shape::PodToOutside(KIND_REMOTE_NODE),
+    Shape::OutsideToPod(KIND_REMOTE_NODE),
+];
+
+/// Compares two policy sets.
+pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limits) -> Diff {
+    let mut out = Diff::default();
+    let http = has_http(old) || has_http(new);
+    for widened in [true, false] {
+        let (before, after) = if widened { (old, new) } else { (new, old) };
+        // (cause, side whose rule it is, rule index, item index)
+        let mut sources: Vec<(Cause, &Side<'_>, usize, Option<usize>)> = Vec::new();
+        for (ri, r) in after.set.rules.iter().enumerate() {
+            if after.changed[ri] {
+                for (ii, it) in r.items.iter().enumerate() {
+                    if !it.deny && !it.selects_nothing() {
+                        sources.push((Cause::Allow, after, ri, Some(ii)));
+                    }
+                }
+            }
+        }
+        for (ri, r) in before.set.rules.iter().enumerate() {
+            if before.changed[ri] {
+                for (ii, it) in r.items.iter().enumerate() {
+                    if it.deny && !it.selects_nothing() {
+                        sources.push((Cause::Deny, before, ri, Some(ii)));
+                    }
+                }
+                if Direction::BOTH.iter().any(|d| r.default_deny(*d)) {
+                    sources.push((Cause::Enforcement, before, ri, None));
+                }
+            }
+        }
+        for (cause, side, ri, ii) in sources {
+            let rule = &side.set.rules[ri];
+            let Subject::Endpoints(_) = &rule.subject else {
+                continue;
+            };
+            let dirs: Vec<Direction> = match ii {
+                Some(i) => vec![rule.items[i].direction],
+                None => Direction::BOTH
+                    .iter()
+                    .copied()
+                    .filter(|d| rule.default_deny(*d))
+                    .collect(),
+            };
+            for dir in dirs {
+                for l7 in [false, true] {
+                    if l7 && !http {
+                        continue;
+                    }
+                    let q = Query {
+                        widened,
+                        cause: cause.clone(),
+                        rule,
+                        item: ii.map(|i| &rule.items[i]),
+                        dir,
+                        l7,
+                    };
+                    if let Some(found) = q.run(old, new, version, limits, &mut out) {
+                        out.classes.push(found);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn has_http(side: &Side<'_>) -> bool {
+    side.set.rules.iter().enumerate().any(|(ri, r)| {
+        side.changed[ri]
+            && r.items.iter().any(|i| {
+                matches!(&i.ports, Ports::List(p)
+                    if p.iter().any(|p| matches!(p.redirect, Some(Redirect::L7(L7::Http(_))))))
+            })
+    })
+}
+
+/// One class's question.
+struct Query<'a> {
+    widened: bool,
+    cause: Cause,
+    rule: &'a Rule,
+    item: Option<&'a Item>,
+    dir: Direction,
+    l7: bool,
+}
+
+impl Query<'_> {
+    /// Asks for an example of the class, trying each kind of flow in turn.
+    fn run(
+        &self,
+        old: &Side<'_>,
+        new: &Side<'_>,
+        version: CiliumVersion,
+        limits: Limits,
+        out: &mut Diff,
+    ) -> Option<Class> {
+        for shape in SHAPES {
+            // The rule's end: the source for egress, the destination for ingress.
+            let swap = match (shape, self.dir) {
+                (Shape::PodToPod, Direction::Egress) => false,
+                (Shape::PodToPod, Direction::Ingress) => true,
+                (Shape::PodToOutside(_), Direction::Egress) => false,
+                (Shape::OutsideToPod(_), Direction::Ingress) => false,
+                _ => continue,
+            };
+            if let Some(c) = self.ask(shape, swap, old, new, version, limits, out) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ask(
+        &self,
+        shape: Shape,
+        swap: bool,
+        old: &Side<'_>,
+        new: &Side<'_>,
+        version: CiliumVersion,
+        limits: Limits,
+        out: &mut Diff,
+    ) -> Option<Class> {
+        let mut v = FlowVars::new();
+        let mut parts = vec![v.well_formed("default")];
+        parts.push(v.kind_is(crate::decision::remote_kind(shape)));
+        let mut h = HttpVars::new();
+        let mut eo = Encoder::new(old.set, "old");
+        let mut en = Encoder::new(new.set, "new");
+        let (ao, an) = if self.l7 {
+            let l4o = eo.allowed(&mut v, shape, &mut Req::None);
+            let l4n = en.allowed(&mut v, shape, &mut Req::None);
+            parts.push(l4o);
+            parts.push(l4n);
+            (
+                eo.allowed(&mut v, shape, &mut Req::Http(&mut h)),
+                en.allowed(&mut v, shape, &mut Req::Http(&mut h)),
+            )
+        } else {
+            (
+                eo.allowed(&mut v, shape, &mut Req::None),
+                en.allowed(&mut v, shape, &mut Req::None),
+            )
+        };
+        let changed = if self.widened {
+            Bool::and(&[an, ao.not()])
+        } else {
+            Bool::and(&[ao, an.not()])
+        };
+        parts.push(changed);
+        // The class: the rule's subject at its end, and its item (or its enforcement).
+        if swap {
+            v.swap_ends();
+        }
+        let Subject::Endpoints(sel) = &self.rule.subject else {
+            return None;
+        };
+        parts.push(flow::requirements(&mut v.x, &sel.reqs));
+        if self.cause == Cause::Enforcement {
+            // Only where the other side does not enforce this direction on the pod: the
+            // default-deny itself is what changed.
+            let other = if self.widened { new.set } else { old.set };
+            let mut enc = Encoder::new(other, "class");
+            parts.push(enc.enforced(&mut v, self.dir).not());
+        }
+        if let Some(item) = self.item {
+            let mut enc = Encoder::new(
+                if self.cause == Cause::Allow {
+                    if self.widened { new.set } else { old.set }
+                } else if self.widened {
+                    old.set
+                } else {
+                    new.set
+                },
+                "class",
+            );
+            parts.push(enc.item_matches(&mut v, self.rule, item));
+        }
+        if swap {
+            v.swap_ends();
+        }
+        if self.l7 {
+            parts.push(h.well_formed());
+        }
+        parts.push(v.values_valid());
+        let z = solver(limits);
+        z.assert(Bool::and(&parts));
+        let prefs = v.preferences();
+        let defaults: Vec<Bool> = eo.defaults().into_iter().chain(en.defaults()).collect();
+        match crate::check_preferring(&z, &defaults, &prefs) {
+            SatResult::Unsat => return None,
+            SatResult::Unknown => {
+                out.unknown.push(format!(
+                    "{}: {}",
+                    self.describe_rule(),
+                    z.get_reason_unknown()
+                        .unwrap_or_else(|| "the solver gave up".into())
+                ));
+                return None;
+            }
+            SatResult::Sat => {}
+        }
+        let model = z.get_model()?;
+        let w = witness(&v, &model)?;
+        let request = if self.l7 { h.request(&model) } else { None };
+        let dir = match shape {
+            Shape::OutsideToPod(_) => Direction::Ingress,
+            _ => Direction::Egress,
+        };
+        let r_old = replay(old.objects, version, &w, dir, request.clone());
+        let r_new = replay(new.objects, version, &w, dir, request);
+        let want = if self.widened {
+            (Verdict::Deny, Verdict::Allow)
+        } else {
+            (Verdict::Allow, Verdict::Deny)
+        };
+        let approximate = !eo.approximations().is_empty() || !en.approximations().is_empty();
+        match (r_old, r_new) {
+            (Some(o), Some(n)) if (o.outcome.verdict, n.outcome.verdict) == want => {
+                let old_verdict = o.outcome.verdict;
+                Some(Class {
+                    widened: self.widened,
+                    cause: self.cause.clone(),
+                    rule: self.describe_rule(),
+                    loc: self.item.map_or(self.rule.origin.loc, |i| i.loc),
+                    in_new: self.widened == (self.cause == Cause::Allow),
+                    subject: pods_text(sel),
+                    direction: self.dir,
+                    peers: self.item.map_or("*".into(), peers_text),
+                    ports: self.item.map_or("*".into(), ports_text),
+                    l7: self.l7,
+                    example: n,
+                    old_verdict,
+                })
+            }
+            (o, n) => {
+                let said = |r: &Option<Replay>| {
+                    r.as_ref().map_or("no cluster".to_string(), |r| {
+                        r.outcome.verdict.name().into()
+                    })
+                };
+                let text = n
+                    .as_ref()
+                    .or(o.as_ref())
+                    .map_or(String::new(), |r| r.text.clone());
+                let msg = format!(
+                    "{}: the solver's example {text} gets `{}` under OLD and `{}` under NEW \
+                     from the evaluator",
+                    self.describe_rule(),
+                    said(&o),
+                    said(&n)
+                );
+                if approximate || o.is_none() || n.is_none() {
+                    out.unknown.push(msg);
+                } else {
+                    out.internal.push(msg);
+                }
+                None
+            }
+        }
+    }
+
+    fn describe_rule(&self) -> String {
+        match self.item {
+            Some(i) => format!("{} {}", self.rule.origin.describe(), i.path),
+            None => format!("{} {}", self.rule.origin.describe(), self.rule.origin.path),
+        }
+    }
+}
+
+/// A selector the way `.polt` files write pods: `shop/{app=api}`, `*/{}` for every pod.
+/// Reserved-label selectors keep their sources.
+pub fn pods_text(sel: &Selector) -> String {
+    const NS: &str = "io.kubernetes.pod.namespace";
+    let ns = sel.pinned(NS);
+    let reqs: Vec<String> = sel
+        .reqs
+        .iter()
+        .filter(|r| !(ns.is_some() && r.bare_key() == NS && r.op == Op::In))
+        .map(|r| {
+            let key = if matches!(r.source(), "k8s" | "any") {
+                r.bare_key()
+            } else {
+                r.key.as_str()
+            };
+            match r.op {
+                Op::In if r.values.len() == 1 => format!("{key}={}", r.values[0]),
+                Op::In => format!("{key} in ({})", r.values.join(",")),
+                Op::NotIn if r.values.len() == 1 => format!("{key}!={}", r.values[0]),
+                Op::NotIn => format!("{key} notin ({})", r.values.join(",")),
+                Op::Exists => key.to_string(),
+                Op::DoesNotExist => format!("!{key}"),
+            }
+        })
+        .collect();
+    format!("{}/{{{}}}", ns.unwrap_or("*"), reqs.join(","))
+}
+
+fn peers_text(i: &Item) -> String {
+    match &i.peers {
+        Peers::Any => "*".into(),
+        Peers::List(p) => p
+            .iter()
+            .map(|p| match &p.kind {
+                PeerKind::Endpoints(sel) => pods_text(sel),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+fn ports_text(i: &Item) -> String {
+    match &i.ports {
+        Ports::Any => "*".into(),
+        Ports::List(p) => p
+            .iter()
+            .map(|p| match p.port {
+                PortSpec::Range(0, 0) => p.proto.name().to_string(),
+                _ => format!("{}/{}", p.proto.name(), p.port),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
