@@ -516,6 +516,14 @@ codes! {
          every request for the overlap: the HTTP rules restrict nothing there. The verifier \
          finds such an overlap for some pod that could exist and replays one flow, with a \
          request the HTTP rules reject, through the reference evaluator.";
+    RedundantAllow = "V0406", "redundant-allow", Note,
+        "Other allow rules already allow every flow an allow item allows.",
+        "The verifier proves, for every pod that could exist, that each flow the item allows is \
+         also allowed, without an L7 proxy, by other items of rules selecting the same pods, and \
+         that removing the item keeps its pods' default-deny. The item changes no verdict. Items \
+         are judged in order: of two equal items the first is reported, and removing every \
+         reported item together is safe. The finding gives one flow, replayed through the \
+         reference evaluator, that another item allows too.";
     UnknownEndpoint = "Q0401", "unknown-endpoint", Error,
         "A flow names a pod, node or address polc cannot place.",
         "`from` and `to` are `NAMESPACE/POD`, `host/NODE` (that node's host), or an IP address. \

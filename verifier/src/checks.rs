@@ -11,9 +11,16 @@ use polc_compiler::version::CiliumVersion;
 use std::collections::{HashMap, HashSet};
 
 /// Runs every symbolic check on the policy objects (lowered once here). The flow checks
-/// (shadowing, bypass) replay their examples with `objects`; they are skipped when a rule has
+/// (shadowing, bypass, redundancy) replay their examples with `objects`; they are skipped when a rule has
 /// `fromRequires`/`toRequires`, which the flow encoding does not model.
+///
+/// The checks run on a thread of their own, so z3 starts from a fresh context each time and
+/// the same input gives the same examples.
 pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<Diagnostic> {
+    crate::fresh_context(|| check_here(objects, version, limits))
+}
+
+fn check_here(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<Diagnostic> {
     let (set, _) = polc_compiler::lower::lower(objects, version);
     let mut out = contradictory_selectors(&set, limits);
     let requires = set
@@ -21,8 +28,13 @@ pub fn check(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec<
         .iter()
         .any(|r| !r.requires.ingress.is_empty() || !r.requires.egress.is_empty());
     if !requires {
-        out.extend(crate::shadow::check(&set, objects, version, limits));
+        let shadowed = crate::shadow::check(&set, objects, version, limits);
+        let skip: HashSet<Loc> = shadowed.iter().map(|d| d.loc).collect();
+        out.extend(shadowed);
         out.extend(crate::bypass::check(&set, objects, version, limits));
+        out.extend(crate::redundant::check(
+            &set, objects, version, limits, &skip,
+        ));
     }
     out
 }

@@ -15,6 +15,7 @@ pub mod decision;
 pub mod diff;
 pub mod expect;
 pub mod flow;
+pub mod redundant;
 pub mod regex;
 pub mod replay;
 pub mod selector;
@@ -76,5 +77,32 @@ fn check_preferring(
     match z.check_assumptions(strong) {
         z3::SatResult::Unsat => z.check(),
         other => other,
+    }
+}
+
+/// Runs `f` on a new thread, with z3's thread-local context fresh: z3's answers (which
+/// example it picks) depend on everything the context has seen, so work that must be
+/// reproducible starts from scratch. A panic in `f` is passed on.
+pub fn fresh_context<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let job = std::sync::Mutex::new(Some(f));
+    let run = || {
+        let f = job.lock().ok().and_then(|mut j| j.take());
+        f.map(|f| f())
+    };
+    let out = std::thread::scope(|s| {
+        let worker = std::thread::Builder::new()
+            .name("polc-z3".into())
+            .stack_size(256 << 20)
+            .spawn_scoped(s, run);
+        match worker.map(|h| h.join()) {
+            Ok(Ok(v)) => v,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // No thread to be had: run here, with the context as it is.
+            Err(_) => None,
+        }
+    });
+    match out {
+        Some(v) => v,
+        None => run().unwrap_or_else(|| unreachable!("the job runs exactly once")),
     }
 }
