@@ -483,6 +483,12 @@ codes! {
          default). When the computed entries exceed it, the agent fails to regenerate the \
          endpoint, which keeps its previous policy (or, with lockdown enabled, drops all \
          traffic). Reduce the identities times ports a rule selects, or raise the map size.";
+    Undecided = "V0400", "undecided", Note,
+        "The verifier could not decide a check within its time limit.",
+        "Each verifier question has a time limit (`--timeout`, 10 s by default). When z3 runs \
+         out of time or gives up, polc does not know the answer, and says so here rather than \
+         treating the check as passed: the item may or may not have the problem the check looks \
+         for. Raise `--timeout`, or split very large selectors and port lists.";
     ContradictorySelector = "V0401", "contradictory-selector", Warning,
         "A label selector no pod can ever satisfy.",
         "The verifier proves that the selector's requirements contradict each other for every \

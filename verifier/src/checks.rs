@@ -55,13 +55,27 @@ fn worth_asking(sel: &Selector) -> bool {
 
 /// V0401: subjects and endpoint peers that no pod can satisfy.
 fn contradictory_selectors(policies: &PolicySet, limits: Limits) -> Vec<Diagnostic> {
-    let mut answers: HashMap<Selector, bool> = HashMap::new();
+    let mut answers: HashMap<Selector, Answer<()>> = HashMap::new();
     let mut out = Vec::new();
     let mut report = |sel: &Selector, loc: Loc, what: &str, effect: &str| {
-        let unsat = *answers
+        let answer = answers
             .entry(sel.clone())
-            .or_insert_with(|| satisfiable(sel, limits).0 == Answer::Violated(()));
-        if unsat {
+            .or_insert_with(|| satisfiable(sel, limits).0)
+            .clone();
+        if let Answer::Unknown(why) = &answer {
+            out.push(
+                Diagnostic::new(
+                    Code::Undecided,
+                    loc,
+                    format!(
+                        "the verifier could not decide whether any pod satisfies `{sel}`: {why}"
+                    ),
+                )
+                .label("undecided")
+                .help("raise `--timeout` to give the solver more time"),
+            );
+        }
+        if answer == Answer::Violated(()) {
             out.push(
                 Diagnostic::new(
                     Code::ContradictorySelector,

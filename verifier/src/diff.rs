@@ -290,7 +290,7 @@ impl Query<'_> {
         z.assert(Bool::and(&parts));
         let prefs = v.preferences();
         let defaults: Vec<Bool> = eo.defaults().into_iter().chain(en.defaults()).collect();
-        match crate::check_preferring(&z, &defaults, &prefs) {
+        match crate::check_preferring("diff", &z, &defaults, &prefs) {
             SatResult::Unsat => return None,
             SatResult::Unknown => {
                 out.unknown.push(format!(

@@ -107,7 +107,7 @@ pub fn check(
 
     let z = solver(limits);
     z.assert(&described);
-    match z.check() {
+    match crate::check("expect", &z) {
         SatResult::Unsat => return Err(Refusal::NoFlow),
         SatResult::Unknown => return Ok(Answer::Unknown(reason(&z))),
         SatResult::Sat => {}
@@ -118,7 +118,7 @@ pub fn check(
     };
     z.assert(&other_verdict);
     let prefs = v.preferences();
-    match crate::check_preferring(&z, &enc.defaults(), &prefs) {
+    match crate::check_preferring("expect", &z, &enc.defaults(), &prefs) {
         SatResult::Unsat => return Ok(Answer::Holds),
         SatResult::Unknown => return Ok(Answer::Unknown(reason(&z))),
         SatResult::Sat => {}

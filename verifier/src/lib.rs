@@ -65,10 +65,12 @@ fn solver(limits: Limits) -> z3::Solver {
 /// false, as the reference evaluator sees named ports, FQDNs and special entities in a
 /// cluster built from the example).
 fn check_preferring(
+    kind: &str,
     z: &z3::Solver,
     strong: &[z3::ast::Bool],
     weak: &[z3::ast::Bool],
 ) -> z3::SatResult {
+    smt::record(kind, z);
     let all: Vec<z3::ast::Bool> = strong.iter().chain(weak).cloned().collect();
     let first = z.check_assumptions(&all);
     if first != z3::SatResult::Unsat {
@@ -105,4 +107,65 @@ pub fn fresh_context<T: Send>(f: impl FnOnce() -> T + Send) -> T {
         Some(v) => v,
         None => run().unwrap_or_else(|| unreachable!("the job runs exactly once")),
     }
+}
+
+/// Checks the solver's assertions, recording the query (see [`smt`]).
+fn check(kind: &str, z: &z3::Solver) -> z3::SatResult {
+    smt::record(kind, z);
+    z.check()
+}
+
+/// The SMT-LIB text of the queries the checks ask, for `--emit-smt`: recording is off until
+/// [`smt::start`], and [`smt::take`] hands the queries over.
+pub mod smt {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static QUERIES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+    /// Starts recording.
+    pub fn start() {
+        ON.store(true, Ordering::SeqCst);
+    }
+
+    /// The queries recorded so far, as (file name, SMT-LIB text), in the order asked.
+    pub fn take() -> Vec<(String, String)> {
+        QUERIES
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn record(kind: &str, z: &z3::Solver) {
+        if !ON.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(mut q) = QUERIES.lock() {
+            let name = format!("{:05}-{kind}.smt2", q.len() + 1);
+            q.push((
+                name,
+                format!("; polc {kind} query\n{z}\n(check-sat)\n(get-model)\n"),
+            ));
+        }
+    }
+}
+
+/// A V0400 note: the question about the item at `loc` got no answer in time.
+fn undecided(
+    loc: polc_compiler::source::Loc,
+    check: &str,
+    z: &z3::Solver,
+) -> polc_compiler::diag::Diagnostic {
+    polc_compiler::diag::Diagnostic::new(
+        polc_compiler::diag::Code::Undecided,
+        loc,
+        format!(
+            "the verifier could not decide the {check} check here: {}",
+            z.get_reason_unknown()
+                .unwrap_or_else(|| "the solver gave up".into())
+        ),
+    )
+    .label("undecided")
+    .help("raise `--timeout` to give the solver more time; until then nothing is known here")
 }

@@ -169,8 +169,13 @@ pub fn check(
             z.assert(&s);
             z.assert(&fa);
             z.assert(Bool::or(&covers).not());
-            if z.check() != SatResult::Unsat {
-                continue;
+            match crate::check("redundant", &z) {
+                SatResult::Unsat => {}
+                SatResult::Unknown => {
+                    out.push(crate::undecided(a.loc, "redundant-allow", &z));
+                    continue;
+                }
+                SatResult::Sat => continue,
             }
             // An example flow of the item, allowed by another item too.
             let z = solver(limits);
@@ -179,7 +184,7 @@ pub fn check(
             z.assert(&fa);
             z.assert(v.values_valid());
             let prefs = v.preferences();
-            if crate::check_preferring(&z, &[], &prefs) != SatResult::Sat {
+            if crate::check_preferring("redundant", &z, &[], &prefs) != SatResult::Sat {
                 continue;
             }
             let Some(model) = z.get_model() else { continue };

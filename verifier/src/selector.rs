@@ -66,7 +66,7 @@ pub fn satisfiable(sel: &Selector, limits: Limits) -> (Answer<()>, Option<Witnes
     for r in &sel.reqs {
         s.assert(requirement(r, &labels));
     }
-    match s.check() {
+    match crate::check("selector", &s) {
         SatResult::Unsat => (Answer::Violated(()), None),
         SatResult::Unknown => (
             Answer::Unknown(s.get_reason_unknown().unwrap_or_else(|| "unknown".into())),

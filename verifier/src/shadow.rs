@@ -102,8 +102,13 @@ pub fn check(
             z.assert(&s);
             z.assert(&a);
             z.assert(Bool::or(&denies).not());
-            if z.check() != SatResult::Unsat {
-                continue;
+            match crate::check("shadow", &z) {
+                SatResult::Unsat => {}
+                SatResult::Unknown => {
+                    out.push(crate::undecided(item.loc, "shadowed-allow", &z));
+                    continue;
+                }
+                SatResult::Sat => continue,
             }
             // An example flow of the item (it exists unless the item is empty).
             let z = solver(limits);
@@ -111,7 +116,7 @@ pub fn check(
             z.assert(&s);
             z.assert(&a);
             let prefs = v.preferences();
-            if crate::check_preferring(&z, &[], &prefs) != SatResult::Sat {
+            if crate::check_preferring("shadow", &z, &[], &prefs) != SatResult::Sat {
                 continue;
             }
             let Some(model) = z.get_model() else { continue };

@@ -73,6 +73,9 @@ pub struct DiffArgs {
     /// The longest one solver query may take in symbolic mode, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub timeout: f64,
+    /// Write the SMT-LIB text of every solver query into this directory (symbolic mode).
+    #[arg(long, value_name = "DIR")]
+    pub emit_smt: Option<PathBuf>,
 }
 
 /// One change class: a source, a destination, a protocol, a port range, and which way.
@@ -105,17 +108,20 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         return Ok(EXIT_USAGE);
     };
     if args.inventory.is_empty() {
-        if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        let Some(limits) = super::symbolic::limits(args.timeout) else {
             writeln!(
                 io.stderr,
                 "polc: error: --timeout must be a positive number of seconds"
             )?;
             return Ok(EXIT_USAGE);
-        }
-        let limits = polc_verifier::Limits {
-            timeout: std::time::Duration::from_secs_f64(args.timeout.min(86_400.0)),
         };
-        return super::diff_symbolic::run(&old, &new, args.format, args.fail_on, limits, io);
+        super::symbolic::start_smt(args.emit_smt.as_deref());
+        let code = super::diff_symbolic::run(&old, &new, args.format, args.fail_on, limits, io)?;
+        if let Err(e) = super::symbolic::write_smt(args.emit_smt.as_deref()) {
+            writeln!(io.stderr, "polc: error: {e}")?;
+            return Ok(EXIT_USAGE);
+        }
+        return Ok(code);
     }
     let changes = diff(&old.model, &new.model);
     let widened = changes.iter().filter(|c| c.widened).count();

@@ -56,6 +56,13 @@ pub struct LintArgs {
     /// When to use colors in human output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// The longest one verifier query may take, in seconds (an undecided check is reported
+    /// as V0400, never as passed).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub timeout: f64,
+    /// Write the SMT-LIB text of every verifier query into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub emit_smt: Option<PathBuf>,
 }
 
 /// The verifier's checks on the policies among `objects` (symbolic: for every pod that could
@@ -63,9 +70,9 @@ pub struct LintArgs {
 pub fn verify(
     objects: &[polc_compiler::raw::Object],
     opts: &Options,
+    limits: polc_verifier::Limits,
 ) -> Vec<polc_compiler::diag::Diagnostic> {
-    let mut out =
-        polc_verifier::checks::check(objects, opts.version, polc_verifier::Limits::default());
+    let mut out = polc_verifier::checks::check(objects, opts.version, limits);
     // With inventory objects among the inputs, the concrete checks too.
     if objects
         .iter()
@@ -83,6 +90,14 @@ pub fn verify(
 
 /// Runs `polc lint`.
 pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
+    let Some(limits) = super::symbolic::limits(args.timeout) else {
+        writeln!(
+            io.stderr,
+            "polc: error: --timeout must be a positive number of seconds"
+        )?;
+        return Ok(EXIT_USAGE);
+    };
+    super::symbolic::start_smt(args.emit_smt.as_deref());
     let mut paths = args.paths.clone();
     paths.extend(args.inventory.iter().cloned());
     let inputs = input::gather(&paths, io.stdin, args.max_file_size);
@@ -91,8 +106,12 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         ..Options::default()
     };
     let (objects, mut diags) = polc_compiler::lint(&inputs.sources, &opts);
-    for d in verify(&objects, &opts) {
+    for d in verify(&objects, &opts, limits) {
         diags.push(d);
+    }
+    if let Err(e) = super::symbolic::write_smt(args.emit_smt.as_deref()) {
+        writeln!(io.stderr, "polc: error: {e}")?;
+        return Ok(EXIT_USAGE);
     }
     for d in inputs.diagnostics {
         diags.push(d);

@@ -10,6 +10,34 @@ use polc_grammar::selector::Operator;
 use polc_verifier::expect::{self, End, Refusal};
 use polc_verifier::{Answer, Limits};
 
+/// Solver limits from `--timeout SECONDS`, or `None` when it is not a positive number.
+pub fn limits(timeout: f64) -> Option<Limits> {
+    (timeout > 0.0 && timeout.is_finite()).then(|| Limits {
+        timeout: std::time::Duration::from_secs_f64(timeout.min(86_400.0)),
+    })
+}
+
+/// Starts recording the solver's queries when `--emit-smt DIR` is given.
+pub fn start_smt(dir: Option<&std::path::Path>) {
+    if dir.is_some() {
+        polc_verifier::smt::start();
+    }
+}
+
+/// Writes the recorded queries into `dir` (created if missing), one `.smt2` file each.
+pub fn write_smt(dir: Option<&std::path::Path>) -> anyhow::Result<usize> {
+    let Some(dir) = dir else { return Ok(0) };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let queries = polc_verifier::smt::take();
+    for (name, text) in &queries {
+        let path = dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(queries.len())
+}
+
 /// What one expectation came to.
 pub enum Result {
     /// It holds for every pod that could exist.

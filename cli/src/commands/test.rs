@@ -48,6 +48,9 @@ pub struct TestArgs {
     /// that runs out of time is reported as unknown).
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub timeout: f64,
+    /// Write the SMT-LIB text of every solver query into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub emit_smt: Option<PathBuf>,
 }
 
 fn polt_files(paths: &[PathBuf]) -> Vec<PathBuf> {
@@ -80,16 +83,14 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         )?;
         return Ok(EXIT_USAGE);
     }
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+    let Some(limits) = symbolic::limits(args.timeout) else {
         writeln!(
             io.stderr,
             "polc: error: --timeout must be a positive number of seconds"
         )?;
         return Ok(EXIT_USAGE);
-    }
-    let limits = Limits {
-        timeout: std::time::Duration::from_secs_f64(args.timeout.min(86_400.0)),
     };
+    symbolic::start_smt(args.emit_smt.as_deref());
     let (mut passed, mut failed, mut unknown) = (0usize, 0usize, 0usize);
     for file in &files {
         let text = match std::fs::read_to_string(file) {
@@ -159,6 +160,10 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         passed += p;
         failed += f;
         unknown += u;
+    }
+    if let Err(e) = symbolic::write_smt(args.emit_smt.as_deref()) {
+        writeln!(io.stderr, "polc: error: {e}")?;
+        return Ok(EXIT_USAGE);
     }
     if unknown > 0 {
         writeln!(

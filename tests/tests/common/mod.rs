@@ -102,7 +102,11 @@ pub fn lint_text(name: &str, bytes: Vec<u8>, args: FixtureArgs) -> (SourceMap, V
     };
     let (objects, diags) = polc_compiler::lint(&inputs.sources, &opts);
     let mut all = diags.into_vec();
-    all.extend(polc_cli::commands::lint::verify(&objects, &opts));
+    all.extend(polc_cli::commands::lint::verify(
+        &objects,
+        &opts,
+        polc_verifier::Limits::default(),
+    ));
     all.extend(inputs.diagnostics);
     (inputs.sources, all)
 }
