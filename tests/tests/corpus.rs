@@ -103,7 +103,9 @@ fn every_invalid_fixture_yields_its_code_at_the_marked_line() {
         );
         covered.insert(code);
     }
-    // Every code has a fixture, except the one that needs an unreadable path.
+    // Every code has a fixture, except the one that needs an unreadable path, flow-file
+    // errors, the compile-only overflow, and the solver running out of time (not
+    // reproducible from a policy file).
     let missing: Vec<_> = Code::ALL
         .iter()
         .filter(|c| {
@@ -111,6 +113,7 @@ fn every_invalid_fixture_yields_its_code_at_the_marked_line() {
                 && **c != Code::UnreadableInput
                 && !c.as_str().starts_with("Q04")
                 && **c != Code::PolicyMapOverflow
+                && **c != Code::Undecided
         })
         .map(|c| format!("{} {}", c.as_str(), c.name()))
         .collect();
