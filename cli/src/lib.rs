@@ -15,6 +15,8 @@ pub const EXIT_CLEAN: i32 = 0;
 pub const EXIT_FINDINGS: i32 = 1;
 /// Exit code: bad usage or unreadable input.
 pub const EXIT_USAGE: i32 = 2;
+/// The verifier could not decide everything asked (solver timeout), and nothing failed.
+pub const EXIT_UNKNOWN: i32 = 3;
 
 /// polc compiles and verifies Cilium network policy.
 #[derive(Debug, Parser)]

@@ -505,10 +505,12 @@ codes! {
          Usually a label or namespace typo, or a workload that does not exist yet.";
     DnsCutOff = "V0403", "dns-cut-off", Warning,
         "Pods in egress default-deny cannot reach cluster DNS.",
-        "With an inventory, polc checks every workload whose egress is default-deny against the \
-         cluster's DNS pods (`k8s-app=kube-dns`, UDP/53). When nothing allows that flow, every \
-         name lookup of those pods fails, which usually breaks them entirely. The finding points \
-         at a rule that puts them into default-deny and gives one denied flow.";
+        "polc checks pods whose egress is default-deny against the cluster's DNS pods \
+         (`kube-system` pods labelled `k8s-app=kube-dns`, UDP/53): without an inventory for \
+         every pod a rule could select, with one for every workload of the cluster. When \
+         nothing allows that flow, every name lookup of those pods fails, which usually breaks \
+         them entirely. The finding points at a rule that puts them into default-deny and gives \
+         one denied flow, replayed through the reference evaluator.";
     ShadowedAllow = "V0404", "shadowed-allow", Warning,
         "Deny rules cover every flow an allow item allows.",
         "The verifier proves, for every pod that could exist, that each flow the item allows is \
@@ -522,6 +524,15 @@ codes! {
          every request for the overlap: the HTTP rules restrict nothing there. The verifier \
          finds such an overlap for some pod that could exist and replays one flow, with a \
          request the HTTP rules reject, through the reference evaluator.";
+    FqdnLookupDenied = "V0407", "fqdn-lookup-denied", Warning,
+        "Pods cannot look up the names a toFQDNs peer matches.",
+        "A `toFQDNs` peer selects the addresses Cilium's DNS proxy sees in answers to the \
+         endpoint's own lookups. When the pods a rule selects cannot send that lookup to the \
+         cluster DNS (UDP/53 to `kube-system` pods labelled `k8s-app=kube-dns` is denied, or \
+         the DNS rules on the port do not match the name), no answer is ever seen and the peer \
+         allows nothing. The verifier looks for such a pod and name and replays the denied \
+         lookup through the reference evaluator. Add an egress rule to the cluster DNS with a \
+         DNS rule (`matchPattern: \"*\"` or one matching these names).";
     RedundantAllow = "V0406", "redundant-allow", Note,
         "Other allow rules already allow every flow an allow item allows.",
         "The verifier proves, for every pod that could exist, that each flow the item allows is \

@@ -7,7 +7,7 @@
 
 use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::confirm;
-use crate::shadow::may_overlap;
+use crate::shadow::{disjoint, may_overlap};
 use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Request, Verdict, Why, l7_allows};
@@ -60,7 +60,7 @@ pub fn check(
                 continue;
             }
             let ns = sa.pinned("io.kubernetes.pod.namespace");
-            let mut v = FlowVars::new();
+            let mut v = FlowVars::for_version(version);
             let wf = v.well_formed("default");
             let (Encoded::Exact(s1), Encoded::Exact(l7)) = (
                 flow::subject(&mut v, sa),
@@ -78,6 +78,9 @@ pub fn check(
                 if let (Some(x), Some(y)) = (ns, sb.pinned("io.kubernetes.pod.namespace"))
                     && x != y
                 {
+                    continue;
+                }
+                if disjoint(sa, sb) {
                     continue;
                 }
                 for b in rb

@@ -35,6 +35,7 @@ fn check_here(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec
         out.extend(crate::redundant::check(
             &set, objects, version, limits, &skip,
         ));
+        out.extend(crate::dns::check(&set, objects, version, limits));
     }
     out
 }

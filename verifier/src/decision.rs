@@ -129,6 +129,8 @@ pub struct Encoder<'a> {
     tag: String,
     free: Vec<Bool>,
     approximations: Vec<String>,
+    /// The namespaces of the flow's source and destination pods, when fixed.
+    namespaces: (Option<String>, Option<String>),
 }
 
 impl<'a> Encoder<'a> {
@@ -140,6 +142,7 @@ impl<'a> Encoder<'a> {
             tag: tag.to_string(),
             free: Vec::new(),
             approximations: Vec::new(),
+            namespaces: (None, None),
         }
     }
 
@@ -155,12 +158,27 @@ impl<'a> Encoder<'a> {
         self.free.iter().map(Bool::not).collect()
     }
 
-    fn free(&mut self, why: String) -> Bool {
+    /// Fixes the namespaces of the flow's source and destination pods (`None`: any), so
+    /// that rules pinned to other namespaces are left out of the formulas.
+    pub fn namespaces(&mut self, src: Option<&str>, dst: Option<&str>) {
+        self.namespaces = (src.map(str::to_string), dst.map(str::to_string));
+    }
+
+    /// A free boolean. With a `key` (what it stands for, as a fact about the flow: "the
+    /// destination's port named `http` is this port"), encoders share it, so two policy sets
+    /// that both name the same thing agree on it; without one it is this encoder's own.
+    fn free(&mut self, why: String, key: Option<String>) -> Bool {
         if !self.approximations.contains(&why) {
             self.approximations.push(why);
         }
-        let b = Bool::new_const(format!("{}:free:{}", self.tag, self.free.len()));
-        self.free.push(b.clone());
+        let name = match key {
+            Some(k) => format!("free:{k}"),
+            None => format!("{}:free:{}", self.tag, self.free.len()),
+        };
+        let b = Bool::new_const(name);
+        if !self.free.contains(&b) {
+            self.free.push(b.clone());
+        }
         b
     }
 
@@ -195,7 +213,10 @@ impl<'a> Encoder<'a> {
             .iter()
             .any(|r| matches!(r.subject, Subject::Nodes(_)) && r.has_direction(dir));
         if kind >= KIND_HOST && host_policies {
-            self.free("host policies (the hosts' labels are not modelled)".into())
+            self.free(
+                "host policies (the hosts' labels are not modelled)".into(),
+                None,
+            )
         } else {
             Bool::from_bool(true)
         }
@@ -205,11 +226,24 @@ impl<'a> Encoder<'a> {
     fn side(&mut self, v: &mut FlowVars, dir: Direction, req: &mut Req<'_>) -> Bool {
         let set = self.set;
         let requires = set.rules.iter().any(|r| !r.requires.get(dir).is_empty());
-        let (mut deny, mut allow, mut enforced) = (Vec::new(), Vec::new(), Vec::new());
+        // A rule pinned to another namespace than the endpoint's cannot select it.
+        let ns = match dir {
+            Direction::Egress => self.namespaces.0.clone(),
+            Direction::Ingress => self.namespaces.1.clone(),
+        };
+        let with_request = !matches!(req, Req::None);
+        let (mut deny, mut allow, mut allow_l4, mut enforced) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for rule in &set.rules {
             let Subject::Endpoints(sel) = &rule.subject else {
                 continue;
             };
+            if let (Some(want), Some(pinned)) =
+                (ns.as_deref(), sel.pinned("io.kubernetes.pod.namespace"))
+                && want != pinned
+            {
+                continue;
+            }
             // The endpoint is a pod, which carries no reserved labels: exact.
             let selected = flow::requirements(&mut v.x, &sel.reqs);
             if rule.default_deny(dir) {
@@ -219,21 +253,28 @@ impl<'a> Encoder<'a> {
                 if item.selects_nothing() {
                     continue;
                 }
-                let m = if requires {
-                    self.free(format!(
-                        "{} items under `fromRequires`/`toRequires`",
-                        dir.name()
-                    ))
+                if requires {
+                    let m = self.free(
+                        format!("{} items under `fromRequires`/`toRequires`", dir.name()),
+                        None,
+                    );
+                    let both = Bool::and(&[selected.clone(), m]);
+                    if item.deny {
+                        deny.push(both);
+                    } else {
+                        allow.push(both.clone());
+                        allow_l4.push(both);
+                    }
                 } else if item.deny {
-                    self.deny_item(v, rule, item)
+                    let m = self.deny_item(v, rule, item);
+                    deny.push(Bool::and(&[selected.clone(), m]));
                 } else {
-                    self.allow_item(v, rule, item, req)
-                };
-                let both = Bool::and(&[selected.clone(), m]);
-                if item.deny {
-                    deny.push(both);
-                } else {
-                    allow.push(both);
+                    let m = self.allow_item(v, rule, item, req);
+                    allow.push(Bool::and(&[selected.clone(), m]));
+                    if with_request {
+                        let m = self.allow_item(v, rule, item, &mut Req::None);
+                        allow_l4.push(Bool::and(&[selected.clone(), m]));
+                    }
                 }
             }
         }
@@ -242,9 +283,17 @@ impl<'a> Encoder<'a> {
         } else {
             Bool::from_bool(false)
         };
+        // As `eval` decides: an item that matches at L4 makes its L7 rules count even where
+        // the direction is not default-deny; only when none matches does enforcement decide.
+        let matched = if with_request {
+            Bool::or(&allow_l4)
+        } else {
+            Bool::or(&allow)
+        };
+        let unmatched_open = Bool::and(&[matched.not(), Bool::or(&enforced).not()]);
         Bool::and(&[
             Bool::or(&deny).not(),
-            Bool::or(&[localhost, Bool::or(&enforced).not(), Bool::or(&allow)]),
+            Bool::or(&[localhost, Bool::or(&allow), unmatched_open]),
         ])
     }
 
@@ -329,6 +378,8 @@ impl<'a> Encoder<'a> {
                 Encoded::Exact(b) => b,
                 Encoded::Unknown => {
                     let why = || format!("{} {} `{}`", rule.origin.describe(), item.path, p.kind);
+                    // A fact about the flow's non-pod end, the same for every policy set.
+                    let key = || Some(format!("peer:{}", p.kind));
                     let not_pod = v.kind_is(KIND_POD).not();
                     match &p.kind {
                         // Pods carry no reserved labels: on a pod the selector is exact;
@@ -338,17 +389,19 @@ impl<'a> Encoder<'a> {
                                 v.kind_is(KIND_POD),
                                 flow::requirements(&mut v.p, &sel.reqs),
                             ]);
-                            let other = Bool::and(&[not_pod, self.free(why())]);
+                            let other = Bool::and(&[not_pod, self.free(why(), key())]);
                             Bool::or(&[on_pod, other])
                         }
                         // Names resolve to outside addresses only through DNS answers.
-                        PeerKind::Fqdn(_) => Bool::and(&[v.kind_is(KIND_WORLD), self.free(why())]),
+                        PeerKind::Fqdn(_) => {
+                            Bool::and(&[v.kind_is(KIND_WORLD), self.free(why(), key())])
+                        }
                         PeerKind::Nodes(_) => Bool::and(&[
                             Bool::or(&[v.kind_is(KIND_HOST), v.kind_is(KIND_REMOTE_NODE)]),
-                            self.free(why()),
+                            self.free(why(), key()),
                         ]),
                         PeerKind::Entity(Entity::KubeApiserver) => {
-                            Bool::and(&[not_pod, self.free(why())])
+                            Bool::and(&[not_pod, self.free(why(), key())])
                         }
                         PeerKind::Entity(Entity::WorldIpv4) => v.kind_is(KIND_WORLD),
                         PeerKind::Entity(Entity::ClusterMesh) => v.kind_is(KIND_WORLD).not(),
@@ -356,7 +409,7 @@ impl<'a> Encoder<'a> {
                         // and unresolvable peers are none of the flow's ends.
                         PeerKind::Entity(_) | PeerKind::Unresolved(_) => Bool::from_bool(false),
                         PeerKind::Cidr(c) if c.net.addr().is_ipv6() => Bool::from_bool(false),
-                        _ => self.free(why()),
+                        _ => self.free(why(), key()),
                     }
                 }
             };
@@ -373,7 +426,8 @@ impl<'a> Encoder<'a> {
                 let proto = v
                     .proto
                     .eq(z3::ast::BV::from_u64(u64::from(p.proto.number()), 8));
-                let free = self.free(describe_port(rule, p));
+                let key = format!("port:{}:{}", p.proto.name(), p.port);
+                let free = self.free(describe_port(rule, p), Some(key));
                 Bool::and(&[proto, free])
             }
         }
@@ -401,15 +455,18 @@ impl<'a> Encoder<'a> {
 
     fn http_rule(&mut self, h: &mut HttpVars, r: &HttpRule) -> Bool {
         let mut parts = Vec::new();
-        for (re, field) in [
-            (&r.method, &h.method),
-            (&r.path, &h.path),
-            (&r.host, &h.host),
+        for (field_name, re, field) in [
+            ("method", &r.method, &h.method),
+            ("path", &r.path, &h.path),
+            ("host", &r.host, &h.host),
         ] {
             let Some(re) = re else { continue };
             match crate::regex::to_z3(re) {
                 Some(z) => parts.push(field.regex_matches(&z)),
-                None => parts.push(self.free(format!("the HTTP regex `{re}`"))),
+                None => parts.push(self.free(
+                    format!("the HTTP regex `{re}`"),
+                    Some(format!("re:{field_name}:{re}")),
+                )),
             }
         }
         for (name, want) in &r.headers {

@@ -50,6 +50,9 @@ pub enum Cause {
     /// The default-deny a changed rule gives its subjects (OLD's when widened: no longer
     /// enforced; NEW's when narrowed: newly enforced).
     Enforcement,
+    /// The HTTP rules of a changed allow item (OLD's when widened: removed or loosened;
+    /// NEW's when narrowed: added or tightened), for requests both sets allow at L4.
+    L7,
 }
 
 /// A class of changed flows.
@@ -129,6 +132,13 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
                 if Direction::BOTH.iter().any(|d| r.default_deny(*d)) {
                     sources.push((Cause::Enforcement, before, ri, None));
                 }
+                if http {
+                    for (ii, it) in r.items.iter().enumerate() {
+                        if !it.deny && has_http_item(it) {
+                            sources.push((Cause::L7, before, ri, Some(ii)));
+                        }
+                    }
+                }
             }
         }
         for (cause, side, ri, ii) in sources {
@@ -146,7 +156,7 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
             };
             for dir in dirs {
                 for l7 in [false, true] {
-                    if l7 && !http {
+                    if (l7 && !http) || (cause == Cause::L7 && !l7) {
                         continue;
                     }
                     let q = Query {
@@ -158,7 +168,15 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
                         l7,
                     };
                     if let Some(found) = q.run(old, new, version, limits, &mut out) {
-                        out.classes.push(found);
+                        // A changed item is in both sets: its old and new forms describe one
+                        // class; the first found stays.
+                        let dup = out.classes.iter().any(|c| {
+                            (c.widened, &c.rule, c.direction, c.l7)
+                                == (found.widened, &found.rule, found.direction, found.l7)
+                        });
+                        if !dup {
+                            out.classes.push(found);
+                        }
                     }
                 }
             }
@@ -168,13 +186,16 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
 }
 
 fn has_http(side: &Side<'_>) -> bool {
-    side.set.rules.iter().enumerate().any(|(ri, r)| {
-        side.changed[ri]
-            && r.items.iter().any(|i| {
-                matches!(&i.ports, Ports::List(p)
-                    if p.iter().any(|p| matches!(p.redirect, Some(Redirect::L7(L7::Http(_))))))
-            })
-    })
+    side.set
+        .rules
+        .iter()
+        .enumerate()
+        .any(|(ri, r)| side.changed[ri] && r.items.iter().any(has_http_item))
+}
+
+fn has_http_item(i: &Item) -> bool {
+    matches!(&i.ports, Ports::List(p)
+        if p.iter().any(|p| matches!(p.redirect, Some(Redirect::L7(L7::Http(_))))))
 }
 
 /// One class's question.
@@ -224,12 +245,22 @@ impl Query<'_> {
         limits: Limits,
         out: &mut Diff,
     ) -> Option<Class> {
-        let mut v = FlowVars::new();
+        let mut v = FlowVars::for_version(version);
         let mut parts = vec![v.well_formed("default")];
         parts.push(v.kind_is(crate::decision::remote_kind(shape)));
         let mut h = HttpVars::new();
         let mut eo = Encoder::new(old.set, "old");
         let mut en = Encoder::new(new.set, "new");
+        // The rule's end is in the rule's namespace, if it pins one.
+        if let Subject::Endpoints(sel) = &self.rule.subject {
+            let ns = sel.pinned("io.kubernetes.pod.namespace");
+            let (src, dst) = match self.dir {
+                Direction::Egress => (ns, None),
+                Direction::Ingress => (None, ns),
+            };
+            eo.namespaces(src, dst);
+            en.namespaces(src, dst);
+        }
         let (ao, an) = if self.l7 {
             let l4o = eo.allowed(&mut v, shape, &mut Req::None);
             let l4n = en.allowed(&mut v, shape, &mut Req::None);

@@ -73,7 +73,7 @@ pub fn check(
         (o, End::Pods { .. }) => (Shape::OutsideToPod(kind_of(o)), &e.to, o),
         _ => return Err(Refusal::NoPod),
     };
-    let mut v = FlowVars::new();
+    let mut v = FlowVars::for_version(version);
     let mut parts = vec![v.well_formed("default")];
     parts.push(pods(&mut v, x_end));
     if shape == Shape::PodToPod {
@@ -97,6 +97,11 @@ pub fn check(
         }
     }
     let mut enc = Encoder::new(set, "e");
+    let ns_of = |e: &End| match e {
+        End::Pods { namespace, .. } => namespace.clone(),
+        _ => None,
+    };
+    enc.namespaces(ns_of(&e.from).as_deref(), ns_of(&e.to).as_deref());
     let mut req = match &e.request {
         Some(r) => Req::Concrete(r),
         None => Req::None,

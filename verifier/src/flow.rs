@@ -11,7 +11,10 @@ use polc_compiler::ir::{
     CidrPeer, Entity, Item, L7, Op, PeerKind, Peers, PortRule, PortSpec, Ports, Redirect,
     Requirement, Selector,
 };
+use polc_compiler::labels::{Label, LabelFilter};
+use polc_compiler::version::CiliumVersion;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use z3::ast::{BV, Bool, Regexp, String as Str};
 
 /// What the remote end is.
@@ -35,14 +38,22 @@ pub enum Encoded {
 pub struct Labels {
     prefix: &'static str,
     keys: BTreeMap<String, (Bool, Str)>,
+    /// The agent's label filter: keys it drops are never part of an identity.
+    filter: Arc<LabelFilter>,
 }
 
 impl Labels {
-    fn new(prefix: &'static str) -> Self {
+    fn new(prefix: &'static str, filter: Arc<LabelFilter>) -> Self {
         Labels {
             prefix,
             keys: BTreeMap::new(),
+            filter,
         }
+    }
+
+    /// Whether the agent keeps a `k8s:` label with this key in identities.
+    fn kept(&self, key: &str) -> bool {
+        self.filter.keeps(&Label::k8s(key, ""))
     }
 
     fn get(&mut self, key: &str) -> &(Bool, Str) {
@@ -84,11 +95,17 @@ impl Default for FlowVars {
 }
 
 impl FlowVars {
-    /// Fresh variables.
+    /// Fresh variables, with Cilium 1.19's label filter.
     pub fn new() -> Self {
+        Self::for_version(CiliumVersion::V1_19)
+    }
+
+    /// Fresh variables, with the label filter of a Cilium release.
+    pub fn for_version(version: CiliumVersion) -> Self {
+        let filter = Arc::new(LabelFilter::default_for(version));
         FlowVars {
-            x: Labels::new("x:"),
-            p: Labels::new("p:"),
+            x: Labels::new("x:", filter.clone()),
+            p: Labels::new("p:", filter),
             kind: BV::new_const("p:kind", 2),
             addr: BV::new_const("p:addr", 32),
             proto: BV::new_const("proto", 8),
@@ -167,7 +184,7 @@ impl FlowVars {
     /// Every label value used so far is one Kubernetes accepts (at most 63 characters of
     /// letters, digits, `-`, `_` and `.`), so a witness can be built as real objects. Call
     /// it after encoding everything else.
-    pub fn values_valid(&self) -> Bool {
+    pub fn values_valid(&mut self) -> Bool {
         let ch = Regexp::union(&[
             Regexp::range(&'a', &'z'),
             Regexp::range(&'A', &'Z'),
@@ -177,10 +194,47 @@ impl FlowVars {
             Regexp::literal("."),
         ]);
         let value = ch.r#loop(0, 63);
-        let parts: Vec<Bool> = [&self.x, &self.p]
+        let mut parts: Vec<Bool> = [&self.x, &self.p]
             .iter()
             .flat_map(|l| l.keys.values())
             .map(|(_, val)| val.regex_matches(&value))
+            .collect();
+        // Two pods in one namespace see the same namespace labels.
+        const NS: &str = "io.kubernetes.pod.namespace";
+        let ns_keys: std::collections::BTreeSet<String> = [&self.x, &self.p]
+            .iter()
+            .flat_map(|l| l.keys.keys())
+            .filter(|k| k.starts_with("io.cilium.k8s.namespace.labels."))
+            .cloned()
+            .collect();
+        let same_ns = self.x.get(NS).1.eq(&self.p.get(NS).1);
+        for k in ns_keys {
+            let (hx, vx) = self.x.get(&k).clone();
+            let (hp, vp) = self.p.get(&k).clone();
+            let same = Bool::and(&[
+                hx.eq(&hp),
+                hx.implies(vx.eq(&vp)),
+                vx.regex_matches(&value),
+                vp.regex_matches(&value),
+            ]);
+            parts.push(same_ns.implies(same));
+        }
+        Bool::and(&parts)
+    }
+
+    /// The endpoint `x` carries no pod labels but those in `keep` (its namespace's labels,
+    /// service account and cluster aside): for ends that stand for one well-known workload.
+    pub fn only_labels(&self, keep: &[&str]) -> Bool {
+        let parts: Vec<Bool> = self
+            .x
+            .keys
+            .iter()
+            .filter(|(k, _)| {
+                !keep.contains(&k.as_str())
+                    && !k.starts_with("io.cilium.k8s.")
+                    && !k.starts_with("io.kubernetes.pod.namespace")
+            })
+            .map(|(_, (has, _))| has.not())
             .collect();
         Bool::and(&parts)
     }
@@ -193,7 +247,8 @@ pub fn requirements(labels: &mut Labels, reqs: &[Requirement]) -> Bool {
 }
 
 fn requirement(labels: &mut Labels, r: &Requirement) -> Bool {
-    if !matches!(r.source(), "k8s" | "any") {
+    // Other sources, and keys the label filter drops, are never on a pod's identity.
+    if !matches!(r.source(), "k8s" | "any") || !labels.kept(r.bare_key()) {
         return Bool::from_bool(matches!(r.op, Op::NotIn | Op::DoesNotExist));
     }
     let (present, value) = labels.get(r.bare_key()).clone();

@@ -13,6 +13,7 @@ pub mod checks;
 pub mod concrete;
 pub mod decision;
 pub mod diff;
+pub mod dns;
 pub mod expect;
 pub mod flow;
 pub mod redundant;
@@ -59,11 +60,11 @@ fn solver(limits: Limits) -> z3::Solver {
     s
 }
 
-/// Checks, preferring a model where `prefs` hold: first with every preference as an
-/// assumption, then with only the `strong` ones, then with none. The preferences make an
-/// example readable (plain service accounts) and replayable (the encoding's free booleans
-/// false, as the reference evaluator sees named ports, FQDNs and special entities in a
-/// cluster built from the example).
+/// Checks, preferring a model where the preferences hold: the `strong` ones make an
+/// example replayable (the encoding's free booleans false, as the reference evaluator sees
+/// named ports, FQDNs and special entities in a cluster built from the example), the `weak`
+/// ones readable (plain service accounts). Preferences in the way (an unsatisfiable core) are
+/// dropped, weak ones first, until the rest can hold; then the solver is asked without any.
 fn check_preferring(
     kind: &str,
     z: &z3::Solver,
@@ -71,15 +72,29 @@ fn check_preferring(
     weak: &[z3::ast::Bool],
 ) -> z3::SatResult {
     smt::record(kind, z);
-    let all: Vec<z3::ast::Bool> = strong.iter().chain(weak).cloned().collect();
-    let first = z.check_assumptions(&all);
-    if first != z3::SatResult::Unsat {
-        return first;
+    let mut strong: Vec<z3::ast::Bool> = strong.to_vec();
+    let mut weak: Vec<z3::ast::Bool> = weak.to_vec();
+    for _ in 0..4 {
+        if strong.is_empty() && weak.is_empty() {
+            break;
+        }
+        let all: Vec<z3::ast::Bool> = strong.iter().chain(&weak).cloned().collect();
+        match z.check_assumptions(&all) {
+            z3::SatResult::Unsat => {
+                let core = z.get_unsat_core();
+                if core.is_empty() {
+                    break;
+                }
+                let before = weak.len();
+                weak.retain(|p| !core.contains(p));
+                if weak.len() == before {
+                    strong.retain(|p| !core.contains(p));
+                }
+            }
+            other => return other,
+        }
     }
-    match z.check_assumptions(strong) {
-        z3::SatResult::Unsat => z.check(),
-        other => other,
-    }
+    z.check()
 }
 
 /// Runs `f` on a new thread, with z3's thread-local context fresh: z3's answers (which

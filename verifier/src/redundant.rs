@@ -14,7 +14,7 @@
 
 use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::{replay, witness};
-use crate::shadow::may_overlap;
+use crate::shadow::{disjoint, may_overlap};
 use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::Verdict;
@@ -118,7 +118,7 @@ pub fn check(
                 {
                     continue;
                 }
-                if !keeps_enforcement && !r.default_deny(a.direction) {
+                if (!keeps_enforcement && !r.default_deny(a.direction)) || disjoint(subject, t) {
                     continue;
                 }
                 for (ib, b) in r.items.iter().enumerate() {
@@ -141,7 +141,7 @@ pub fn check(
             if cands.is_empty() || !ports_covered(a, &items) {
                 continue;
             }
-            let mut v = FlowVars::new();
+            let mut v = FlowVars::for_version(version);
             let wf = v.well_formed("default");
             let (Encoded::Exact(s), Encoded::Exact(fa)) =
                 (flow::subject(&mut v, subject), flow::item(&mut v, a))

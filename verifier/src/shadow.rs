@@ -14,7 +14,7 @@ use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Verdict, Why};
 use polc_compiler::ir::{
-    Direction, Entity, Item, PeerKind, Peers, PolicySet, PortSpec, Ports, Subject,
+    Direction, Entity, Item, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Selector, Subject,
 };
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
@@ -60,18 +60,19 @@ pub fn check(
             let mut candidates: Vec<(usize, usize)> = Vec::new();
             for ((dir, dns), list) in &denies_by {
                 if *dir == item.direction && (ns.is_none() || dns.is_none() || *dns == ns) {
-                    candidates.extend(
-                        list.iter()
-                            .copied()
-                            .filter(|&(ri, ii)| may_overlap(item, &set.rules[ri].items[ii])),
-                    );
+                    candidates.extend(list.iter().copied().filter(|&(ri, ii)| {
+                        let Subject::Endpoints(t) = &set.rules[ri].subject else {
+                            return false;
+                        };
+                        !disjoint(subject, t) && may_overlap(item, &set.rules[ri].items[ii])
+                    }));
                 }
             }
             if candidates.is_empty() {
                 continue;
             }
             candidates.sort_unstable();
-            let mut v = FlowVars::new();
+            let mut v = FlowVars::for_version(version);
             let wf = v.well_formed("default");
             let (Encoded::Exact(s), Encoded::Exact(a)) =
                 (flow::subject(&mut v, subject), flow::item(&mut v, item))
@@ -152,6 +153,39 @@ pub fn check(
     out
 }
 
+/// The selectors of an item whose peers are all endpoint selectors.
+fn selectors(it: &Item) -> Option<Vec<&Selector>> {
+    let Peers::List(peers) = &it.peers else {
+        return None;
+    };
+    peers
+        .iter()
+        .map(|p| match &p.kind {
+            PeerKind::Endpoints(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A cheap test before the solver: whether two selectors can never select the same pod,
+/// because they require a key with values that have nothing in common, or one requires a
+/// key the other excludes.
+pub(crate) fn disjoint(a: &Selector, b: &Selector) -> bool {
+    a.reqs.iter().any(|x| {
+        b.reqs.iter().any(|y| {
+            x.key == y.key
+                && match (x.op, y.op) {
+                    (Op::In, Op::In) => !x.values.iter().any(|v| y.values.contains(v)),
+                    (Op::In | Op::Exists, Op::DoesNotExist)
+                    | (Op::DoesNotExist, Op::In | Op::Exists) => true,
+                    (Op::In, Op::NotIn) => x.values.iter().all(|v| y.values.contains(v)),
+                    (Op::NotIn, Op::In) => y.values.iter().all(|v| x.values.contains(v)),
+                    _ => false,
+                }
+        })
+    })
+}
+
 /// The kinds of remote end an item's peers can match: pod, world, host, remote node.
 fn kinds(it: &Item) -> [bool; 4] {
     let mut k = [false; 4];
@@ -207,6 +241,12 @@ pub(crate) fn may_overlap(a: &Item, d: &Item) -> bool {
             rd.iter()
                 .any(|(pd, d1, d2)| pa == pd && a1 <= d2 && d1 <= a2)
         })
+    {
+        return false;
+    }
+    // When both list only endpoint selectors, some pair must be able to select one pod.
+    if let (Some(sa), Some(sd)) = (selectors(a), selectors(d))
+        && !sa.iter().any(|x| sd.iter().any(|y| !disjoint(x, y)))
     {
         return false;
     }

@@ -49,7 +49,7 @@ pub enum FailOn {
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit codes: 0 compared (no change that --fail-on names), 1 such a \
-    change, 2 bad input."
+    change, 2 bad input, 3 (symbolic, with --fail-on) a question the solver could not decide."
 )]
 pub struct DiffArgs {
     /// The policies before.

@@ -5,7 +5,7 @@
 
 use super::cluster::Loaded;
 use super::diff::{DiffFormat, FailOn};
-use crate::{EXIT_CLEAN, EXIT_FINDINGS, Io};
+use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNKNOWN, Io};
 use polc_compiler::raw::Kind;
 use polc_compiler::source::SourceMap;
 use polc_verifier::Limits;
@@ -140,8 +140,10 @@ pub fn run(
     };
     // An undecided question may hide a change: a gate must not pass on it.
     let undecided = fail_on.is_some() && (!d.unknown.is_empty() || !d.internal.is_empty());
-    Ok(if fail || undecided {
+    Ok(if fail {
         EXIT_FINDINGS
+    } else if undecided {
+        EXIT_UNKNOWN
     } else {
         EXIT_CLEAN
     })
@@ -155,6 +157,8 @@ fn cause(c: &Class) -> &'static str {
         (Cause::Deny, false) => "deny rule added or changed",
         (Cause::Enforcement, true) => "default-deny removed",
         (Cause::Enforcement, false) => "default-deny added",
+        (Cause::L7, true) => "HTTP rules removed or loosened",
+        (Cause::L7, false) => "HTTP rules added or tightened",
     }
 }
 

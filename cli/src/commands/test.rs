@@ -13,7 +13,7 @@
 
 use super::cluster::{self, ClusterArgs, Loaded};
 use super::symbolic;
-use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
+use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNKNOWN, EXIT_USAGE, Io};
 use polc_compiler::CiliumVersion;
 use polc_compiler::eval::{self, Flow, Peer, Verdict};
 use polc_compiler::ir::{PortSpec, Ports, Proto};
@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 /// Arguments of `polc test`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 every expectation holds, 1 one fails or is unknown, 2 bad \
-    input."
+    after_help = "Exit codes: 0 every expectation holds, 1 one fails, 2 bad input, 3 one is \
+    unknown (solver timeout) and none fails."
 )]
 pub struct TestArgs {
     /// `.polt` files, or directories searched for them.
@@ -178,8 +178,10 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             passed + failed
         )?;
     }
-    Ok(if failed + unknown > 0 {
+    Ok(if failed > 0 {
         EXIT_FINDINGS
+    } else if unknown > 0 {
+        EXIT_UNKNOWN
     } else {
         EXIT_CLEAN
     })
