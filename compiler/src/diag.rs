@@ -533,6 +533,15 @@ codes! {
          allows nothing. The verifier looks for such a pod and name and replays the denied \
          lookup through the reference evaluator. Add an egress rule to the cluster DNS with a \
          DNS rule (`matchPattern: \"*\"` or one matching these names).";
+    HostCutOff = "V0408", "host-cut-off", Warning,
+        "A host policy cuts nodes off from the kube-apiserver or from health checks.",
+        "A host policy (`nodeSelector`) puts the selected nodes' egress or ingress into \
+         default-deny. Nodes must still reach the kube-apiserver (TCP/6443 to the \
+         `kube-apiserver` entity) and admit the other nodes' health probes (TCP/4240 from \
+         `remote-node`), or kubelet and the Cilium agent lose the cluster and every node reports \
+         the others unreachable. The verifier looks for a node the policies would cut off, for \
+         every node that could exist, and replays the denied flow through the reference \
+         evaluator.";
     RedundantAllow = "V0406", "redundant-allow", Note,
         "Other allow rules already allow every flow an allow item allows.",
         "The verifier proves, for every pod that could exist, that each flow the item allows is \

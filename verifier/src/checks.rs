@@ -36,6 +36,7 @@ fn check_here(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec
             &set, objects, version, limits, &skip,
         ));
         out.extend(crate::dns::check(&set, objects, version, limits));
+        out.extend(crate::host::check(&set, objects, version, limits));
     }
     out
 }

@@ -38,12 +38,13 @@ pub enum Encoded {
 pub struct Labels {
     prefix: &'static str,
     keys: BTreeMap<String, (Bool, Str)>,
-    /// The agent's label filter: keys it drops are never part of an identity.
-    filter: Arc<LabelFilter>,
+    /// The agent's label filter: keys it drops are never part of an identity (`None`: node
+    /// labels, which host policies see unfiltered).
+    filter: Option<Arc<LabelFilter>>,
 }
 
 impl Labels {
-    fn new(prefix: &'static str, filter: Arc<LabelFilter>) -> Self {
+    fn new(prefix: &'static str, filter: Option<Arc<LabelFilter>>) -> Self {
         Labels {
             prefix,
             keys: BTreeMap::new(),
@@ -53,7 +54,9 @@ impl Labels {
 
     /// Whether the agent keeps a `k8s:` label with this key in identities.
     fn kept(&self, key: &str) -> bool {
-        self.filter.keeps(&Label::k8s(key, ""))
+        self.filter
+            .as_ref()
+            .is_none_or(|f| f.keeps(&Label::k8s(key, "")))
     }
 
     fn get(&mut self, key: &str) -> &(Bool, Str) {
@@ -102,7 +105,16 @@ impl FlowVars {
 
     /// Fresh variables, with the label filter of a Cilium release.
     pub fn for_version(version: CiliumVersion) -> Self {
-        let filter = Arc::new(LabelFilter::default_for(version));
+        let filter = Some(Arc::new(LabelFilter::default_for(version)));
+        Self::with_filter(filter)
+    }
+
+    /// Fresh variables whose endpoint `x` is a node (its labels unfiltered).
+    pub fn for_nodes() -> Self {
+        Self::with_filter(None)
+    }
+
+    fn with_filter(filter: Option<Arc<LabelFilter>>) -> Self {
         FlowVars {
             x: Labels::new("x:", filter.clone()),
             p: Labels::new("p:", filter),
@@ -199,7 +211,10 @@ impl FlowVars {
             .flat_map(|l| l.keys.values())
             .map(|(_, val)| val.regex_matches(&value))
             .collect();
-        // Two pods in one namespace see the same namespace labels.
+        // Two pods in one namespace see the same namespace labels (nodes have none).
+        if self.x.filter.is_none() {
+            return Bool::and(&parts);
+        }
         const NS: &str = "io.kubernetes.pod.namespace";
         let ns_keys: std::collections::BTreeSet<String> = [&self.x, &self.p]
             .iter()

@@ -16,6 +16,7 @@ pub mod diff;
 pub mod dns;
 pub mod expect;
 pub mod flow;
+pub mod host;
 pub mod redundant;
 pub mod regex;
 pub mod replay;
