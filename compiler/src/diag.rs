@@ -542,6 +542,13 @@ codes! {
          the others unreachable. The verifier looks for a node the policies would cut off, for \
          every node that could exist, and replays the denied flow through the reference \
          evaluator.";
+    PolicyMapCapacity = "V0409", "policy-map-capacity", Warning,
+        "With an inventory: an endpoint's policy map would exceed its capacity.",
+        "Each endpoint's policy map has a fixed capacity (`bpf-policy-map-max`, 16,384 by \
+         default). `polc lint --inventory` builds the map state of every endpoint whose upper \
+         bound exceeds it, as `polc compile` does (which reports the same as L0322), and reports \
+         those that overflow: the agent fails to regenerate them and they keep their previous \
+         policy (or, with lockdown, drop all traffic).";
     RedundantAllow = "V0406", "redundant-allow", Note,
         "Other allow rules already allow every flow an allow item allows.",
         "The verifier proves, for every pod that could exist, that each flow the item allows is \

@@ -16,6 +16,10 @@ pub fn check(model: &Model) -> Vec<Diagnostic> {
     }
     let mut out = selects_nothing(model);
     out.extend(dns_cut_off(model));
+    out.extend(crate::capacity::check(
+        model,
+        crate::capacity::DEFAULT_POLICY_MAP_MAX,
+    ));
     out
 }
 

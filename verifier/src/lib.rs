@@ -9,6 +9,7 @@
 //! Addresses, ports, protocols and HTTP requests join the encoding with the rule checks.
 
 pub mod bypass;
+pub mod capacity;
 pub mod checks;
 pub mod concrete;
 pub mod decision;
