@@ -316,9 +316,22 @@ impl Query<'_> {
         if self.l7 {
             parts.push(h.well_formed());
         }
-        parts.push(v.values_valid());
         let z = solver(limits);
         z.assert(Bool::and(&parts));
+        match crate::check("diff", &z) {
+            SatResult::Unsat => return None,
+            SatResult::Unknown => {
+                out.unknown.push(format!(
+                    "{}: {}",
+                    self.describe_rule(),
+                    z.get_reason_unknown()
+                        .unwrap_or_else(|| "the solver gave up".into())
+                ));
+                return None;
+            }
+            SatResult::Sat => {}
+        }
+        z.assert(v.values_valid());
         let prefs = v.preferences();
         let defaults: Vec<Bool> = eo.defaults().into_iter().chain(en.defaults()).collect();
         match crate::check_preferring("diff", &z, &defaults, &prefs) {

@@ -105,9 +105,14 @@ fn denied_lookup(
     v.swap_ends();
     parts.push(v.only_labels(&[DNS_LABEL.0]));
     v.swap_ends();
-    parts.push(v.values_valid());
     let z = solver(limits);
     z.assert(Bool::and(&parts));
+    match crate::check("dns", &z) {
+        SatResult::Unsat => return Ok(None),
+        SatResult::Unknown => return Err(crate::undecided(rule.subject_loc, "DNS", &z)),
+        SatResult::Sat => {}
+    }
+    z.assert(v.values_valid());
     let prefs = v.preferences();
     match crate::check_preferring("dns", &z, &enc.defaults(), &prefs) {
         SatResult::Unsat => return Ok(None),

@@ -107,7 +107,6 @@ pub fn check(
         None => Req::None,
     };
     let allowed = enc.allowed(&mut v, shape, &mut req);
-    parts.push(v.values_valid());
     let described = Bool::and(&parts);
 
     let z = solver(limits);
@@ -122,9 +121,20 @@ pub fn check(
         Verdict::Deny => allowed,
     };
     z.assert(&other_verdict);
+    match crate::check("expect", &z) {
+        SatResult::Unsat => return Ok(Answer::Holds),
+        SatResult::Unknown => return Ok(Answer::Unknown(reason(&z))),
+        SatResult::Sat => {}
+    }
+    // A counterexample exists; now one a cluster can be built from.
+    z.assert(v.values_valid());
     let prefs = v.preferences();
     match crate::check_preferring("expect", &z, &enc.defaults(), &prefs) {
-        SatResult::Unsat => return Ok(Answer::Holds),
+        SatResult::Unsat => {
+            return Ok(Answer::Unknown(
+                "the only counterexamples need label values Kubernetes rejects".into(),
+            ));
+        }
         SatResult::Unknown => return Ok(Answer::Unknown(reason(&z))),
         SatResult::Sat => {}
     }

@@ -141,17 +141,8 @@ impl FlowVars {
             parts.push(name.eq(&ns));
             let (has_sa, sa) = labels.get("io.cilium.k8s.policy.serviceaccount").clone();
             parts.push(has_sa);
-            // Namespace and service account names are DNS labels.
-            let dns_label = || {
-                let alnum = Regexp::union(&[Regexp::range(&'a', &'z'), Regexp::range(&'0', &'9')]);
-                let inner = Regexp::union(&[alnum.clone(), Regexp::literal("-")]);
-                Regexp::concat(&[
-                    alnum.clone(),
-                    Regexp::concat(&[inner.r#loop(0, 61), alnum]).option(),
-                ])
-            };
-            parts.push(ns.regex_matches(&dns_label()));
-            parts.push(sa.regex_matches(&dns_label()));
+            parts.push(sa.eq(Str::from("")).not());
+
             let (has_c, c) = labels.get("io.cilium.k8s.policy.cluster").clone();
             parts.push(has_c);
             parts.push(c.eq(Str::from(cluster)));
@@ -194,8 +185,11 @@ impl FlowVars {
     }
 
     /// Every label value used so far is one Kubernetes accepts (at most 63 characters of
-    /// letters, digits, `-`, `_` and `.`), so a witness can be built as real objects. Call
-    /// it after encoding everything else.
+    /// letters, digits, `-`, `_` and `.`; namespaces and service accounts DNS labels), and
+    /// two pods of one namespace see the same namespace labels, so a witness can be built as
+    /// real objects. Call it after encoding everything else. The regular expressions are
+    /// costly for z3: proofs (unsatisfiable queries) leave them out, which only makes them
+    /// stronger, and queries for an example add them once a flow is known to exist.
     pub fn values_valid(&mut self) -> Bool {
         let ch = Regexp::union(&[
             Regexp::range(&'a', &'z'),
@@ -211,6 +205,24 @@ impl FlowVars {
             .flat_map(|l| l.keys.values())
             .map(|(_, val)| val.regex_matches(&value))
             .collect();
+        // Namespace and service account names are DNS labels.
+        if self.x.filter.is_some() {
+            let alnum = Regexp::union(&[Regexp::range(&'a', &'z'), Regexp::range(&'0', &'9')]);
+            let inner = Regexp::union(&[alnum.clone(), Regexp::literal("-")]);
+            let dns_label = Regexp::concat(&[
+                alnum.clone(),
+                Regexp::concat(&[inner.r#loop(0, 61), alnum]).option(),
+            ]);
+            for key in [
+                "io.kubernetes.pod.namespace",
+                "io.cilium.k8s.policy.serviceaccount",
+            ] {
+                for labels in [&mut self.x, &mut self.p] {
+                    let (_, v) = labels.get(key).clone();
+                    parts.push(v.regex_matches(&dns_label));
+                }
+            }
+        }
         // Two pods in one namespace see the same namespace labels (nodes have none).
         if self.x.filter.is_none() {
             return Bool::and(&parts);

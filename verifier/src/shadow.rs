@@ -116,6 +116,7 @@ pub fn check(
             z.assert(&wf);
             z.assert(&s);
             z.assert(&a);
+            z.assert(v.values_valid());
             let prefs = v.preferences();
             if crate::check_preferring("shadow", &z, &[], &prefs) != SatResult::Sat {
                 continue;
