@@ -343,11 +343,21 @@ impl<'a> Encoder<'a> {
 
     /// Whether some rule puts the endpoint `x`'s direction into default-deny.
     pub fn enforced(&mut self, v: &mut FlowVars, dir: Direction) -> Bool {
+        let ns = match dir {
+            Direction::Egress => self.namespaces.0.clone(),
+            Direction::Ingress => self.namespaces.1.clone(),
+        };
         let any: Vec<Bool> = self
             .set
             .rules
             .iter()
             .filter(|r| r.default_deny(dir))
+            .filter(|r| match (&r.subject, ns.as_deref()) {
+                (Subject::Endpoints(sel), Some(want)) => sel
+                    .pinned("io.kubernetes.pod.namespace")
+                    .is_none_or(|p| p == want),
+                _ => true,
+            })
             .filter_map(|r| match &r.subject {
                 Subject::Endpoints(sel) => Some(flow::requirements(&mut v.x, &sel.reqs)),
                 Subject::Nodes(_) => None,

@@ -48,22 +48,36 @@ fn sample_name(selector: &str) -> String {
     if s.is_empty() { "a".into() } else { s }
 }
 
-/// A pod of `rule`'s subject asks the cluster DNS over UDP/53 (with `query`, if any) and is
-/// denied: the replayed example, if there is one.
+/// Which pods ask.
+struct Askers<'a> {
+    /// Requirements on the asking pod (a rule's subject, or its namespace).
+    reqs: Vec<Requirement>,
+    /// Its namespace, when fixed (rules pinned to others are left out of the formulas).
+    namespace: Option<&'a str>,
+    /// Only pods whose egress is default-deny.
+    enforced: bool,
+    /// Subjects the pod must not match (rules already reported).
+    excluded: Vec<&'a [Requirement]>,
+    /// Where an undecided question is reported.
+    loc: Loc,
+}
+
+/// A pod asks the cluster DNS over UDP/53 (with `query`, if any) and is denied: the
+/// replayed example, if there is one.
 fn denied_lookup(
     set: &PolicySet,
     objects: &[Object],
     version: CiliumVersion,
-    rule: &Rule,
+    who: &Askers<'_>,
     query: Option<&str>,
     limits: Limits,
 ) -> Result<Option<Replay>, Diagnostic> {
-    let Subject::Endpoints(sel) = &rule.subject else {
-        return Ok(None);
-    };
     let mut v = FlowVars::for_version(version);
     let mut parts = vec![v.well_formed("default"), v.kind_is(KIND_POD)];
-    parts.push(flow::requirements(&mut v.x, &sel.reqs));
+    parts.push(flow::requirements(&mut v.x, &who.reqs));
+    for ex in &who.excluded {
+        parts.push(flow::requirements(&mut v.x, ex).not());
+    }
     // The DNS servers themselves ask upstream, not the cluster DNS.
     parts.push(
         flow::requirements(
@@ -90,10 +104,10 @@ fn denied_lookup(
         query: q.to_string(),
     });
     let mut enc = Encoder::new(set, "dns");
-    enc.namespaces(
-        sel.pinned("io.kubernetes.pod.namespace"),
-        Some(DNS_NAMESPACE),
-    );
+    enc.namespaces(who.namespace, Some(DNS_NAMESPACE));
+    if who.enforced {
+        parts.push(enc.enforced(&mut v, Direction::Egress));
+    }
     let mut req = match &request {
         Some(r) => Req::Concrete(r),
         None => Req::None,
@@ -109,7 +123,7 @@ fn denied_lookup(
     z.assert(Bool::and(&parts));
     match crate::check("dns", &z) {
         SatResult::Unsat => return Ok(None),
-        SatResult::Unknown => return Err(crate::undecided(rule.subject_loc, "DNS", &z)),
+        SatResult::Unknown => return Err(crate::undecided(who.loc, "DNS", &z)),
         SatResult::Sat => {}
     }
     z.assert(v.values_valid());
@@ -117,7 +131,7 @@ fn denied_lookup(
     match crate::check_preferring("dns", &z, &enc.defaults(), &prefs) {
         SatResult::Unsat => return Ok(None),
         SatResult::Unknown => {
-            return Err(crate::undecided(rule.subject_loc, "DNS", &z));
+            return Err(crate::undecided(who.loc, "DNS", &z));
         }
         SatResult::Sat => {}
     }
@@ -138,38 +152,12 @@ pub fn check(
     version: CiliumVersion,
     limits: Limits,
 ) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
+    let mut out = cut_off(set, objects, version, limits);
     let mut seen: HashSet<Loc> = HashSet::new();
     for rule in &set.rules {
-        if !matches!(rule.subject, Subject::Endpoints(_)) {
+        let Subject::Endpoints(sel) = &rule.subject else {
             continue;
-        }
-        if rule.default_deny(Direction::Egress) && seen.insert(rule.subject_loc) {
-            match denied_lookup(set, objects, version, rule, None, limits) {
-                Ok(Some(r)) => out.push({
-                    let mut d = Diagnostic::new(
-                        Code::DnsCutOff,
-                        rule.subject_loc,
-                        format!(
-                            "{} puts pods into egress default-deny, and nothing lets some of \
-                             them reach the cluster DNS",
-                            rule.origin.describe()
-                        ),
-                    )
-                    .label("these pods cannot resolve names")
-                    .help(format!(
-                        "for example {} is denied. Allow UDP/53 (and TCP/53) to `kube-system` \
-                         pods labelled `k8s-app=kube-dns`, usually with DNS rules so that \
-                         toFQDNs works",
-                        r.text
-                    ));
-                    d.severity = Severity::Note;
-                    d
-                }),
-                Ok(None) => {}
-                Err(d) => out.push(d),
-            }
-        }
+        };
         for item in rule
             .items
             .iter()
@@ -186,7 +174,14 @@ pub fn check(
                     continue;
                 }
                 let query = sample_name(name);
-                match denied_lookup(set, objects, version, rule, Some(&query), limits) {
+                let who = Askers {
+                    reqs: sel.reqs.clone(),
+                    namespace: sel.pinned(NS),
+                    enforced: false,
+                    excluded: Vec::new(),
+                    loc: p.loc,
+                };
+                match denied_lookup(set, objects, version, &who, Some(&query), limits) {
                     Ok(Some(r)) => out.push(
                         Diagnostic::new(
                             Code::FqdnLookupDenied,
@@ -208,6 +203,115 @@ pub fn check(
                     Err(d) => out.push(d),
                 }
             }
+        }
+    }
+    out
+}
+
+const NS: &str = "io.kubernetes.pod.namespace";
+
+/// A namespace no rule pins: it stands for every namespace without policies of its own.
+const UNPINNED: &str = "polc-any-namespace";
+
+/// The rule a replayed example's egress decision names: the first default-deny rule (or
+/// deny item) behind it, else the first default-deny rule that could apply in `ns`.
+fn deciding_rule<'a>(set: &'a PolicySet, r: &Replay, ns: &str) -> Option<&'a Rule> {
+    let named =
+        r.at_x(Direction::Egress)
+            .into_iter()
+            .flat_map(|d| d.rules.iter())
+            .find_map(|x| {
+                set.rules.iter().map(|r| &**r).find(|rule| {
+                    rule.origin.loc == x.loc || rule.items.iter().any(|i| i.loc == x.loc)
+                })
+            });
+    named.or_else(|| {
+        set.rules.iter().map(|r| &**r).find(|rule| {
+            rule.default_deny(Direction::Egress)
+                && matches!(&rule.subject,
+                    Subject::Endpoints(s) if s.pinned(NS).is_none_or(|p| p == ns))
+        })
+    })
+}
+
+/// V0403, one namespace at a time: a pod of the namespace in egress default-deny whose
+/// lookups are denied. Each example names the rule that put it into default-deny; that rule
+/// is reported and excluded, and the namespace asked again, a few times at most. Pods of
+/// namespaces without rules of their own are asked about once, as one namespace.
+fn cut_off(
+    set: &PolicySet,
+    objects: &[Object],
+    version: CiliumVersion,
+    limits: Limits,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if !set.rules.iter().any(|r| r.default_deny(Direction::Egress)) {
+        return out;
+    }
+    let mut namespaces: Vec<&str> = set
+        .rules
+        .iter()
+        .filter_map(|r| match &r.subject {
+            Subject::Endpoints(sel) => sel.pinned(NS),
+            Subject::Nodes(_) => None,
+        })
+        .collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    namespaces.push(UNPINNED);
+    let mut reported: HashSet<Loc> = HashSet::new();
+    for ns in namespaces {
+        let first = set
+            .rules
+            .iter()
+            .find(|r| matches!(&r.subject, Subject::Endpoints(s) if s.pinned(NS) == Some(ns)))
+            .or_else(|| set.rules.first())
+            .map(|r| r.subject_loc);
+        let Some(first) = first else { break };
+        let mut excluded: Vec<&[Requirement]> = Vec::new();
+        for _ in 0..3 {
+            let who = Askers {
+                reqs: vec![Requirement::equals(format!("k8s:{NS}"), ns)],
+                namespace: Some(ns),
+                enforced: true,
+                excluded: excluded.clone(),
+                loc: first,
+            };
+            let r = match denied_lookup(set, objects, version, &who, None, limits) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(d) => {
+                    out.push(d);
+                    break;
+                }
+            };
+            let Some(rule) = deciding_rule(set, &r, ns) else {
+                break;
+            };
+            let Subject::Endpoints(sel) = &rule.subject else {
+                break;
+            };
+            excluded.push(&sel.reqs);
+            if !reported.insert(rule.subject_loc) {
+                continue;
+            }
+            let mut d = Diagnostic::new(
+                Code::DnsCutOff,
+                rule.subject_loc,
+                format!(
+                    "{} puts pods into egress default-deny, and nothing lets some of them reach \
+                     the cluster DNS",
+                    rule.origin.describe()
+                ),
+            )
+            .label("these pods cannot resolve names")
+            .help(format!(
+                "for example {} is denied. Allow UDP/53 (and TCP/53) to `kube-system` pods \
+                 labelled `k8s-app=kube-dns`, usually with DNS rules so that toFQDNs works",
+                r.text
+            ));
+            d.severity = Severity::Note;
+            out.push(d);
         }
     }
     out
