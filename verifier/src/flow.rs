@@ -249,8 +249,9 @@ impl FlowVars {
         Bool::and(&parts)
     }
 
-    /// The endpoint `x` carries no pod labels but those in `keep` (its namespace's labels,
-    /// service account and cluster aside): for ends that stand for one well-known workload.
+    /// The endpoint `x` carries no labels but those in `keep` (its namespace and the
+    /// namespace's name label, service account and cluster aside), and its namespace no
+    /// other labels: for ends that stand for one well-known workload.
     pub fn only_labels(&self, keep: &[&str]) -> Bool {
         let parts: Vec<Bool> = self
             .x
@@ -258,8 +259,13 @@ impl FlowVars {
             .iter()
             .filter(|(k, _)| {
                 !keep.contains(&k.as_str())
-                    && !k.starts_with("io.cilium.k8s.")
-                    && !k.starts_with("io.kubernetes.pod.namespace")
+                    && !matches!(
+                        k.as_str(),
+                        "io.kubernetes.pod.namespace"
+                            | "io.cilium.k8s.policy.cluster"
+                            | "io.cilium.k8s.policy.serviceaccount"
+                            | "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name"
+                    )
             })
             .map(|(_, (has, _))| has.not())
             .collect();
