@@ -4,20 +4,21 @@
 //!
 //! Concrete mode: the ends are one pod per identity (pods with the same identity get the same
 //! verdicts), every node's host, and one outside address per class of the prefixes either
-//! policy set names; the ports are exact classes (every boundary either policy set draws).
-//! Each flow is judged at L4 by the reference evaluator under both policy sets. The symbolic
-//! mode (no inventory) needs the verifier's flow encoding.
+//! policy set names; each pair of ends is compared at L4 on every port, as maximal port ranges.
+//! The connectivity engine (`polc_compiler::connectivity::changes`) compares only the pairs a
+//! changed rule can reach. The symbolic mode (no inventory) needs the verifier's flow
+//! encoding.
 
 use super::cluster::{self, ClusterArgs};
-use super::test::{family_fits, outside_addresses, port_points_of};
+use super::test::outside_addresses;
 use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
 use polc_compiler::CiliumVersion;
-use polc_compiler::eval::{self, Flow, Peer, Verdict};
+use polc_compiler::connectivity::{self, PROTOS};
+use polc_compiler::eval::Peer;
 use polc_compiler::ir::Proto;
 use polc_compiler::model::Model;
-use polc_grammar::polt;
 use serde_json::json;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -182,73 +183,33 @@ pub(crate) fn ends(old: &Model, new: &Model) -> Vec<(Peer, String)> {
 
 fn diff(old: &Model, new: &Model) -> Vec<Change> {
     let ends = ends(old, new);
-    let points = port_points_of(&[old, new], &polt::Ports::Any);
-    // Per protocol, the sorted points, so a point stands for the ports up to the next one.
-    let mut by_proto: BTreeMap<Proto, Vec<u16>> = BTreeMap::new();
-    for (proto, port) in &points {
-        by_proto.entry(*proto).or_default().push(*port);
-    }
+    let peers: Vec<Peer> = ends.iter().map(|(p, _)| *p).collect();
     let name = |m: &Model, p: Peer| match p {
         Peer::Pod(i) => m.inventory.pods[i].key(),
         Peer::Host(n) => format!("host/{}", m.inventory.nodes[n].name),
         Peer::External(ip) => ip.to_string(),
     };
     let mut out: Vec<Change> = Vec::new();
-    for (src, src_name) in &ends {
-        for (dst, dst_name) in &ends {
-            if src == dst {
-                continue;
-            }
-            for (proto, pts) in &by_proto {
-                if !family_fits(*proto, *src, *dst) {
-                    continue;
-                }
-                let max = if matches!(proto, Proto::Icmp | Proto::Icmpv6) {
-                    255
-                } else {
-                    65535
-                };
-                let mut run: Option<Change> = None;
-                for (k, &port) in pts.iter().enumerate() {
-                    let end = pts.get(k + 1).map_or(max, |n| n.saturating_sub(1));
-                    let flow = Flow {
-                        src: *src,
-                        dst: *dst,
-                        proto: *proto,
-                        port,
-                        request: None,
-                    };
-                    let before = eval::decide(old, &flow).verdict;
-                    let after = eval::decide(new, &flow).verdict;
-                    let change = (before != after).then_some(after == Verdict::Allow);
-                    match (&mut run, change) {
-                        (Some(r), Some(w))
-                            if r.widened == w && r.ports.1.saturating_add(1) == port =>
-                        {
-                            r.ports.1 = end;
-                        }
-                        (_, c) => {
-                            if let Some(r) = run.take() {
-                                out.push(r);
-                            }
-                            run = c.map(|widened| Change {
-                                widened,
-                                src: src_name.clone(),
-                                dst: dst_name.clone(),
-                                proto: *proto,
-                                ports: (port, end),
-                                example: format!(
-                                    "{} -> {} {}/{port}",
-                                    name(new, *src),
-                                    name(new, *dst),
-                                    proto.name()
-                                ),
-                            });
-                        }
-                    }
-                }
-                if let Some(r) = run.take() {
-                    out.push(r);
+    for pair in connectivity::changes(old, new, &peers) {
+        let (src, dst) = (peers[pair.from], peers[pair.to]);
+        let widened = pair.after.minus(&pair.before);
+        let narrowed = pair.before.minus(&pair.after);
+        for proto in PROTOS {
+            for (set, is_widened) in [(&widened, true), (&narrowed, false)] {
+                for (first, last) in set.ranges(proto) {
+                    out.push(Change {
+                        widened: is_widened,
+                        src: ends[pair.from].1.clone(),
+                        dst: ends[pair.to].1.clone(),
+                        proto,
+                        ports: (first, last),
+                        example: format!(
+                            "{} -> {} {}/{first}",
+                            name(new, src),
+                            name(new, dst),
+                            proto.name()
+                        ),
+                    });
                 }
             }
         }

@@ -3,20 +3,18 @@
 //!
 //! The ends are the cluster's workloads (one node per identity), every node's host and the
 //! outside address classes the policies tell apart; an edge carries the protocols and port
-//! ranges the flow is allowed on, judged by the reference evaluator over exact port classes.
-//! Ends with the same edges in and out are merged into one equivalence class.
+//! ranges the flow is allowed on. Ends with the same edges in and out are merged into one
+//! equivalence class. The connectivity engine (`polc_compiler::connectivity`) computes both
+//! from the selector policies, per class of ends rather than per flow.
 
 use super::cluster::{self, ClusterArgs};
 use super::diff::ends;
-use super::test::{family_fits, port_points_of};
 use crate::{EXIT_CLEAN, EXIT_USAGE, Io};
 use petgraph::graph::{DiGraph, NodeIndex};
-use polc_compiler::eval::{self, Flow, Peer, Verdict};
-use polc_compiler::ir::Proto;
-use polc_compiler::model::Model;
-use polc_grammar::polt;
+use polc_compiler::connectivity::{Connectivity, Graph, PROTOS, PortSet, PortSetId, domain};
+use polc_compiler::eval::Peer;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// Output formats of `graph`.
@@ -41,36 +39,14 @@ pub struct GraphArgs {
     pub format: GraphFormat,
 }
 
-/// The allowed port ranges of one flow direction, per protocol, as text.
-fn allowed(model: &Model, src: Peer, dst: Peer, points: &BTreeMap<Proto, Vec<u16>>) -> String {
+/// The allowed port ranges of one flow direction, per protocol, as text: `TCP 80,443; UDP
+/// all`.
+fn allowed_text(set: &PortSet) -> String {
     let mut parts = Vec::new();
-    for (proto, pts) in points {
-        if !family_fits(*proto, src, dst) {
-            continue;
-        }
-        let (min, max) = if matches!(proto, Proto::Icmp | Proto::Icmpv6) {
-            (0, 255)
-        } else {
-            (1, 65535)
-        };
-        let mut ranges: Vec<(u16, u16)> = Vec::new();
-        for (k, &port) in pts.iter().enumerate() {
-            let end = pts.get(k + 1).map_or(max, |n| n.saturating_sub(1));
-            let flow = Flow {
-                src,
-                dst,
-                proto: *proto,
-                port,
-                request: None,
-            };
-            if eval::decide(model, &flow).verdict == Verdict::Allow {
-                match ranges.last_mut() {
-                    Some(r) if r.1.saturating_add(1) == port => r.1 = end,
-                    _ => ranges.push((port, end)),
-                }
-            }
-        }
-        let text: Vec<String> = ranges
+    for proto in PROTOS {
+        let (min, max) = domain(proto);
+        let text: Vec<String> = set
+            .ranges(proto)
             .iter()
             .map(|&(a, b)| match (a, b) {
                 (a, b) if a == min && b == max => "all".to_string(),
@@ -92,37 +68,10 @@ pub fn run(args: &GraphArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     };
     let model = &loaded.model;
     let all = ends(model, model);
-    let mut points: BTreeMap<Proto, Vec<u16>> = BTreeMap::new();
-    for (proto, port) in port_points_of(&[model], &polt::Ports::Any) {
-        points.entry(proto).or_default().push(port);
-    }
-    // The full matrix of edge labels.
-    let n = all.len();
-    let mut label = vec![vec![String::new(); n]; n];
-    for (i, (src, _)) in all.iter().enumerate() {
-        for (j, (dst, _)) in all.iter().enumerate() {
-            if i != j {
-                label[i][j] = allowed(model, *src, *dst, &points);
-            }
-        }
-    }
-    // Ends with the same row and column are one class.
-    let mut classes: Vec<Vec<usize>> = Vec::new();
-    let signature = |i: usize| -> (Vec<&String>, Vec<&String>) {
-        (
-            (0..n).map(|j| &label[i][j]).collect(),
-            (0..n).map(|j| &label[j][i]).collect(),
-        )
-    };
-    for (i, row) in label.iter().enumerate() {
-        match classes
-            .iter_mut()
-            .find(|c| signature(c[0]) == signature(i) && label[c[0]][i] == row[c[0]])
-        {
-            Some(c) => c.push(i),
-            None => classes.push(vec![i]),
-        }
-    }
+    let peers: Vec<Peer> = all.iter().map(|(p, _)| *p).collect();
+    let mut conn = Connectivity::new(model, &peers);
+    let Graph { classes, edges } = conn.graph();
+    let mut texts: HashMap<PortSetId, String> = HashMap::new();
     let mut graph: DiGraph<String, String> = DiGraph::new();
     let nodes: Vec<NodeIndex> = classes
         .iter()
@@ -131,19 +80,12 @@ pub fn run(args: &GraphArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             graph.add_node(names.join(" | "))
         })
         .collect();
-    for (a, ca) in classes.iter().enumerate() {
-        for (b, cb) in classes.iter().enumerate() {
-            // Within a class, and between classes, the label of one representative pair.
-            let (i, j) = (ca[0], cb[0]);
-            let l = if a == b {
-                cb.get(1).map_or(String::new(), |&k| label[i][k].clone())
-            } else {
-                label[i][j].clone()
-            };
-            if !l.is_empty() {
-                graph.add_edge(nodes[a], nodes[b], l);
-            }
-        }
+    for (a, b, l) in edges {
+        let text = texts
+            .entry(l)
+            .or_insert_with(|| allowed_text(conn.sets().get(l)))
+            .clone();
+        graph.add_edge(nodes[a], nodes[b], text);
     }
     let text = match args.format {
         GraphFormat::Dot => {
