@@ -582,7 +582,7 @@ fn check_graph(conn: &mut Connectivity, label: &[Vec<PortSet>]) -> Result<(), St
         let got: Vec<(usize, usize, PortSet)> = g
             .edges
             .iter()
-            .map(|&(a, b, l)| (a, b, conn.sets().get(l).clone()))
+            .map(|&(a, b, l)| (a as usize, b as usize, conn.sets().get(l).clone()))
             .collect();
         if got != edges {
             return Err(format!("graph edges {got:?}, expected {edges:?}"));

@@ -3,21 +3,21 @@
 //! one node, and an edge between two nodes carries what a member of one may send to a member
 //! of the other.
 //!
-//! Rows and columns have one entry per end, so comparing them directly is quadratic in the
-//! ends for every end. Instead, an end's row is hashed from the structure of the matrix
-//! ([`Keys`]): outside the hosts, an entry depends only on the source's *source key* (egress
-//! side, identity class, family) and the destination's *destination key* (ingress side,
-//! identity class, family), and each end's own diagonal entry is empty; a host's entry
-//! towards a pod depends in addition on whether the pod runs on that host's node. Ends are
-//! grouped by their hashes, and every grouping is then confirmed by an exact comparison of
-//! the two rows and columns (cheap, for the same structural reasons), so a hash collision
-//! costs time, never a wrong class.
+//! The matrix has one row and one column per end, but little information: between two
+//! non-host ends, an entry depends only on the source's *source key* (egress side, identity
+//! class, family) and the destination's *destination key* (ingress side, identity class,
+//! family), and an end's own (diagonal) entry is empty; between a host and a non-host end it
+//! depends on the key and the host, and on whether the end runs on that host's node. So the
+//! matrix is kept as [`Layout`]: a key-by-key table, key-by-host tables, and the few entries
+//! of ends on a host's own node, and rows are hashed and compared from it. Ends are grouped
+//! by their hashes, and every grouping is confirmed by an exact comparison of the two rows
+//! and columns, so a hash collision costs time, never a wrong class.
 //!
 //! An end joins a class when its row and column equal the class's first member's, with the
 //! diagonal entries empty; this is an equivalence (members of a class cannot reach each
 //! other), so the classes do not depend on the order the ends are looked at.
 
-use super::{Connectivity, EMPTY, Family, FastHash, PortSetId};
+use super::{Connectivity, EMPTY, FULL, Family, FastHash, PortSetId};
 use crate::eval::Peer;
 use std::collections::HashMap;
 
@@ -28,23 +28,19 @@ pub struct Graph {
     pub classes: Vec<Vec<usize>>,
     /// `(from class, to class, allowed ports)` for every ordered pair of classes whose
     /// members may talk, in (from, to) order. A class never has an edge to itself.
-    pub edges: Vec<(usize, usize, PortSetId)>,
+    pub edges: Vec<(u32, u32, PortSetId)>,
 }
 
 const NONE: u32 = u32::MAX;
 
-/// How many keys two non-host ends can have all of whose members are one of the two.
+/// How many keys two non-host ends can make exceptions of: a key whose only members are
+/// the two ends themselves is not compared as a key.
 const MAX_SPECIAL_KEYS: usize = 2;
 
-/// Memoized key comparisons: for two source (destination) keys, the destination (source)
-/// keys they disagree on.
-#[derive(Default)]
-struct Memo {
-    rows: HashMap<(u32, u32), Vec<u32>, FastHash>,
-    cols: HashMap<(u32, u32), Vec<u32>, FastHash>,
-}
+/// How many hosts two non-host ends can make exceptions of (the hosts of their nodes).
+const MAX_SPECIAL_HOSTS: usize = 4;
 
-/// What an entry of the matrix between two non-host ends depends on, from one side.
+/// What an entry between two non-host ends depends on, from one side.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     side: u32,
@@ -52,25 +48,66 @@ struct Key {
     family: Family,
 }
 
-/// The source and destination keys of the non-host ends.
-struct Keys {
-    /// Per end: its source key index, or `NONE` for hosts.
+/// The connectivity matrix in the form of its structure (see the module doc).
+struct Layout {
+    /// Per end: its source key, or `NONE` for hosts.
     src: Vec<u32>,
-    /// Per end: its destination key index, or `NONE` for hosts.
+    /// Per end: its destination key, or `NONE` for hosts.
     dst: Vec<u32>,
+    /// Per end: its index among the hosts, or `NONE`.
+    host: Vec<u32>,
+    /// Per end: the node it runs on (for a host, its node).
+    node: Vec<Option<usize>>,
     src_keys: Vec<Key>,
     dst_keys: Vec<Key>,
-    /// Members of each destination key.
-    dst_members: Vec<Vec<usize>>,
-    /// Members of each source key.
     src_members: Vec<Vec<usize>>,
+    dst_members: Vec<Vec<usize>>,
     /// The host ends.
     hosts: Vec<usize>,
     /// Per node, its host ends.
     host_ends: HashMap<usize, Vec<usize>>,
     /// Per node, the non-host ends on it.
     on_node: HashMap<usize, Vec<usize>>,
+    /// Source key × destination key: the entry between two non-host ends.
+    x: Vec<PortSetId>,
+    /// Source key × host: from a non-host end on another node to the host.
+    into_host: Vec<PortSetId>,
+    /// Host × destination key: from the host to a non-host end on another node.
+    out_of_host: Vec<PortSetId>,
 }
+
+impl Layout {
+    fn x(&self, s: u32, d: u32) -> PortSetId {
+        self.x[s as usize * self.dst_keys.len() + d as usize]
+    }
+
+    fn host_in(&self, s: u32, h: u32) -> PortSetId {
+        self.into_host[s as usize * self.hosts.len() + h as usize]
+    }
+
+    fn host_out(&self, h: u32, d: u32) -> PortSetId {
+        self.out_of_host[h as usize * self.dst_keys.len() + d as usize]
+    }
+
+    /// Whether `a` and `b` are a host and an end on its node (either way round).
+    fn local(&self, a: usize, b: usize) -> bool {
+        (self.host[a] != NONE || self.host[b] != NONE)
+            && self.node[a].is_some()
+            && self.node[a] == self.node[b]
+    }
+}
+
+/// Memoized comparisons of two source (destination) keys: where their rows (columns)
+/// differ, over destination (source) keys and over hosts, each list cut short after one
+/// more than can be excused.
+#[derive(Default)]
+struct Memo {
+    rows: HashMap<(u32, u32), Differences, FastHash>,
+    cols: HashMap<(u32, u32), Differences, FastHash>,
+}
+
+/// The keys and the hosts two keys' rows (or columns) differ on.
+type Differences = (Vec<u32>, Vec<u32>);
 
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -89,50 +126,87 @@ fn weight(t: usize) -> H2 {
     ]
 }
 
-fn label_hash(l: PortSetId) -> H2 {
-    [
-        mix(u64::from(l) ^ 0x1234_5678_9abc_def0),
-        mix(u64::from(l) ^ 0x0fed_cba9_8765_4321),
-    ]
+/// A row's hash is the sum over its non-empty entries of the position's weight times the
+/// entry's hash, in two lanes; it is a function of the row.
+struct Hasher {
+    labels: Vec<H2>,
 }
 
-fn add(acc: &mut H2, w: H2, l: PortSetId) {
-    let h = label_hash(l);
-    acc[0] = acc[0].wrapping_add(w[0].wrapping_mul(h[0]));
-    acc[1] = acc[1].wrapping_add(w[1].wrapping_mul(h[1]));
+impl Hasher {
+    fn label(&mut self, l: PortSetId) -> H2 {
+        while self.labels.len() <= l as usize {
+            let n = self.labels.len() as u64;
+            self.labels.push([
+                mix(n ^ 0x1234_5678_9abc_def0),
+                mix(n ^ 0x0fed_cba9_8765_4321),
+            ]);
+        }
+        self.labels[l as usize]
+    }
+
+    fn add(&mut self, acc: &mut H2, w: H2, l: PortSetId) {
+        if l != EMPTY {
+            let h = self.label(l);
+            acc[0] = acc[0].wrapping_add(w[0].wrapping_mul(h[0]));
+            acc[1] = acc[1].wrapping_add(w[1].wrapping_mul(h[1]));
+        }
+    }
+
+    fn sub(&mut self, acc: &mut H2, w: H2, l: PortSetId) {
+        if l != EMPTY {
+            let h = self.label(l);
+            acc[0] = acc[0].wrapping_sub(w[0].wrapping_mul(h[0]));
+            acc[1] = acc[1].wrapping_sub(w[1].wrapping_mul(h[1]));
+        }
+    }
 }
 
-fn sub(acc: &mut H2, w: H2, l: PortSetId) {
-    let h = label_hash(l);
-    acc[0] = acc[0].wrapping_sub(w[0].wrapping_mul(h[0]));
-    acc[1] = acc[1].wrapping_sub(w[1].wrapping_mul(h[1]));
+fn plus(a: H2, b: H2) -> H2 {
+    [a[0].wrapping_add(b[0]), a[1].wrapping_add(b[1])]
 }
 
 impl Connectivity {
-    fn keys(&self) -> Keys {
+    /// What an end of key `s` (or the host end `h`, when `s` is `None`) lets out towards
+    /// identity class `class`.
+    fn out_at(&self, side: u32, class: u32) -> PortSetId {
+        if side == NONE {
+            FULL
+        } else {
+            self.tables[side as usize][class as usize]
+        }
+    }
+
+    fn layout(&mut self) -> Layout {
         let view = &self.views[0];
         let n = self.peers.len();
-        let mut k = Keys {
+        let mut l = Layout {
             src: vec![NONE; n],
             dst: vec![NONE; n],
+            host: vec![NONE; n],
+            node: view.node.clone(),
             src_keys: Vec::new(),
             dst_keys: Vec::new(),
-            dst_members: Vec::new(),
             src_members: Vec::new(),
+            dst_members: Vec::new(),
             hosts: Vec::new(),
             host_ends: HashMap::new(),
             on_node: HashMap::new(),
+            x: Vec::new(),
+            into_host: Vec::new(),
+            out_of_host: Vec::new(),
         };
         let mut src_ids: HashMap<Key, u32> = HashMap::new();
         let mut dst_ids: HashMap<Key, u32> = HashMap::new();
         for e in 0..n {
             if let Peer::Host(node) = self.peers[e] {
-                k.hosts.push(e);
-                k.host_ends.entry(node).or_default().push(e);
+                l.host[e] = u32::try_from(l.hosts.len()).unwrap_or(NONE);
+                l.hosts.push(e);
+                l.node[e] = Some(node);
+                l.host_ends.entry(node).or_default().push(e);
                 continue;
             }
             if let Some(node) = view.node[e] {
-                k.on_node.entry(node).or_default().push(e);
+                l.on_node.entry(node).or_default().push(e);
             }
             let (out, inn) = view.sides[e].unwrap_or((NONE, NONE));
             let (class, family) = (view.class[e], self.family[e]);
@@ -144,9 +218,9 @@ impl Connectivity {
                         family,
                     },
                     &mut src_ids,
-                    &mut k.src_keys,
-                    &mut k.src_members,
-                    &mut k.src,
+                    &mut l.src_keys,
+                    &mut l.src_members,
+                    &mut l.src,
                 ),
                 (
                     Key {
@@ -155,9 +229,9 @@ impl Connectivity {
                         family,
                     },
                     &mut dst_ids,
-                    &mut k.dst_keys,
-                    &mut k.dst_members,
-                    &mut k.dst,
+                    &mut l.dst_keys,
+                    &mut l.dst_members,
+                    &mut l.dst,
                 ),
             ] {
                 let next = u32::try_from(keys.len()).unwrap_or(NONE);
@@ -170,213 +244,148 @@ impl Connectivity {
                 slot[e] = id;
             }
         }
-        k
+        // Key × key: for each source key, what its side lets out towards every class (one
+        // table row) and what every side lets in from its class (one table column).
+        let (ns, nd, nh) = (l.src_keys.len(), l.dst_keys.len(), l.hosts.len());
+        let mut x = Vec::with_capacity(ns * nd);
+        let mut inn_of_class: Vec<PortSetId> = vec![FULL; self.tables.len()];
+        for s in &l.src_keys {
+            for (side, slot) in inn_of_class.iter_mut().enumerate() {
+                *slot = self.tables[side][s.class as usize];
+            }
+            for d in &l.dst_keys {
+                let out = self.out_at(s.side, d.class);
+                let inn = if d.side == NONE {
+                    FULL
+                } else {
+                    inn_of_class[d.side as usize]
+                };
+                x.push(self.sets.meet(out, inn, s.family, d.family));
+            }
+        }
+        l.x = x;
+        // Key × host, host × key: the host as a remote node, the end elsewhere.
+        let mut into_host = Vec::with_capacity(ns * nh);
+        for s in &l.src_keys {
+            for &h in &l.hosts {
+                let (_, h_in) = view.sides[h].unwrap_or((NONE, NONE));
+                let out = self.out_at(s.side, view.class[h]);
+                let inn = self.out_at(h_in, s.class);
+                into_host.push(self.sets.meet(out, inn, s.family, Family::Any));
+            }
+        }
+        l.into_host = into_host;
+        let mut out_of_host = Vec::with_capacity(nh * nd);
+        for &h in &l.hosts {
+            let (h_out, _) = view.sides[h].unwrap_or((NONE, NONE));
+            for d in &l.dst_keys {
+                let out = self.out_at(h_out, d.class);
+                let inn = self.out_at(d.side, view.class[h]);
+                out_of_host.push(self.sets.meet(out, inn, Family::Any, d.family));
+            }
+        }
+        l.out_of_host = out_of_host;
+        l
     }
 
-    /// The entry from a source key to a destination key (two different non-host ends).
-    fn between(&mut self, s: Key, d: Key) -> PortSetId {
-        let out = if s.side == NONE {
-            super::FULL
-        } else {
-            self.tables[s.side as usize][d.class as usize]
-        };
-        let inn = if d.side == NONE {
-            super::FULL
-        } else {
-            self.tables[d.side as usize][s.class as usize]
-        };
-        self.sets.meet(out, inn, s.family, d.family)
-    }
-
-    /// The entry from host end `h` to a non-host end of destination key `d` on another node.
-    fn host_out(&mut self, h: usize, d: Key) -> PortSetId {
-        let view = &self.views[0];
-        let (out, _) = view.sides[h].unwrap_or((NONE, NONE));
-        let o = if out == NONE {
-            super::FULL
-        } else {
-            self.tables[out as usize][d.class as usize]
-        };
-        let i = if d.side == NONE {
-            super::FULL
-        } else {
-            self.tables[d.side as usize][view.class[h] as usize]
-        };
-        self.sets.meet(o, i, Family::Any, d.family)
-    }
-
-    /// The entry from a non-host end of source key `s` on another node to host end `h`.
-    fn host_in(&mut self, s: Key, h: usize) -> PortSetId {
-        let view = &self.views[0];
-        let (_, inn) = view.sides[h].unwrap_or((NONE, NONE));
-        let o = if s.side == NONE {
-            super::FULL
-        } else {
-            self.tables[s.side as usize][view.class[h] as usize]
-        };
-        let i = if inn == NONE {
-            super::FULL
-        } else {
-            self.tables[inn as usize][s.class as usize]
-        };
-        self.sets.meet(o, i, s.family, Family::Any)
+    /// The entry from end `a` to end `b`, read from the layout where it can be.
+    fn at(&mut self, l: &Layout, a: usize, b: usize) -> PortSetId {
+        if a == b {
+            return EMPTY;
+        }
+        match (l.host[a], l.host[b]) {
+            (NONE, NONE) => l.x(l.src[a], l.dst[b]),
+            _ if l.local(a, b) => self.allowed(a, b),
+            (NONE, h) => l.host_in(l.src[a], h),
+            (h, NONE) => l.host_out(h, l.dst[b]),
+            _ => self.allowed(a, b),
+        }
     }
 
     /// The row and column hashes of every end.
-    fn hashes(&mut self, k: &Keys) -> Vec<[u64; 4]> {
+    fn hashes(&mut self, l: &Layout) -> Vec<[u64; 4]> {
         let n = self.peers.len();
+        let (nd, nh) = (l.dst_keys.len(), l.hosts.len());
+        let mut hs = Hasher { labels: Vec::new() };
         let w: Vec<H2> = (0..n).map(weight).collect();
         let group_weight = |members: &[Vec<usize>]| -> Vec<H2> {
             members
                 .iter()
-                .map(|m| {
-                    m.iter().fold([0u64; 2], |acc, &t| {
-                        [acc[0].wrapping_add(w[t][0]), acc[1].wrapping_add(w[t][1])]
-                    })
-                })
+                .map(|m| m.iter().fold([0u64; 2], |acc, &t| plus(acc, w[t])))
                 .collect()
         };
-        let wd = group_weight(&k.dst_members);
-        let ws = group_weight(&k.src_members);
-        let mut row_of_src = vec![[0u64; 2]; k.src_keys.len()];
-        let mut col_of_dst = vec![[0u64; 2]; k.dst_keys.len()];
-        for (si, &s) in k.src_keys.iter().enumerate() {
-            for (di, &d) in k.dst_keys.iter().enumerate() {
-                let l = self.between(s, d);
-                if l != EMPTY {
-                    add(&mut row_of_src[si], wd[di], l);
-                    add(&mut col_of_dst[di], ws[si], l);
-                }
+        let wd = group_weight(&l.dst_members);
+        let ws = group_weight(&l.src_members);
+        // Sums over the non-host ends, per key, as if no end were special.
+        let mut row_of_src = vec![[0u64; 2]; l.src_keys.len()];
+        let mut col_of_dst = vec![[0u64; 2]; nd];
+        for (si, row) in row_of_src.iter_mut().enumerate() {
+            for (di, col) in col_of_dst.iter_mut().enumerate() {
+                let x = l.x[si * nd + di];
+                hs.add(row, wd[di], x);
+                hs.add(col, ws[si], x);
             }
         }
-        // Empty entries are left out of the sums above; a row's hash is the sum over its
-        // non-empty entries, which determines the row.
+        // Sums over the hosts, per key, as if the end ran on no host's node.
+        let mut src_to_hosts = vec![[0u64; 2]; l.src_keys.len()];
+        for (si, acc) in src_to_hosts.iter_mut().enumerate() {
+            for (hi, &h) in l.hosts.iter().enumerate() {
+                hs.add(acc, w[h], l.into_host[si * nh + hi]);
+            }
+        }
+        let mut hosts_to_dst = vec![[0u64; 2]; nd];
+        for (hi, &h) in l.hosts.iter().enumerate() {
+            for (di, acc) in hosts_to_dst.iter_mut().enumerate() {
+                hs.add(acc, w[h], l.out_of_host[hi * nd + di]);
+            }
+        }
         let mut out = vec![[0u64; 4]; n];
-        // Non-host ends: the key sums, without the own (diagonal) entry, plus the hosts.
-        let mut to_hosts: HashMap<u32, H2, FastHash> = HashMap::default();
-        let mut from_hosts: HashMap<u32, H2, FastHash> = HashMap::default();
         for e in 0..n {
-            let (si, di) = (k.src[e], k.dst[e]);
-            if si == NONE {
+            if l.host[e] != NONE {
                 continue;
             }
-            let (s, d) = (k.src_keys[si as usize], k.dst_keys[di as usize]);
-            let mut row = row_of_src[si as usize];
-            let mut col = col_of_dst[di as usize];
-            let own = self.between(s, d);
-            if own != EMPTY {
-                sub(&mut row, w[e], own);
-                sub(&mut col, w[e], own);
-            }
-            // Hosts on other nodes see the end alike, per key.
-            let far_row = match to_hosts.get(&si) {
-                Some(h) => *h,
-                None => {
-                    let mut h = [0u64; 2];
-                    for &hst in &k.hosts {
-                        let l = self.host_in(s, hst);
-                        if l != EMPTY {
-                            add(&mut h, w[hst], l);
-                        }
-                    }
-                    to_hosts.insert(si, h);
-                    h
-                }
-            };
-            let far_col = match from_hosts.get(&di) {
-                Some(h) => *h,
-                None => {
-                    let mut h = [0u64; 2];
-                    for &hst in &k.hosts {
-                        let l = self.host_out(hst, d);
-                        if l != EMPTY {
-                            add(&mut h, w[hst], l);
-                        }
-                    }
-                    from_hosts.insert(di, h);
-                    h
-                }
-            };
-            row = [
-                row[0].wrapping_add(far_row[0]),
-                row[1].wrapping_add(far_row[1]),
-            ];
-            col = [
-                col[0].wrapping_add(far_col[0]),
-                col[1].wrapping_add(far_col[1]),
-            ];
-            // The host of its own node sees it as a local endpoint.
-            let own: &[usize] = self.views[0].node[e]
-                .and_then(|node| k.host_ends.get(&node))
-                .map_or(&[], Vec::as_slice);
-            for &hst in own {
-                let (far, near) = (self.host_in(s, hst), self.allowed(e, hst));
-                if far != EMPTY {
-                    sub(&mut row, w[hst], far);
-                }
-                if near != EMPTY {
-                    add(&mut row, w[hst], near);
-                }
-                let (far, near) = (self.host_out(hst, d), self.allowed(hst, e));
-                if far != EMPTY {
-                    sub(&mut col, w[hst], far);
-                }
-                if near != EMPTY {
-                    add(&mut col, w[hst], near);
-                }
+            let (si, di) = (l.src[e] as usize, l.dst[e] as usize);
+            let mut row = plus(row_of_src[si], src_to_hosts[si]);
+            let mut col = plus(col_of_dst[di], hosts_to_dst[di]);
+            // Its own entry is empty.
+            let own = l.x[si * nd + di];
+            hs.sub(&mut row, w[e], own);
+            hs.sub(&mut col, w[e], own);
+            // The hosts of its own node see it as a local endpoint.
+            let hosts_here = l.node[e].and_then(|node| l.host_ends.get(&node));
+            for &h in hosts_here.into_iter().flatten() {
+                let hi = l.host[h] as usize;
+                hs.sub(&mut row, w[h], l.into_host[si * nh + hi]);
+                let near = self.allowed(e, h);
+                hs.add(&mut row, w[h], near);
+                hs.sub(&mut col, w[h], l.out_of_host[hi * nd + di]);
+                let near = self.allowed(h, e);
+                hs.add(&mut col, w[h], near);
             }
             out[e] = [row[0], row[1], col[0], col[1]];
         }
-        // Hosts: per destination (source) key, plus the ends on their own node, plus hosts.
-        for &h in &k.hosts {
+        for (hi, &h) in l.hosts.iter().enumerate() {
             let (mut row, mut col) = ([0u64; 2], [0u64; 2]);
-            for (&d, &weight) in k.dst_keys.iter().zip(&wd) {
-                let l = self.host_out(h, d);
-                if l != EMPTY {
-                    add(&mut row, weight, l);
-                }
+            for (di, &weight) in wd.iter().enumerate() {
+                hs.add(&mut row, weight, l.out_of_host[hi * nd + di]);
             }
-            for (&s, &weight) in k.src_keys.iter().zip(&ws) {
-                let l = self.host_in(s, h);
-                if l != EMPTY {
-                    add(&mut col, weight, l);
-                }
+            for (si, &weight) in ws.iter().enumerate() {
+                hs.add(&mut col, weight, l.into_host[si * nh + hi]);
             }
-            let Peer::Host(node) = self.peers[h] else {
-                continue;
-            };
-            let local: Vec<usize> = k.on_node.get(&node).cloned().unwrap_or_default();
-            for t in local {
-                let (far, near) = (
-                    self.host_out(h, k.dst_keys[k.dst[t] as usize]),
-                    self.allowed(h, t),
-                );
-                if far != EMPTY {
-                    sub(&mut row, w[t], far);
-                }
-                if near != EMPTY {
-                    add(&mut row, w[t], near);
-                }
-                let (far, near) = (
-                    self.host_in(k.src_keys[k.src[t] as usize], h),
-                    self.allowed(t, h),
-                );
-                if far != EMPTY {
-                    sub(&mut col, w[t], far);
-                }
-                if near != EMPTY {
-                    add(&mut col, w[t], near);
-                }
+            let here = l.node[h].and_then(|node| l.on_node.get(&node));
+            for &t in here.into_iter().flatten() {
+                hs.sub(&mut row, w[t], l.host_out(hi as u32, l.dst[t]));
+                let near = self.allowed(h, t);
+                hs.add(&mut row, w[t], near);
+                hs.sub(&mut col, w[t], l.host_in(l.src[t], hi as u32));
+                let near = self.allowed(t, h);
+                hs.add(&mut col, w[t], near);
             }
-            for &m in &k.hosts {
-                let l = self.allowed(h, m);
-                if l != EMPTY {
-                    add(&mut row, w[m], l);
-                }
-                let l = self.allowed(m, h);
-                if l != EMPTY {
-                    add(&mut col, w[m], l);
-                }
+            for &m in &l.hosts {
+                let a = self.allowed(h, m);
+                hs.add(&mut row, w[m], a);
+                let a = self.allowed(m, h);
+                hs.add(&mut col, w[m], a);
             }
             out[h] = [row[0], row[1], col[0], col[1]];
         }
@@ -384,135 +393,97 @@ impl Connectivity {
     }
 
     /// Whether ends `a` and `b` have the same row and the same column, exactly.
-    fn same(&mut self, k: &Keys, memo: &mut Memo, a: usize, b: usize) -> bool {
-        // Hosts: one entry each.
-        for &h in &k.hosts {
-            if self.allowed(a, h) != self.allowed(b, h) || self.allowed(h, a) != self.allowed(h, b)
-            {
-                return false;
-            }
-        }
-        // Positions where an entry may differ from its key's: the two ends themselves, and
-        // the ends on a host's node when one of them is that host. They are compared one by
-        // one; a key all of whose members are such positions is not compared as a key.
-        let mut special: Vec<usize> = Vec::new();
+    fn same(&mut self, l: &Layout, memo: &mut Memo, a: usize, b: usize) -> bool {
+        // Positions whose entries may differ from what their key or host says in general:
+        // the two ends themselves, the hosts of their nodes, and the ends on a host's node
+        // when one of the two is that host. They are compared one by one.
+        let mut special: Vec<usize> = vec![a, b];
         for e in [a, b] {
-            match self.peers[e] {
-                Peer::Host(node) => special.extend(k.on_node.get(&node).into_iter().flatten()),
-                _ => special.push(e),
+            let Some(node) = l.node[e] else { continue };
+            special.extend(l.host_ends.get(&node).into_iter().flatten());
+            if l.host[e] != NONE {
+                special.extend(l.on_node.get(&node).into_iter().flatten());
             }
         }
         special.sort_unstable();
         special.dedup();
-        let mut in_dst: HashMap<u32, usize, FastHash> = HashMap::default();
-        let mut in_src: HashMap<u32, usize, FastHash> = HashMap::default();
         for &t in &special {
-            if self.allowed(a, t) != self.allowed(b, t) || self.allowed(t, a) != self.allowed(t, b)
+            if self.at(l, a, t) != self.at(l, b, t) || self.at(l, t, a) != self.at(l, t, b) {
+                return false;
+            }
+        }
+        let is_special = |t: usize| special.binary_search(&t).is_ok();
+        let all_special = |members: &[usize]| members.iter().all(|&t| is_special(t));
+        if l.host[a] == NONE && l.host[b] == NONE {
+            // Two non-host ends: their keys' rows and columns, memoized per pair of keys.
+            let (sa, sb) = (l.src[a].min(l.src[b]), l.src[a].max(l.src[b]));
+            if sa != sb {
+                let (keys, hosts) = memo.rows.entry((sa, sb)).or_insert_with(|| {
+                    (
+                        differing(l.dst_keys.len(), MAX_SPECIAL_KEYS, |d| {
+                            l.x(sa, d) != l.x(sb, d)
+                        }),
+                        differing(l.hosts.len(), MAX_SPECIAL_HOSTS, |h| {
+                            l.host_in(sa, h) != l.host_in(sb, h)
+                        }),
+                    )
+                });
+                if !keys
+                    .iter()
+                    .all(|&d| d != NONE && all_special(&l.dst_members[d as usize]))
+                    || !hosts
+                        .iter()
+                        .all(|&h| h != NONE && is_special(l.hosts[h as usize]))
+                {
+                    return false;
+                }
+            }
+            let (da, db) = (l.dst[a].min(l.dst[b]), l.dst[a].max(l.dst[b]));
+            if da != db {
+                let (keys, hosts) = memo.cols.entry((da, db)).or_insert_with(|| {
+                    (
+                        differing(l.src_keys.len(), MAX_SPECIAL_KEYS, |s| {
+                            l.x(s, da) != l.x(s, db)
+                        }),
+                        differing(l.hosts.len(), MAX_SPECIAL_HOSTS, |h| {
+                            l.host_out(h, da) != l.host_out(h, db)
+                        }),
+                    )
+                });
+                if !keys
+                    .iter()
+                    .all(|&s| s != NONE && all_special(&l.src_members[s as usize]))
+                    || !hosts
+                        .iter()
+                        .all(|&h| h != NONE && is_special(l.hosts[h as usize]))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+        // A host is involved: compare every key (through one member that is not special)
+        // and every host.
+        for members in &l.dst_members {
+            if let Some(&t) = members.iter().find(|&&t| !is_special(t))
+                && self.at(l, a, t) != self.at(l, b, t)
             {
                 return false;
             }
-            *in_dst.entry(k.dst[t]).or_default() += 1;
-            *in_src.entry(k.src[t]).or_default() += 1;
         }
-        let all_special_dst = |di: u32| {
-            di != NONE && in_dst.get(&di).copied().unwrap_or(0) == k.dst_members[di as usize].len()
-        };
-        let all_special_src = |si: u32| {
-            si != NONE && in_src.get(&si).copied().unwrap_or(0) == k.src_members[si as usize].len()
-        };
-        let plain = k.src[a] != NONE && k.src[b] != NONE;
-        // Rows over destination keys.
-        if plain {
-            let pair = (k.src[a].min(k.src[b]), k.src[a].max(k.src[b]));
-            let diff = match memo.rows.get(&pair) {
-                Some(d) => d.clone(),
-                None => {
-                    let (sa, sb) = (k.src_keys[pair.0 as usize], k.src_keys[pair.1 as usize]);
-                    let d = self.differing(k.dst_keys.len(), |c, di| {
-                        let d = k.dst_keys[di];
-                        c.between(sa, d) != c.between(sb, d)
-                    });
-                    memo.rows.insert(pair, d.clone());
-                    d
-                }
-            };
-            if !diff.iter().all(|&di| all_special_dst(di)) {
+        for members in &l.src_members {
+            if let Some(&t) = members.iter().find(|&&t| !is_special(t))
+                && self.at(l, t, a) != self.at(l, t, b)
+            {
                 return false;
             }
-        } else {
-            for di in 0..k.dst_keys.len() {
-                let d = k.dst_keys[di];
-                let dk = u32::try_from(di).unwrap_or(NONE);
-                if !all_special_dst(dk) && self.row_entry(k, a, d) != self.row_entry(k, b, d) {
-                    return false;
-                }
-            }
         }
-        // Columns over source keys.
-        if plain {
-            let pair = (k.dst[a].min(k.dst[b]), k.dst[a].max(k.dst[b]));
-            let diff = match memo.cols.get(&pair) {
-                Some(d) => d.clone(),
-                None => {
-                    let (da, db) = (k.dst_keys[pair.0 as usize], k.dst_keys[pair.1 as usize]);
-                    let d = self.differing(k.src_keys.len(), |c, si| {
-                        let s = k.src_keys[si];
-                        c.between(s, da) != c.between(s, db)
-                    });
-                    memo.cols.insert(pair, d.clone());
-                    d
-                }
-            };
-            if !diff.iter().all(|&si| all_special_src(si)) {
+        for &h in &l.hosts {
+            if self.at(l, a, h) != self.at(l, b, h) || self.at(l, h, a) != self.at(l, h, b) {
                 return false;
-            }
-        } else {
-            for si in 0..k.src_keys.len() {
-                let s = k.src_keys[si];
-                let sk = u32::try_from(si).unwrap_or(NONE);
-                if !all_special_src(sk) && self.col_entry(k, a, s) != self.col_entry(k, b, s) {
-                    return false;
-                }
             }
         }
         true
-    }
-
-    /// The keys (of `n`) where `differs` holds; more than [`MAX_SPECIAL_KEYS`] are cut to one
-    /// more than that (two non-host ends can excuse at most that many keys).
-    fn differing(
-        &mut self,
-        n: usize,
-        mut differs: impl FnMut(&mut Self, usize) -> bool,
-    ) -> Vec<u32> {
-        let mut out = Vec::new();
-        for i in 0..n {
-            if differs(self, i) {
-                out.push(u32::try_from(i).unwrap_or(NONE));
-                if out.len() > MAX_SPECIAL_KEYS {
-                    // A key no end excuses: `NONE` is never all special.
-                    out.push(NONE);
-                    break;
-                }
-            }
-        }
-        out
-    }
-
-    /// End `e`'s entry towards a non-special member of destination key `d`.
-    fn row_entry(&mut self, k: &Keys, e: usize, d: Key) -> PortSetId {
-        match k.src[e] {
-            NONE => self.host_out(e, d),
-            si => self.between(k.src_keys[si as usize], d),
-        }
-    }
-
-    /// The entry from a non-special member of source key `s` to end `e`.
-    fn col_entry(&mut self, k: &Keys, e: usize, s: Key) -> PortSetId {
-        match k.dst[e] {
-            NONE => self.host_in(s, e),
-            di => self.between(s, k.dst_keys[di as usize]),
-        }
     }
 
     /// Groups the ends into classes of equal rows and columns, and the edges between them.
@@ -529,20 +500,21 @@ impl Connectivity {
     }
 
     fn graph_by(&mut self, hashed: bool) -> Graph {
-        let k = self.keys();
+        let l = self.layout();
         let hashes = if hashed {
-            self.hashes(&k)
+            self.hashes(&l)
         } else {
             vec![[0; 4]; self.peers.len()]
         };
         let mut classes: Vec<Vec<usize>> = Vec::new();
-        let mut by_hash: HashMap<[u64; 4], Vec<usize>> = HashMap::new();
+        let mut by_hash: HashMap<[u64; 4], Vec<usize>, FastHash> = HashMap::default();
         let mut memo = Memo::default();
         for (e, hash) in hashes.iter().enumerate() {
-            let candidates = by_hash.entry(*hash).or_default().clone();
+            let candidates = by_hash.entry(*hash).or_default();
             let joined = candidates
-                .into_iter()
-                .find(|&c| self.same(&k, &mut memo, classes[c][0], e));
+                .iter()
+                .copied()
+                .find(|&c| self.same(&l, &mut memo, classes[c][0], e));
             match joined {
                 Some(c) => classes[c].push(e),
                 None => {
@@ -552,24 +524,48 @@ impl Connectivity {
             }
         }
         let reps: Vec<usize> = classes.iter().map(|c| c[0]).collect();
+        let index = |i: usize| u32::try_from(i).unwrap_or(NONE);
         let mut edges = Vec::new();
         for (a, &ra) in reps.iter().enumerate() {
+            let from = index(a);
+            // Row by row, reading the layout's tables directly; the entries of a host and an
+            // end on its node, and between hosts, are worked out.
+            let (src, host) = (l.src[ra], l.host[ra]);
             for (b, &rb) in reps.iter().enumerate() {
-                let l = if a == b {
+                let label = if a == b {
                     // Members of a class never reach each other (see the module doc); the
                     // entry between the first two is still what is drawn.
                     match classes[a].get(1) {
-                        Some(&second) => self.allowed(ra, second),
+                        Some(&second) => self.at(&l, ra, second),
                         None => EMPTY,
                     }
+                } else if host == NONE && l.host[rb] == NONE {
+                    l.x(src, l.dst[rb])
                 } else {
-                    self.allowed(ra, rb)
+                    self.at(&l, ra, rb)
                 };
-                if l != EMPTY {
-                    edges.push((a, b, l));
+                if label != EMPTY {
+                    edges.push((from, index(b), label));
                 }
             }
         }
         Graph { classes, edges }
     }
+}
+
+/// The indices below `n` where `differs` holds; after `max` of them, one more `NONE` marks
+/// that there are too many to excuse.
+fn differing(n: usize, max: usize, differs: impl Fn(u32) -> bool) -> Vec<u32> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let i = u32::try_from(i).unwrap_or(NONE);
+        if differs(i) {
+            if out.len() == max {
+                out.push(NONE);
+                break;
+            }
+            out.push(i);
+        }
+    }
+    out
 }
