@@ -16,7 +16,7 @@ use polc_compiler::eval::{self, Flow, Peer, Request, Verdict};
 use polc_compiler::ir::{PortSpec, Ports, Proto};
 use polc_compiler::model::Model;
 use polc_grammar::polt::{self, Endpoint, Expectation, L7Request, PoltFile};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -383,13 +383,20 @@ pub(crate) fn outside_addresses(models: &[&Model], within: Option<ipnet::IpNet>)
     let Some(first) = models.first() else {
         return out;
     };
+    // What `eval::locate` finds in the cluster, as a set: addresses of pods that are not
+    // host-network, and of nodes.
+    let inv = &first.inventory;
+    let cluster: HashSet<IpAddr> = inv
+        .pods
+        .iter()
+        .filter(|p| !p.host_network)
+        .flat_map(|p| p.ips.iter().copied())
+        .chain(inv.nodes.iter().flat_map(|n| n.ips.iter().copied()))
+        .collect();
     for ip in candidates {
-        if within.is_some_and(|w| !w.contains(&ip)) {
+        if within.is_some_and(|w| !w.contains(&ip)) || cluster.contains(&ip) {
             continue;
         }
-        let Peer::External(ip) = eval::locate(first, ip) else {
-            continue;
-        };
         // One address per set of containing prefixes.
         let class: Vec<ipnet::IpNet> = prefixes
             .iter()
