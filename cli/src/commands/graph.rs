@@ -10,12 +10,10 @@
 use super::cluster::{self, ClusterArgs};
 use super::diff::ends;
 use crate::{EXIT_CLEAN, EXIT_USAGE, Io};
-use petgraph::graph::{DiGraph, NodeIndex};
 use polc_compiler::connectivity::{Connectivity, Graph, PROTOS, PortSet, PortSetId, domain};
 use polc_compiler::eval::Peer;
-use serde_json::json;
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::io::Write;
 
 /// Output formats of `graph`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -70,89 +68,246 @@ pub fn run(args: &GraphArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let all = ends(model, model);
     let peers: Vec<Peer> = all.iter().map(|(p, _)| *p).collect();
     let mut conn = Connectivity::new(model, &peers);
-    let Graph { classes, edges } = conn.graph();
-    let mut texts: HashMap<PortSetId, String> = HashMap::new();
-    let mut graph: DiGraph<String, String> = DiGraph::new();
-    let nodes: Vec<NodeIndex> = classes
+    let graph = conn.graph();
+    let names: Vec<String> = graph
+        .classes
         .iter()
         .map(|c| {
             let names: Vec<&str> = c.iter().map(|&i| all[i].1.as_str()).collect();
-            graph.add_node(names.join(" | "))
+            names.join(" | ")
         })
         .collect();
-    for (a, b, l) in edges {
-        let text = texts
+    let mut texts: HashMap<PortSetId, String> = HashMap::new();
+    for &(_, _, l) in &graph.edges {
+        texts
             .entry(l)
-            .or_insert_with(|| allowed_text(conn.sets().get(l)))
-            .clone();
-        graph.add_edge(nodes[a], nodes[b], text);
+            .or_insert_with(|| allowed_text(conn.sets().get(l)));
     }
-    let text = match args.format {
-        GraphFormat::Dot => {
-            let mut s = String::from("digraph polc {\n  rankdir=LR;\n  node [shape=box];\n");
-            for i in graph.node_indices() {
-                let _ = writeln!(s, "  n{} [label={:?}];", i.index(), graph[i]);
-            }
-            for e in graph.edge_indices() {
-                if let Some((a, b)) = graph.edge_endpoints(e) {
-                    let _ = writeln!(
-                        s,
-                        "  n{} -> n{} [label={:?}];",
-                        a.index(),
-                        b.index(),
-                        graph[e]
-                    );
-                }
-            }
-            s.push_str("}\n");
-            s
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut *io.stdout);
+    match args.format {
+        GraphFormat::Dot => dot(&mut out, &names, &graph, &texts)?,
+        GraphFormat::Mermaid => mermaid(&mut out, &names, &graph, &texts)?,
+        GraphFormat::Json => json(&mut out, &graph, &all, &texts)?,
+    }
+    out.flush()?;
+    Ok(EXIT_CLEAN)
+}
+
+/// Appends the decimal digits of `n`.
+fn push_number(buf: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
-        GraphFormat::Mermaid => {
-            let mut s = String::from("flowchart LR\n");
-            for i in graph.node_indices() {
-                let _ = writeln!(
-                    s,
-                    "  n{}[\"{}\"]",
-                    i.index(),
-                    graph[i].replace('"', "#quot;")
-                );
-            }
-            for e in graph.edge_indices() {
-                if let Some((a, b)) = graph.edge_endpoints(e) {
-                    let _ = writeln!(
-                        s,
-                        "  n{} -->|\"{}\"| n{}",
-                        a.index(),
-                        graph[e].replace('"', "#quot;"),
-                        b.index()
-                    );
-                }
-            }
-            s
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// Writes `buf` out once it is large.
+fn drain(out: &mut impl Write, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    if buf.len() >= 1 << 20 {
+        out.write_all(buf)?;
+        buf.clear();
+    }
+    Ok(())
+}
+
+/// The edge texts, each prepared once by `quote`, by port set.
+fn quoted(
+    texts: &HashMap<PortSetId, String>,
+    quote: impl Fn(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<HashMap<PortSetId, Vec<u8>>> {
+    texts
+        .iter()
+        .map(|(l, t)| Ok((*l, quote(t)?.into_bytes())))
+        .collect()
+}
+
+fn dot(
+    out: &mut impl Write,
+    names: &[String],
+    graph: &Graph,
+    texts: &HashMap<PortSetId, String>,
+) -> anyhow::Result<()> {
+    out.write_all(b"digraph polc {\n  rankdir=LR;\n  node [shape=box];\n")?;
+    for (i, name) in names.iter().enumerate() {
+        writeln!(out, "  n{i} [label={name:?}];")?;
+    }
+    let labels = quoted(texts, |t| Ok(format!("{t:?}")))?;
+    let mut buf = Vec::with_capacity(2 << 20);
+    for (a, b, l) in &graph.edges {
+        buf.extend_from_slice(b"  n");
+        push_number(&mut buf, *a);
+        buf.extend_from_slice(b" -> n");
+        push_number(&mut buf, *b);
+        buf.extend_from_slice(b" [label=");
+        buf.extend_from_slice(labels.get(l).map_or(&[][..], Vec::as_slice));
+        buf.extend_from_slice(b"];\n");
+        drain(out, &mut buf)?;
+    }
+    buf.extend_from_slice(b"}\n");
+    out.write_all(&buf)?;
+    Ok(())
+}
+
+fn mermaid(
+    out: &mut impl Write,
+    names: &[String],
+    graph: &Graph,
+    texts: &HashMap<PortSetId, String>,
+) -> anyhow::Result<()> {
+    out.write_all(b"flowchart LR\n")?;
+    for (i, name) in names.iter().enumerate() {
+        writeln!(out, "  n{i}[\"{}\"]", name.replace('"', "#quot;"))?;
+    }
+    let labels = quoted(texts, |t| Ok(t.replace('"', "#quot;")))?;
+    let mut buf = Vec::with_capacity(2 << 20);
+    for (a, b, l) in &graph.edges {
+        buf.extend_from_slice(b"  n");
+        push_number(&mut buf, *a);
+        buf.extend_from_slice(b" -->|\"");
+        buf.extend_from_slice(labels.get(l).map_or(&[][..], Vec::as_slice));
+        buf.extend_from_slice(b"\"| n");
+        push_number(&mut buf, *b);
+        buf.push(b'\n');
+        drain(out, &mut buf)?;
+    }
+    out.write_all(&buf)?;
+    Ok(())
+}
+
+/// `{"nodes": [{"id", "members"}], "edges": [{"from", "to", "allowed"}]}`, pretty-printed as
+/// `serde_json` does (two-space indent), written as it goes: a users'-scale graph has
+/// millions of edges.
+fn json(
+    out: &mut impl Write,
+    graph: &Graph,
+    all: &[(Peer, String)],
+    texts: &HashMap<PortSetId, String>,
+) -> anyhow::Result<()> {
+    out.write_all(b"{\n  \"nodes\": [")?;
+    for (i, class) in graph.classes.iter().enumerate() {
+        out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+        write!(out, "    {{\n      \"id\": {i},\n      \"members\": [")?;
+        for (k, &m) in class.iter().enumerate() {
+            out.write_all(if k == 0 { b"\n" } else { b",\n" })?;
+            write!(out, "        {}", serde_json::to_string(&all[m].1)?)?;
         }
-        GraphFormat::Json => {
+        out.write_all(if class.is_empty() { b"]" } else { b"\n      ]" })?;
+        out.write_all(b"\n    }")?;
+    }
+    out.write_all(if graph.classes.is_empty() {
+        b"],\n  \"edges\": ["
+    } else {
+        b"\n  ],\n  \"edges\": ["
+    })?;
+    let labels = quoted(texts, |t| Ok(serde_json::to_string(t)?))?;
+    let mut buf = Vec::with_capacity(2 << 20);
+    for (k, (a, b, l)) in graph.edges.iter().enumerate() {
+        buf.extend_from_slice(if k == 0 { b"\n" } else { b",\n" });
+        buf.extend_from_slice(b"    {\n      \"from\": ");
+        push_number(&mut buf, *a);
+        buf.extend_from_slice(b",\n      \"to\": ");
+        push_number(&mut buf, *b);
+        buf.extend_from_slice(b",\n      \"allowed\": ");
+        buf.extend_from_slice(labels.get(l).map_or(&[][..], Vec::as_slice));
+        buf.extend_from_slice(b"\n    }");
+        drain(out, &mut buf)?;
+    }
+    buf.extend_from_slice(if graph.edges.is_empty() {
+        b"]\n}\n"
+    } else {
+        b"\n  ]\n}\n"
+    });
+    out.write_all(&buf)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polc_compiler::eval::Peer;
+    use serde_json::json;
+
+    /// The streamed JSON is what `serde_json::to_string_pretty` writes, with and without
+    /// edges, and with text that needs escaping.
+    #[test]
+    fn json_is_serde_json_pretty() {
+        let all: Vec<(Peer, String)> = vec![
+            (Peer::Host(0), "host/a".into()),
+            (Peer::Host(1), "ns/{app=\"x\\y\"}".into()),
+            (Peer::Host(2), "world (2001:db8::1)\t".into()),
+        ];
+        let texts: HashMap<PortSetId, String> = [
+            (7, "TCP 80,443; UDP all".to_string()),
+            (9, "\"odd\"".into()),
+        ]
+        .into_iter()
+        .collect();
+        for edges in [vec![], vec![(0, 1, 7), (1, 0, 9)]] {
+            let graph = Graph {
+                classes: vec![vec![0, 2], vec![1]],
+                edges,
+            };
+            let mut got = Vec::new();
+            json(&mut got, &graph, &all, &texts).unwrap();
             let nodes: Vec<_> = graph
-                .node_indices()
-                .map(|i| {
-                    json!({
-                        "id": i.index(),
-                        "members": classes[i.index()].iter().map(|&k| all[k].1.clone()).collect::<Vec<_>>(),
-                    })
-                })
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| json!({"id": i, "members": c.iter().map(|&k| all[k].1.clone()).collect::<Vec<_>>()}))
                 .collect();
             let edges: Vec<_> = graph
-                .edge_indices()
-                .filter_map(|e| {
-                    graph.edge_endpoints(e).map(
-                        |(a, b)| json!({"from": a.index(), "to": b.index(), "allowed": graph[e]}),
-                    )
-                })
+                .edges
+                .iter()
+                .map(|(a, b, l)| json!({"from": a, "to": b, "allowed": texts[l]}))
                 .collect();
-            let mut s = serde_json::to_string_pretty(&json!({"nodes": nodes, "edges": edges}))?;
-            s.push('\n');
-            s
+            let mut want =
+                serde_json::to_string_pretty(&json!({"nodes": nodes, "edges": edges})).unwrap();
+            want.push('\n');
+            assert_eq!(String::from_utf8(got).unwrap(), want);
         }
-    };
-    io.stdout.write_all(text.as_bytes())?;
-    Ok(EXIT_CLEAN)
+    }
+
+    /// DOT and Mermaid as `format!` writes them, line by line.
+    #[test]
+    fn dot_and_mermaid_lines() {
+        let names = vec!["host/a".to_string(), "ns/{app=\"x\"}".to_string()];
+        let texts: HashMap<PortSetId, String> = [(7, "TCP 80,443; UDP \"all\"".to_string())]
+            .into_iter()
+            .collect();
+        let graph = Graph {
+            classes: vec![vec![0], vec![1]],
+            edges: vec![(0, 1, 7), (1, 0, 7)],
+        };
+        let mut got = Vec::new();
+        dot(&mut got, &names, &graph, &texts).unwrap();
+        let mut want = String::from("digraph polc {\n  rankdir=LR;\n  node [shape=box];\n");
+        for (i, n) in names.iter().enumerate() {
+            want.push_str(&format!("  n{i} [label={n:?}];\n"));
+        }
+        for (a, b, l) in &graph.edges {
+            want.push_str(&format!("  n{a} -> n{b} [label={:?}];\n", texts[l]));
+        }
+        want.push_str("}\n");
+        assert_eq!(String::from_utf8(got).unwrap(), want);
+        let mut got = Vec::new();
+        mermaid(&mut got, &names, &graph, &texts).unwrap();
+        let mut want = String::from("flowchart LR\n");
+        for (i, n) in names.iter().enumerate() {
+            want.push_str(&format!("  n{i}[\"{}\"]\n", n.replace('"', "#quot;")));
+        }
+        for (a, b, l) in &graph.edges {
+            want.push_str(&format!(
+                "  n{a} -->|\"{}\"| n{b}\n",
+                texts[l].replace('"', "#quot;")
+            ));
+        }
+        assert_eq!(String::from_utf8(got).unwrap(), want);
+    }
 }
