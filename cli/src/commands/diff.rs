@@ -10,7 +10,6 @@
 //! encoding.
 
 use super::cluster::{self, ClusterArgs};
-use super::test::outside_addresses;
 use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
 use polc_compiler::CiliumVersion;
 use polc_compiler::connectivity::{self, PROTOS};
@@ -18,7 +17,6 @@ use polc_compiler::eval::Peer;
 use polc_compiler::ir::Proto;
 use polc_compiler::model::Model;
 use serde_json::json;
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -147,38 +145,36 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     Ok(if fail { EXIT_FINDINGS } else { EXIT_CLEAN })
 }
 
-/// The ends of the comparison: one pod per identity, every host, outside address classes.
+/// The ends of the comparison ([`connectivity::ends`]: one pod per identity, every host,
+/// outside address classes), with their names.
 pub(crate) fn ends(old: &Model, new: &Model) -> Vec<(Peer, String)> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, p) in new.inventory.pods.iter().enumerate() {
-        if p.host_network {
-            continue;
-        }
-        let id = new.identities.pod_identity.get(i).copied().flatten();
-        if seen.insert(id) {
-            // The identity's own labels, without the namespace, service account and cluster
-            // ones every pod carries.
-            let labels: Vec<String> = new.pod_labels[i]
-                .iter()
-                .filter(|l| {
-                    !l.key.starts_with("io.kubernetes.") && !l.key.starts_with("io.cilium.k8s.")
-                })
-                .map(|l| format!("{}={}", l.key, l.value))
-                .collect();
-            out.push((
-                Peer::Pod(i),
-                format!("{}/{{{}}}", p.namespace, labels.join(",")),
-            ));
-        }
-    }
-    for (n, node) in new.inventory.nodes.iter().enumerate() {
-        out.push((Peer::Host(n), format!("host/{}", node.name)));
-    }
-    for ip in outside_addresses(&[old, new], None) {
-        out.push((Peer::External(ip), format!("world ({ip})")));
-    }
-    out
+    connectivity::ends(old, new)
+        .into_iter()
+        .map(|peer| {
+            let name = match peer {
+                // The identity's own labels, without the namespace, service account and
+                // cluster ones every pod carries.
+                Peer::Pod(i) => {
+                    let labels: Vec<String> = new.pod_labels[i]
+                        .iter()
+                        .filter(|l| {
+                            !l.key.starts_with("io.kubernetes.")
+                                && !l.key.starts_with("io.cilium.k8s.")
+                        })
+                        .map(|l| format!("{}={}", l.key, l.value))
+                        .collect();
+                    format!(
+                        "{}/{{{}}}",
+                        new.inventory.pods[i].namespace,
+                        labels.join(",")
+                    )
+                }
+                Peer::Host(n) => format!("host/{}", new.inventory.nodes[n].name),
+                Peer::External(ip) => format!("world ({ip})"),
+            };
+            (peer, name)
+        })
+        .collect()
 }
 
 fn diff(old: &Model, new: &Model) -> Vec<Change> {

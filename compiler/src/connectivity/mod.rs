@@ -43,11 +43,13 @@
 //! [`reference`] keeps the flow-by-flow evaluation they are tested against.
 
 mod diff;
+mod ends;
 mod graph;
 mod ports;
 pub mod reference;
 
 pub use diff::{PairChange, changes};
+pub use ends::{ends, outside_addresses};
 pub use graph::Graph;
 pub use ports::{EMPTY, FULL, Family, PROTOS, PortSet, PortSetId, PortSets, domain, family_fits};
 
