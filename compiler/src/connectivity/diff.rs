@@ -176,49 +176,136 @@ pub fn changes(old: &Model, new: &Model, peers: &[Peer]) -> Vec<PairChange> {
         b.add_view(new, peers, &Policies::new(new, &fresh), None);
     }
     let mut conn = b.finish(peers);
-    let side = |c: &Connectivity, v: usize, k: usize| c.views[v].sides[k];
-    // Sources whose egress may have changed, destinations whose ingress may have.
-    let (sources, destinations): (Vec<usize>, Vec<usize>) = if incremental {
-        (
-            endpoints
-                .iter()
-                .copied()
-                .filter(|&k| side(&conn, 0, k).map(|s| s.0) != side(&conn, 1, k).map(|s| s.0))
-                .collect(),
-            endpoints
-                .iter()
-                .copied()
-                .filter(|&k| side(&conn, 0, k).map(|s| s.1) != side(&conn, 1, k).map(|s| s.1))
-                .collect(),
-        )
+    let mut out = if incremental {
+        reachable_pairs(&mut conn, &endpoints)
     } else {
-        (endpoints.clone(), endpoints)
+        every_pair(&mut conn)
     };
-    let mut is_source = vec![false; peers.len()];
+    out.sort_unstable_by_key(|c| (c.from, c.to));
+    out
+}
+
+/// The pair `s -> d` if its ports differ between the two views.
+fn compare(conn: &mut Connectivity, s: usize, d: usize, out: &mut Vec<PairChange>) {
+    let before = conn.allowed_in(0, s, d);
+    let after = conn.allowed_in(1, s, d);
+    if before != after {
+        out.push(PairChange {
+            from: s,
+            to: d,
+            before: conn.sets.get(before).clone(),
+            after: conn.sets.get(after).clone(),
+        });
+    }
+}
+
+/// Same cluster and identities: only pairs from an endpoint whose egress side changed, or
+/// to one whose ingress side changed, can differ.
+fn reachable_pairs(conn: &mut Connectivity, endpoints: &[usize]) -> Vec<PairChange> {
+    let side = |c: &Connectivity, v: usize, k: usize| c.views[v].sides[k];
+    let changed = |conn: &Connectivity, pick: fn((u32, u32)) -> u32| -> Vec<usize> {
+        endpoints
+            .iter()
+            .copied()
+            .filter(|&k| side(conn, 0, k).map(pick) != side(conn, 1, k).map(pick))
+            .collect()
+    };
+    let sources = changed(conn, |s| s.0);
+    let destinations = changed(conn, |s| s.1);
+    let n = conn.peers.len();
+    let mut is_source = vec![false; n];
     for &s in &sources {
         is_source[s] = true;
     }
     let mut out = Vec::new();
-    let mut compare = |conn: &mut Connectivity, s: usize, d: usize| {
-        let before = conn.allowed_in(0, s, d);
-        let after = conn.allowed_in(1, s, d);
-        if before != after {
-            out.push(PairChange {
-                from: s,
-                to: d,
-                before: conn.sets.get(before).clone(),
-                after: conn.sets.get(after).clone(),
-            });
-        }
-    };
     for (s, &all) in is_source.iter().enumerate() {
         if all {
-            for d in 0..peers.len() {
-                compare(&mut conn, s, d);
+            for d in 0..n {
+                compare(conn, s, d, &mut out);
             }
         } else {
             for &d in &destinations {
-                compare(&mut conn, s, d);
+                compare(conn, s, d, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Any two models: every pair may differ. Between two non-host ends a pair's ports depend
+/// only on the source's key (egress side, identity class, family) and the destination's
+/// key (ingress side, identity class, family) in each view, so pairs of *joint* keys (the
+/// key in the old view and in the new one) are compared once, and only the members of those
+/// that differ are listed; pairs with a host are compared one by one.
+fn every_pair(conn: &mut Connectivity) -> Vec<PairChange> {
+    type ViewKey = (u32, u32, super::Family);
+    let n = conn.peers.len();
+    let is_host = |c: &Connectivity, e: usize| matches!(c.peers[e], Peer::Host(_));
+    let key = |c: &Connectivity, v: usize, e: usize, egress: bool| -> ViewKey {
+        let view = &c.views[v];
+        let side = view.sides[e].map_or(u32::MAX, |(o, i)| if egress { o } else { i });
+        (side, view.class[e], c.family[e])
+    };
+    // Joint keys, their members, and a member's key in each view.
+    let joint = |egress: bool| {
+        let mut ids: HashMap<(ViewKey, ViewKey), usize> = HashMap::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut keys: Vec<(ViewKey, ViewKey)> = Vec::new();
+        for e in (0..n).filter(|&e| !is_host(conn, e)) {
+            let k = (key(conn, 0, e, egress), key(conn, 1, e, egress));
+            let id = *ids.entry(k).or_insert_with(|| {
+                members.push(Vec::new());
+                keys.push(k);
+                members.len() - 1
+            });
+            members[id].push(e);
+        }
+        (members, keys)
+    };
+    let (src_members, src_keys) = joint(true);
+    let (dst_members, dst_keys) = joint(false);
+    let entry = |c: &mut Connectivity, s: ViewKey, d: ViewKey| {
+        let out = if s.0 == u32::MAX {
+            super::FULL
+        } else {
+            c.tables[s.0 as usize][d.1 as usize]
+        };
+        let inn = if d.0 == u32::MAX {
+            super::FULL
+        } else {
+            c.tables[d.0 as usize][s.1 as usize]
+        };
+        c.sets.meet(out, inn, s.2, d.2)
+    };
+    let mut out = Vec::new();
+    for (js, &(s0, s1)) in src_keys.iter().enumerate() {
+        for (jd, &(d0, d1)) in dst_keys.iter().enumerate() {
+            let before = entry(conn, s0, d0);
+            let after = entry(conn, s1, d1);
+            if before == after {
+                continue;
+            }
+            let (b, a) = (conn.sets.get(before).clone(), conn.sets.get(after).clone());
+            for &s in &src_members[js] {
+                for &d in &dst_members[jd] {
+                    if s != d {
+                        out.push(PairChange {
+                            from: s,
+                            to: d,
+                            before: b.clone(),
+                            after: a.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let hosts: Vec<bool> = (0..n).map(|e| is_host(conn, e)).collect();
+    for h in (0..n).filter(|&e| hosts[e]) {
+        for (e, &host) in hosts.iter().enumerate() {
+            compare(conn, h, e, &mut out);
+            if !host {
+                compare(conn, e, h, &mut out);
             }
         }
     }
