@@ -524,28 +524,44 @@ impl Connectivity {
             }
         }
         let reps: Vec<usize> = classes.iter().map(|c| c[0]).collect();
+        // Per class, its first member's destination key (`NONE` for a host).
+        let rep_dst: Vec<u32> = reps.iter().map(|&r| l.dst[r]).collect();
         let index = |i: usize| u32::try_from(i).unwrap_or(NONE);
+        let nd = l.dst_keys.len();
         let mut edges = Vec::new();
         for (a, &ra) in reps.iter().enumerate() {
             let from = index(a);
-            // Row by row, reading the layout's tables directly; the entries of a host and an
-            // end on its node, and between hosts, are worked out.
-            let (src, host) = (l.src[ra], l.host[ra]);
-            for (b, &rb) in reps.iter().enumerate() {
-                let label = if a == b {
-                    // Members of a class never reach each other (see the module doc); the
-                    // entry between the first two is still what is drawn.
-                    match classes[a].get(1) {
-                        Some(&second) => self.at(&l, ra, second),
-                        None => EMPTY,
+            if l.host[ra] == NONE {
+                // A non-host end: its key's row of the layout, except towards hosts.
+                let si = l.src[ra] as usize;
+                let row = &l.x[si * nd..(si + 1) * nd];
+                for (b, &d) in rep_dst.iter().enumerate() {
+                    let label = if b == a {
+                        EMPTY
+                    } else if d != NONE {
+                        row[d as usize]
+                    } else {
+                        self.at(&l, ra, reps[b])
+                    };
+                    if label != EMPTY {
+                        edges.push((from, index(b), label));
                     }
-                } else if host == NONE && l.host[rb] == NONE {
-                    l.x(src, l.dst[rb])
-                } else {
-                    self.at(&l, ra, rb)
-                };
+                }
+            } else {
+                for (b, &rb) in reps.iter().enumerate() {
+                    let label = if b == a { EMPTY } else { self.at(&l, ra, rb) };
+                    if label != EMPTY {
+                        edges.push((from, index(b), label));
+                    }
+                }
+            }
+            // Members of a class never reach each other (see the module doc); the entry
+            // between the first two is still what would be drawn, in its place.
+            if let Some(&second) = classes[a].get(1) {
+                let label = self.at(&l, ra, second);
                 if label != EMPTY {
-                    edges.push((from, index(b), label));
+                    let at = edges.partition_point(|e| (e.0, e.1) < (from, from));
+                    edges.insert(at, (from, from, label));
                 }
             }
         }

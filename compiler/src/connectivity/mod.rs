@@ -572,10 +572,8 @@ impl Builder {
             .collect();
         // Classes every side answers alike are one class, and sides with the same answers
         // are one side: nothing can tell them apart.
-        let class_map = same_answers(classes, |c, out| {
-            out.extend(tables.iter().map(|t| t[c]));
-        });
-        let side_map = same_answers(tables.len(), |s, out| out.extend_from_slice(&tables[s]));
+        let class_map = same_columns(&tables, classes);
+        let side_map = same_rows(&tables);
         for v in &mut views {
             for c in &mut v.class {
                 *c = class_map[*c as usize];
@@ -669,27 +667,57 @@ fn table(
     out
 }
 
-/// For `n` items, each described by a vector of answers (`answers(i, out)` appends item
-/// `i`'s), the first item with the same answers as each: items are grouped by a hash of their
-/// answers and confirmed by comparing them.
-fn same_answers(n: usize, answers: impl Fn(usize, &mut Vec<PortSetId>)) -> Vec<u32> {
-    let mut first: HashMap<u64, Vec<(u32, Vec<PortSetId>)>, FastHash> = HashMap::default();
-    let mut out = Vec::with_capacity(n);
-    let mut buf = Vec::new();
-    for i in 0..n {
-        buf.clear();
-        answers(i, &mut buf);
-        let mut h = Fx::default();
-        for &x in &buf {
-            h.write_u32(x);
+/// For each table, the first table equal to it.
+fn same_rows(tables: &[Vec<PortSetId>]) -> Vec<u32> {
+    let mut first: HashMap<&[PortSetId], u32> = HashMap::new();
+    tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            *first
+                .entry(t.as_slice())
+                .or_insert(u32::try_from(i).unwrap_or(u32::MAX))
+        })
+        .collect()
+}
+
+/// For each of the `n` columns of `tables` (identity classes), the first column equal to it:
+/// columns are hashed side by side (row by row, as the tables lie in memory), and each
+/// column is then compared with the first of its hash in the same order.
+fn same_columns(tables: &[Vec<PortSetId>], n: usize) -> Vec<u32> {
+    let mut hash = vec![0u64; n];
+    for t in tables {
+        for (h, &x) in hash.iter_mut().zip(t) {
+            *h = (h.rotate_left(5) ^ u64::from(x)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
-        let i = u32::try_from(i).unwrap_or(u32::MAX);
-        let bucket = first.entry(h.finish()).or_default();
-        match bucket.iter().find(|(_, a)| *a == buf) {
-            Some((rep, _)) => out.push(*rep),
-            None => {
-                bucket.push((i, buf.clone()));
-                out.push(i);
+    }
+    let mut out: Vec<u32> = (0..n)
+        .map(|c| u32::try_from(c).unwrap_or(u32::MAX))
+        .collect();
+    // Candidates: the first column of each hash; the rest are checked against it, and a
+    // column that differs starts a new candidate list for its hash.
+    let mut pending: Vec<usize> = (0..n).collect();
+    while !pending.is_empty() {
+        let mut rep: HashMap<u64, usize, FastHash> = HashMap::default();
+        let pairs: Vec<(usize, usize)> = pending
+            .iter()
+            .filter_map(|&c| {
+                let r = *rep.entry(hash[c]).or_insert(c);
+                (r != c).then_some((c, r))
+            })
+            .collect();
+        let mut equal = vec![true; pairs.len()];
+        for t in tables {
+            for (ok, &(c, r)) in equal.iter_mut().zip(&pairs) {
+                *ok &= t[c] == t[r];
+            }
+        }
+        pending.clear();
+        for (&(c, r), ok) in pairs.iter().zip(equal) {
+            if ok {
+                out[c] = out[r];
+            } else {
+                pending.push(c);
             }
         }
     }

@@ -166,9 +166,15 @@ pub struct PortSets {
     unions: HashMap<(PortSetId, PortSetId), PortSetId>,
     minus: HashMap<(PortSetId, PortSetId), PortSetId>,
     meets: HashMap<u64, PortSetId, super::FastHash>,
+    /// `meet` of sets with small ids, per pair of families: `DENSE × DENSE` answers
+    /// (`PortSetId::MAX` when not yet known), allocated when first used.
+    dense: [Vec<PortSetId>; 9],
     /// The flow domain of each pair of address families (see [`PortSets::meet`]).
     domains: [PortSetId; 9],
 }
+
+/// Sets with ids below this have their meets in dense tables (4 MiB per pair of families).
+const DENSE: PortSetId = 1024;
 
 /// The empty set's id.
 pub const EMPTY: PortSetId = 0;
@@ -232,6 +238,7 @@ impl PortSets {
             unions: HashMap::new(),
             minus: HashMap::new(),
             meets: HashMap::default(),
+            dense: Default::default(),
             domains: [EMPTY; 9],
         };
         p.intern(PortSet::empty());
@@ -314,7 +321,27 @@ impl PortSets {
     /// source lets `a` out and the destination lets `b` in: `a ∩ b`, cut to the ports a graph
     /// or diff shows (1-65535, ICMP types 0-255) and to the protocols the families carry.
     pub fn meet(&mut self, a: PortSetId, b: PortSetId, s: Family, d: Family) -> PortSetId {
-        let fams = (s.index() * 3 + d.index()) as u64;
+        let fams = s.index() * 3 + d.index();
+        if a < DENSE && b < DENSE {
+            let slot = a as usize * DENSE as usize + b as usize;
+            if let Some(&id) = self.dense[fams].get(slot)
+                && id != PortSetId::MAX
+            {
+                return id;
+            }
+            let id = self.meet_slow(a, b, fams);
+            let table = &mut self.dense[fams];
+            if table.is_empty() {
+                table.resize(DENSE as usize * DENSE as usize, PortSetId::MAX);
+            }
+            table[slot] = id;
+            return id;
+        }
+        self.meet_slow(a, b, fams)
+    }
+
+    fn meet_slow(&mut self, a: PortSetId, b: PortSetId, fams: usize) -> PortSetId {
+        let fams = fams as u64;
         let key = (u64::from(a) << 34) | (u64::from(b) << 4) | fams;
         if let Some(&id) = self.meets.get(&key) {
             return id;
