@@ -68,7 +68,8 @@ pub struct Compilation {
     listeners: Vec<String>,
 }
 
-fn uses_node_selectors(model: &Model) -> bool {
+/// Whether any policy selects nodes by label (then every node is its own class).
+pub(crate) fn uses_node_selectors(model: &Model) -> bool {
     model.policies.rules.iter().any(|r| {
         r.items.iter().any(|i| match &i.peers {
             Peers::List(p) => p.iter().any(|p| matches!(p.kind, PeerKind::Nodes(_))),

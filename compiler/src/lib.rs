@@ -8,6 +8,7 @@
 //! **This crate does no IO**: callers hand it file contents and get values back.
 
 pub mod compile;
+pub mod connectivity;
 pub mod diag;
 pub mod eval;
 pub mod flows;

@@ -4,20 +4,19 @@
 //!
 //! Concrete mode: the ends are one pod per identity (pods with the same identity get the same
 //! verdicts), every node's host, and one outside address per class of the prefixes either
-//! policy set names; the ports are exact classes (every boundary either policy set draws).
-//! Each flow is judged at L4 by the reference evaluator under both policy sets. Without an
-//! inventory the diff is symbolic (`commands::diff_symbolic`).
+//! policy set names; each pair of ends is compared at L4 on every port, as maximal port ranges.
+//! The connectivity engine (`polc_compiler::connectivity::changes`) compares only the pairs a
+//! changed rule can reach. Without an inventory the diff is symbolic
+//! (`commands::diff_symbolic`).
 
 use super::cluster::{self, ClusterArgs};
-use super::test::{family_fits, outside_addresses, port_points_of};
 use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
 use polc_compiler::CiliumVersion;
-use polc_compiler::eval::{self, Flow, Peer, Verdict};
+use polc_compiler::connectivity::{self, PROTOS};
+use polc_compiler::eval::Peer;
 use polc_compiler::ir::Proto;
 use polc_compiler::model::Model;
-use polc_grammar::polt;
 use serde_json::json;
-use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -163,109 +162,67 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     Ok(if fail { EXIT_FINDINGS } else { EXIT_CLEAN })
 }
 
-/// The ends of the comparison: one pod per identity, every host, outside address classes.
+/// The ends of the comparison ([`connectivity::ends`]: one pod per identity, every host,
+/// outside address classes), with their names.
 pub(crate) fn ends(old: &Model, new: &Model) -> Vec<(Peer, String)> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, p) in new.inventory.pods.iter().enumerate() {
-        if p.host_network {
-            continue;
-        }
-        let id = new.identities.pod_identity.get(i).copied().flatten();
-        if seen.insert(id) {
-            // The identity's own labels, without the namespace, service account and cluster
-            // ones every pod carries.
-            let labels: Vec<String> = new.pod_labels[i]
-                .iter()
-                .filter(|l| {
-                    !l.key.starts_with("io.kubernetes.") && !l.key.starts_with("io.cilium.k8s.")
-                })
-                .map(|l| format!("{}={}", l.key, l.value))
-                .collect();
-            out.push((
-                Peer::Pod(i),
-                format!("{}/{{{}}}", p.namespace, labels.join(",")),
-            ));
-        }
-    }
-    for (n, node) in new.inventory.nodes.iter().enumerate() {
-        out.push((Peer::Host(n), format!("host/{}", node.name)));
-    }
-    for ip in outside_addresses(&[old, new], None) {
-        out.push((Peer::External(ip), format!("world ({ip})")));
-    }
-    out
+    connectivity::ends(old, new)
+        .into_iter()
+        .map(|peer| {
+            let name = match peer {
+                // The identity's own labels, without the namespace, service account and
+                // cluster ones every pod carries.
+                Peer::Pod(i) => {
+                    let labels: Vec<String> = new.pod_labels[i]
+                        .iter()
+                        .filter(|l| {
+                            !l.key.starts_with("io.kubernetes.")
+                                && !l.key.starts_with("io.cilium.k8s.")
+                        })
+                        .map(|l| format!("{}={}", l.key, l.value))
+                        .collect();
+                    format!(
+                        "{}/{{{}}}",
+                        new.inventory.pods[i].namespace,
+                        labels.join(",")
+                    )
+                }
+                Peer::Host(n) => format!("host/{}", new.inventory.nodes[n].name),
+                Peer::External(ip) => format!("world ({ip})"),
+            };
+            (peer, name)
+        })
+        .collect()
 }
 
 fn diff(old: &Model, new: &Model) -> Vec<Change> {
     let ends = ends(old, new);
-    let points = port_points_of(&[old, new], &polt::Ports::Any);
-    // Per protocol, the sorted points, so a point stands for the ports up to the next one.
-    let mut by_proto: BTreeMap<Proto, Vec<u16>> = BTreeMap::new();
-    for (proto, port) in &points {
-        by_proto.entry(*proto).or_default().push(*port);
-    }
+    let peers: Vec<Peer> = ends.iter().map(|(p, _)| *p).collect();
     let name = |m: &Model, p: Peer| match p {
         Peer::Pod(i) => m.inventory.pods[i].key(),
         Peer::Host(n) => format!("host/{}", m.inventory.nodes[n].name),
         Peer::External(ip) => ip.to_string(),
     };
     let mut out: Vec<Change> = Vec::new();
-    for (src, src_name) in &ends {
-        for (dst, dst_name) in &ends {
-            if src == dst {
-                continue;
-            }
-            for (proto, pts) in &by_proto {
-                if !family_fits(*proto, *src, *dst) {
-                    continue;
-                }
-                let max = if matches!(proto, Proto::Icmp | Proto::Icmpv6) {
-                    255
-                } else {
-                    65535
-                };
-                let mut run: Option<Change> = None;
-                for (k, &port) in pts.iter().enumerate() {
-                    let end = pts.get(k + 1).map_or(max, |n| n.saturating_sub(1));
-                    let flow = Flow {
-                        src: *src,
-                        dst: *dst,
-                        proto: *proto,
-                        port,
-                        request: None,
-                    };
-                    let before = eval::decide(old, &flow).verdict;
-                    let after = eval::decide(new, &flow).verdict;
-                    let change = (before != after).then_some(after == Verdict::Allow);
-                    match (&mut run, change) {
-                        (Some(r), Some(w))
-                            if r.widened == w && r.ports.1.saturating_add(1) == port =>
-                        {
-                            r.ports.1 = end;
-                        }
-                        (_, c) => {
-                            if let Some(r) = run.take() {
-                                out.push(r);
-                            }
-                            run = c.map(|widened| Change {
-                                widened,
-                                src: src_name.clone(),
-                                dst: dst_name.clone(),
-                                proto: *proto,
-                                ports: (port, end),
-                                example: format!(
-                                    "{} -> {} {}/{port}",
-                                    name(new, *src),
-                                    name(new, *dst),
-                                    proto.name()
-                                ),
-                            });
-                        }
-                    }
-                }
-                if let Some(r) = run.take() {
-                    out.push(r);
+    for pair in connectivity::changes(old, new, &peers) {
+        let (src, dst) = (peers[pair.from], peers[pair.to]);
+        let widened = pair.after.minus(&pair.before);
+        let narrowed = pair.before.minus(&pair.after);
+        for proto in PROTOS {
+            for (set, is_widened) in [(&widened, true), (&narrowed, false)] {
+                for (first, last) in set.ranges(proto) {
+                    out.push(Change {
+                        widened: is_widened,
+                        src: ends[pair.from].1.clone(),
+                        dst: ends[pair.to].1.clone(),
+                        proto,
+                        ports: (first, last),
+                        example: format!(
+                            "{} -> {} {}/{first}",
+                            name(new, src),
+                            name(new, dst),
+                            proto.name()
+                        ),
+                    });
                 }
             }
         }

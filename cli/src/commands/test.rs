@@ -15,6 +15,7 @@ use super::cluster::{self, ClusterArgs, Loaded};
 use super::symbolic;
 use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNKNOWN, EXIT_USAGE, Io};
 use polc_compiler::CiliumVersion;
+use polc_compiler::connectivity;
 use polc_compiler::eval::{self, Flow, Peer, Verdict};
 use polc_compiler::ir::{PortSpec, Ports, Proto};
 use polc_compiler::model::Model;
@@ -22,7 +23,6 @@ use polc_grammar::polt::{self, Endpoint, Expectation, PoltFile};
 use polc_verifier::Limits;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `polc test`.
@@ -391,73 +391,10 @@ fn ends(model: &Model, ep: &Endpoint) -> Vec<End> {
 }
 
 fn outside(model: &Model, within: Option<ipnet::IpNet>) -> Vec<End> {
-    outside_addresses(&[model], within)
+    connectivity::outside_addresses(&[model], within)
         .into_iter()
         .map(|ip| End::Peer(Peer::External(ip)))
         .collect()
-}
-
-/// Representative outside addresses: one per class of the prefixes the policies of `models`
-/// name (inside `within`, if given), and addresses outside every prefix, per family. Cluster
-/// addresses (of the first model's inventory) are never outside.
-pub(crate) fn outside_addresses(models: &[&Model], within: Option<ipnet::IpNet>) -> Vec<IpAddr> {
-    let mut prefixes: Vec<ipnet::IpNet> =
-        models.iter().flat_map(|m| m.policies.prefixes()).collect();
-    prefixes.sort();
-    prefixes.dedup();
-    let mut candidates: Vec<IpAddr> = Vec::new();
-    for p in &prefixes {
-        // The first addresses of each prefix, and just past its end.
-        let net = p.network();
-        candidates.push(net);
-        candidates.push(bump(net, 1));
-        candidates.push(bump(p.broadcast(), 1));
-    }
-    if let Some(w) = within {
-        candidates.push(w.network());
-        candidates.push(w.broadcast());
-    }
-    for s in [
-        "203.0.113.77",
-        "198.51.100.77",
-        "192.0.2.77",
-        "8.8.8.8",
-        "2001:db8::77",
-    ] {
-        if let Ok(ip) = s.parse() {
-            candidates.push(ip);
-        }
-    }
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    let Some(first) = models.first() else {
-        return out;
-    };
-    for ip in candidates {
-        if within.is_some_and(|w| !w.contains(&ip)) {
-            continue;
-        }
-        let Peer::External(ip) = eval::locate(first, ip) else {
-            continue;
-        };
-        // One address per set of containing prefixes.
-        let class: Vec<ipnet::IpNet> = prefixes
-            .iter()
-            .filter(|p| p.contains(&ip))
-            .copied()
-            .collect();
-        if seen.insert((ip.is_ipv4(), class)) {
-            out.push(ip);
-        }
-    }
-    out
-}
-
-fn bump(ip: IpAddr, by: u32) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => IpAddr::V4(u32::from(a).wrapping_add(by).into()),
-        IpAddr::V6(a) => IpAddr::V6(u128::from(a).wrapping_add(u128::from(by)).into()),
-    }
 }
 
 /// Concrete (source, destination) pairs: `host` is the other end's own node, `remote-node`
