@@ -477,3 +477,77 @@ fn regression_named_ports_make_unrelated_changes_undecided() {
     assert_eq!(code, 0, "{text}");
     assert!(!text.contains("unknown"), "{text}");
 }
+
+/// `polc diff --git REV PATH`: the working tree's policies against their committed version.
+#[test]
+fn diff_against_a_git_revision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let pol = repo.join("policies");
+    write_mini(&pol, |_, t| t.to_string());
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-q",
+        "-m",
+        "policies",
+    ]);
+    // Unchanged: no difference.
+    let (code, out, err) = polc(
+        &[
+            "diff",
+            "--git",
+            "HEAD",
+            pol.to_str().unwrap(),
+            "--fail-on",
+            "any",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("0 widened (+, newly allowed), 0 narrowed"),
+        "{out}"
+    );
+    // Widened in the working tree.
+    write_mini(&pol, |_, t| {
+        t.replace(
+            "      - port: \"8080\"\n",
+            "      - port: \"8080\"\n        endPort: 8090\n",
+        )
+    });
+    let (code, out, err) = polc(
+        &[
+            "diff",
+            "--git",
+            "HEAD",
+            pol.to_str().unwrap(),
+            "--fail-on",
+            "widen",
+        ],
+        b"",
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with("+ "), "{out}");
+    // A revision that does not exist is bad input.
+    let (code, _, err) = polc(
+        &["diff", "--git", "no-such-rev", pol.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no-such-rev"), "{err}");
+}

@@ -54,9 +54,14 @@ pub struct DiffArgs {
     /// The policies before.
     #[arg(value_name = "OLD")]
     pub old: PathBuf,
-    /// The policies after.
-    #[arg(value_name = "NEW")]
-    pub new: PathBuf,
+    /// The policies after (with `--git`, leave it out: OLD is compared with its own version
+    /// at the revision).
+    #[arg(value_name = "NEW", required_unless_present = "git")]
+    pub new: Option<PathBuf>,
+    /// Compare the working tree's policies at OLD (a file or directory in a git repository)
+    /// with their version at this revision (`HEAD`, `origin/main`, a commit).
+    #[arg(long, value_name = "REV")]
+    pub git: Option<String>,
     /// Inventory files or directories (concrete mode).
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub inventory: Vec<PathBuf>,
@@ -88,6 +93,74 @@ struct Change {
     example: String,
 }
 
+/// Runs git in `dir`; its standard output, or why it failed.
+fn git(dir: &std::path::Path, args: &[&str]) -> Result<Vec<u8>, String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(out.stdout)
+}
+
+/// Writes the files under `path` as they are at `rev` into a temporary directory; returns
+/// it (removed when dropped) and the path inside it that stands for `path`.
+fn at_revision(rev: &str, path: &std::path::Path) -> Result<(tempfile::TempDir, PathBuf), String> {
+    let abs = path
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let dir = if abs.is_dir() {
+        abs.clone()
+    } else {
+        abs.parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    let top = git(&dir, &["rev-parse", "--show-toplevel"])?;
+    let top = PathBuf::from(String::from_utf8_lossy(&top).trim());
+    let top = top.canonicalize().unwrap_or(top);
+    let rel = abs
+        .strip_prefix(&top)
+        .map_err(|_| {
+            format!(
+                "{} is not inside the repository {}",
+                abs.display(),
+                top.display()
+            )
+        })?
+        .to_path_buf();
+    let rel_text = rel.to_string_lossy().replace('\\', "/");
+    let spec = if rel_text.is_empty() {
+        ".".to_string()
+    } else {
+        rel_text.clone()
+    };
+    let names = git(
+        &top,
+        &["ls-tree", "-r", "-z", "--name-only", rev, "--", &spec],
+    )?;
+    let tmp = tempfile::tempdir().map_err(|e| format!("cannot create a directory: {e}"))?;
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = String::from_utf8_lossy(name).to_string();
+        let bytes = git(&top, &["show", &format!("{rev}:{name}")])?;
+        let target = tmp.path().join(&name);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&target, bytes).map_err(|e| format!("{}: {e}", target.display()))?;
+    }
+    let inside = tmp.path().join(&rel);
+    if !inside.exists() {
+        // The path did not exist at the revision: compare with no policies.
+        std::fs::create_dir_all(&inside).map_err(|e| format!("{}: {e}", inside.display()))?;
+    }
+    Ok((tmp, inside))
+}
+
 /// Runs `polc diff`.
 pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let load = |path: &PathBuf, io: &mut Io<'_>| {
@@ -100,10 +173,28 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         };
         cluster::load(&cargs, &[], io.stdin, io.stderr)
     };
-    let Some(old) = load(&args.old, io) else {
+    // With --git, OLD is the revision's version of the path and NEW the working tree's.
+    let (_checkout, old_path, new_path) = match (&args.git, &args.new) {
+        (Some(rev), None) => match at_revision(rev, &args.old) {
+            Ok((dir, path)) => (Some(dir), path, args.old.clone()),
+            Err(e) => {
+                writeln!(io.stderr, "polc: error: --git {rev}: {e}")?;
+                return Ok(EXIT_USAGE);
+            }
+        },
+        (None, Some(new)) => (None, args.old.clone(), new.clone()),
+        _ => {
+            writeln!(
+                io.stderr,
+                "polc: error: give either OLD and NEW, or one path and --git REV"
+            )?;
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let Some(old) = load(&old_path, io) else {
         return Ok(EXIT_USAGE);
     };
-    let Some(new) = load(&args.new, io) else {
+    let Some(new) = load(&new_path, io) else {
         return Ok(EXIT_USAGE);
     };
     if args.inventory.is_empty() {
