@@ -742,7 +742,7 @@ mod tests {
             let prefix = &c.as_str()[..3];
             let expected = match c.severity() {
                 Severity::Warning if prefix == "S02" => "S02",
-                Severity::Warning if prefix == "V04" => "V04",
+                Severity::Warning | Severity::Note if prefix == "V04" => "V04",
                 Severity::Note if prefix == "P01" => "P01",
                 Severity::Warning => "L03",
                 Severity::Note => "L03",
