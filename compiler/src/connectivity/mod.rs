@@ -142,13 +142,14 @@ pub struct Connectivity {
     peers: Vec<Peer>,
     family: Vec<Family>,
     views: Vec<View>,
-    sides: Vec<Side>,
     /// Per side, its answer per identity class.
     tables: Vec<Vec<PortSetId>>,
     /// The class of `host` (1).
     host_class: u32,
-    /// How many identity classes there are.
+    /// How many identity classes there are (the sides answer each differently).
     classes: usize,
+    /// How many sides with different answers there are.
+    distinct_sides: usize,
 }
 
 /// A selection kept alive, and its id.
@@ -215,9 +216,9 @@ impl Connectivity {
         self.classes
     }
 
-    /// How many distinct sides (one direction of one end's policy, by content) there are.
+    /// How many sides (one direction of one end's policy) give different answers.
     pub fn distinct_sides(&self) -> usize {
-        self.sides.len()
+        self.distinct_sides
     }
 
     /// What end `i` may send to end `j` on (empty for `i == j`), under the first policy set.
@@ -596,12 +597,17 @@ impl Builder {
                 })
                 .collect(),
             views,
-            sides,
             tables,
             host_class,
-            classes,
+            classes: distinct(&class_map),
+            distinct_sides: distinct(&side_map),
         }
     }
+}
+
+/// How many different values a map has.
+fn distinct(map: &[u32]) -> usize {
+    map.iter().collect::<HashSet<_>>().len()
 }
 
 /// A side's answer for every identity class. Classes in none of its selections get the
