@@ -38,7 +38,7 @@ fn connectivity(c: &mut Criterion) {
     let mut group = c.benchmark_group("connectivity");
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(60));
+        .measurement_time(Duration::from_secs(120));
     group.bench_function("graph", |b| {
         b.iter(|| {
             let mut conn = Connectivity::new(&old, &peers);

@@ -25,22 +25,29 @@
 //! Why this is exact, and why it is fast, is the same argument twice:
 //! - **Sides.** An end's side is a function of its items' port sets and the *contents* of
 //!   their selections, its enforcement, and (for ingress named ports) its pod. Ends whose
-//!   sides have equal contents ([`Side`], interned) decide alike; the users' scale has a few
-//!   thousand distinct sides for 14,000 ends.
+//!   sides have equal contents (`Side`, interned) decide alike.
 //! - **Identity classes.** The only way a side looks at a remote identity is "is it in this
 //!   selection?". Two identities that lie in exactly the same selections, over every side
 //!   in play, get the same answer from every side, so each side is tabled once per *class*
-//!   of identities ([`Connectivity::tables`]), not once per identity. `host` (1) is always a
-//!   class of its own, because `allow-localhost` singles it out.
+//!   of identities, not once per identity. `host` (1) starts as a class of its own, because
+//!   `allow-localhost` singles it out.
 //!
-//! So `allowed(s -> d)` is two table reads and an interned intersection. What depends on
-//! where an end runs is only which identity a host has in the eyes of the other end: `host`
-//! on its own node, the remote-node identity elsewhere; this is resolved per pair, never
-//! collapsed.
+//! Once tabled, classes that every side answers alike are merged, and so are sides whose
+//! tables are equal: nothing can tell them apart. At our users' scale that leaves 2,552
+//! identity classes and 2,026 sides for 16,206 ends. So `allowed(s -> d)` is two table reads
+//! and an interned intersection. What depends on where an end runs is only which identity a
+//! host has in the eyes of the other end: `host` on its own node, the remote-node identity
+//! elsewhere; this is resolved per pair, never collapsed.
+//!
+//! One place where the selector cache and the evaluator part ways is kept the evaluator's:
+//! an outside address in no prefix the policies name is `world` to the cache whatever its
+//! family in a single-stack cluster, but `0.0.0.0/0` holds only the IPv4 ones. Such
+//! addresses get an identity per family of their own (`WORLD_ENDS`), and whether an item
+//! selects them is decided from its peers as the evaluator decides it.
 //!
 //! `graph` groups ends with equal rows and columns ([`Connectivity::graph`]), `diff`
-//! compares two policy sets over the pairs a change can reach ([`diff::changes`]);
-//! [`reference`] keeps the flow-by-flow evaluation they are tested against.
+//! compares two policy sets over the pairs a change can reach ([`changes`]); [`mod@reference`]
+//! keeps the flow-by-flow evaluation they are tested against.
 
 mod diff;
 mod ends;
@@ -142,13 +149,14 @@ pub struct Connectivity {
     peers: Vec<Peer>,
     family: Vec<Family>,
     views: Vec<View>,
-    sides: Vec<Side>,
     /// Per side, its answer per identity class.
     tables: Vec<Vec<PortSetId>>,
     /// The class of `host` (1).
     host_class: u32,
-    /// How many identity classes there are.
+    /// How many identity classes there are (the sides answer each differently).
     classes: usize,
+    /// How many sides with different answers there are.
+    distinct_sides: usize,
 }
 
 /// A selection kept alive, and its id.
@@ -215,9 +223,9 @@ impl Connectivity {
         self.classes
     }
 
-    /// How many distinct sides (one direction of one end's policy, by content) there are.
+    /// How many sides (one direction of one end's policy) give different answers.
     pub fn distinct_sides(&self) -> usize {
-        self.sides.len()
+        self.distinct_sides
     }
 
     /// What end `i` may send to end `j` on (empty for `i == j`), under the first policy set.
@@ -596,12 +604,17 @@ impl Builder {
                 })
                 .collect(),
             views,
-            sides,
             tables,
             host_class,
-            classes,
+            classes: distinct(&class_map),
+            distinct_sides: distinct(&side_map),
         }
     }
+}
+
+/// How many different values a map has.
+fn distinct(map: &[u32]) -> usize {
+    map.iter().collect::<HashSet<_>>().len()
 }
 
 /// A side's answer for every identity class. Classes in none of its selections get the
