@@ -79,11 +79,12 @@ pub fn alphabet() -> Regexp {
     Regexp::union(&out)
 }
 
+/// A union of any number of regexes (z3's `re.union` takes two or more).
 fn union_or_empty(parts: &[Regexp]) -> Regexp {
-    if parts.is_empty() {
-        Regexp::empty()
-    } else {
-        Regexp::union(parts)
+    match parts {
+        [] => Regexp::empty(),
+        [one] => one.clone(),
+        _ => Regexp::union(parts),
     }
 }
 
@@ -145,7 +146,7 @@ fn build(h: &Hir, at: Position) -> Option<Regexp> {
         }
         HirKind::Alternation(alts) => {
             let built: Vec<Regexp> = alts.iter().map(|a| build(a, at)).collect::<Option<_>>()?;
-            Regexp::union(&built)
+            union_or_empty(&built)
         }
     })
 }
