@@ -105,17 +105,7 @@ pub fn check(
                 z.assert(c);
             }
             z.assert(Bool::or(&any));
-            match crate::check("bypass", &z) {
-                SatResult::Sat => {}
-                SatResult::Unknown => {
-                    out.push(crate::undecided(a.loc, "bypassed-l7", &z));
-                    continue;
-                }
-                SatResult::Unsat => continue,
-            }
-            z.assert(v.values_valid());
-            let prefs = v.preferences();
-            match crate::check_preferring("bypass", &z, &[], &prefs) {
+            match crate::find_example("bypass", &z, &mut v, &[]) {
                 SatResult::Sat => {}
                 SatResult::Unknown => {
                     out.push(crate::undecided(a.loc, "bypassed-l7", &z));

@@ -298,16 +298,9 @@ impl Query<'_> {
             parts.push(enc.enforced(&mut v, self.dir).not());
         }
         if let Some(item) = self.item {
-            let mut enc = Encoder::new(
-                if self.cause == Cause::Allow {
-                    if self.widened { new.set } else { old.set }
-                } else if self.widened {
-                    old.set
-                } else {
-                    new.set
-                },
-                "class",
-            );
+            // The item is NEW's for allows that widen and for the rest that narrow.
+            let in_new = self.widened == (self.cause == Cause::Allow);
+            let mut enc = Encoder::new(if in_new { new.set } else { old.set }, "class");
             parts.push(enc.item_matches(&mut v, self.rule, item));
         }
         if swap {
@@ -318,23 +311,8 @@ impl Query<'_> {
         }
         let z = solver(limits);
         z.assert(Bool::and(&parts));
-        match crate::check("diff", &z) {
-            SatResult::Unsat => return None,
-            SatResult::Unknown => {
-                out.unknown.push(format!(
-                    "{}: {}",
-                    self.describe_rule(),
-                    z.get_reason_unknown()
-                        .unwrap_or_else(|| "the solver gave up".into())
-                ));
-                return None;
-            }
-            SatResult::Sat => {}
-        }
-        z.assert(v.values_valid());
-        let prefs = v.preferences();
         let defaults: Vec<Bool> = eo.defaults().into_iter().chain(en.defaults()).collect();
-        match crate::check_preferring("diff", &z, &defaults, &prefs) {
+        match crate::find_example("diff", &z, &mut v, &defaults) {
             SatResult::Unsat => return None,
             SatResult::Unknown => {
                 out.unknown.push(format!(

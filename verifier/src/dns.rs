@@ -121,18 +121,9 @@ fn denied_lookup(
     v.swap_ends();
     let z = solver(limits);
     z.assert(Bool::and(&parts));
-    match crate::check("dns", &z) {
+    match crate::find_example("dns", &z, &mut v, &enc.defaults()) {
         SatResult::Unsat => return Ok(None),
         SatResult::Unknown => return Err(crate::undecided(who.loc, "DNS", &z)),
-        SatResult::Sat => {}
-    }
-    z.assert(v.values_valid());
-    let prefs = v.preferences();
-    match crate::check_preferring("dns", &z, &enc.defaults(), &prefs) {
-        SatResult::Unsat => return Ok(None),
-        SatResult::Unknown => {
-            return Err(crate::undecided(who.loc, "DNS", &z));
-        }
         SatResult::Sat => {}
     }
     let Some(model) = z.get_model() else {

@@ -126,6 +126,25 @@ pub fn fresh_context<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// Asks whether the assertions have a model, first without the costly constraints that make
+/// an example buildable as Kubernetes objects (`FlowVars::values_valid`), then, only when a
+/// flow exists, with them and the preferences of [`check_preferring`]. The answer is the
+/// first that is not `Sat`, or the second.
+fn find_example(
+    kind: &str,
+    z: &z3::Solver,
+    v: &mut flow::FlowVars,
+    strong: &[z3::ast::Bool],
+) -> z3::SatResult {
+    let first = check(kind, z);
+    if first != z3::SatResult::Sat {
+        return first;
+    }
+    z.assert(v.values_valid());
+    let prefs = v.preferences();
+    check_preferring(kind, z, strong, &prefs)
+}
+
 /// Checks the solver's assertions, recording the query (see [`smt`]).
 fn check(kind: &str, z: &z3::Solver) -> z3::SatResult {
     smt::record(kind, z);
