@@ -21,7 +21,7 @@ use crate::flow::{self, Encoded, FlowVars, KIND_HOST, KIND_POD, KIND_REMOTE_NODE
 use polc_compiler::eval::{self, Request};
 use polc_compiler::ir::{
     Direction, Entity, HttpRule, Item, L7, PeerKind, Peers, PolicySet, PortRule, Ports, Redirect,
-    Rule, Subject,
+    Rule, Selector, Subject,
 };
 use std::collections::BTreeMap;
 use z3::ast::{Bool, String as Str};
@@ -222,28 +222,63 @@ impl<'a> Encoder<'a> {
         }
     }
 
+    /// The rules that can select the pod at the `dir` end of a flow (with `dir` egress, the
+    /// source): pod rules, less those pinned to another namespace than the pod's, when fixed.
+    fn rules_at(&self, dir: Direction) -> impl Iterator<Item = (&'a Rule, &'a Selector)> + '_ {
+        let ns = match dir {
+            Direction::Egress => self.namespaces.0.as_deref(),
+            Direction::Ingress => self.namespaces.1.as_deref(),
+        };
+        self.set.rules.iter().filter_map(move |rule| {
+            let Subject::Endpoints(sel) = &rule.subject else {
+                return None;
+            };
+            match (ns, sel.pinned("io.kubernetes.pod.namespace")) {
+                (Some(want), Some(pinned)) if want != pinned => None,
+                _ => Some((&**rule, sel)),
+            }
+        })
+    }
+
+    /// The decisions of the L7 rules `request` meets in the formulas of [`Encoder::allowed`]
+    /// for `shape` (the namespaces fixed as they are now): the formulas depend on the request
+    /// only through these, so two requests with the same decisions get the same answers.
+    pub fn l7_decisions(&self, shape: Shape, request: &Request) -> Vec<bool> {
+        let dirs: &[Direction] = match shape {
+            Shape::PodToPod => &[Direction::Egress, Direction::Ingress],
+            Shape::PodToOutside(_) => &[Direction::Egress],
+            Shape::OutsideToPod(_) => &[Direction::Ingress],
+        };
+        let mut out = Vec::new();
+        for &dir in dirs {
+            for (rule, _) in self.rules_at(dir) {
+                for item in rule.items.iter().filter(|i| i.direction == dir && !i.deny) {
+                    let Ports::List(ports) = &item.ports else {
+                        continue;
+                    };
+                    for p in ports {
+                        if let Some(Redirect::L7(l7)) = &p.redirect {
+                            out.push(eval::l7_allows(l7, request));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The decision at the endpoint `x` of `v` in one direction.
     fn side(&mut self, v: &mut FlowVars, dir: Direction, req: &mut Req<'_>) -> Bool {
-        let set = self.set;
-        let requires = set.rules.iter().any(|r| !r.requires.get(dir).is_empty());
-        // A rule pinned to another namespace than the endpoint's cannot select it.
-        let ns = match dir {
-            Direction::Egress => self.namespaces.0.clone(),
-            Direction::Ingress => self.namespaces.1.clone(),
-        };
+        let requires = self
+            .set
+            .rules
+            .iter()
+            .any(|r| !r.requires.get(dir).is_empty());
         let with_request = !matches!(req, Req::None);
         let (mut deny, mut allow, mut allow_l4, mut enforced) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for rule in &set.rules {
-            let Subject::Endpoints(sel) = &rule.subject else {
-                continue;
-            };
-            if let (Some(want), Some(pinned)) =
-                (ns.as_deref(), sel.pinned("io.kubernetes.pod.namespace"))
-                && want != pinned
-            {
-                continue;
-            }
+        let rules: Vec<_> = self.rules_at(dir).collect();
+        for (rule, sel) in rules {
             // The endpoint is a pod, which carries no reserved labels: exact.
             let selected = flow::requirements(&mut v.x, &sel.reqs);
             if rule.default_deny(dir) {
@@ -343,25 +378,10 @@ impl<'a> Encoder<'a> {
 
     /// Whether some rule puts the endpoint `x`'s direction into default-deny.
     pub fn enforced(&mut self, v: &mut FlowVars, dir: Direction) -> Bool {
-        let ns = match dir {
-            Direction::Egress => self.namespaces.0.clone(),
-            Direction::Ingress => self.namespaces.1.clone(),
-        };
         let any: Vec<Bool> = self
-            .set
-            .rules
-            .iter()
-            .filter(|r| r.default_deny(dir))
-            .filter(|r| match (&r.subject, ns.as_deref()) {
-                (Subject::Endpoints(sel), Some(want)) => sel
-                    .pinned("io.kubernetes.pod.namespace")
-                    .is_none_or(|p| p == want),
-                _ => true,
-            })
-            .filter_map(|r| match &r.subject {
-                Subject::Endpoints(sel) => Some(flow::requirements(&mut v.x, &sel.reqs)),
-                Subject::Nodes(_) => None,
-            })
+            .rules_at(dir)
+            .filter(|(r, _)| r.default_deny(dir))
+            .map(|(_, sel)| flow::requirements(&mut v.x, &sel.reqs))
             .collect();
         Bool::or(&any)
     }

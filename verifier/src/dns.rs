@@ -23,7 +23,7 @@ use polc_compiler::ir::{Direction, PeerKind, Peers, PolicySet, Requirement, Rule
 use polc_compiler::raw::Object;
 use polc_compiler::source::Loc;
 use polc_compiler::version::CiliumVersion;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use z3::SatResult;
 use z3::ast::{BV, Bool};
 
@@ -56,14 +56,26 @@ struct Askers<'a> {
     namespace: Option<&'a str>,
     /// Only pods whose egress is default-deny.
     enforced: bool,
+    /// Subjects the pod must match one of (none: no such constraint).
+    any_of: Vec<&'a [Requirement]>,
     /// Subjects the pod must not match (rules already reported).
     excluded: Vec<&'a [Requirement]>,
     /// Where an undecided question is reported.
     loc: Loc,
 }
 
-/// A pod asks the cluster DNS over UDP/53 (with `query`, if any) and is denied: the
-/// replayed example, if there is one.
+/// What a question about a lookup found.
+enum Lookup {
+    /// No pod it asks about is denied.
+    Allowed,
+    /// A denied lookup, replayed.
+    Denied(Box<Replay>),
+    /// The solver found one, but no example it gave was confirmed by the reference
+    /// evaluator.
+    Unconfirmed,
+}
+
+/// Whether a pod asks the cluster DNS over UDP/53 (with `query`, if any) and is denied.
 fn denied_lookup(
     set: &PolicySet,
     objects: &[Object],
@@ -71,10 +83,18 @@ fn denied_lookup(
     who: &Askers<'_>,
     query: Option<&str>,
     limits: Limits,
-) -> Result<Option<Replay>, Diagnostic> {
+) -> Result<Lookup, Diagnostic> {
     let mut v = FlowVars::for_version(version);
     let mut parts = vec![v.well_formed("default"), v.kind_is(KIND_POD)];
     parts.push(flow::requirements(&mut v.x, &who.reqs));
+    if !who.any_of.is_empty() {
+        let any: Vec<Bool> = who
+            .any_of
+            .iter()
+            .map(|reqs| flow::requirements(&mut v.x, reqs))
+            .collect();
+        parts.push(Bool::or(&any));
+    }
     for ex in &who.excluded {
         parts.push(flow::requirements(&mut v.x, ex).not());
     }
@@ -122,18 +142,25 @@ fn denied_lookup(
     let z = solver(limits);
     z.assert(Bool::and(&parts));
     match crate::find_example("dns", &z, &mut v, &enc.defaults()) {
-        SatResult::Unsat => return Ok(None),
+        SatResult::Unsat => return Ok(Lookup::Allowed),
         SatResult::Unknown => return Err(crate::undecided(who.loc, "DNS", &z)),
         SatResult::Sat => {}
     }
-    let Some(model) = z.get_model() else {
-        return Ok(None);
-    };
-    let Some(w) = witness(&v, &model) else {
-        return Ok(None);
-    };
-    Ok(replay(objects, version, &w, Direction::Egress, request)
-        .filter(|r| r.outcome.verdict == Verdict::Deny))
+    let replayed = z
+        .get_model()
+        .and_then(|model| witness(&v, &model))
+        .and_then(|w| replay(objects, version, &w, Direction::Egress, request))
+        .filter(|r| r.outcome.verdict == Verdict::Deny);
+    Ok(replayed.map_or(Lookup::Unconfirmed, |r| Lookup::Denied(Box::new(r))))
+}
+
+/// A `toFQDNs` peer and the lookup that stands for it.
+struct FqdnPeer<'a> {
+    subject: &'a [Requirement],
+    /// The namespace its rule is pinned to (`None`: a clusterwide rule).
+    namespace: Option<&'a str>,
+    query: String,
+    loc: Loc,
 }
 
 /// Runs both checks (the policies lowered as `set`, without `fromRequires`/`toRequires`).
@@ -144,7 +171,14 @@ pub fn check(
     limits: Limits,
 ) -> Vec<Diagnostic> {
     let mut out = cut_off(set, objects, version, limits);
+    out.extend(fqdn_lookups(set, objects, version, limits));
+    out
+}
+
+/// The `toFQDNs` peers of pod rules, once per place.
+fn fqdn_peers(set: &PolicySet) -> Vec<FqdnPeer<'_>> {
     let mut seen: HashSet<Loc> = HashSet::new();
+    let mut out = Vec::new();
     for rule in &set.rules {
         let Subject::Endpoints(sel) = &rule.subject else {
             continue;
@@ -158,45 +192,129 @@ pub fn check(
                 continue;
             };
             for p in peers {
-                let PeerKind::Fqdn(name) = &p.kind else {
-                    continue;
-                };
-                if !seen.insert(p.loc) {
-                    continue;
-                }
-                let query = sample_name(name);
-                let who = Askers {
-                    reqs: sel.reqs.clone(),
-                    namespace: sel.pinned(NS),
-                    enforced: false,
-                    excluded: Vec::new(),
-                    loc: p.loc,
-                };
-                match denied_lookup(set, objects, version, &who, Some(&query), limits) {
-                    Ok(Some(r)) => out.push(
-                        Diagnostic::new(
-                            Code::FqdnLookupDenied,
-                            p.loc,
-                            format!(
-                                "pods this rule selects cannot look up `{query}`, so this \
-                                 toFQDNs peer allows nothing for them"
-                            ),
-                        )
-                        .label("lookups of this name are denied")
-                        .help(format!(
-                            "the DNS proxy learns addresses only from answers it lets \
-                             through; for example {} is denied. Allow the lookup to the \
-                             cluster DNS with a DNS rule that matches the name",
-                            r.text
-                        )),
-                    ),
-                    Ok(None) => {}
-                    Err(d) => out.push(d),
+                if let PeerKind::Fqdn(name) = &p.kind
+                    && seen.insert(p.loc)
+                {
+                    out.push(FqdnPeer {
+                        subject: &sel.reqs,
+                        namespace: sel.pinned(NS),
+                        query: sample_name(name),
+                        loc: p.loc,
+                    });
                 }
             }
         }
     }
     out
+}
+
+/// V0407. Peers are grouped by the decisions the DNS rules give their lookups: within a
+/// group the formulas differ only in the subject, so one question asks whether any pod of
+/// any of them is denied. A group is asked about for all namespaces at once, then, only if
+/// some lookup is denied, one namespace at a time (the namespaces of its peers; every
+/// namespace with rules, and one standing for the rest, when it has clusterwide peers), and
+/// then peer by peer. Within one namespace the rules of other namespaces drop out.
+fn fqdn_lookups(
+    set: &PolicySet,
+    objects: &[Object],
+    version: CiliumVersion,
+    limits: Limits,
+) -> Vec<Diagnostic> {
+    let peers = fqdn_peers(set);
+    let mut with_rules: Vec<&str> = set
+        .rules
+        .iter()
+        .filter_map(|r| match &r.subject {
+            Subject::Endpoints(sel) => sel.pinned(NS),
+            Subject::Nodes(_) => None,
+        })
+        .collect();
+    with_rules.push(UNPINNED);
+    with_rules.sort_unstable();
+    with_rules.dedup();
+    let mut enc = Encoder::new(set, "dns");
+    enc.namespaces(None, Some(DNS_NAMESPACE));
+    let mut groups: Vec<(Vec<bool>, Vec<&FqdnPeer<'_>>)> = Vec::new();
+    let mut keys: HashMap<&str, Vec<bool>> = HashMap::new();
+    for p in &peers {
+        let key = keys.entry(&p.query).or_insert_with(|| {
+            let request = Request::Dns {
+                query: p.query.clone(),
+            };
+            enc.l7_decisions(Shape::PodToPod, &request)
+        });
+        match groups.iter_mut().find(|(k, _)| k == key) {
+            Some((_, g)) => g.push(p),
+            None => groups.push((key.clone(), vec![p])),
+        }
+    }
+    let mut out = Vec::new();
+    let ask = |scope: Option<&str>, group: &[&FqdnPeer<'_>]| {
+        let who = Askers {
+            reqs: scope
+                .map(|ns| vec![Requirement::equals(format!("k8s:{NS}"), ns)])
+                .unwrap_or_default(),
+            namespace: scope,
+            enforced: false,
+            any_of: group.iter().map(|p| p.subject).collect(),
+            excluded: Vec::new(),
+            loc: group[0].loc,
+        };
+        denied_lookup(set, objects, version, &who, Some(&group[0].query), limits)
+    };
+    for (_, group) in groups {
+        // Undecided or not, a question that finds no answer is split into smaller ones.
+        if group.len() > 1 && matches!(ask(None, &group), Ok(Lookup::Allowed)) {
+            continue;
+        }
+        let mut namespaces: Vec<&str> = group.iter().filter_map(|p| p.namespace).collect();
+        if group.iter().any(|p| p.namespace.is_none()) {
+            namespaces.extend(&with_rules);
+        }
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        let mut reported: HashSet<Loc> = HashSet::new();
+        for ns in namespaces {
+            let here: Vec<&FqdnPeer<'_>> = group
+                .iter()
+                .filter(|p| p.namespace.is_none_or(|x| x == ns) && !reported.contains(&p.loc))
+                .copied()
+                .collect();
+            if here.len() > 1 && matches!(ask(Some(ns), &here), Ok(Lookup::Allowed)) {
+                continue;
+            }
+            for p in here {
+                match ask(Some(ns), &[p]) {
+                    Ok(Lookup::Denied(r)) => {
+                        reported.insert(p.loc);
+                        out.push(lookup_denied(p, &r));
+                    }
+                    Ok(Lookup::Allowed | Lookup::Unconfirmed) => {}
+                    Err(d) => out.push(d),
+                }
+            }
+        }
+    }
+    out.sort_by_key(|d| d.loc);
+    out
+}
+
+fn lookup_denied(p: &FqdnPeer<'_>, r: &Replay) -> Diagnostic {
+    let query = &p.query;
+    Diagnostic::new(
+        Code::FqdnLookupDenied,
+        p.loc,
+        format!(
+            "pods this rule selects cannot look up `{query}`, so this toFQDNs peer allows \
+             nothing for them"
+        ),
+    )
+    .label("lookups of this name are denied")
+    .help(format!(
+        "the DNS proxy learns addresses only from answers it lets through; for example {} is \
+         denied. Allow the lookup to the cluster DNS with a DNS rule that matches the name",
+        r.text
+    ))
 }
 
 const NS: &str = "io.kubernetes.pod.namespace";
@@ -265,12 +383,13 @@ fn cut_off(
                 reqs: vec![Requirement::equals(format!("k8s:{NS}"), ns)],
                 namespace: Some(ns),
                 enforced: true,
+                any_of: Vec::new(),
                 excluded: excluded.clone(),
                 loc: first,
             };
             let r = match denied_lookup(set, objects, version, &who, None, limits) {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
+                Ok(Lookup::Denied(r)) => *r,
+                Ok(Lookup::Allowed | Lookup::Unconfirmed) => break,
                 Err(d) => {
                     out.push(d);
                     break;
