@@ -63,11 +63,13 @@ pub fn load(
     let before = paths.len();
     paths.extend(extra.iter().cloned());
     let inputs = input::gather(&paths, stdin, args.max_file_size);
+    crate::timing::lap(stderr, "read files");
     let opts = Options {
         version: args.cilium_version,
         ..Options::default()
     };
     let (objects, mut diags) = polc_compiler::lint(&inputs.sources, &opts);
+    crate::timing::lap(stderr, "lint");
     for d in inputs.diagnostics {
         diags.push(d);
     }
@@ -88,6 +90,7 @@ pub fn load(
         ..Config::default()
     };
     let (model, model_diags) = Model::build(&objects, config);
+    crate::timing::lap(stderr, "build model");
     for d in model_diags {
         diags.push(d);
     }

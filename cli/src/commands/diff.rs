@@ -214,6 +214,7 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         return Ok(code);
     }
     let changes = diff(&old.model, &new.model);
+    crate::timing::lap(io.stderr, "diff");
     let widened = changes.iter().filter(|c| c.widened).count();
     let narrowed = changes.len() - widened;
     let text = match args.format {
@@ -244,6 +245,7 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         }
     };
     io.stdout.write_all(text.as_bytes())?;
+    crate::timing::lap(io.stderr, "write");
     let fail = match args.fail_on {
         None => false,
         Some(FailOn::Widen) => widened > 0,

@@ -67,8 +67,11 @@ pub fn run(args: &GraphArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let model = &loaded.model;
     let all = ends(model, model);
     let peers: Vec<Peer> = all.iter().map(|(p, _)| *p).collect();
+    crate::timing::lap(io.stderr, "ends");
     let mut conn = Connectivity::new(model, &peers);
+    crate::timing::lap(io.stderr, "connectivity");
     let graph = conn.graph();
+    crate::timing::lap(io.stderr, "graph");
     let names: Vec<String> = graph
         .classes
         .iter()
@@ -90,6 +93,8 @@ pub fn run(args: &GraphArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         GraphFormat::Json => json(&mut out, &graph, &all, &texts)?,
     }
     out.flush()?;
+    drop(out);
+    crate::timing::lap(io.stderr, "write");
     Ok(EXIT_CLEAN)
 }
 
