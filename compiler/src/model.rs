@@ -4,7 +4,7 @@
 use crate::diag::Diagnostic;
 use crate::identity::IdentityTable;
 use crate::inventory::{Inventory, Pod};
-use crate::ir::{Direction, PolicySet, Rule, Subject};
+use crate::ir::{Direction, PeerKind, Peers, PolicySet, Rule, Selector, Subject};
 use crate::labels::{LabelFilter, LabelSet};
 use crate::raw::Object;
 use crate::version::CiliumVersion;
@@ -90,22 +90,55 @@ impl Model {
 
     /// A model from lowered policies and an inventory (services already bound).
     pub fn from_parts(policies: PolicySet, inventory: Inventory, config: Config) -> Model {
-        let filter = LabelFilter::default_for(config.version);
-        let dual = config
-            .dual_stack
-            .unwrap_or_else(|| inventory.is_dual_stack());
-        let identities = IdentityTable::allocate(&inventory, &policies, &filter, dual);
-        let pod_labels = inventory
-            .pods
-            .iter()
-            .map(|p| {
-                if p.host_network {
-                    LabelSet::new()
-                } else {
-                    inventory.pod_labels(p, &filter)
-                }
-            })
-            .collect();
+        let pod_labels = security_labels(&inventory, &config);
+        let identities = identities_for(&inventory, &pod_labels, &[&policies], &config);
+        Model::assemble(policies, inventory, identities, config, pod_labels)
+    }
+
+    /// Two models of one cluster, for comparing two policy sets (services already bound):
+    /// the pod labels are worked out once, and the two share one identity table, with CIDR
+    /// identities for the prefixes either set names and per-node identities if either
+    /// selects nodes. That is what lets a diff recompute only what a changed rule reaches.
+    ///
+    /// A prefix only the other set names changes nothing for the verdicts of this one: CIDR
+    /// peers match addresses by containment, and entities and endpoint selectors see the
+    /// same `world` labels on every CIDR identity. Only a selector that names a `cidr:`
+    /// label (it matches the most specific named prefix's label alone) could tell; if one
+    /// does, each model gets the identities of its own policies.
+    pub fn pair(
+        old: PolicySet,
+        new: PolicySet,
+        inventory: Inventory,
+        config: Config,
+    ) -> (Model, Model) {
+        let pod_labels = security_labels(&inventory, &config);
+        let (old_ids, new_ids) = if names_cidr_labels(&old) || names_cidr_labels(&new) {
+            (
+                identities_for(&inventory, &pod_labels, &[&old], &config),
+                identities_for(&inventory, &pod_labels, &[&new], &config),
+            )
+        } else {
+            let shared = identities_for(&inventory, &pod_labels, &[&old, &new], &config);
+            (shared.clone(), shared)
+        };
+        let old = Model::assemble(
+            old,
+            inventory.clone(),
+            old_ids,
+            config.clone(),
+            pod_labels.clone(),
+        );
+        let new = Model::assemble(new, inventory, new_ids, config, pod_labels);
+        (old, new)
+    }
+
+    fn assemble(
+        policies: PolicySet,
+        inventory: Inventory,
+        identities: IdentityTable,
+        config: Config,
+        pod_labels: Vec<LabelSet>,
+    ) -> Model {
         let mut model = Model {
             policies,
             inventory,
@@ -233,4 +266,74 @@ impl Model {
         let hosts = (0..self.inventory.nodes.len()).map(EndpointRef::Host);
         pods.chain(hosts).collect()
     }
+}
+
+/// The security labels of every inventory pod (empty for host-network pods).
+fn security_labels(inventory: &Inventory, config: &Config) -> Vec<LabelSet> {
+    let filter = LabelFilter::default_for(config.version);
+    inventory
+        .pods
+        .iter()
+        .map(|p| {
+            if p.host_network {
+                LabelSet::new()
+            } else {
+                inventory.pod_labels(p, &filter)
+            }
+        })
+        .collect()
+}
+
+/// The identities of a cluster with the prefixes and node selectors of `policies`.
+fn identities_for(
+    inventory: &Inventory,
+    pod_labels: &[LabelSet],
+    policies: &[&PolicySet],
+    config: &Config,
+) -> IdentityTable {
+    let dual = config
+        .dual_stack
+        .unwrap_or_else(|| inventory.is_dual_stack());
+    let labels: Vec<Option<&LabelSet>> = inventory
+        .pods
+        .iter()
+        .zip(pod_labels)
+        .map(|(p, l)| (!p.host_network).then_some(l))
+        .collect();
+    let mut prefixes: Vec<ipnet::IpNet> = policies.iter().flat_map(|p| p.prefixes()).collect();
+    prefixes.sort();
+    prefixes.dedup();
+    let node_selectors = policies
+        .iter()
+        .any(|p| crate::identity::uses_node_selectors(p));
+    IdentityTable::allocate_for(inventory, &labels, &prefixes, node_selectors, dual)
+}
+
+/// Whether a selector of `policies` names a `cidr:` label (or a label of any source whose
+/// key is a prefix), which tells CIDR identities apart by the prefixes named.
+fn names_cidr_labels(policies: &PolicySet) -> bool {
+    let names = |sel: &Selector| {
+        sel.reqs.iter().any(|r| {
+            let (source, key) = crate::labels::split_selector_key(&r.key);
+            matches!(source, "cidr" | crate::labels::SOURCE_ANY) && key.contains('/')
+        })
+    };
+    policies.rules.iter().any(|r| {
+        let subject = match &r.subject {
+            Subject::Endpoints(sel) | Subject::Nodes(sel) => names(sel),
+        };
+        subject
+            || r.requires
+                .ingress
+                .iter()
+                .chain(&r.requires.egress)
+                .any(names)
+            || r.items.iter().any(|i| match &i.peers {
+                Peers::List(peers) => peers.iter().any(|p| match &p.kind {
+                    PeerKind::Endpoints(sel) | PeerKind::Nodes(sel) => names(sel),
+                    _ => false,
+                }),
+                Peers::Any => false,
+            })
+    })
 }
