@@ -309,13 +309,24 @@ fn identities_for(
     IdentityTable::allocate_for(inventory, &labels, &prefixes, node_selectors, dual)
 }
 
+/// Whether `key` is the key of a `cidr:` label: `10.0.0.0/8`, or `f00d--/16` (IPv6, with
+/// `-` for `:`).
+fn is_cidr_label_key(key: &str) -> bool {
+    let Some((addr, len)) = key.rsplit_once('/') else {
+        return false;
+    };
+    len.parse::<u8>().is_ok()
+        && (addr.parse::<std::net::Ipv4Addr>().is_ok()
+            || addr.replace('-', ":").parse::<std::net::Ipv6Addr>().is_ok())
+}
+
 /// Whether a selector of `policies` names a `cidr:` label (or a label of any source whose
 /// key is a prefix), which tells CIDR identities apart by the prefixes named.
 fn names_cidr_labels(policies: &PolicySet) -> bool {
     let names = |sel: &Selector| {
         sel.reqs.iter().any(|r| {
             let (source, key) = crate::labels::split_selector_key(&r.key);
-            matches!(source, "cidr" | crate::labels::SOURCE_ANY) && key.contains('/')
+            matches!(source, "cidr" | crate::labels::SOURCE_ANY) && is_cidr_label_key(key)
         })
     };
     policies.rules.iter().any(|r| {
@@ -336,4 +347,25 @@ fn names_cidr_labels(policies: &PolicySet) -> bool {
                 Peers::Any => false,
             })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_label_keys() {
+        for key in ["10.0.0.0/8", "0.0.0.0/0", "f00d--/16", "2001-db8--1/128"] {
+            assert!(is_cidr_label_key(key), "{key}");
+        }
+        for key in [
+            "app.kubernetes.io/name",
+            "app",
+            "10.0.0.0",
+            "a/8",
+            "10.0.0.0/x",
+        ] {
+            assert!(!is_cidr_label_key(key), "{key}");
+        }
+    }
 }

@@ -263,6 +263,8 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     };
     io.stdout.write_all(text.as_bytes())?;
     crate::timing::lap(io.stderr, "write");
+    // The process ends here: freeing the models value by value would only cost time.
+    std::mem::forget((old, new));
     let fail = match args.fail_on {
         None => false,
         Some(FailOn::Widen) => widened > 0,

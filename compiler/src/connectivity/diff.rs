@@ -106,7 +106,7 @@ fn changed_rules(old: &Model, new: &Model) -> (Vec<Rule>, Vec<Rule>) {
 }
 
 /// Whether two models have the same cluster, agent settings and identities, so that a rule
-/// selects the same identities in both.
+/// selects the same identities in both, and endpoints fall into classes the same way.
 fn same_cluster(a: &Model, b: &Model) -> bool {
     let (ca, cb) = (&a.config, &b.config);
     let (ia, ib) = (&a.inventory, &b.inventory);
@@ -137,6 +137,9 @@ fn same_cluster(a: &Model, b: &Model) -> bool {
         && da.cidrs == db.cidrs
         && da.node_identity == db.node_identity
         && da.dual_stack == db.dual_stack
+        // Classes of endpoints are per node when policies select nodes: the two
+        // compilations must key them alike.
+        && crate::compile::uses_node_selectors(a) == crate::compile::uses_node_selectors(b)
 }
 
 /// The pairs of `peers` (as indices, in (from, to) order) whose allowed ports differ between
