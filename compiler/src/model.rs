@@ -9,6 +9,7 @@ use crate::labels::{LabelFilter, LabelSet};
 use crate::raw::Object;
 use crate::version::CiliumVersion;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The agent's `enable-policy` mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,14 +65,15 @@ pub enum EndpointRef {
 pub struct Model {
     /// The rules, with `toServices` bound to the inventory.
     pub policies: PolicySet,
-    /// The cluster.
-    pub inventory: Inventory,
+    /// The cluster (shared by the two models of a diff).
+    pub inventory: Arc<Inventory>,
     /// Its identities.
     pub identities: IdentityTable,
     /// The agent settings.
     pub config: Config,
-    /// Security labels per inventory pod (empty for host-network pods).
-    pub pod_labels: Vec<LabelSet>,
+    /// Security labels per inventory pod (empty for host-network pods; shared by the two
+    /// models of a diff).
+    pub pod_labels: Arc<Vec<LabelSet>>,
     /// Rules whose subject pins a namespace, by namespace (indices into `policies.rules`).
     by_namespace: HashMap<String, Vec<usize>>,
     /// The other rules.
@@ -92,7 +94,13 @@ impl Model {
     pub fn from_parts(policies: PolicySet, inventory: Inventory, config: Config) -> Model {
         let pod_labels = security_labels(&inventory, &config);
         let identities = identities_for(&inventory, &pod_labels, &[&policies], &config);
-        Model::assemble(policies, inventory, identities, config, pod_labels)
+        Model::assemble(
+            policies,
+            Arc::new(inventory),
+            identities,
+            config,
+            Arc::new(pod_labels),
+        )
     }
 
     /// Two models of one cluster, for comparing two policy sets (services already bound):
@@ -121,6 +129,7 @@ impl Model {
             let shared = identities_for(&inventory, &pod_labels, &[&old, &new], &config);
             (shared.clone(), shared)
         };
+        let (inventory, pod_labels) = (Arc::new(inventory), Arc::new(pod_labels));
         let old = Model::assemble(
             old,
             inventory.clone(),
@@ -134,10 +143,10 @@ impl Model {
 
     fn assemble(
         policies: PolicySet,
-        inventory: Inventory,
+        inventory: Arc<Inventory>,
         identities: IdentityTable,
         config: Config,
-        pod_labels: Vec<LabelSet>,
+        pod_labels: Arc<Vec<LabelSet>>,
     ) -> Model {
         let mut model = Model {
             policies,

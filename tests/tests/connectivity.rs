@@ -623,7 +623,7 @@ fn check_diff(old: &Model, new: &Model) -> Result<(), String> {
     let (paired_old, paired_new) = Model::pair(
         old.policies.clone(),
         new.policies.clone(),
-        new.inventory.clone(),
+        (*new.inventory).clone(),
         new.config.clone(),
     );
     for (old, new) in [(old, new), (&paired_old, &paired_new)] {

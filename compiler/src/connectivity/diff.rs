@@ -15,10 +15,12 @@
 use super::{Builder, Connectivity, Policies, PortSet};
 use crate::compile::Compilation;
 use crate::eval::Peer;
+use crate::inventory::Inventory;
 use crate::ir::{Direction, PeerKind, Peers, PortSpec, Ports, Proto, Rule, Selector, Subject};
 use crate::mapstate::ProxyPorts;
 use crate::model::{EndpointRef, Model};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// A pair of ends whose allowed ports differ between two policy sets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,20 +116,8 @@ fn same_cluster(a: &Model, b: &Model) -> bool {
     ca.enforcement == cb.enforcement
         && ca.allow_localhost == cb.allow_localhost
         && ca.cluster_name == cb.cluster_name
-        && a.pod_labels == b.pod_labels
-        && ia.pods.len() == ib.pods.len()
-        && ia.pods.iter().zip(&ib.pods).all(|(p, q)| {
-            p.namespace == q.namespace
-                && p.name == q.name
-                && p.node == q.node
-                && p.host_network == q.host_network
-                && p.ips == q.ips
-                && p.named_ports == q.named_ports
-        })
-        && ia.nodes.len() == ib.nodes.len()
-        && ia.nodes.iter().zip(&ib.nodes).all(|(n, m)| {
-            n.name == m.name && n.labels == m.labels && n.ips == m.ips && n.apiserver == m.apiserver
-        })
+        && (Arc::ptr_eq(&a.pod_labels, &b.pod_labels) || a.pod_labels == b.pod_labels)
+        && (Arc::ptr_eq(ia, ib) || same_inventory(ia, ib))
         && da.len() == db.len()
         && da
             .iter()
@@ -140,6 +130,23 @@ fn same_cluster(a: &Model, b: &Model) -> bool {
         // Classes of endpoints are per node when policies select nodes: the two
         // compilations must key them alike.
         && crate::compile::uses_node_selectors(a) == crate::compile::uses_node_selectors(b)
+}
+
+/// Whether two inventories have the same pods and nodes, as far as policy goes.
+fn same_inventory(ia: &Inventory, ib: &Inventory) -> bool {
+    ia.pods.len() == ib.pods.len()
+        && ia.pods.iter().zip(&ib.pods).all(|(p, q)| {
+            p.namespace == q.namespace
+                && p.name == q.name
+                && p.node == q.node
+                && p.host_network == q.host_network
+                && p.ips == q.ips
+                && p.named_ports == q.named_ports
+        })
+        && ia.nodes.len() == ib.nodes.len()
+        && ia.nodes.iter().zip(&ib.nodes).all(|(n, m)| {
+            n.name == m.name && n.labels == m.labels && n.ips == m.ips && n.apiserver == m.apiserver
+        })
 }
 
 /// The pairs of `peers` (as indices, in (from, to) order) whose allowed ports differ between
