@@ -104,9 +104,11 @@ pub fn load_pair(
     stdin: &mut dyn Read,
     stderr: &mut dyn Write,
 ) -> Option<(Model, Model)> {
+    // OLD's files, the inventory's, NEW's: so that each side (its policies and the
+    // inventory) is one run of the objects, which come in file order.
     let mut inputs = input::Inputs::default();
     let mut ends = Vec::new();
-    for paths in [args.inventory.clone(), policy_paths(old), policy_paths(new)] {
+    for paths in [policy_paths(old), args.inventory.clone(), policy_paths(new)] {
         input::gather_into(&mut inputs, &paths, stdin, args.max_file_size);
         ends.push(FileId(
             u32::try_from(inputs.sources.files().count()).unwrap_or(u32::MAX),
@@ -119,63 +121,35 @@ pub fn load_pair(
     };
     let (objects, read) = polc_compiler::read_files(&inputs.sources, &opts);
     crate::timing::lap(stderr, "parse");
-    // The objects come in file order: the inventory's, OLD's, NEW's.
-    let mut part = [Vec::new(), Vec::new(), Vec::new()];
-    for o in objects {
-        let k = ends.iter().position(|end| o.loc.file < *end).unwrap_or(2);
-        part[k].push(o);
-    }
-    let [mut inv_objects, old_objects, new_objects] = part;
-    // Each side is its policies and the inventory, in that order, as `load` reads them.
-    let mut side = |objects: Vec<Object>| {
-        let mut all = objects;
-        let n = all.len();
-        all.append(&mut inv_objects);
-        let checked = polc_compiler::check(&all, &opts);
-        let stray = all[..n].iter().any(|o| !o.kind.is_policy());
-        inv_objects = all.split_off(n);
-        (all, checked, stray)
-    };
-    let (old_objects, old_checked, old_stray) = side(old_objects);
-    let (new_objects, new_checked, new_stray) = side(new_objects);
-    let (inventory, inv_diags) = Inventory::from_objects(&inv_objects, &args.cluster_name);
+    let [a, b] = [ends[0], ends[1]].map(|end| objects.partition_point(|o| o.loc.file < end));
+    let (old_side, inv_objects, new_side) = (&objects[..b], &objects[a..b], &objects[a..]);
+    let old_checked = polc_compiler::check(old_side, &opts);
+    let new_checked = polc_compiler::check(new_side, &opts);
+    let (inventory, inv_diags) = Inventory::from_objects(inv_objects, &args.cluster_name);
     crate::timing::lap(stderr, "check, lower, inventory");
-    let mut all_objects = inv_objects;
-    all_objects.extend(old_objects);
-    all_objects.extend(new_objects);
     let diags = read
         .into_iter()
         .chain(old_checked.diags)
         .chain(new_checked.diags)
         .chain(inv_diags)
         .chain(inputs.diagnostics);
-    if report_errors(
-        &inputs.sources,
-        inputs.unreadable,
-        &all_objects,
-        diags,
-        stderr,
-    ) {
+    if report_errors(&inputs.sources, inputs.unreadable, &objects, diags, stderr) {
         return None;
     }
     let config = config(args.cilium_version, &args.cluster_name);
     let (mut old_policies, mut new_policies) = (old_checked.policies, new_checked.policies);
     inventory.bind_services(&mut old_policies);
     inventory.bind_services(&mut new_policies);
-    let models = if old_stray || new_stray {
+    let stray = |side: &[Object]| side.iter().any(|o| !o.kind.is_policy());
+    let models = if stray(&objects[..a]) || stray(&objects[b..]) {
         // Policy paths that hold inventory objects too: each side has its own cluster.
-        let model = |policies: PolicySet, range: std::ops::Range<FileId>| {
-            let objects: Vec<Object> = all_objects
-                .iter()
-                .filter(|o| o.loc.file < ends[0] || range.contains(&o.loc.file))
-                .cloned()
-                .collect();
-            let (inventory, _) = Inventory::from_objects(&objects, &args.cluster_name);
+        let model = |policies: PolicySet, side: &[Object]| {
+            let (inventory, _) = Inventory::from_objects(side, &args.cluster_name);
             Model::from_parts(policies, inventory, config.clone())
         };
         (
-            model(old_policies, ends[0]..ends[1]),
-            model(new_policies, ends[1]..ends[2]),
+            model(old_policies, old_side),
+            model(new_policies, new_side),
         )
     } else {
         Model::pair(old_policies, new_policies, inventory, config)
