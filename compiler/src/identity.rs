@@ -168,12 +168,13 @@ impl IdentityTable {
         })
         .collect::<Vec<_>>();
 
+        use rayon::prelude::*;
         let mut keys: Vec<(String, &LabelSet)> = pod_labels
-            .iter()
+            .par_iter()
             .flatten()
             .map(|l| (l.allocation_key(), *l))
             .collect();
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        keys.par_sort_by(|a, b| a.0.cmp(&b.0));
         keys.dedup_by(|a, b| a.0 == b.0);
         let mut by_labels = HashMap::new();
         for (i, (_, labels)) in keys.iter().enumerate() {

@@ -279,10 +279,11 @@ impl Model {
 
 /// The security labels of every inventory pod (empty for host-network pods).
 fn security_labels(inventory: &Inventory, config: &Config) -> Vec<LabelSet> {
+    use rayon::prelude::*;
     let filter = LabelFilter::default_for(config.version);
     inventory
         .pods
-        .iter()
+        .par_iter()
         .map(|p| {
             if p.host_network {
                 LabelSet::new()

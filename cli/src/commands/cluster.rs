@@ -147,10 +147,7 @@ pub fn load_pair(
             let (inventory, _) = Inventory::from_objects(side, &args.cluster_name);
             Model::from_parts(policies, inventory, config.clone())
         };
-        (
-            model(old_policies, old_side),
-            model(new_policies, new_side),
-        )
+        (model(old_policies, old_side), model(new_policies, new_side))
     } else {
         Model::pair(old_policies, new_policies, inventory, config)
     };
