@@ -168,28 +168,32 @@ impl IdentityTable {
         })
         .collect::<Vec<_>>();
 
+        // Pods by allocation key: each run of equal keys is one identity, numbered in key
+        // order (the labels of a run are hashed once, not once per pod).
         use rayon::prelude::*;
-        let mut keys: Vec<(String, &LabelSet)> = pod_labels
+        let mut keys: Vec<(String, usize)> = pod_labels
             .par_iter()
-            .flatten()
-            .map(|l| (l.allocation_key(), *l))
+            .enumerate()
+            .filter_map(|(i, l)| l.map(|l| (l.allocation_key(), i)))
             .collect();
-        keys.par_sort_by(|a, b| a.0.cmp(&b.0));
-        keys.dedup_by(|a, b| a.0 == b.0);
+        keys.par_sort_unstable();
         let mut by_labels = HashMap::new();
-        for (i, (_, labels)) in keys.iter().enumerate() {
-            let id = FIRST_CLUSTER + u32::try_from(i).unwrap_or(u32::MAX - FIRST_CLUSTER);
-            by_labels.insert((*labels).clone(), id);
+        let mut pod_identity = vec![None; pod_labels.len()];
+        for (n, run) in keys.chunk_by(|a, b| a.0 == b.0).enumerate() {
+            let id = FIRST_CLUSTER + u32::try_from(n).unwrap_or(u32::MAX - FIRST_CLUSTER);
+            let Some(labels) = run.first().and_then(|(_, i)| pod_labels[*i]) else {
+                continue;
+            };
+            by_labels.insert(labels.clone(), id);
             identities.push(Identity {
                 id,
-                labels: (*labels).clone(),
+                labels: labels.clone(),
                 kind: IdentityKind::Pods,
             });
+            for (_, i) in run {
+                pod_identity[*i] = Some(id);
+            }
         }
-        let pod_identity = pod_labels
-            .iter()
-            .map(|l| l.and_then(|l| by_labels.get(l).copied()))
-            .collect();
 
         let mut cidrs = BTreeMap::new();
         for (i, net) in prefixes
