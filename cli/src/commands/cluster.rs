@@ -1,5 +1,6 @@
 //! Reading policies and an inventory into a [`Model`], for the commands that need a cluster
-//! (`explain`, `compile`).
+//! (`explain`, `compile`, `test`, `graph`), and into two models over one inventory for
+//! `diff --inventory`.
 
 use crate::input;
 use crate::render::{self, Summary};

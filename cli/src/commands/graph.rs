@@ -3,7 +3,8 @@
 //!
 //! The ends are the cluster's workloads (one node per identity), every node's host and the
 //! outside address classes the policies tell apart; an edge carries the protocols and port
-//! ranges the flow is allowed on. Ends with the same edges in and out are merged into one
+//! ranges the flow is allowed on (none between two outside addresses: no cluster policy is on
+//! that path). Ends with the same edges in and out are merged into one
 //! equivalence class. The connectivity engine (`polc_compiler::connectivity`) computes both
 //! from the selector policies, per class of ends rather than per flow.
 
