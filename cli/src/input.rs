@@ -19,6 +19,8 @@ pub struct Inputs {
     pub diagnostics: Vec<Diagnostic>,
     /// Whether any input could not be read at all (exit code 2).
     pub unreadable: bool,
+    /// Whether standard input was read already.
+    pub stdin_read: bool,
 }
 
 /// Whether a directory entry is a policy file polc reads.
@@ -36,15 +38,21 @@ fn is_policy_file(p: &Path) -> bool {
 /// (`.git`, ...) are skipped.
 pub fn gather(paths: &[PathBuf], stdin: &mut dyn Read, max_size: u64) -> Inputs {
     let mut inputs = Inputs::default();
-    let mut stdin_read = false;
+    gather_into(&mut inputs, paths, stdin, max_size);
+    inputs
+}
+
+/// [`gather`], adding to `inputs` (standard input is read once, whatever was gathered
+/// before).
+pub fn gather_into(inputs: &mut Inputs, paths: &[PathBuf], stdin: &mut dyn Read, max_size: u64) {
     for path in paths {
         if path.as_os_str() == "-" {
-            if stdin_read {
+            if inputs.stdin_read {
                 continue;
             }
-            stdin_read = true;
+            inputs.stdin_read = true;
             let res = read_limited(&mut *stdin, max_size, 0);
-            add(&mut inputs, "<stdin>", res, max_size);
+            add(inputs, "<stdin>", res, max_size);
             continue;
         }
         if path.is_dir() {
@@ -58,13 +66,13 @@ pub fn gather(paths: &[PathBuf], stdin: &mut dyn Read, max_size: u64) -> Inputs 
             for entry in walker {
                 match entry {
                     Ok(e) if e.file_type().is_file() && is_policy_file(e.path()) => {
-                        read_path(&mut inputs, e.path(), max_size);
+                        read_path(inputs, e.path(), max_size);
                     }
                     Ok(_) => {}
                     Err(err) => {
                         let name = err.path().unwrap_or(path).display().to_string();
                         let io = std::io::Error::other(err.to_string());
-                        add(&mut inputs, &name, Err(ReadError::Io(io)), max_size);
+                        add(inputs, &name, Err(ReadError::Io(io)), max_size);
                     }
                 }
             }
@@ -72,17 +80,16 @@ pub fn gather(paths: &[PathBuf], stdin: &mut dyn Read, max_size: u64) -> Inputs 
                 // Probably the wrong directory: say so rather than report a clean run.
                 let name = display_name(path);
                 let io = std::io::Error::other("it contains no `.yaml`, `.yml` or `.json` files");
-                add(&mut inputs, &name, Err(ReadError::Io(io)), max_size);
+                add(inputs, &name, Err(ReadError::Io(io)), max_size);
                 if let Some(d) = inputs.diagnostics.last_mut() {
                     d.help =
                         Some("give the directory (or the files) that hold the policies".into());
                 }
             }
         } else {
-            read_path(&mut inputs, path, max_size);
+            read_path(inputs, path, max_size);
         }
     }
-    inputs
 }
 
 /// Why a path's bytes could not be had.

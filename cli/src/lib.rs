@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod input;
 pub mod render;
+pub mod timing;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -80,6 +81,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
             return code;
         }
     };
+    timing::start();
     let result = match cli.command {
         Command::Lint(args) => commands::lint::run(&args, io),
         Command::ExplainCode(args) => commands::explain_code::run(&args, io),

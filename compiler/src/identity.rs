@@ -123,6 +123,31 @@ impl IdentityTable {
         filter: &LabelFilter,
         dual_stack: bool,
     ) -> IdentityTable {
+        let pod_labels: Vec<Option<LabelSet>> = inventory
+            .pods
+            .iter()
+            .map(|p| (!p.host_network).then(|| inventory.pod_labels(p, filter)))
+            .collect();
+        let labels: Vec<Option<&LabelSet>> = pod_labels.iter().map(Option::as_ref).collect();
+        IdentityTable::allocate_for(
+            inventory,
+            &labels,
+            &policies.prefixes(),
+            uses_node_selectors(policies),
+            dual_stack,
+        )
+    }
+
+    /// [`IdentityTable::allocate`] from parts worked out already: the security labels of
+    /// each inventory pod (`None` for host-network pods), the prefixes the policies name,
+    /// and whether any policy selects nodes by label.
+    pub fn allocate_for(
+        inventory: &Inventory,
+        pod_labels: &[Option<&LabelSet>],
+        prefixes: &[IpNet],
+        node_selectors: bool,
+        dual_stack: bool,
+    ) -> IdentityTable {
         let mut identities = vec![
             (HOST, reserved(&["host"])),
             (WORLD, reserved(&["world"])),
@@ -143,37 +168,37 @@ impl IdentityTable {
         })
         .collect::<Vec<_>>();
 
-        let pod_labels: Vec<Option<LabelSet>> = inventory
-            .pods
-            .iter()
-            .map(|p| (!p.host_network).then(|| inventory.pod_labels(p, filter)))
+        // Pods by allocation key: each run of equal keys is one identity, numbered in key
+        // order (the labels of a run are hashed once, not once per pod).
+        use rayon::prelude::*;
+        let mut keys: Vec<(String, usize)> = pod_labels
+            .par_iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.map(|l| (l.allocation_key(), i)))
             .collect();
-        let mut keys: Vec<(String, &LabelSet)> = pod_labels
-            .iter()
-            .flatten()
-            .map(|l| (l.allocation_key(), l))
-            .collect();
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
-        keys.dedup_by(|a, b| a.0 == b.0);
+        keys.par_sort_unstable();
         let mut by_labels = HashMap::new();
-        for (i, (_, labels)) in keys.iter().enumerate() {
-            let id = FIRST_CLUSTER + u32::try_from(i).unwrap_or(u32::MAX - FIRST_CLUSTER);
-            by_labels.insert((*labels).clone(), id);
+        let mut pod_identity = vec![None; pod_labels.len()];
+        for (n, run) in keys.chunk_by(|a, b| a.0 == b.0).enumerate() {
+            let id = FIRST_CLUSTER + u32::try_from(n).unwrap_or(u32::MAX - FIRST_CLUSTER);
+            let Some(labels) = run.first().and_then(|(_, i)| pod_labels[*i]) else {
+                continue;
+            };
+            by_labels.insert(labels.clone(), id);
             identities.push(Identity {
                 id,
-                labels: (*labels).clone(),
+                labels: labels.clone(),
                 kind: IdentityKind::Pods,
             });
+            for (_, i) in run {
+                pod_identity[*i] = Some(id);
+            }
         }
-        let pod_identity = pod_labels
-            .iter()
-            .map(|l| l.as_ref().and_then(|l| by_labels.get(l).copied()))
-            .collect();
 
         let mut cidrs = BTreeMap::new();
-        for (i, net) in policies
-            .prefixes()
-            .into_iter()
+        for (i, net) in prefixes
+            .iter()
+            .copied()
             .filter(|n| n.prefix_len() > 0)
             .enumerate()
         {
@@ -195,7 +220,7 @@ impl IdentityTable {
         }
 
         let mut node_identity = BTreeMap::new();
-        if uses_node_selectors(policies) {
+        if node_selectors {
             for (i, node) in inventory.nodes.iter().enumerate() {
                 let id = NODE_SCOPE | (u32::try_from(i).unwrap_or(0) + 1);
                 let mut labels = node.labels.clone();
@@ -342,7 +367,7 @@ pub fn ipcache_lookup(cache: &[IpcacheEntry], ip: &IpAddr) -> Option<u32> {
 }
 
 /// Whether any policy selects nodes by label.
-fn uses_node_selectors(policies: &PolicySet) -> bool {
+pub fn uses_node_selectors(policies: &PolicySet) -> bool {
     policies.rules.iter().any(|r| {
         r.items.iter().any(|i| match &i.peers {
             crate::ir::Peers::List(p) => p.iter().any(|p| matches!(p.kind, PeerKind::Nodes(_))),

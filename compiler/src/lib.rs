@@ -101,24 +101,62 @@ pub fn read_file(id: FileId, file: &SourceFile, opts: &Options) -> (Vec<Object>,
     (objects, diags)
 }
 
+/// Reads every readable file of `sources` (in parallel: a cluster's inventory is tens of
+/// megabytes of YAML), and returns the objects in file order with the parse and decoding
+/// diagnostics.
+pub fn read_files(sources: &SourceMap, opts: &Options) -> (Vec<Object>, Vec<Diagnostic>) {
+    use rayon::prelude::*;
+    let files: Vec<(FileId, &SourceFile)> = sources.files().filter(|(_, f)| f.readable).collect();
+    // Largest first, so that a big file does not start last; the results are put back in
+    // file order.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(files[k].1.text.len()));
+    let mut read: Vec<(usize, Vec<Object>, Vec<Diagnostic>)> = order
+        .into_par_iter()
+        .map(|k| {
+            let (id, file) = files[k];
+            let (objects, diags) = read_file(id, file, opts);
+            (k, objects, diags)
+        })
+        .collect();
+    read.sort_unstable_by_key(|(k, _, _)| *k);
+    let mut objects = Vec::with_capacity(read.iter().map(|(_, o, _)| o.len()).sum());
+    let mut diags = Vec::new();
+    for (_, o, d) in read {
+        objects.extend(o);
+        diags.extend(d);
+    }
+    (objects, diags)
+}
+
+/// What [`check`] works out about a set of objects: the diagnostics, and on the way the
+/// policies lowered (`toServices` not yet bound), which a command that goes on to build a
+/// [`model::Model`] uses instead of lowering them again.
+pub struct Checked {
+    /// Validation and lowering diagnostics (not sorted).
+    pub diags: Vec<Diagnostic>,
+    /// The policies, lowered.
+    pub policies: ir::PolicySet,
+}
+
+/// Checks objects read by [`read_files`]: schema and agent validation, lint warnings, and
+/// dangling CIDR groups (which only show when the objects are put together). Duplicate
+/// inventory objects are found by [`inventory::Inventory::from_objects`].
+pub fn check(objects: &[Object], opts: &Options) -> Checked {
+    let mut diags = validate::check(objects, opts).into_vec();
+    let (policies, lowered) = lower::lower(objects, opts.version);
+    diags.extend(lowered);
+    Checked { diags, policies }
+}
+
 /// Reads and checks every file of `sources`: parse errors, schema and agent validation, and
 /// lint warnings, sorted by position.
 pub fn lint(sources: &SourceMap, opts: &Options) -> (Vec<Object>, Diagnostics) {
-    let mut objects = Vec::new();
-    let mut diags = Diagnostics::new();
-    for (id, file) in sources.files().filter(|(_, f)| f.readable) {
-        let (objs, d) = read_file(id, file, opts);
-        objects.extend(objs);
-        for d in d {
-            diags.push(d);
-        }
-    }
-    diags.extend(validate::check(&objects, opts));
-    // What only shows when the objects are put together: dangling CIDR groups, duplicate
-    // inventory objects.
-    let (_, lowered) = lower::lower(&objects, opts.version);
+    let (objects, read) = read_files(sources, opts);
+    let checked = check(&objects, opts);
     let (_, inventory) = inventory::Inventory::from_objects(&objects, "default");
-    for d in lowered.into_iter().chain(inventory) {
+    let mut diags = Diagnostics::new();
+    for d in read.into_iter().chain(checked.diags).chain(inventory) {
         diags.push(d);
     }
     diags.sort();

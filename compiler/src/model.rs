@@ -4,11 +4,12 @@
 use crate::diag::Diagnostic;
 use crate::identity::IdentityTable;
 use crate::inventory::{Inventory, Pod};
-use crate::ir::{Direction, PolicySet, Rule, Subject};
+use crate::ir::{Direction, PeerKind, Peers, PolicySet, Rule, Selector, Subject};
 use crate::labels::{LabelFilter, LabelSet};
 use crate::raw::Object;
 use crate::version::CiliumVersion;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The agent's `enable-policy` mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,14 +65,15 @@ pub enum EndpointRef {
 pub struct Model {
     /// The rules, with `toServices` bound to the inventory.
     pub policies: PolicySet,
-    /// The cluster.
-    pub inventory: Inventory,
+    /// The cluster (shared by the two models of a diff).
+    pub inventory: Arc<Inventory>,
     /// Its identities.
     pub identities: IdentityTable,
     /// The agent settings.
     pub config: Config,
-    /// Security labels per inventory pod (empty for host-network pods).
-    pub pod_labels: Vec<LabelSet>,
+    /// Security labels per inventory pod (empty for host-network pods; shared by the two
+    /// models of a diff).
+    pub pod_labels: Arc<Vec<LabelSet>>,
     /// Rules whose subject pins a namespace, by namespace (indices into `policies.rules`).
     by_namespace: HashMap<String, Vec<usize>>,
     /// The other rules.
@@ -90,22 +92,62 @@ impl Model {
 
     /// A model from lowered policies and an inventory (services already bound).
     pub fn from_parts(policies: PolicySet, inventory: Inventory, config: Config) -> Model {
-        let filter = LabelFilter::default_for(config.version);
-        let dual = config
-            .dual_stack
-            .unwrap_or_else(|| inventory.is_dual_stack());
-        let identities = IdentityTable::allocate(&inventory, &policies, &filter, dual);
-        let pod_labels = inventory
-            .pods
-            .iter()
-            .map(|p| {
-                if p.host_network {
-                    LabelSet::new()
-                } else {
-                    inventory.pod_labels(p, &filter)
-                }
-            })
-            .collect();
+        let pod_labels = security_labels(&inventory, &config);
+        let identities = identities_for(&inventory, &pod_labels, &[&policies], &config);
+        Model::assemble(
+            policies,
+            Arc::new(inventory),
+            identities,
+            config,
+            Arc::new(pod_labels),
+        )
+    }
+
+    /// Two models of one cluster, for comparing two policy sets (services already bound):
+    /// the pod labels are worked out once, and the two share one identity table, with CIDR
+    /// identities for the prefixes either set names and per-node identities if either
+    /// selects nodes. That is what lets a diff recompute only what a changed rule reaches.
+    ///
+    /// A prefix only the other set names changes nothing for the verdicts of this one: CIDR
+    /// peers match addresses by containment, and entities and endpoint selectors see the
+    /// same `world` labels on every CIDR identity. Only a selector that names a `cidr:`
+    /// label (it matches the most specific named prefix's label alone) could tell; if one
+    /// does, each model gets the identities of its own policies.
+    pub fn pair(
+        old: PolicySet,
+        new: PolicySet,
+        inventory: Inventory,
+        config: Config,
+    ) -> (Model, Model) {
+        let pod_labels = security_labels(&inventory, &config);
+        let (old_ids, new_ids) = if names_cidr_labels(&old) || names_cidr_labels(&new) {
+            (
+                identities_for(&inventory, &pod_labels, &[&old], &config),
+                identities_for(&inventory, &pod_labels, &[&new], &config),
+            )
+        } else {
+            let shared = identities_for(&inventory, &pod_labels, &[&old, &new], &config);
+            (shared.clone(), shared)
+        };
+        let (inventory, pod_labels) = (Arc::new(inventory), Arc::new(pod_labels));
+        let old = Model::assemble(
+            old,
+            inventory.clone(),
+            old_ids,
+            config.clone(),
+            pod_labels.clone(),
+        );
+        let new = Model::assemble(new, inventory, new_ids, config, pod_labels);
+        (old, new)
+    }
+
+    fn assemble(
+        policies: PolicySet,
+        inventory: Arc<Inventory>,
+        identities: IdentityTable,
+        config: Config,
+        pod_labels: Arc<Vec<LabelSet>>,
+    ) -> Model {
         let mut model = Model {
             policies,
             inventory,
@@ -232,5 +274,108 @@ impl Model {
             .map(|(i, _)| EndpointRef::Pod(i));
         let hosts = (0..self.inventory.nodes.len()).map(EndpointRef::Host);
         pods.chain(hosts).collect()
+    }
+}
+
+/// The security labels of every inventory pod (empty for host-network pods).
+fn security_labels(inventory: &Inventory, config: &Config) -> Vec<LabelSet> {
+    use rayon::prelude::*;
+    let filter = LabelFilter::default_for(config.version);
+    inventory
+        .pods
+        .par_iter()
+        .map(|p| {
+            if p.host_network {
+                LabelSet::new()
+            } else {
+                inventory.pod_labels(p, &filter)
+            }
+        })
+        .collect()
+}
+
+/// The identities of a cluster with the prefixes and node selectors of `policies`.
+fn identities_for(
+    inventory: &Inventory,
+    pod_labels: &[LabelSet],
+    policies: &[&PolicySet],
+    config: &Config,
+) -> IdentityTable {
+    let dual = config
+        .dual_stack
+        .unwrap_or_else(|| inventory.is_dual_stack());
+    let labels: Vec<Option<&LabelSet>> = inventory
+        .pods
+        .iter()
+        .zip(pod_labels)
+        .map(|(p, l)| (!p.host_network).then_some(l))
+        .collect();
+    let mut prefixes: Vec<ipnet::IpNet> = policies.iter().flat_map(|p| p.prefixes()).collect();
+    prefixes.sort();
+    prefixes.dedup();
+    let node_selectors = policies
+        .iter()
+        .any(|p| crate::identity::uses_node_selectors(p));
+    IdentityTable::allocate_for(inventory, &labels, &prefixes, node_selectors, dual)
+}
+
+/// Whether `key` is the key of a `cidr:` label: `10.0.0.0/8`, or `f00d--/16` (IPv6, with
+/// `-` for `:`).
+fn is_cidr_label_key(key: &str) -> bool {
+    let Some((addr, len)) = key.rsplit_once('/') else {
+        return false;
+    };
+    len.parse::<u8>().is_ok()
+        && (addr.parse::<std::net::Ipv4Addr>().is_ok()
+            || addr.replace('-', ":").parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+/// Whether a selector of `policies` names a `cidr:` label (or a label of any source whose
+/// key is a prefix), which tells CIDR identities apart by the prefixes named.
+fn names_cidr_labels(policies: &PolicySet) -> bool {
+    let names = |sel: &Selector| {
+        sel.reqs.iter().any(|r| {
+            let (source, key) = crate::labels::split_selector_key(&r.key);
+            matches!(source, "cidr" | crate::labels::SOURCE_ANY) && is_cidr_label_key(key)
+        })
+    };
+    policies.rules.iter().any(|r| {
+        let subject = match &r.subject {
+            Subject::Endpoints(sel) | Subject::Nodes(sel) => names(sel),
+        };
+        subject
+            || r.requires
+                .ingress
+                .iter()
+                .chain(&r.requires.egress)
+                .any(names)
+            || r.items.iter().any(|i| match &i.peers {
+                Peers::List(peers) => peers.iter().any(|p| match &p.kind {
+                    PeerKind::Endpoints(sel) | PeerKind::Nodes(sel) => names(sel),
+                    _ => false,
+                }),
+                Peers::Any => false,
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_label_keys() {
+        for key in ["10.0.0.0/8", "0.0.0.0/0", "f00d--/16", "2001-db8--1/128"] {
+            assert!(is_cidr_label_key(key), "{key}");
+        }
+        for key in [
+            "app.kubernetes.io/name",
+            "app",
+            "10.0.0.0",
+            "a/8",
+            "10.0.0.0/x",
+        ] {
+            assert!(!is_cidr_label_key(key), "{key}");
+        }
     }
 }

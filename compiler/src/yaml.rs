@@ -376,6 +376,8 @@ struct Builder<'a> {
     file: &'a SourceFile,
     chunk: Chunk,
     limits: Limits,
+    /// Whether the chunk is ASCII text.
+    ascii: bool,
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     alias_nodes: usize,
@@ -389,6 +391,10 @@ impl<'a> Builder<'a> {
             file,
             chunk,
             limits,
+            ascii: file
+                .text
+                .get(chunk.start..chunk.end)
+                .is_some_and(str::is_ascii),
             stack: Vec::new(),
             anchors: HashMap::new(),
             alias_nodes: 0,
@@ -397,6 +403,11 @@ impl<'a> Builder<'a> {
     }
 
     fn offset(&self, m: saphyr_parser::Marker) -> usize {
+        if self.ascii {
+            // One byte per character: the marker's character index is the byte offset in
+            // the chunk (much cheaper than finding the line and its column).
+            return (self.chunk.start + m.index()).min(self.file.text.len());
+        }
         self.file.offset_of(m.line() + self.chunk.line, m.col())
     }
 

@@ -538,9 +538,24 @@ fn check_matrix(model: &Model) -> Result<(), String> {
 
 /// The graph's classes and edges are the ones the matrix gives, merged as `polc graph` did
 /// before the engine: an end joins the first class whose first member has the same row and
-/// column (and the same entry both ways between them).
+/// column (and the same entry both ways between them). Flows between two outside addresses
+/// are not drawn (no policy of the cluster is on their path).
 fn check_graph(conn: &mut Connectivity, label: &[Vec<PortSet>]) -> Result<(), String> {
     let n = label.len();
+    let outside = |i: usize| matches!(conn.peers()[i], Peer::External(_));
+    let label: Vec<Vec<PortSet>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| {
+                    if outside(i) && outside(j) {
+                        PortSet::empty()
+                    } else {
+                        label[i][j].clone()
+                    }
+                })
+                .collect()
+        })
+        .collect();
     let signature = |i: usize| -> (Vec<&PortSet>, Vec<&PortSet>) {
         (
             (0..n).map(|j| &label[i][j]).collect(),
@@ -604,7 +619,27 @@ fn check_diff(old: &Model, new: &Model) -> Result<(), String> {
             }
         }
     }
-    let got: Vec<_> = connectivity::changes(old, new, &peers)
+    // As `polc diff` builds them (one identity table for both policy sets), and apart.
+    let (paired_old, paired_new) = Model::pair(
+        old.policies.clone(),
+        new.policies.clone(),
+        (*new.inventory).clone(),
+        new.config.clone(),
+    );
+    for (old, new) in [(old, new), (&paired_old, &paired_new)] {
+        check_changes(old, new, &peers, &want)?;
+    }
+    Ok(())
+}
+
+/// The engine's changes between `old` and `new` are `want`.
+fn check_changes(
+    old: &Model,
+    new: &Model,
+    peers: &[Peer],
+    want: &[(usize, usize, PortSet, PortSet)],
+) -> Result<(), String> {
+    let got: Vec<_> = connectivity::changes(old, new, peers)
         .into_iter()
         .map(|c| (c.from, c.to, c.before, c.after))
         .collect();
@@ -617,7 +652,7 @@ fn check_diff(old: &Model, new: &Model) -> Result<(), String> {
         return Err(format!(
             "diff lists\n{:#?}\nthe evaluator\n{:#?}",
             show(&got),
-            show(&want)
+            show(want)
         ));
     }
     Ok(())

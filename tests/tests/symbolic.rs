@@ -1444,7 +1444,7 @@ fn changed(
 fn decide_under(sym: &Symbolic, like: &Model, flow: &Flow) -> Outcome {
     let (mut set, _) = polc_compiler::lower::lower(&sym.objects, VERSION);
     like.inventory.bind_services(&mut set);
-    let model = Model::from_parts(set, like.inventory.clone(), like.config.clone());
+    let model = Model::from_parts(set, (*like.inventory).clone(), like.config.clone());
     eval::decide(&model, flow)
 }
 

@@ -1,10 +1,14 @@
 //! Reading policies and an inventory into a [`Model`], for the commands that need a cluster
-//! (`explain`, `compile`).
+//! (`explain`, `compile`, `test`, `graph`), and into two models over one inventory for
+//! `diff --inventory`.
 
 use crate::input;
 use crate::render::{self, Summary};
 use polc_compiler::diag::{Diagnostic, Severity};
+use polc_compiler::inventory::Inventory;
+use polc_compiler::ir::PolicySet;
 use polc_compiler::model::{Config, Model};
+use polc_compiler::raw::Object;
 use polc_compiler::source::{FileId, SourceMap};
 use polc_compiler::{CiliumVersion, Options};
 use std::io::{Read, Write};
@@ -39,7 +43,7 @@ pub struct Loaded {
     /// The file ids of `extra` paths, in order.
     pub extra: Vec<FileId>,
     /// The objects read (policies and inventory), for the verifier's replays.
-    pub objects: Vec<polc_compiler::raw::Object>,
+    pub objects: Vec<Object>,
 }
 
 /// Reads the policies, the inventory and `extra` files (flows), lints them, and builds the
@@ -51,62 +55,34 @@ pub fn load(
     stdin: &mut dyn Read,
     stderr: &mut dyn Write,
 ) -> Option<Loaded> {
-    // An existing directory without policy files means "no policies" here (every endpoint
-    // is then unenforced), not an input error as it is for `lint`.
-    let mut paths: Vec<PathBuf> = args
-        .policies
-        .iter()
-        .filter(|p| !is_empty_dir(p))
-        .cloned()
-        .collect();
+    let mut paths = policy_paths(&args.policies);
     paths.extend(args.inventory.iter().cloned());
     let before = paths.len();
     paths.extend(extra.iter().cloned());
     let inputs = input::gather(&paths, stdin, args.max_file_size);
+    crate::timing::lap(stderr, "read files");
     let opts = Options {
         version: args.cilium_version,
         ..Options::default()
     };
-    let (objects, mut diags) = polc_compiler::lint(&inputs.sources, &opts);
-    for d in inputs.diagnostics {
-        diags.push(d);
-    }
-    // An empty file holds no objects; that is an error for `lint`, but not for a command that
-    // only needs to know what the files mean.
-    let mut diags = {
-        let mut kept = polc_compiler::diag::Diagnostics::new();
-        for d in diags.into_vec() {
-            if d.code != polc_compiler::diag::Code::EmptyInput {
-                kept.push(d);
-            }
-        }
-        kept
-    };
-    let config = Config {
-        version: args.cilium_version,
-        cluster_name: args.cluster_name.clone(),
-        ..Config::default()
-    };
-    let (model, model_diags) = Model::build(&objects, config);
-    for d in model_diags {
-        diags.push(d);
-    }
-    diags.sort();
-    let errors: Vec<Diagnostic> = diags
-        .into_vec()
+    let (objects, read) = polc_compiler::read_files(&inputs.sources, &opts);
+    crate::timing::lap(stderr, "parse");
+    let checked = polc_compiler::check(&objects, &opts);
+    let (inventory, inv_diags) = Inventory::from_objects(&objects, &args.cluster_name);
+    crate::timing::lap(stderr, "check, lower, inventory");
+    let diags = read
         .into_iter()
-        .filter(|d| d.severity == Severity::Error)
-        .collect();
-    if inputs.unreadable || !errors.is_empty() {
-        let summary = Summary::new(inputs.sources.files().count(), &objects, &errors);
-        let text = render::human(&inputs.sources, &errors, &summary, false);
-        let _ = stderr.write_all(text.as_bytes());
-        let _ = writeln!(
-            stderr,
-            "polc: error: the input has errors (see above); `polc lint` explains each one"
-        );
+        .chain(checked.diags)
+        .chain(inv_diags)
+        .chain(inputs.diagnostics);
+    if report_errors(&inputs.sources, inputs.unreadable, &objects, diags, stderr) {
         return None;
     }
+    let config = config(args.cilium_version, &args.cluster_name);
+    let mut policies = checked.policies;
+    inventory.bind_services(&mut policies);
+    let model = Model::from_parts(policies, inventory, config);
+    crate::timing::lap(stderr, "build model");
     // The extra files are the last ones read, one per path.
     let ids: Vec<FileId> = inputs.sources.files().map(|(id, _)| id).collect();
     let n_extra = paths.len() - before;
@@ -117,6 +93,113 @@ pub fn load(
         extra,
         objects,
     })
+}
+
+/// Reads the inventory once and two sets of policies, and builds a model of each over it
+/// ([`Model::pair`]): what `polc diff --inventory` compares. Errors are printed to `stderr`
+/// and give `None`, as for [`load`].
+pub fn load_pair(
+    old: &[PathBuf],
+    new: &[PathBuf],
+    args: &ClusterArgs,
+    stdin: &mut dyn Read,
+    stderr: &mut dyn Write,
+) -> Option<(Model, Model)> {
+    // OLD's files, the inventory's, NEW's: so that each side (its policies and the
+    // inventory) is one run of the objects, which come in file order.
+    let mut inputs = input::Inputs::default();
+    let mut ends = Vec::new();
+    for paths in [policy_paths(old), args.inventory.clone(), policy_paths(new)] {
+        input::gather_into(&mut inputs, &paths, stdin, args.max_file_size);
+        ends.push(FileId(
+            u32::try_from(inputs.sources.files().count()).unwrap_or(u32::MAX),
+        ));
+    }
+    crate::timing::lap(stderr, "read files");
+    let opts = Options {
+        version: args.cilium_version,
+        ..Options::default()
+    };
+    let (objects, read) = polc_compiler::read_files(&inputs.sources, &opts);
+    crate::timing::lap(stderr, "parse");
+    let [a, b] = [ends[0], ends[1]].map(|end| objects.partition_point(|o| o.loc.file < end));
+    let (old_side, inv_objects, new_side) = (&objects[..b], &objects[a..b], &objects[a..]);
+    let old_checked = polc_compiler::check(old_side, &opts);
+    let new_checked = polc_compiler::check(new_side, &opts);
+    let (inventory, inv_diags) = Inventory::from_objects(inv_objects, &args.cluster_name);
+    crate::timing::lap(stderr, "check, lower, inventory");
+    let diags = read
+        .into_iter()
+        .chain(old_checked.diags)
+        .chain(new_checked.diags)
+        .chain(inv_diags)
+        .chain(inputs.diagnostics);
+    if report_errors(&inputs.sources, inputs.unreadable, &objects, diags, stderr) {
+        return None;
+    }
+    let config = config(args.cilium_version, &args.cluster_name);
+    let (mut old_policies, mut new_policies) = (old_checked.policies, new_checked.policies);
+    inventory.bind_services(&mut old_policies);
+    inventory.bind_services(&mut new_policies);
+    let stray = |side: &[Object]| side.iter().any(|o| !o.kind.is_policy());
+    let models = if stray(&objects[..a]) || stray(&objects[b..]) {
+        // Policy paths that hold inventory objects too: each side has its own cluster.
+        let model = |policies: PolicySet, side: &[Object]| {
+            let (inventory, _) = Inventory::from_objects(side, &args.cluster_name);
+            Model::from_parts(policies, inventory, config.clone())
+        };
+        (model(old_policies, old_side), model(new_policies, new_side))
+    } else {
+        Model::pair(old_policies, new_policies, inventory, config)
+    };
+    crate::timing::lap(stderr, "build models");
+    Some(models)
+}
+
+/// Policy paths, less existing directories without policy files: those mean "no
+/// policies" here (every endpoint is then unenforced), not an input error as for `lint`.
+fn policy_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
+    paths.iter().filter(|p| !is_empty_dir(p)).cloned().collect()
+}
+
+/// The agent settings for a version and cluster name.
+fn config(version: CiliumVersion, cluster_name: &str) -> Config {
+    Config {
+        version,
+        cluster_name: cluster_name.to_string(),
+        ..Config::default()
+    }
+}
+
+/// Prints the errors among `diags` (less `EmptyInput`: an empty file holds no objects,
+/// which is an error for `lint` but not for a command that only needs to know what the
+/// files mean), and whether there were any, or unreadable input.
+fn report_errors(
+    sources: &SourceMap,
+    unreadable: bool,
+    objects: &[Object],
+    diags: impl Iterator<Item = Diagnostic>,
+    stderr: &mut dyn Write,
+) -> bool {
+    let mut errors = polc_compiler::diag::Diagnostics::new();
+    for d in diags {
+        if d.code != polc_compiler::diag::Code::EmptyInput && d.severity == Severity::Error {
+            errors.push(d);
+        }
+    }
+    errors.sort();
+    let errors = errors.into_vec();
+    if !unreadable && errors.is_empty() {
+        return false;
+    }
+    let summary = Summary::new(sources.files().count(), objects, &errors);
+    let text = render::human(sources, &errors, &summary, false);
+    let _ = stderr.write_all(text.as_bytes());
+    let _ = writeln!(
+        stderr,
+        "polc: error: the input has errors (see above); `polc lint` explains each one"
+    );
+    true
 }
 
 /// Whether `p` is a directory with no `.yaml`, `.yml` or `.json` file under it.

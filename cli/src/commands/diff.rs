@@ -191,13 +191,13 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
-    let Some(old) = load(&old_path, io) else {
-        return Ok(EXIT_USAGE);
-    };
-    let Some(new) = load(&new_path, io) else {
-        return Ok(EXIT_USAGE);
-    };
     if args.inventory.is_empty() {
+        let Some(old) = load(&old_path, io) else {
+            return Ok(EXIT_USAGE);
+        };
+        let Some(new) = load(&new_path, io) else {
+            return Ok(EXIT_USAGE);
+        };
         let Some(limits) = super::symbolic::limits(args.timeout) else {
             writeln!(
                 io.stderr,
@@ -213,7 +213,25 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         }
         return Ok(code);
     }
-    let changes = diff(&old.model, &new.model);
+    // Concrete: the inventory is read once, and both policy sets are bound to it.
+    let cargs = ClusterArgs {
+        policies: Vec::new(),
+        inventory: args.inventory.clone(),
+        cilium_version: args.cilium_version,
+        cluster_name: "default".into(),
+        max_file_size: 1024 * 1024 * 1024,
+    };
+    let Some((old, new)) = cluster::load_pair(
+        std::slice::from_ref(&old_path),
+        std::slice::from_ref(&new_path),
+        &cargs,
+        io.stdin,
+        io.stderr,
+    ) else {
+        return Ok(EXIT_USAGE);
+    };
+    let changes = diff(&old, &new);
+    crate::timing::lap(io.stderr, "diff");
     let widened = changes.iter().filter(|c| c.widened).count();
     let narrowed = changes.len() - widened;
     let text = match args.format {
@@ -244,6 +262,9 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         }
     };
     io.stdout.write_all(text.as_bytes())?;
+    crate::timing::lap(io.stderr, "write");
+    // The process ends here: freeing the models value by value would only cost time.
+    std::mem::forget((old, new));
     let fail = match args.fail_on {
         None => false,
         Some(FailOn::Widen) => widened > 0,

@@ -3,7 +3,8 @@
 //!
 //! The ends are the cluster's workloads (one node per identity), every node's host and the
 //! outside address classes the policies tell apart; an edge carries the protocols and port
-//! ranges the flow is allowed on. Ends with the same edges in and out are merged into one
+//! ranges the flow is allowed on (none between two outside addresses: no cluster policy is on
+//! that path). Ends with the same edges in and out are merged into one
 //! equivalence class. The connectivity engine (`polc_compiler::connectivity`) computes both
 //! from the selector policies, per class of ends rather than per flow.
 
@@ -67,8 +68,11 @@ pub fn run(args: &GraphArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let model = &loaded.model;
     let all = ends(model, model);
     let peers: Vec<Peer> = all.iter().map(|(p, _)| *p).collect();
+    crate::timing::lap(io.stderr, "ends");
     let mut conn = Connectivity::new(model, &peers);
+    crate::timing::lap(io.stderr, "connectivity");
     let graph = conn.graph();
+    crate::timing::lap(io.stderr, "graph");
     let names: Vec<String> = graph
         .classes
         .iter()
@@ -90,6 +94,11 @@ pub fn run(args: &GraphArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         GraphFormat::Json => json(&mut out, &graph, &all, &texts)?,
     }
     out.flush()?;
+    drop(out);
+    crate::timing::lap(io.stderr, "write");
+    // The process ends here: freeing millions of small values one by one would only cost
+    // time (a few hundred milliseconds at our users' scale).
+    std::mem::forget((loaded, conn, graph, names, texts));
     Ok(EXIT_CLEAN)
 }
 

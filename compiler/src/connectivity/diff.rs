@@ -15,10 +15,12 @@
 use super::{Builder, Connectivity, Policies, PortSet};
 use crate::compile::Compilation;
 use crate::eval::Peer;
+use crate::inventory::Inventory;
 use crate::ir::{Direction, PeerKind, Peers, PortSpec, Ports, Proto, Rule, Selector, Subject};
 use crate::mapstate::ProxyPorts;
 use crate::model::{EndpointRef, Model};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// A pair of ends whose allowed ports differ between two policy sets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +108,7 @@ fn changed_rules(old: &Model, new: &Model) -> (Vec<Rule>, Vec<Rule>) {
 }
 
 /// Whether two models have the same cluster, agent settings and identities, so that a rule
-/// selects the same identities in both.
+/// selects the same identities in both, and endpoints fall into classes the same way.
 fn same_cluster(a: &Model, b: &Model) -> bool {
     let (ca, cb) = (&a.config, &b.config);
     let (ia, ib) = (&a.inventory, &b.inventory);
@@ -114,8 +116,25 @@ fn same_cluster(a: &Model, b: &Model) -> bool {
     ca.enforcement == cb.enforcement
         && ca.allow_localhost == cb.allow_localhost
         && ca.cluster_name == cb.cluster_name
-        && a.pod_labels == b.pod_labels
-        && ia.pods.len() == ib.pods.len()
+        && (Arc::ptr_eq(&a.pod_labels, &b.pod_labels) || a.pod_labels == b.pod_labels)
+        && (Arc::ptr_eq(ia, ib) || same_inventory(ia, ib))
+        && da.len() == db.len()
+        && da
+            .iter()
+            .zip(db.iter())
+            .all(|(x, y)| x.id == y.id && x.kind == y.kind && x.labels == y.labels)
+        && da.pod_identity == db.pod_identity
+        && da.cidrs == db.cidrs
+        && da.node_identity == db.node_identity
+        && da.dual_stack == db.dual_stack
+        // Classes of endpoints are per node when policies select nodes: the two
+        // compilations must key them alike.
+        && crate::compile::uses_node_selectors(a) == crate::compile::uses_node_selectors(b)
+}
+
+/// Whether two inventories have the same pods and nodes, as far as policy goes.
+fn same_inventory(ia: &Inventory, ib: &Inventory) -> bool {
+    ia.pods.len() == ib.pods.len()
         && ia.pods.iter().zip(&ib.pods).all(|(p, q)| {
             p.namespace == q.namespace
                 && p.name == q.name
@@ -128,15 +147,6 @@ fn same_cluster(a: &Model, b: &Model) -> bool {
         && ia.nodes.iter().zip(&ib.nodes).all(|(n, m)| {
             n.name == m.name && n.labels == m.labels && n.ips == m.ips && n.apiserver == m.apiserver
         })
-        && da.len() == db.len()
-        && da
-            .iter()
-            .zip(db.iter())
-            .all(|(x, y)| x.id == y.id && x.kind == y.kind && x.labels == y.labels)
-        && da.pod_identity == db.pod_identity
-        && da.cidrs == db.cidrs
-        && da.node_identity == db.node_identity
-        && da.dual_stack == db.dual_stack
 }
 
 /// The pairs of `peers` (as indices, in (from, to) order) whose allowed ports differ between

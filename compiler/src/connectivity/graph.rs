@@ -3,6 +3,10 @@
 //! one node, and an edge between two nodes carries what a member of one may send to a member
 //! of the other.
 //!
+//! Flows between two outside addresses are not drawn: they never cross the cluster, so its
+//! policies have nothing to say about them (the evaluator, which looks only at enforcing
+//! ends, allows them).
+//!
 //! The matrix has one row and one column per end, but little information: between two
 //! non-host ends, an entry depends only on the source's *source key* (egress side, identity
 //! class, family) and the destination's *destination key* (ingress side, identity class,
@@ -27,7 +31,8 @@ pub struct Graph {
     /// The classes, each a sorted list of end indices, ordered by their first member.
     pub classes: Vec<Vec<usize>>,
     /// `(from class, to class, allowed ports)` for every ordered pair of classes whose
-    /// members may talk, in (from, to) order. A class never has an edge to itself.
+    /// members may talk, in (from, to) order, except two outside addresses. A class never
+    /// has an edge to itself.
     pub edges: Vec<(u32, u32, PortSetId)>,
 }
 
@@ -254,6 +259,11 @@ impl Connectivity {
                 *slot = self.tables[side][s.class as usize];
             }
             for d in &l.dst_keys {
+                if s.side == NONE && d.side == NONE {
+                    // Two outside addresses: no policy of the cluster is on that path.
+                    x.push(EMPTY);
+                    continue;
+                }
                 let out = self.out_at(s.side, d.class);
                 let inn = if d.side == NONE {
                     FULL
