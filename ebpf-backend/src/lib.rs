@@ -11,11 +11,14 @@
 //! rejects what the agent never writes, so map dumps can be read back and compared. The aya
 //! loader will come on top of these layouts.
 
+pub mod abi;
 pub mod error;
 pub mod ipcache;
 pub mod layout;
 pub mod npds;
 pub mod records;
+pub mod state;
+pub mod sync;
 
 pub use error::Error;
 pub use ipcache::IpcacheLayout;
