@@ -15,10 +15,12 @@ pub mod abi;
 pub mod error;
 pub mod ipcache;
 pub mod layout;
+pub mod loader;
 pub mod npds;
 pub mod records;
 pub mod state;
 pub mod sync;
+pub mod sys;
 
 pub use error::Error;
 pub use ipcache::IpcacheLayout;

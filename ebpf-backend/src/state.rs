@@ -130,7 +130,7 @@ mod tests {
             port: 8080,
             port_prefix: 16,
         };
-        map.insert(k.clone(), Entry::allow());
+        map.insert(k, Entry::allow());
         let b = policy_bytes(&map);
         let (key, value) = b.iter().next().expect("one entry");
         assert_eq!(layout::hex(key), "400000003930000000061f90");

@@ -689,10 +689,9 @@ mod tests {
             .collect()
     }
 
-    fn before_and_after() -> (
-        (NodeState, BTreeMap<u32, IfaceInfo>),
-        (NodeState, BTreeMap<u32, IfaceInfo>),
-    ) {
+    type Wanted = (NodeState, BTreeMap<u32, IfaceInfo>);
+
+    fn before_and_after() -> (Wanted, Wanted) {
         let a = node(
             &[
                 (1, endpoint("ns/a", &[(1, 1), (2, 1), (3, 1)])),
