@@ -593,6 +593,8 @@ pub struct Loader {
     links: BTreeSet<(u32, Hook)>,
     object_hash: u64,
     programs_fresh: bool,
+    /// Whether nothing was ever installed in `dir` (its pins came from this `open`).
+    fresh: bool,
 }
 
 impl fmt::Debug for Loader {
@@ -748,6 +750,7 @@ impl Loader {
             links,
             object_hash,
             programs_fresh,
+            fresh: !existed || meta.is_none_or(|m| m.abi_version == 0),
         })
     }
 
@@ -782,18 +785,7 @@ impl Loader {
 
     /// Checks `desired` against the policy maps' capacity, without touching anything.
     pub fn check_capacity(&self, desired: &NodeState) -> Result<(), LoadError> {
-        let cap = self.maps.capacity;
-        for (id, e) in &desired.endpoints {
-            if e.policy.len() > cap as usize {
-                return Err(LoadError::Capacity {
-                    endpoint: e.name.clone(),
-                    endpoint_id: *id,
-                    entries: e.policy.len(),
-                    capacity: cap,
-                });
-            }
-        }
-        Ok(())
+        check_capacity(desired, self.maps.capacity)
     }
 
     fn resolve(
@@ -841,8 +833,25 @@ impl Loader {
 
     /// Installs `desired` and attaches the classifiers to `attachments` (and detaches them
     /// from interfaces no longer listed). All or nothing: capacity and interfaces are checked
-    /// first, and a failure later rolls back every map write and link.
+    /// first, and a failure later rolls back every map write and link. When the first install
+    /// into a directory fails, the directory is removed again (reopen to retry).
     pub fn install(
+        &mut self,
+        desired: &NodeState,
+        attachments: &[Attachment],
+    ) -> Result<Report, LoadError> {
+        let result = self.install_inner(desired, attachments);
+        match &result {
+            Ok(_) => self.fresh = false,
+            Err(_) if self.fresh => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn install_inner(
         &mut self,
         desired: &NodeState,
         attachments: &[Attachment],
@@ -1055,6 +1064,31 @@ impl Loader {
         sys::test_run(fd.as_fd(), frame, (ifindex > 1).then_some(ifindex))
             .map_err(|e| kernel("BPF_PROG_TEST_RUN", chain(&e)))
     }
+}
+
+/// Checks that every endpoint of `desired` fits a policy map of `capacity` entries; the error
+/// names the first that does not.
+pub fn check_capacity(desired: &NodeState, capacity: u32) -> Result<(), LoadError> {
+    for (id, e) in &desired.endpoints {
+        if e.policy.len() > capacity as usize {
+            return Err(LoadError::Capacity {
+                endpoint: e.name.clone(),
+                endpoint_id: *id,
+                entries: e.policy.len(),
+                capacity,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The policy-map capacity of the datapath pinned in `dir`, if one is.
+pub fn pinned_capacity(dir: &Path) -> Option<u32> {
+    read_meta(dir)
+        .ok()
+        .flatten()
+        .filter(|m| m.abi_version != 0)
+        .map(|m| m.policy_map_max)
 }
 
 fn attach_error(name: &str, hook: Hook, e: ProgramError) -> LoadError {

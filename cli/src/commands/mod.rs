@@ -9,5 +9,8 @@ pub mod explain_code;
 pub mod r#gen;
 pub mod graph;
 pub mod lint;
+pub mod load;
+pub mod status;
 pub mod symbolic;
 pub mod test;
+pub mod unload;
