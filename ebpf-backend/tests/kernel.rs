@@ -103,6 +103,10 @@ impl Drop for Guard {
         if self.pins.exists() {
             let _ = loader::unload(&self.pins);
         }
+        // The shared parent goes when the last test is done with it.
+        if let Some(parent) = self.pins.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
