@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod input;
+pub mod lab;
 pub mod render;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,9 @@ pub enum Command {
     Unload(commands::unload::UnloadArgs),
     /// What polc's datapath has installed, and its counters (needs root).
     Status(commands::status::StatusArgs),
+    /// A policy lab on this machine: the inventory's pods as network namespaces with the
+    /// datapath loaded, probed with real packets (needs root).
+    Lab(commands::lab::LabArgs),
     /// Write a synthetic cluster (inventory and policies) for benchmarks.
     #[command(hide = true)]
     Gen(commands::r#gen::GenArgs),
@@ -98,6 +102,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
         Command::Load(args) => commands::load::run(&args, io),
         Command::Unload(args) => commands::unload::run(&args, io),
         Command::Status(args) => commands::status::run(&args, io),
+        Command::Lab(args) => commands::lab::run(&args, io),
         Command::Gen(args) => commands::r#gen::run(&args, io),
     };
     match result {

@@ -570,8 +570,8 @@ codes! {
          (`http`, `dns`, `kafka`) is at most one and needs a port protocol.";
     LoadNeedsRoot = "B0501", "load-needs-root", Error,
         "Loading, unloading or reading the eBPF datapath needs root.",
-        "`polc load`, `polc unload` and `polc status` create BPF maps and programs, pin them \
-         and attach them to interfaces, which needs `CAP_BPF`, `CAP_NET_ADMIN` and \
+        "`polc load`, `polc unload`, `polc status` and `polc lab` create BPF maps and programs \
+         (and the lab network namespaces), pin them and attach them to interfaces, which needs `CAP_BPF`, `CAP_NET_ADMIN` and \
          `CAP_SYS_ADMIN` (in practice: root). Run polc with sudo, or as the node agent's \
          privileged container.";
     NoBpffs = "B0502", "no-bpffs", Error,
@@ -612,6 +612,27 @@ codes! {
          `#` comments) naming, for each pod on the node, the node-side end of its veth; \
          `host=IFNAME` names the host endpoint's own device. The pod must be on `--node` in \
          the inventory and the interface must exist in polc's network namespace.";
+    LabSetupFailed = "B0508", "lab-setup-failed", Error,
+        "Building or changing the policy lab failed; what it had built was removed.",
+        "`polc lab up` builds network namespaces (one per pod, a router and a host namespace per \
+         node, a world namespace), veth pairs, addresses and routes with iproute2's `ip`, then \
+         loads the datapath onto every pod's and host's veth. The message names the step and \
+         the kernel's or `ip`'s answer. On a failure everything the lab made is removed again; \
+         `polc lab down` also cleans up after a crash. `polc lab apply` refuses an inventory \
+         other than the one the lab was built from: run `polc lab up` again.";
+    NoLab = "B0509", "no-lab", Error,
+        "No policy lab of that name is up.",
+        "`polc lab probe` and `polc lab apply` work on a lab `polc lab up` built (its state is \
+         in `/run/polc-lab/<name>.json`). Build one first, or give the `--name` it was built \
+         with.";
+    ProbeFailed = "B0510", "probe-failed", Error,
+        "A lab probe could not be run.",
+        "A probe sends real packets from the source's network namespace and starts a listener \
+         on the destination. This error means a socket could not be made, bound or used (the \
+         address is missing from its namespace, or the port is taken by another program \
+         there), so the probe says nothing about policy. A flow whose end is a pod without an \
+         address, or whose two ends share a network namespace, is not probed and is not an \
+         error.";
     DuplicateInventoryObject = "L0323", "duplicate-inventory-object", Warning,
         "Two inventory objects name the same Pod, Node or Service, or two pods share an address.",
         "An inventory is one cluster's state: a pod name in a namespace, a node name and a pod \

@@ -100,6 +100,31 @@ fn interface_pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// Compiles the policies for `node`: the node's state (ipcache, one policy map per endpoint)
+/// and the endpoint IDs by name (`namespace/pod`, `host/node`, and `host` for the host).
+pub(crate) fn node_state(
+    model: &Model,
+    node: &str,
+) -> anyhow::Result<(NodeState, BTreeMap<String, u16>)> {
+    let compilation = Compilation::new(model, Some(node), ProxyPorts::default());
+    let cache = model.identities.ipcache(&model.inventory, node);
+    let mut state = NodeState::new(&cache).map_err(|e| anyhow::anyhow!("ipcache: {e}"))?;
+    let mut ids: BTreeMap<String, u16> = BTreeMap::new();
+    for e in &compilation.endpoints {
+        let name = endpoint_name(model, e.endpoint);
+        let policy = compilation.materialize(model, e);
+        state.insert_endpoint(
+            e.endpoint_id,
+            EndpointState::from_policy(&name, e.identity, &policy),
+        );
+        if matches!(e.endpoint, EndpointRef::Host(_)) {
+            ids.insert("host".into(), e.endpoint_id);
+        }
+        ids.insert(name, e.endpoint_id);
+    }
+    Ok((state, ids))
+}
+
 /// Prints a datapath error in polc's style and returns the exit code.
 pub(crate) fn report_error(e: &LoadError, stderr: &mut dyn Write) -> i32 {
     let code = match e {
@@ -182,22 +207,7 @@ pub fn run(args: &LoadArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         )?;
         return Ok(EXIT_USAGE);
     }
-    let compilation = Compilation::new(model, Some(&args.node), ProxyPorts::default());
-    let cache = model.identities.ipcache(&model.inventory, &args.node);
-    let mut state = NodeState::new(&cache).map_err(|e| anyhow::anyhow!("ipcache: {e}"))?;
-    let mut ids: BTreeMap<String, u16> = BTreeMap::new();
-    for e in &compilation.endpoints {
-        let name = endpoint_name(model, e.endpoint);
-        let policy = compilation.materialize(model, e);
-        state.insert_endpoint(
-            e.endpoint_id,
-            EndpointState::from_policy(&name, e.identity, &policy),
-        );
-        if matches!(e.endpoint, EndpointRef::Host(_)) {
-            ids.insert("host".into(), e.endpoint_id);
-        }
-        ids.insert(name, e.endpoint_id);
-    }
+    let (state, ids) = node_state(model, &args.node)?;
     let mut attachments = Vec::new();
     for (who, ifname) in pairs {
         let Some(id) = ids.get(&who) else {

@@ -8,6 +8,7 @@ pub mod explain;
 pub mod explain_code;
 pub mod r#gen;
 pub mod graph;
+pub mod lab;
 pub mod lint;
 pub mod load;
 pub mod status;
