@@ -147,7 +147,11 @@ fn token() -> [u8; TOKEN] {
     let mut t = [0u8; TOKEN];
     t[..8].copy_from_slice(&now.to_be_bytes());
     t[8..12].copy_from_slice(&std::process::id().to_be_bytes());
-    t[12..].copy_from_slice(&(seq as u32).to_be_bytes());
+    // Bytes 12-15 are an ICMP echo's identifier and sequence number: the identifier is never
+    // 0, or the echo's conntrack entry (identifier, 0) would match every other ICMP type
+    // between the same two addresses, whose ports are (0, 0).
+    t[12..14].copy_from_slice(&(0x8000 | (seq as u16 & 0x7fff)).to_be_bytes());
+    t[14..].copy_from_slice(&(now as u16).to_be_bytes());
     t
 }
 
@@ -595,6 +599,7 @@ mod tests {
         let t = token();
         let other = token();
         assert_ne!(t, other);
+        assert_ne!(&t[12..14], &[0, 0], "an echo identifier is never 0");
         let p = icmp_packet(13, false, &t);
         assert!(matches_one_way(&p, L4::Icmp(13), &t));
         assert!(!matches_one_way(&p, L4::Icmp(14), &t));
