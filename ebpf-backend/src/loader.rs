@@ -1341,6 +1341,28 @@ pub fn instances(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Turns on the kernel's per-program run statistics (`BPF_ENABLE_STATS`) while the returned
+/// descriptor is open; [`run_stats`] reads them.
+pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd, LoadError> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| kernel("enabling BPF run statistics", chain(&e)))
+}
+
+/// How often the classifiers pinned in `dir` ran and for how long in all (both hooks; counted
+/// only while statistics are on).
+pub fn run_stats(dir: &Path) -> Result<(u64, std::time::Duration), LoadError> {
+    let mut runs = 0;
+    let mut time = std::time::Duration::ZERO;
+    for hook in Hook::BOTH {
+        let pin = dir.join(hook.pin());
+        let info = aya::programs::ProgramInfo::from_pin(&pin)
+            .map_err(|e| kernel(format!("reading {}", pin.display()), chain(&e)))?;
+        runs += info.run_count();
+        time += info.run_time();
+    }
+    Ok((runs, time))
+}
+
 /// What [`unload`] removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Unloaded {
