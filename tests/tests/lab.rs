@@ -532,3 +532,100 @@ fn a_stream_survives_100_policy_replacements_without_a_policy_drop() {
         took.as_secs_f64()
     );
 }
+
+fn lab_namespaces(name: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(&format!("plab-{name}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn errors_and_cleanup_after_a_crash() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let lab = Lab::new();
+    // No lab yet.
+    let (code, _, err) = polc(
+        &[
+            "lab", "probe", "--name", &lab.name, "--from", "a/b", "--to", "c/d", "--port", "1",
+        ],
+        b"",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("error[B0509]"), "{err}");
+    let (code, _, err) = polc(&["lab", "down", "--name", "Not/A/Name"], b"");
+    assert_eq!(code, 2, "{err}");
+    let (code, out, _) = polc(&["lab", "down", "--name", &lab.name], b"");
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to remove"), "{out}");
+
+    // A lab whose state file was lost (a crash while it was written) is still removed: its
+    // namespaces and pins are found by their names.
+    let scenario = root().join("tests/scenarios/020-l3-and-l4-item");
+    lab.up(
+        &scenario.join("policies.yaml"),
+        &scenario.join("inventory.yaml"),
+        &[],
+    );
+    assert!(!lab_namespaces(&lab.name).is_empty());
+    std::fs::remove_file(format!("/run/polc-lab/{}.json", lab.name)).unwrap();
+    let (code, _, err) = polc(
+        &[
+            "lab", "probe", "--name", &lab.name, "--from", "a/b", "--to", "c/d", "--port", "1",
+        ],
+        b"",
+    );
+    assert_eq!(code, 2, "no state, no lab: {err}");
+    // A second `up` cleans the leftovers first.
+    lab.up(
+        &scenario.join("policies.yaml"),
+        &scenario.join("inventory.yaml"),
+        &[],
+    );
+    std::fs::remove_file(format!("/run/polc-lab/{}.json", lab.name)).unwrap();
+    let (code, out, err) = polc(&["lab", "down", "--name", &lab.name], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed"), "{out}");
+    assert!(lab_namespaces(&lab.name).is_empty());
+    assert!(!Path::new("/sys/fs/bpf/polc-lab").join(&lab.name).exists());
+
+    // A flow naming a pod that is not in the lab is reported, not probed; a bad flow is an
+    // input error.
+    lab.up(
+        &scenario.join("policies.yaml"),
+        &scenario.join("inventory.yaml"),
+        &[],
+    );
+    let (code, _, err) = polc(
+        &[
+            "lab",
+            "probe",
+            "--name",
+            &lab.name,
+            "--from",
+            "nowhere/x",
+            "--to",
+            "10.1.2.3",
+            "--port",
+            "80",
+        ],
+        b"",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("Q0401"), "{err}");
+    let (code, _, err) = polc(
+        &[
+            "lab", "probe", "--name", &lab.name, "--from", "10.1.2.3", "--to", "10.1.2.4",
+            "--port", "80",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+}
