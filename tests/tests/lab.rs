@@ -289,12 +289,13 @@ fn every_scenario_agrees_with_eval() {
         bad.join("\n")
     );
     let probed = probed.into_inner();
+    let ipv6 = ipv6.into_inner();
     eprintln!(
-        "{} scenarios, {probed} flows probed, {} IPv6 probes, all agree with eval",
-        dirs.len(),
-        ipv6.into_inner()
+        "{} scenarios, {probed} flows probed, {ipv6} IPv6 probes, all agree with eval",
+        dirs.len()
     );
     assert!(probed >= 300, "{probed}");
+    assert!(ipv6 >= 20, "{ipv6} IPv6 probes");
 }
 
 const UPDATE_INVENTORY: &str = "\
