@@ -219,7 +219,15 @@ pub fn run(args: &StatusArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     };
     let mut statuses = Vec::new();
     for d in dirs.iter().filter(|d| d.join("polc_meta").exists()) {
-        match Status::read(d) {
+        // A lab node's interfaces live in its router namespace: read (and name) them there.
+        let read = match crate::lab::router_of(d) {
+            Some(ns) => {
+                polc_ebpf::sys::in_netns(&crate::lab::net::netns_path(&ns), || Status::read(d))
+                    .unwrap_or_else(|_| Status::read(d))
+            }
+            None => Status::read(d),
+        };
+        match read {
             Ok(s) => statuses.push(s),
             Err(e) => return Ok(report_error(&e, io.stderr)),
         }

@@ -290,3 +290,17 @@ pub fn add_world(state: &mut State, addrs: &[IpAddr]) -> Result<(), LabError> {
     state.world_addrs.sort();
     state.write()
 }
+
+/// The router namespace of the lab node whose datapath is pinned in `dir`
+/// (`/sys/fs/bpf/polc-lab/<lab>/<node>`), if `dir` is one.
+pub fn router_of(dir: &Path) -> Option<String> {
+    let rel = dir.strip_prefix(PIN_ROOT).ok()?;
+    let lab = rel.iter().next()?.to_str()?;
+    let state = State::read(lab).ok().flatten()?;
+    state
+        .plan
+        .nodes
+        .iter()
+        .find(|n| node_dir(&state.pins, &n.name).as_deref() == Some(dir))
+        .map(|n| n.router.clone())
+}
