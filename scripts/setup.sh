@@ -7,6 +7,13 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+# The eBPF datapath: clang builds it (ebpf-backend/build.rs), libbpf-dev has bpf_helpers.h,
+# bpftool helps debugging; iproute2 makes the network namespaces of the kernel tests.
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+command -v llvm-objdump >/dev/null 2>&1 || need_apt+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
+command -v bpftool >/dev/null 2>&1 || [ -x /usr/sbin/bpftool ] || need_apt+=(bpftool)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod input;
+pub mod lab;
 pub mod render;
 pub mod timing;
 
@@ -48,6 +49,16 @@ pub enum Command {
     Diff(commands::diff::DiffArgs),
     /// The connectivity between a cluster's workloads, as DOT, Mermaid or JSON.
     Graph(Box<commands::graph::GraphArgs>),
+    /// Compile the policies for one node and install them in the kernel with polc's eBPF
+    /// datapath (needs root).
+    Load(Box<commands::load::LoadArgs>),
+    /// Detach polc's datapath and remove its pinned maps and programs (needs root).
+    Unload(commands::unload::UnloadArgs),
+    /// What polc's datapath has installed, and its counters (needs root).
+    Status(commands::status::StatusArgs),
+    /// A policy lab on this machine: the inventory's pods as network namespaces with the
+    /// datapath loaded, probed with real packets (needs root).
+    Lab(commands::lab::LabArgs),
     /// Write a synthetic cluster (inventory and policies) for benchmarks.
     #[command(hide = true)]
     Gen(commands::r#gen::GenArgs),
@@ -90,6 +101,10 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
         Command::Test(args) => commands::test::run(&args, io),
         Command::Diff(args) => commands::diff::run(&args, io),
         Command::Graph(args) => commands::graph::run(&args, io),
+        Command::Load(args) => commands::load::run(&args, io),
+        Command::Unload(args) => commands::unload::run(&args, io),
+        Command::Status(args) => commands::status::run(&args, io),
+        Command::Lab(args) => commands::lab::run(&args, io),
         Command::Gen(args) => commands::r#gen::run(&args, io),
     };
     match result {

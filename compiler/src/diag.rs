@@ -568,6 +568,71 @@ codes! {
         "A flow needs `from`, `to`, `proto` and, for TCP, UDP and SCTP, a `port` from 1 to \
          65535 (ICMP takes `icmpType` 0-255); `expect` is `allow` or `deny`; an L7 request \
          (`http`, `dns`, `kafka`) is at most one and needs a port protocol.";
+    LoadNeedsRoot = "B0501", "load-needs-root", Error,
+        "Loading, unloading or reading the eBPF datapath needs root.",
+        "`polc load`, `polc unload`, `polc status` and `polc lab` create BPF maps and programs \
+         (and the lab network namespaces), pin them and attach them to interfaces, which needs `CAP_BPF`, `CAP_NET_ADMIN` and \
+         `CAP_SYS_ADMIN` (in practice: root). Run polc with sudo, or as the node agent's \
+         privileged container.";
+    NoBpffs = "B0502", "no-bpffs", Error,
+        "There is no bpf filesystem to pin the datapath in.",
+        "polc pins its maps, programs and links under `/sys/fs/bpf/polc/<node>` so they \
+         outlive the process. When `/sys/fs/bpf` is not a bpf filesystem polc mounts one; \
+         this error means that failed (no permission to mount, or a kernel without \
+         `CONFIG_BPF_SYSCALL`). Mount it with `mount -t bpf bpf /sys/fs/bpf`. Inside \
+         `ip netns exec` `/sys` is remounted without it: enter the namespace with `nsenter \
+         --net` instead.";
+    MissingKernelFeature = "B0503", "missing-kernel-feature", Error,
+        "The kernel lacks a feature the datapath needs.",
+        "The datapath needs LPM-trie, hash-of-maps, LRU and per-CPU maps, TC classifier \
+         programs and TCX links (Linux 6.6 or later). The message names the missing piece and \
+         the kernel's answer.";
+    VerifierRejected = "B0504", "verifier-rejected", Error,
+        "The kernel verifier rejected a datapath program.",
+        "The kernel checks every eBPF program before it runs it. polc prints the verifier's \
+         log; nothing was changed on the node (the maps, programs and links installed before \
+         stay as they were). This points at a kernel that verifies differently from the ones \
+         polc is tested on: report it with the log.";
+    PolicyMapFull = "B0505", "policy-map-full", Error,
+        "An endpoint's policy needs more entries than its policy map holds; nothing was installed.",
+        "Each endpoint's policy map has a fixed capacity (`--policy-map-max`, 16,384 by \
+         default, like Cilium's `bpf-policy-map-max`). polc checks every endpoint before it \
+         writes anything, and refuses the whole load when one does not fit, so the node keeps \
+         what it had. Narrow the rules that select many identities on many ports, or load \
+         into a fresh node (`polc unload`) with a larger `--policy-map-max`.";
+    LoadFailed = "B0506", "load-failed", Error,
+        "Installing the datapath failed and was rolled back.",
+        "A kernel operation failed while maps were being updated or interfaces attached. \
+         polc undoes every write and link of the load in reverse order, so the node keeps \
+         what it had; the message names the operation that failed (and any undo that failed \
+         too).";
+    BadInterfaceMap = "B0507", "bad-interface-map", Error,
+        "The interface map names an endpoint or interface that does not exist.",
+        "`--interfaces` takes `NAMESPACE/POD=IFNAME` pairs (or files with one pair per line, \
+         `#` comments) naming, for each pod on the node, the node-side end of its veth; \
+         `host=IFNAME` names the host endpoint's own device. The pod must be on `--node` in \
+         the inventory and the interface must exist in polc's network namespace.";
+    LabSetupFailed = "B0508", "lab-setup-failed", Error,
+        "Building or changing the policy lab failed; what it had built was removed.",
+        "`polc lab up` builds network namespaces (one per pod, a router and a host namespace per \
+         node, a world namespace), veth pairs, addresses and routes with iproute2's `ip`, then \
+         loads the datapath onto every pod's and host's veth. The message names the step and \
+         the kernel's or `ip`'s answer. On a failure everything the lab made is removed again; \
+         `polc lab down` also cleans up after a crash. `polc lab apply` refuses an inventory \
+         other than the one the lab was built from: run `polc lab up` again.";
+    NoLab = "B0509", "no-lab", Error,
+        "No policy lab of that name is up.",
+        "`polc lab probe` and `polc lab apply` work on a lab `polc lab up` built (its state is \
+         in `/run/polc-lab/<name>.json`). Build one first, or give the `--name` it was built \
+         with.";
+    ProbeFailed = "B0510", "probe-failed", Error,
+        "A lab probe could not be run.",
+        "A probe sends real packets from the source's network namespace and starts a listener \
+         on the destination. This error means a socket could not be made, bound or used (the \
+         address is missing from its namespace, or the port is taken by another program \
+         there), so the probe says nothing about policy. A flow whose end is a pod without an \
+         address, or whose two ends share a network namespace, is not probed and is not an \
+         error.";
     DuplicateInventoryObject = "L0323", "duplicate-inventory-object", Warning,
         "Two inventory objects name the same Pod, Node or Service, or two pods share an address.",
         "An inventory is one cluster's state: a pod name in a namespace, a node name and a pod \
@@ -748,6 +813,7 @@ mod tests {
                 Severity::Note => "L03",
                 Severity::Error if prefix == "P01" => "P01",
                 Severity::Error if prefix == "Q04" => "Q04",
+                Severity::Error if prefix == "B05" => "B05",
                 Severity::Error => "S02",
             };
             assert_eq!(prefix, expected, "{c} has an unexpected severity");

@@ -7,15 +7,27 @@
 //! records: whole maps as binary record files and as readable JSON
 //! ```
 //!
-//! Everything here is pure encoding: no syscalls and no IO. Each encoder has a decoder that
-//! rejects what the agent never writes, so map dumps can be read back and compared. The aya
-//! loader will come on top of these layouts.
+//! The encoders are pure (no syscalls, no IO); each has a decoder that rejects what the agent
+//! never writes, so map dumps can be read back and compared. On top of them:
+//!
+//! ```text
+//! state::NodeState (desired bytes) --sync--> loader::Loader (aya) --> pinned maps, TCX links
+//!                                                                  --> bpf/datapath.c
+//! ```
+//!
+//! `abi` mirrors `bpf/abi.h`; `sync` is the journaled diff (pure, tested with injected
+//! faults); `loader` and `sys` make the syscalls.
 
+pub mod abi;
 pub mod error;
 pub mod ipcache;
 pub mod layout;
+pub mod loader;
 pub mod npds;
 pub mod records;
+pub mod state;
+pub mod sync;
+pub mod sys;
 
 pub use error::Error;
 pub use ipcache::IpcacheLayout;

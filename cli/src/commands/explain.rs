@@ -98,13 +98,13 @@ impl From<ExplainFormat> for Format {
 }
 
 /// A query problem: what is wrong and where (a flows-file location, if any).
-struct QueryError {
+pub(crate) struct QueryError {
     code: Code,
     message: String,
     loc: Option<Loc>,
 }
 
-fn bad(code: Code, message: impl Into<String>, loc: Option<Loc>) -> QueryError {
+pub(crate) fn bad(code: Code, message: impl Into<String>, loc: Option<Loc>) -> QueryError {
     QueryError {
         code,
         message: message.into(),
@@ -118,7 +118,7 @@ pub fn run(args: &ExplainArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     // can name it.
     let flows = match &args.flows {
         None => None,
-        Some(path) => match read_flows(args, path, io) {
+        Some(path) => match read_flows(&args.cluster, path, io) {
             Some(f) => Some(f),
             None => return Ok(EXIT_USAGE),
         },
@@ -154,17 +154,16 @@ pub fn run(args: &ExplainArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
 
 /// Reads and decodes the flows file; problems are reported and give `None`. Warnings
 /// (unknown fields) are reported and the flows still run.
-fn read_flows(
-    args: &ExplainArgs,
+pub(crate) fn read_flows(
+    cluster: &ClusterArgs,
     path: &std::path::Path,
     io: &mut Io<'_>,
 ) -> Option<(SourceMap, Vec<FlowSpec>)> {
     let stdin_twice = path.as_os_str() == "-"
-        && args
-            .cluster
+        && cluster
             .policies
             .iter()
-            .chain(args.cluster.inventory.iter())
+            .chain(cluster.inventory.iter())
             .any(|p| p.as_os_str() == "-");
     if path.is_dir() || stdin_twice {
         let why = if stdin_twice {
@@ -183,7 +182,7 @@ fn read_flows(
         );
         return None;
     }
-    let inputs = crate::input::gather(&[path.to_path_buf()], io.stdin, args.cluster.max_file_size);
+    let inputs = crate::input::gather(&[path.to_path_buf()], io.stdin, cluster.max_file_size);
     if inputs.unreadable || !inputs.diagnostics.is_empty() {
         let text = crate::render::human_diagnostics(&inputs.sources, &inputs.diagnostics, false);
         let _ = io.stderr.write_all(text.as_bytes());
@@ -219,7 +218,8 @@ fn read_flows(
     Some((inputs.sources, specs))
 }
 
-fn report(io: &mut Io<'_>, sources: &SourceMap, e: &QueryError) {
+/// Prints a query problem (with its place in the flows file, if any).
+pub(crate) fn report(io: &mut Io<'_>, sources: &SourceMap, e: &QueryError) {
     let at = e.loc.map(|l| {
         let lc = sources.line_col(l);
         format!("{}:{}:{}: ", sources.get(l.file).name, lc.line, lc.col)
@@ -416,17 +416,19 @@ fn parse_endpoint(model: &Model, text: &str, loc: Option<Loc>) -> Result<Peer, Q
     }
 }
 
-struct FlowParts<'a> {
-    from: &'a str,
-    to: &'a str,
-    proto: &'a str,
-    port: Option<i64>,
-    icmp_type: Option<i64>,
-    request: Option<Request>,
-    loc: Option<Loc>,
+/// A flow as written: ends, protocol, port or ICMP type, request.
+pub(crate) struct FlowParts<'a> {
+    pub(crate) from: &'a str,
+    pub(crate) to: &'a str,
+    pub(crate) proto: &'a str,
+    pub(crate) port: Option<i64>,
+    pub(crate) icmp_type: Option<i64>,
+    pub(crate) request: Option<Request>,
+    pub(crate) loc: Option<Loc>,
 }
 
-fn build_flow(model: &Model, p: FlowParts<'_>) -> Result<Flow, QueryError> {
+/// Builds and checks a flow.
+pub(crate) fn build_flow(model: &Model, p: FlowParts<'_>) -> Result<Flow, QueryError> {
     let src = parse_endpoint(model, p.from, p.loc)?;
     let dst = parse_endpoint(model, p.to, p.loc)?;
     let proto_ok = Proto::parse(p.proto);
@@ -586,7 +588,8 @@ fn parse_header(h: &str, loc: Option<Loc>) -> Result<(String, String), QueryErro
     }
 }
 
-fn flow_of_spec(model: &Model, spec: &FlowSpec) -> Result<(Flow, Verdict), QueryError> {
+/// The flow of a flows-file entry and its `expect`.
+pub(crate) fn flow_of_spec(model: &Model, spec: &FlowSpec) -> Result<(Flow, Verdict), QueryError> {
     let loc = Some(spec.loc);
     let need = |f: &Option<polc_compiler::raw::decode::Spanned<String>>, name: &str| {
         f.as_ref()
@@ -681,7 +684,8 @@ fn flow_of_spec(model: &Model, spec: &FlowSpec) -> Result<(Flow, Verdict), Query
     Ok((flow, expect))
 }
 
-fn describe_l4(flow: &Flow) -> String {
+/// `TCP/8080`, `ICMP type 8`.
+pub(crate) fn describe_l4(flow: &Flow) -> String {
     match flow.proto {
         Proto::Icmp | Proto::Icmpv6 => format!("{} type {}", flow.proto.name(), flow.port),
         p => format!("{}/{}", p.name(), flow.port),
@@ -878,7 +882,8 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn request_text(flow: &Flow) -> String {
+/// The flow's L7 request, for people.
+pub(crate) fn request_text(flow: &Flow) -> String {
     match &flow.request {
         None => String::new(),
         Some(Request::Http { method, path, .. }) => format!(" HTTP {method} {path}"),

@@ -1,0 +1,627 @@
+//! Probes with real packets between the lab's namespaces. A socket belongs to the network
+//! namespace of the thread that creates it, so every socket is created by a thread that joined
+//! its namespace ([`polc_ebpf::sys::in_netns`]) and used from any thread afterwards.
+//!
+//! - TCP: a listener on the destination accepts and echoes; the probe connects from the
+//!   source address and sends a token that must come back. *Connected* needs the handshake
+//!   and the echo (the replies pass the datapath only through its conntrack).
+//! - UDP: an echo socket on the destination; *connected* when the datagram comes back.
+//! - ICMP / ICMPv6 echo request: the destination's kernel answers; *connected* on the reply.
+//! - Other ICMP types and SCTP: one packet, and a raw socket on the destination that sees it
+//!   arrive (*delivered*); nothing answers them.
+//!
+//! *Refused* means the destination answered with a reset or an ICMP error (the packets got
+//! through); *dropped* means nothing came back in time.
+
+use polc_ebpf::sys;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often server loops look at their stop flag.
+const POLL: Duration = Duration::from_millis(20);
+/// Token length: every probe carries its own.
+const TOKEN: usize = 16;
+
+/// What a probe sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum L4 {
+    /// TCP to a port.
+    Tcp(u16),
+    /// UDP to a port.
+    Udp(u16),
+    /// SCTP to a port (one packet).
+    Sctp(u16),
+    /// ICMP (or ICMPv6, by the addresses' family) of a type.
+    Icmp(u8),
+}
+
+impl L4 {
+    fn proto(self, v6: bool) -> u8 {
+        match self {
+            L4::Tcp(_) => 6,
+            L4::Udp(_) => 17,
+            L4::Sctp(_) => 132,
+            L4::Icmp(_) if v6 => 58,
+            L4::Icmp(_) => 1,
+        }
+    }
+
+    fn is_echo(self, v6: bool) -> bool {
+        matches!(self, L4::Icmp(t) if t == if v6 { 128 } else { 8 })
+    }
+
+    /// Whether the probe is one packet that nothing answers.
+    pub fn one_way(self, v6: bool) -> bool {
+        matches!(self, L4::Sctp(_)) || matches!(self, L4::Icmp(_)) && !self.is_echo(v6)
+    }
+}
+
+/// One end of a probe: an address in a network namespace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct End {
+    /// The namespace's file (`/run/netns/NAME`).
+    pub netns: PathBuf,
+    /// The address.
+    pub addr: IpAddr,
+}
+
+/// What happened to a probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The connection (or echo) went both ways.
+    Connected,
+    /// The one packet arrived.
+    Delivered,
+    /// The destination answered with a reset or an ICMP error.
+    Refused,
+    /// Nothing came back in time.
+    Dropped,
+    /// The probe could not be run.
+    Failed(String),
+}
+
+impl Outcome {
+    /// `connected`, `delivered`, `refused`, `dropped`, `error`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Connected => "connected",
+            Outcome::Delivered => "delivered",
+            Outcome::Refused => "refused",
+            Outcome::Dropped => "dropped",
+            Outcome::Failed(_) => "error",
+        }
+    }
+
+    /// Whether the packets got through (the verdict `allow`); `None` for a failed probe.
+    pub fn allowed(&self) -> Option<bool> {
+        match self {
+            Outcome::Connected | Outcome::Delivered | Outcome::Refused => Some(true),
+            Outcome::Dropped => Some(false),
+            Outcome::Failed(_) => None,
+        }
+    }
+}
+
+/// A probe's outcome and how long it took.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// From the first packet to the answer (or the timeout).
+    pub elapsed: Duration,
+    /// More about it, for people.
+    pub detail: Option<String>,
+}
+
+impl Observed {
+    fn new(outcome: Outcome, start: Instant) -> Observed {
+        Observed {
+            outcome,
+            elapsed: start.elapsed(),
+            detail: None,
+        }
+    }
+
+    fn failed(e: impl std::fmt::Display) -> Observed {
+        Observed {
+            outcome: Outcome::Failed(e.to_string()),
+            elapsed: Duration::ZERO,
+            detail: None,
+        }
+    }
+}
+
+fn token() -> [u8; TOKEN] {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let mut t = [0u8; TOKEN];
+    t[..8].copy_from_slice(&now.to_be_bytes());
+    t[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+    // Bytes 12-15 are an ICMP echo's identifier and sequence number: the identifier is never
+    // 0, or the echo's conntrack entry (identifier, 0) would match every other ICMP type
+    // between the same two addresses, whose ports are (0, 0).
+    t[12..14].copy_from_slice(&(0x8000 | (seq as u16 & 0x7fff)).to_be_bytes());
+    t[14..].copy_from_slice(&(now as u16).to_be_bytes());
+    t
+}
+
+/// Creates a socket inside `netns`.
+fn socket_in(netns: &Path, domain: Domain, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
+    sys::in_netns(netns, || Socket::new(domain, ty, Some(proto)))?
+}
+
+fn sockaddr(ip: IpAddr, port: u16) -> SockAddr {
+    SockAddr::from(SocketAddr::new(ip, port))
+}
+
+fn domain(ip: IpAddr) -> Domain {
+    if ip.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    }
+}
+
+/// The Internet checksum.
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An ICMP message of `ty` with the token as identifier/sequence and payload.
+fn icmp_packet(ty: u8, v6: bool, token: &[u8; TOKEN]) -> Vec<u8> {
+    let mut p = vec![ty, 0, 0, 0];
+    p.extend_from_slice(&token[12..16]); // identifier and sequence
+    p.extend_from_slice(token);
+    if !v6 {
+        // The kernel computes ICMPv6 checksums of raw sockets; ICMP's are ours.
+        let c = checksum(&p);
+        p[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    p
+}
+
+/// An SCTP common header (the checksum is left zero: only raw sockets read it) and the token.
+fn sctp_packet(sport: u16, dport: u16, token: &[u8; TOKEN]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12 + TOKEN);
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[0; 8]);
+    p.extend_from_slice(token);
+    p
+}
+
+/// The L4 payload of what a raw socket read (IPv4 raw sockets include the IP header).
+fn l4_of(buf: &[u8], v6: bool) -> &[u8] {
+    if v6 {
+        return buf;
+    }
+    let ihl = usize::from(buf.first().map_or(0, |b| b & 0x0f)) * 4;
+    buf.get(ihl..).unwrap_or(&[])
+}
+
+/// Whether `payload` (an L4 message) is the one-way probe `l4` with `token`.
+fn matches_one_way(payload: &[u8], l4: L4, token: &[u8; TOKEN]) -> bool {
+    match l4 {
+        L4::Icmp(t) => payload.len() >= 8 + TOKEN && payload[0] == t && payload[8..] == token[..],
+        L4::Sctp(port) => {
+            payload.len() >= 12 + TOKEN
+                && payload[2..4] == port.to_be_bytes()
+                && payload[12..12 + TOKEN] == token[..]
+        }
+        _ => false,
+    }
+}
+
+/// Packets one raw socket saw, for one-way probes.
+#[derive(Default)]
+struct Sink {
+    seen: Mutex<Vec<(Instant, Vec<u8>)>>,
+    cond: Condvar,
+}
+
+impl Sink {
+    /// Waits until a packet that `matches` arrived, or `deadline`.
+    fn wait(&self, deadline: Instant, matches: impl Fn(&[u8]) -> bool) -> Option<Instant> {
+        let Ok(mut seen) = self.seen.lock() else {
+            return None;
+        };
+        loop {
+            if let Some((at, _)) = seen.iter().find(|(_, p)| matches(p)) {
+                return Some(*at);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            seen = match self.cond.wait_timeout(seen, deadline - now) {
+                Ok((s, _)) => s,
+                Err(_) => return None,
+            };
+        }
+    }
+}
+
+/// Key of a server: the destination, the protocol (and for raw sinks the source).
+type ServerKey = (End, u8, u16, Option<IpAddr>);
+
+/// The listeners and sinks of a set of probes, stopped together.
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    sinks: BTreeMap<ServerKey, Arc<Sink>>,
+    ready: BTreeMap<ServerKey, Result<(), String>>,
+}
+
+impl Default for Servers {
+    fn default() -> Self {
+        Servers::new()
+    }
+}
+
+impl Servers {
+    /// No servers yet.
+    pub fn new() -> Servers {
+        Servers {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            sinks: BTreeMap::new(),
+            ready: BTreeMap::new(),
+        }
+    }
+
+    fn key(src: &End, dst: &End, l4: L4) -> ServerKey {
+        let v6 = dst.addr.is_ipv6();
+        let port = match l4 {
+            L4::Tcp(p) | L4::Udp(p) | L4::Sctp(p) => p,
+            L4::Icmp(t) => u16::from(t),
+        };
+        let from = l4.one_way(v6).then_some(src.addr);
+        (dst.clone(), l4.proto(v6), port, from)
+    }
+
+    /// Starts what the probe `src -> dst` needs on the destination (idempotent).
+    pub fn prepare(&mut self, src: &End, dst: &End, l4: L4) -> Result<(), String> {
+        let key = Self::key(src, dst, l4);
+        if let Some(r) = self.ready.get(&key) {
+            return r.clone();
+        }
+        let v6 = dst.addr.is_ipv6();
+        let r = match l4 {
+            L4::Tcp(port) => self.tcp_echo(dst, port),
+            L4::Udp(port) => self.udp_echo(dst, port),
+            _ if l4.is_echo(v6) => Ok(()),
+            _ => self.sink(src, dst, l4, key.clone()),
+        };
+        self.ready.insert(key, r.clone());
+        r
+    }
+
+    fn tcp_echo(&mut self, dst: &End, port: u16) -> Result<(), String> {
+        let addr = sockaddr(dst.addr, port);
+        let s = socket_in(&dst.netns, domain(dst.addr), Type::STREAM, Protocol::TCP)
+            .and_then(|s| {
+                s.set_reuse_address(true)?;
+                s.bind(&addr)?;
+                s.listen(128)?;
+                // SO_RCVTIMEO bounds accept() too.
+                s.set_read_timeout(Some(POLL))?;
+                Ok(s)
+            })
+            .map_err(|e| format!("cannot listen on {} (TCP): {e}", fmt_addr(dst.addr, port)))?;
+        let listener = TcpListener::from(s);
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        std::thread::spawn(move || echo_tcp(conn));
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => std::thread::sleep(POLL),
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    fn udp_echo(&mut self, dst: &End, port: u16) -> Result<(), String> {
+        let addr = sockaddr(dst.addr, port);
+        let s = socket_in(&dst.netns, domain(dst.addr), Type::DGRAM, Protocol::UDP)
+            .and_then(|s| {
+                s.set_reuse_address(true)?;
+                s.bind(&addr)?;
+                s.set_read_timeout(Some(POLL))?;
+                Ok(s)
+            })
+            .map_err(|e| format!("cannot listen on {} (UDP): {e}", fmt_addr(dst.addr, port)))?;
+        let socket = UdpSocket::from(s);
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], peer);
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    fn sink(&mut self, src: &End, dst: &End, l4: L4, key: ServerKey) -> Result<(), String> {
+        let v6 = dst.addr.is_ipv6();
+        let proto = Protocol::from(i32::from(l4.proto(v6)));
+        // Bound to the destination and connected to the source: the socket sees only this
+        // pair's packets of the protocol.
+        let s = socket_in(&dst.netns, domain(dst.addr), Type::RAW, proto)
+            .and_then(|s| {
+                s.bind(&sockaddr(dst.addr, 0))?;
+                s.connect(&sockaddr(src.addr, 0))?;
+                s.set_read_timeout(Some(POLL))?;
+                Ok(s)
+            })
+            .map_err(|e| format!("cannot capture on {}: {e}", dst.addr))?;
+        let sink = Arc::new(Sink::default());
+        self.sinks.insert(key, sink.clone());
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut s = s;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = s.read(&mut buf) {
+                    let at = Instant::now();
+                    let payload = l4_of(&buf[..n], v6).to_vec();
+                    if let Ok(mut seen) = sink.seen.lock() {
+                        seen.push((at, payload));
+                    }
+                    sink.cond.notify_all();
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    /// Stops every server.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn echo_tcp(mut conn: TcpStream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if conn.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn fmt_addr(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// Runs one probe from `src` to `dst` (the destination's server must be prepared).
+pub fn probe(servers: &Servers, src: &End, dst: &End, l4: L4, timeout: Duration) -> Observed {
+    let v6 = dst.addr.is_ipv6();
+    if src.addr.is_ipv6() != v6 {
+        return Observed::failed("the two addresses are of different families");
+    }
+    match l4 {
+        L4::Tcp(port) => probe_tcp(src, dst, port, timeout),
+        L4::Udp(port) => probe_udp(src, dst, port, timeout),
+        _ if l4.is_echo(v6) => probe_echo(src, dst, l4, timeout),
+        _ => match servers.sinks.get(&Servers::key(src, dst, l4)) {
+            Some(sink) => probe_one_way(sink, src, dst, l4, timeout),
+            None => Observed::failed("no capture on the destination"),
+        },
+    }
+}
+
+fn connected_socket(src: &End, dst: &End, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
+    let s = socket_in(&src.netns, domain(dst.addr), ty, proto)?;
+    s.bind(&sockaddr(src.addr, 0))?;
+    Ok(s)
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+fn probe_tcp(src: &End, dst: &End, port: u16, timeout: Duration) -> Observed {
+    let s = match connected_socket(src, dst, Type::STREAM, Protocol::TCP) {
+        Ok(s) => s,
+        Err(e) => return Observed::failed(format!("TCP socket on {}: {e}", src.addr)),
+    };
+    let start = Instant::now();
+    let deadline = start + timeout;
+    match s.connect_timeout(&sockaddr(dst.addr, port), timeout) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            return Observed::new(Outcome::Refused, start);
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+            return Observed::new(Outcome::Dropped, start);
+        }
+        Err(e) => return Observed::failed(format!("connecting to {}: {e}", dst.addr)),
+    }
+    let mut stream = TcpStream::from(s);
+    let t = token();
+    let _ = stream.set_read_timeout(Some(remaining(deadline)));
+    let mut back = [0u8; TOKEN];
+    let echoed = stream.write_all(&t).is_ok() && stream.read_exact(&mut back).is_ok();
+    if echoed && back == t {
+        Observed::new(Outcome::Connected, start)
+    } else {
+        let mut o = Observed::new(Outcome::Dropped, start);
+        o.detail = Some("the handshake completed but the echo did not come back".into());
+        o
+    }
+}
+
+fn probe_udp(src: &End, dst: &End, port: u16, timeout: Duration) -> Observed {
+    let s = match connected_socket(src, dst, Type::DGRAM, Protocol::UDP)
+        .and_then(|s| s.connect(&sockaddr(dst.addr, port)).map(|()| s))
+    {
+        Ok(s) => UdpSocket::from(s),
+        Err(e) => return Observed::failed(format!("UDP socket on {}: {e}", src.addr)),
+    };
+    let t = token();
+    let start = Instant::now();
+    let deadline = start + timeout;
+    if let Err(e) = s.send(&t) {
+        return Observed::failed(format!("sending to {}: {e}", dst.addr));
+    }
+    let mut buf = [0u8; 2048];
+    loop {
+        let _ = s.set_read_timeout(Some(remaining(deadline)));
+        match s.recv(&mut buf) {
+            Ok(n) if buf[..n] == t => return Observed::new(Outcome::Connected, start),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                return Observed::new(Outcome::Refused, start);
+            }
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return Observed::new(Outcome::Dropped, start);
+        }
+    }
+}
+
+fn raw_socket(src: &End, dst: &End, proto: u8) -> std::io::Result<Socket> {
+    let s = connected_socket(src, dst, Type::RAW, Protocol::from(i32::from(proto)))?;
+    s.connect(&sockaddr(dst.addr, 0))?;
+    Ok(s)
+}
+
+fn probe_echo(src: &End, dst: &End, l4: L4, timeout: Duration) -> Observed {
+    let v6 = dst.addr.is_ipv6();
+    let L4::Icmp(ty) = l4 else {
+        return Observed::failed("not an echo request");
+    };
+    let mut s = match raw_socket(src, dst, l4.proto(v6)) {
+        Ok(s) => s,
+        Err(e) => return Observed::failed(format!("ICMP socket on {}: {e}", src.addr)),
+    };
+    let t = token();
+    let packet = icmp_packet(ty, v6, &t);
+    let reply = if v6 { 129 } else { 0 };
+    let start = Instant::now();
+    let deadline = start + timeout;
+    if let Err(e) = s.send(&packet) {
+        return Observed::failed(format!("sending to {}: {e}", dst.addr));
+    }
+    let mut buf = [0u8; 2048];
+    loop {
+        let _ = s.set_read_timeout(Some(remaining(deadline)));
+        if let Ok(n) = s.read(&mut buf) {
+            let m = l4_of(&buf[..n], v6);
+            if m.len() >= 8 + TOKEN && m[0] == reply && m[4..8] == packet[4..8] && m[8..] == t {
+                return Observed::new(Outcome::Connected, start);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Observed::new(Outcome::Dropped, start);
+        }
+    }
+}
+
+fn probe_one_way(sink: &Sink, src: &End, dst: &End, l4: L4, timeout: Duration) -> Observed {
+    let v6 = dst.addr.is_ipv6();
+    let s = match raw_socket(src, dst, l4.proto(v6)) {
+        Ok(s) => s,
+        Err(e) => return Observed::failed(format!("raw socket on {}: {e}", src.addr)),
+    };
+    let t = token();
+    let packet = match l4 {
+        L4::Icmp(ty) => icmp_packet(ty, v6, &t),
+        L4::Sctp(port) => sctp_packet(u16::from_be_bytes([t[14], t[15]]) | 0x8000, port, &t),
+        _ => return Observed::failed("not a one-way probe"),
+    };
+    let start = Instant::now();
+    if let Err(e) = s.send(&packet) {
+        return Observed::failed(format!("sending to {}: {e}", dst.addr));
+    }
+    match sink.wait(start + timeout, |p| matches_one_way(p, l4, &t)) {
+        Some(at) => Observed {
+            outcome: Outcome::Delivered,
+            elapsed: at.saturating_duration_since(start),
+            detail: None,
+        },
+        None => Observed::new(Outcome::Dropped, start),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn icmp_checksum_verifies() {
+        let t = token();
+        let p = icmp_packet(8, false, &t);
+        assert_eq!(checksum(&p), 0, "a packet with its checksum sums to zero");
+        assert_eq!(&p[8..], &t);
+        let p6 = icmp_packet(128, true, &t);
+        assert_eq!(&p6[2..4], &[0, 0]);
+    }
+
+    #[test]
+    fn one_way_matching() {
+        let t = token();
+        let other = token();
+        assert_ne!(t, other);
+        assert_ne!(&t[12..14], &[0, 0], "an echo identifier is never 0");
+        let p = icmp_packet(13, false, &t);
+        assert!(matches_one_way(&p, L4::Icmp(13), &t));
+        assert!(!matches_one_way(&p, L4::Icmp(14), &t));
+        assert!(!matches_one_way(&p, L4::Icmp(13), &other));
+        let s = sctp_packet(40000, 9999, &t);
+        assert!(matches_one_way(&s, L4::Sctp(9999), &t));
+        assert!(!matches_one_way(&s, L4::Sctp(9998), &t));
+        let mut v4 = vec![0x45u8];
+        v4.extend_from_slice(&[0; 19]);
+        v4.extend_from_slice(&p);
+        assert_eq!(l4_of(&v4, false), &p[..]);
+        assert!(L4::Icmp(13).one_way(false));
+        assert!(!L4::Icmp(8).one_way(false));
+        assert!(L4::Icmp(8).one_way(true));
+        assert!(!L4::Icmp(128).one_way(true));
+        assert!(L4::Sctp(1).one_way(false));
+    }
+
+    #[test]
+    fn outcomes_map_to_verdicts() {
+        assert_eq!(Outcome::Refused.allowed(), Some(true));
+        assert_eq!(Outcome::Dropped.allowed(), Some(false));
+        assert_eq!(Outcome::Failed("x".into()).allowed(), None);
+    }
+}

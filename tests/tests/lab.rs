@@ -1,0 +1,635 @@
+//! `polc lab` end to end, as root: the demo and every scenario of `tests/scenarios` (and the
+//! lab's own under `tests/lab`) brought up as network namespaces with the datapath loaded,
+//! every flow probed with real packets and held to `eval` (flows with an L7 request at L4,
+//! since the proxy is not part of the datapath); then a TCP stream and a stream of new
+//! connections that must survive 100 policy replacements without a policy drop.
+//!
+//! Each lab has a unique name and is removed by a guard, also when a test fails.
+
+mod common;
+
+use common::{polc, root};
+use polc_ebpf::abi::Reason;
+use polc_ebpf::loader::Status;
+use polc_ebpf::sys;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn skip_reason() -> Option<&'static str> {
+    if sys::euid() != 0 {
+        return Some("needs root (BPF programs, network namespaces)");
+    }
+    if !Path::new("/sys/fs/bpf").exists() {
+        return Some("the kernel has no BPF filesystem");
+    }
+    None
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A lab, removed on drop.
+struct Lab {
+    name: String,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        Lab {
+            name: format!(
+                "t{}x{}",
+                std::process::id() % 100_000,
+                SEQ.fetch_add(1, Ordering::SeqCst)
+            ),
+        }
+    }
+
+    fn up(&self, policies: &Path, inventory: &Path, extra: &[String]) {
+        let mut args: Vec<String> = vec![
+            "lab".into(),
+            "up".into(),
+            "--name".into(),
+            self.name.clone(),
+            "--policies".into(),
+            policies.display().to_string(),
+            "--inventory".into(),
+            inventory.display().to_string(),
+        ];
+        args.extend_from_slice(extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = polc(&refs, b"");
+        assert_eq!(code, 0, "lab up {}:\n{out}\n{err}", policies.display());
+    }
+
+    /// Probes a flows file; returns the JSON list.
+    fn probe_flows(&self, flows: &Path) -> (i32, Vec<Value>, String) {
+        let (code, out, err) = polc(
+            &[
+                "lab",
+                "probe",
+                "--name",
+                &self.name,
+                "--flows",
+                flows.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            b"",
+        );
+        let list = serde_json::from_str::<Value>(&out)
+            .unwrap_or_else(|e| panic!("{e}: {out}\n{err}"))
+            .as_array()
+            .unwrap()
+            .clone();
+        (code, list, err)
+    }
+
+    fn state(&self) -> Value {
+        let text = std::fs::read_to_string(format!("/run/polc-lab/{}.json", self.name)).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The network namespace and first address of pod `key`.
+    fn pod(&self, key: &str) -> (PathBuf, String) {
+        let state = self.state();
+        let pod = state["plan"]["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["key"] == key)
+            .unwrap_or_else(|| panic!("no pod {key}"))
+            .clone();
+        (
+            PathBuf::from("/run/netns").join(pod["netns"].as_str().unwrap()),
+            pod["ips"][0].as_str().unwrap().to_string(),
+        )
+    }
+
+    fn statuses(&self) -> Vec<Status> {
+        polc_ebpf::loader::instances(&PathBuf::from("/sys/fs/bpf/polc-lab").join(&self.name))
+            .iter()
+            .map(|d| Status::read(d).unwrap())
+            .collect()
+    }
+
+    fn counter(&self, reasons: &[Reason]) -> u64 {
+        self.statuses()
+            .iter()
+            .flat_map(|s| s.counters.iter())
+            .filter(|(r, _)| reasons.contains(r))
+            .map(|(_, c)| c.packets)
+            .sum()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let (code, _, err) = polc(&["lab", "down", "--name", &self.name], b"");
+        if code != 0 {
+            eprintln!("lab down {}: {err}", self.name);
+        }
+    }
+}
+
+/// Checks every probed flow of `list` against eval (at L4 for flows with a request) and
+/// returns (probed flows, disagreements).
+fn check(what: &str, list: &[Value]) -> (usize, Vec<String>) {
+    let mut probed = 0;
+    let mut bad = Vec::new();
+    for f in list {
+        let Some(observed) = f["observed"].as_str() else {
+            assert!(
+                f["skipped"].is_string() || f["probes"].as_array().is_some_and(|p| p.is_empty()),
+                "{what}: a flow neither probed nor skipped: {f}"
+            );
+            continue;
+        };
+        probed += 1;
+        for key in ["from", "to", "proto", "expect", "eval"] {
+            assert!(!f[key].is_null(), "{what}: no `{key}` in {f}");
+        }
+        assert!(!f["port"].is_null() || !f["icmpType"].is_null(), "{f}");
+        let want = f["eval_l4"].as_str().or(f["eval"].as_str()).unwrap();
+        if observed != want {
+            bad.push(format!(
+                "{what}:{} {} -> {} {} {}: kernel {observed}, eval {want} ({})",
+                f["line"], f["from"], f["to"], f["proto"], f["port"], f["probes"]
+            ));
+        }
+    }
+    (probed, bad)
+}
+
+#[test]
+fn the_demo_agrees_with_eval_and_replies_pass_through_conntrack() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let lab = Lab::new();
+    let demo = root().join("policies/demo");
+    lab.up(&demo.join("policies"), &demo.join("cluster"), &[]);
+    let (code, list, err) = lab.probe_flows(&demo.join("flows.yaml"));
+    let (probed, bad) = check("demo", &list);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(probed, list.len(), "every demo flow is probed");
+    assert!(probed >= 40);
+    // The demo's flows go both ways between the world and pods; every allowed TCP flow came
+    // back through the datapath's conntrack only (no policy allows the replies).
+    let world_in = list
+        .iter()
+        .any(|f| f["from"].as_str().unwrap().starts_with("203.") && f["observed"] == "allow");
+    let world_out = list
+        .iter()
+        .any(|f| f["to"].as_str().unwrap().starts_with("203.") && f["observed"] == "allow");
+    assert!(world_in && world_out);
+    assert!(lab.counter(&[Reason::PassCtReply]) > 0);
+    assert!(lab.counter(&[Reason::PassCtEstablished]) > 0);
+    assert!(lab.counter(&[Reason::DropPolicy, Reason::DropPolicyDeny]) > 0);
+
+    // One probe on its own.
+    let (code, out, err) = polc(
+        &[
+            "lab",
+            "probe",
+            "--name",
+            &lab.name,
+            "--from",
+            "203.0.113.9",
+            "--to",
+            "kube-system/ingress-nginx-controller-6b8c5f7d9f-qw8rt",
+            "--proto",
+            "tcp",
+            "--port",
+            "443",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("connected in"), "{out}");
+    assert!(out.contains("eval: allow"), "{out}");
+}
+
+/// Every scenario directory with flows.
+fn scenarios() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for base in ["tests/scenarios", "tests/lab"] {
+        let Ok(rd) = std::fs::read_dir(root().join(base)) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.join("flows.yaml").exists() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_scenario_agrees_with_eval() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dirs = scenarios();
+    assert!(dirs.len() >= 20, "{} scenarios", dirs.len());
+    let next = AtomicUsize::new(0);
+    let bad = Mutex::new(Vec::new());
+    let probed = AtomicUsize::new(0);
+    let ipv6 = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(dir) = dirs.get(i) else { break };
+                    let name = dir.file_name().unwrap().to_string_lossy().to_string();
+                    let extra: Vec<String> = std::fs::read_to_string(dir.join("args"))
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect();
+                    let lab = Lab::new();
+                    lab.up(
+                        &dir.join("policies.yaml"),
+                        &dir.join("inventory.yaml"),
+                        &extra,
+                    );
+                    let (_, list, err) = lab.probe_flows(&dir.join("flows.yaml"));
+                    assert!(
+                        !err.contains("error["),
+                        "{name}: a probe could not run: {err}"
+                    );
+                    let (n, b) = check(&name, &list);
+                    probed.fetch_add(n, Ordering::SeqCst);
+                    ipv6.fetch_add(
+                        list.iter()
+                            .flat_map(|f| f["probes"].as_array().cloned().unwrap_or_default())
+                            .filter(|p| p["family"] == "ipv6")
+                            .count(),
+                        Ordering::SeqCst,
+                    );
+                    bad.lock().unwrap().extend(b);
+                }
+            });
+        }
+    });
+    let bad = bad.into_inner().unwrap();
+    assert!(
+        bad.is_empty(),
+        "kernel and eval disagree:\n{}",
+        bad.join("\n")
+    );
+    let probed = probed.into_inner();
+    let ipv6 = ipv6.into_inner();
+    eprintln!(
+        "{} scenarios, {probed} flows probed, {ipv6} IPv6 probes, all agree with eval",
+        dirs.len()
+    );
+    assert!(probed >= 300, "{probed}");
+    assert!(ipv6 >= 20, "{ipv6} IPv6 probes");
+}
+
+const UPDATE_INVENTORY: &str = "\
+apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+status: {addresses: [{type: InternalIP, address: 10.0.0.11}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-2}
+status: {addresses: [{type: InternalIP, address: 10.0.0.12}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app, labels: {kubernetes.io/metadata.name: app}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: app, labels: {app: client}}
+spec: {nodeName: node-1}
+status: {podIP: 10.244.1.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: app, labels: {app: other}}
+spec: {nodeName: node-1}
+status: {podIP: 10.244.1.11}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: app, labels: {app: server}}
+spec: {nodeName: node-2}
+status: {podIP: 10.244.2.20}
+";
+
+/// Set A: the stream is allowed by L3+L4 items on both ends.
+const POLICIES_A: &str = "\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: server-in, namespace: app}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: '7000', protocol: TCP}]}]
+  - fromEndpoints: [{matchLabels: {app: other}}]
+    toPorts: [{ports: [{port: '9000', protocol: TCP}, {port: '53', protocol: UDP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client-out, namespace: app}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: server}}]
+    toPorts: [{ports: [{port: '7000', protocol: TCP}]}]
+";
+
+/// Set B: the same stream allowed by other entries (L3-only on the server, a port range on
+/// the client), some entries gone, others added, and denies that do not touch the stream.
+const POLICIES_B: &str = "\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: server-in, namespace: app}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {app: other}}]
+    toPorts: [{ports: [{port: '7000', protocol: TCP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client-out, namespace: app}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: server}}]
+    toPorts: [{ports: [{port: '6990', endPort: 7010, protocol: TCP}]}]
+  - toCIDR: [203.0.113.0/24]
+  egressDeny:
+  - toEndpoints: [{matchLabels: {app: server}}]
+    toPorts: [{ports: [{port: '8443', protocol: TCP}]}]
+";
+
+#[test]
+fn a_stream_survives_100_policy_replacements_without_a_policy_drop() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inventory.yaml");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::write(&inv, UPDATE_INVENTORY).unwrap();
+    for (d, text) in [(&a, POLICIES_A), (&b, POLICIES_B)] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("policies.yaml"), text).unwrap();
+    }
+    let lab = Lab::new();
+    lab.up(&a, &inv, &[]);
+    let (client_ns, _) = lab.pod("app/client");
+    let (server_ns, server_ip) = lab.pod("app/server");
+    let addr: SocketAddr = format!("{server_ip}:7000").parse().unwrap();
+
+    // The server: accept and echo, in the server's namespace.
+    let listener = sys::in_netns(&server_ns, || TcpListener::bind(addr))
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    // The server stops after the clients, or it would reset their last connection.
+    let stop_server = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = stop_server.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        std::thread::spawn(move || {
+                            let mut buf = [0u8; 4096];
+                            while let Ok(n) = c.read(&mut buf) {
+                                if n == 0 || c.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        })
+    };
+    let connect = move || {
+        sys::in_netns(&client_ns, || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        })
+        .unwrap()
+    };
+    let drops_before = lab.counter(&[Reason::DropPolicy, Reason::DropPolicyDeny]);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // One long stream, echoed byte for byte.
+    let mut stream = connect().expect("the stream connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let streamer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            let mut chunk = [0u8; 512];
+            let mut back = [0u8; 512];
+            while !stop.load(Ordering::SeqCst) {
+                chunk.fill((sent % 251) as u8);
+                stream
+                    .write_all(&chunk)
+                    .map_err(|e| format!("write: {e}"))?;
+                stream
+                    .read_exact(&mut back)
+                    .map_err(|e| format!("read after {sent} bytes: {e}"))?;
+                if back != chunk {
+                    return Err(format!("wrong echo after {sent} bytes"));
+                }
+                sent += chunk.len() as u64;
+                // A steady stream, not a busy loop: the other tests share the CPUs.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Ok::<u64, String>(sent)
+        })
+    };
+    // New connections all the time, each looked up in the policy maps.
+    let dialer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                let r = connect().and_then(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    c.write_all(b"ping")?;
+                    let mut b = [0u8; 4];
+                    c.read_exact(&mut b)?;
+                    Ok(b)
+                });
+                match r {
+                    Ok(b) if &b == b"ping" => ok += 1,
+                    Ok(_) => failed.push("wrong echo".to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (ok, failed)
+        })
+    };
+
+    let start = Instant::now();
+    for i in 0..100 {
+        let set = if i % 2 == 0 { &b } else { &a };
+        let (code, out, err) = polc(
+            &[
+                "lab",
+                "apply",
+                "--name",
+                &lab.name,
+                "--policies",
+                set.to_str().unwrap(),
+            ],
+            b"",
+        );
+        assert_eq!(code, 0, "apply {i}: {out}{err}");
+        assert!(
+            out.lines().any(|l| !l.contains("policy entries +0 ~0 -0")),
+            "apply {i} changed entries: {out}"
+        );
+    }
+    let took = start.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let sent = streamer.join().unwrap();
+    let (connections, failed) = dialer.join().unwrap();
+    stop_server.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+    let sent = sent.unwrap_or_else(|e| panic!("the stream broke: {e}"));
+    assert!(failed.is_empty(), "new connections failed: {failed:?}");
+    assert!(
+        sent > 0 && connections > 0,
+        "{sent} bytes, {connections} connections"
+    );
+    let drops = lab.counter(&[Reason::DropPolicy, Reason::DropPolicyDeny]) - drops_before;
+    assert_eq!(
+        drops, 0,
+        "packets counted as policy drops during the updates"
+    );
+    eprintln!(
+        "100 policy replacements in {:.1} s: stream echoed {sent} bytes, {connections} new \
+         connections, no policy drop",
+        took.as_secs_f64()
+    );
+}
+
+fn lab_namespaces(name: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(&format!("plab-{name}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn errors_and_cleanup_after_a_crash() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let lab = Lab::new();
+    // No lab yet.
+    let (code, _, err) = polc(
+        &[
+            "lab", "probe", "--name", &lab.name, "--from", "a/b", "--to", "c/d", "--port", "1",
+        ],
+        b"",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("error[B0509]"), "{err}");
+    let (code, _, err) = polc(&["lab", "down", "--name", "Not/A/Name"], b"");
+    assert_eq!(code, 2, "{err}");
+    let (code, out, _) = polc(&["lab", "down", "--name", &lab.name], b"");
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to remove"), "{out}");
+
+    // A lab whose state file was lost (a crash while it was written) is still removed: its
+    // namespaces and pins are found by their names.
+    let scenario = root().join("tests/scenarios/020-l3-and-l4-item");
+    lab.up(
+        &scenario.join("policies.yaml"),
+        &scenario.join("inventory.yaml"),
+        &[],
+    );
+    assert!(!lab_namespaces(&lab.name).is_empty());
+    std::fs::remove_file(format!("/run/polc-lab/{}.json", lab.name)).unwrap();
+    let (code, _, err) = polc(
+        &[
+            "lab", "probe", "--name", &lab.name, "--from", "a/b", "--to", "c/d", "--port", "1",
+        ],
+        b"",
+    );
+    assert_eq!(code, 2, "no state, no lab: {err}");
+    // A second `up` cleans the leftovers first.
+    lab.up(
+        &scenario.join("policies.yaml"),
+        &scenario.join("inventory.yaml"),
+        &[],
+    );
+    std::fs::remove_file(format!("/run/polc-lab/{}.json", lab.name)).unwrap();
+    let (code, out, err) = polc(&["lab", "down", "--name", &lab.name], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed"), "{out}");
+    assert!(lab_namespaces(&lab.name).is_empty());
+    assert!(!Path::new("/sys/fs/bpf/polc-lab").join(&lab.name).exists());
+
+    // A flow naming a pod that is not in the lab is reported, not probed; a bad flow is an
+    // input error.
+    lab.up(
+        &scenario.join("policies.yaml"),
+        &scenario.join("inventory.yaml"),
+        &[],
+    );
+    let (code, _, err) = polc(
+        &[
+            "lab",
+            "probe",
+            "--name",
+            &lab.name,
+            "--from",
+            "nowhere/x",
+            "--to",
+            "10.1.2.3",
+            "--port",
+            "80",
+        ],
+        b"",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("Q0401"), "{err}");
+    let (code, _, err) = polc(
+        &[
+            "lab", "probe", "--name", &lab.name, "--from", "10.1.2.3", "--to", "10.1.2.4",
+            "--port", "80",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+}
