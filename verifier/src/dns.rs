@@ -320,7 +320,7 @@ fn lookup_denied(p: &FqdnPeer<'_>, r: &Replay) -> Diagnostic {
 const NS: &str = "io.kubernetes.pod.namespace";
 
 /// A namespace no rule pins: it stands for every namespace without policies of its own.
-const UNPINNED: &str = "polc-any-namespace";
+const UNPINNED: &str = crate::sample::ANY_NAMESPACE;
 
 /// The rule a replayed example's egress decision names: the first default-deny rule (or
 /// deny item) behind it, else the first default-deny rule that could apply in `ns`.
@@ -343,8 +343,9 @@ fn deciding_rule<'a>(set: &'a PolicySet, r: &Replay, ns: &str) -> Option<&'a Rul
     })
 }
 
-/// V0403, one namespace at a time: a pod of the namespace in egress default-deny whose
-/// lookups are denied. Each example names the rule that put it into default-deny; that rule
+/// V0403, one namespace at a time (after one question for all of them at once has found a
+/// pod to ask about): a pod of the namespace in egress default-deny whose lookups are
+/// denied. Each example names the rule that put it into default-deny; that rule
 /// is reported and excluded, and the namespace asked again, a few times at most. Pods of
 /// namespaces without rules of their own are asked about once, as one namespace.
 fn cut_off(
@@ -368,6 +369,23 @@ fn cut_off(
     namespaces.sort_unstable();
     namespaces.dedup();
     namespaces.push(UNPINNED);
+    // One question for all namespaces first: usually no pod is cut off anywhere.
+    if let Some(first) = set.rules.first() {
+        let anywhere = Askers {
+            reqs: Vec::new(),
+            namespace: None,
+            enforced: true,
+            any_of: Vec::new(),
+            excluded: Vec::new(),
+            loc: first.subject_loc,
+        };
+        if matches!(
+            denied_lookup(set, objects, version, &anywhere, None, limits),
+            Ok(Lookup::Allowed)
+        ) {
+            return out;
+        }
+    }
     let mut reported: HashSet<Loc> = HashSet::new();
     for ns in namespaces {
         let first = set

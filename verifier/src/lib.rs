@@ -21,6 +21,7 @@ pub mod host;
 pub mod redundant;
 pub mod regex;
 pub mod replay;
+mod sample;
 pub mod selector;
 pub mod shadow;
 
@@ -174,16 +175,15 @@ pub mod smt {
     }
 
     pub(crate) fn record(kind: &str, z: &z3::Solver) {
-        push(kind, format!("{z}\n(check-sat)\n(get-model)\n"));
-    }
-
-    fn push(kind: &str, text: String) {
         if !ON.load(Ordering::SeqCst) {
             return;
         }
         if let Ok(mut q) = QUERIES.lock() {
             let name = format!("{:05}-{kind}.smt2", q.len() + 1);
-            q.push((name, format!("; polc {kind} query\n{text}")));
+            q.push((
+                name,
+                format!("; polc {kind} query\n{z}\n(check-sat)\n(get-model)\n"),
+            ));
         }
     }
 }

@@ -1,0 +1,302 @@
+//! Concrete flows in the terms of the flow encoding ([`crate::flow`]), judged without the
+//! solver. A check asks z3 whether some flow of an item escapes the items that could cover
+//! it; most items are not covered, and a concrete flow of the item that no cover matches
+//! answers that question at once. The functions here mirror the encodings of `flow` term by
+//! term (`None` where the encoding is `Unknown`), and [`Sample::well_formed`] mirrors
+//! `FlowVars::well_formed`, so a sample that escapes is a model of the question.
+
+use crate::flow::{KIND_HOST, KIND_POD, KIND_REMOTE_NODE, KIND_WORLD};
+use polc_compiler::ir::{
+    CidrPeer, Entity, Item, L7, Op, PeerKind, Peers, PortRule, PortSpec, Ports, Redirect,
+    Requirement, Selector,
+};
+use polc_compiler::labels::{Label, LabelFilter};
+use polc_compiler::version::CiliumVersion;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// The namespace of samples whose subject spans namespaces: one no rule pins.
+pub(crate) const ANY_NAMESPACE: &str = "polc-any-namespace";
+
+const NS: &str = "io.kubernetes.pod.namespace";
+const NS_NAME: &str = "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name";
+const SA: &str = "io.cilium.k8s.policy.serviceaccount";
+const CLUSTER: &str = "io.cilium.k8s.policy.cluster";
+
+/// One concrete flow at the endpoint `x`.
+#[derive(Clone, Debug)]
+pub(crate) struct Sample {
+    x: BTreeMap<String, String>,
+    p: BTreeMap<String, String>,
+    kind: u64,
+    addr: u32,
+    proto: u8,
+    port: u16,
+}
+
+/// Judges samples with the label filter of one Cilium release.
+pub(crate) struct Judge {
+    filter: LabelFilter,
+}
+
+impl Judge {
+    pub(crate) fn new(version: CiliumVersion) -> Self {
+        Judge {
+            filter: LabelFilter::default_for(version),
+        }
+    }
+
+    fn kept(&self, key: &str) -> bool {
+        self.filter.keeps(&Label::k8s(key, ""))
+    }
+
+    /// Mirrors `flow::requirement`.
+    fn requirement(&self, labels: &BTreeMap<String, String>, r: &Requirement) -> bool {
+        if !matches!(r.source(), "k8s" | "any") || !self.kept(r.bare_key()) {
+            return matches!(r.op, Op::NotIn | Op::DoesNotExist);
+        }
+        let value = labels.get(r.bare_key());
+        match r.op {
+            Op::In => value.is_some_and(|v| r.values.contains(v)),
+            Op::NotIn => value.is_none_or(|v| !r.values.contains(v)),
+            Op::Exists => value.is_some(),
+            Op::DoesNotExist => value.is_none(),
+        }
+    }
+
+    fn requirements(&self, labels: &BTreeMap<String, String>, reqs: &[Requirement]) -> bool {
+        reqs.iter().all(|r| self.requirement(labels, r))
+    }
+
+    /// Mirrors `flow::subject`.
+    pub(crate) fn subject(&self, s: &Sample, sel: &Selector) -> Option<bool> {
+        (!sel.has_reserved()).then(|| self.requirements(&s.x, &sel.reqs))
+    }
+
+    /// Mirrors `flow::peer`.
+    fn peer(&self, s: &Sample, p: &PeerKind) -> Option<bool> {
+        Some(match p {
+            PeerKind::Endpoints(sel) if sel.has_reserved() => return None,
+            PeerKind::Endpoints(sel) if sel.is_wildcard() => true,
+            PeerKind::Endpoints(sel) => s.kind == KIND_POD && self.requirements(&s.p, &sel.reqs),
+            PeerKind::Entity(e) => match e {
+                Entity::All => true,
+                Entity::World => s.kind == KIND_WORLD,
+                Entity::Host => s.kind == KIND_HOST,
+                Entity::RemoteNode => s.kind == KIND_REMOTE_NODE,
+                Entity::Cluster => s.kind != KIND_WORLD,
+                Entity::None => false,
+                _ => return None,
+            },
+            PeerKind::Cidr(c) => cidr(s, c)?,
+            _ => return None,
+        })
+    }
+
+    /// Mirrors `flow::l3`.
+    fn l3(&self, s: &Sample, it: &Item) -> Option<bool> {
+        match &it.peers {
+            Peers::Any => Some(true),
+            Peers::List(peers) => {
+                let mut any = false;
+                for p in peers {
+                    any |= self.peer(s, &p.kind)?;
+                }
+                Some(any)
+            }
+        }
+    }
+
+    /// Mirrors `flow::item_where`.
+    pub(crate) fn item_where(&self, s: &Sample, it: &Item, http: Option<bool>) -> Option<bool> {
+        let l3 = self.l3(s, it)?;
+        let l4 = match &it.ports {
+            Ports::Any => http != Some(true),
+            Ports::List(ports) => {
+                let mut any = false;
+                for p in ports {
+                    let is_http = matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))));
+                    match http {
+                        Some(true) if !is_http => continue,
+                        Some(false) if p.redirect.is_some() => continue,
+                        _ => {}
+                    }
+                    any |= port_rule(s, p)?;
+                }
+                any
+            }
+        };
+        Some(l3 && l4)
+    }
+
+    /// Flows of an item of a rule with `subject`, built to satisfy them with as few labels
+    /// as possible (pods of namespace `ns` when the subject does not pin one), each checked
+    /// against the item and the subject. Empty when none can be built.
+    pub(crate) fn samples(&self, subject: &Selector, it: &Item, ns: &str) -> Vec<Sample> {
+        let Some(x) = pod_labels(&subject.reqs, ns) else {
+            return Vec::new();
+        };
+        let mut remotes: Vec<(u64, BTreeMap<String, String>, u32)> = Vec::new();
+        let x_ns = x.get(NS).cloned().unwrap_or_default();
+        let world = u32::from(Ipv4Addr::new(203, 0, 113, 7));
+        let pod = |reqs: &[Requirement]| pod_labels(reqs, &x_ns);
+        let add_pod = |reqs: &[Requirement], remotes: &mut Vec<_>| {
+            if let Some(p) = pod(reqs) {
+                remotes.push((KIND_POD, p, 0));
+            }
+        };
+        match &it.peers {
+            Peers::Any => {
+                add_pod(&[], &mut remotes);
+                remotes.push((
+                    KIND_WORLD,
+                    pod_labels(&[], &x_ns).unwrap_or_default(),
+                    world,
+                ));
+            }
+            Peers::List(peers) => {
+                for p in peers.iter().take(4) {
+                    let filler = pod_labels(&[], &x_ns).unwrap_or_default();
+                    match &p.kind {
+                        PeerKind::Endpoints(sel) => add_pod(&sel.reqs, &mut remotes),
+                        PeerKind::Entity(Entity::Host) => remotes.push((KIND_HOST, filler, 0)),
+                        PeerKind::Entity(Entity::RemoteNode) => {
+                            remotes.push((KIND_REMOTE_NODE, filler, 0));
+                        }
+                        PeerKind::Entity(Entity::Cluster) => add_pod(&[], &mut remotes),
+                        PeerKind::Entity(Entity::All | Entity::World) => {
+                            remotes.push((KIND_WORLD, filler, world));
+                        }
+                        PeerKind::Cidr(c) => {
+                            if let ipnet::IpNet::V4(n) = c.net {
+                                for a in [n.network(), n.broadcast()] {
+                                    remotes.push((KIND_WORLD, filler.clone(), u32::from(a)));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut ports: Vec<(u8, u16)> = Vec::new();
+        match &it.ports {
+            Ports::Any => ports.extend([(6, 1), (17, 53)]),
+            Ports::List(list) => {
+                for p in list.iter().take(4) {
+                    let proto = p.proto.number();
+                    let icmp = matches!(proto, 1 | 58);
+                    match p.port {
+                        PortSpec::Range(0, 0) => ports.push((proto, if icmp { 8 } else { 1 })),
+                        PortSpec::Range(a, b) => {
+                            ports.push((proto, a));
+                            if b > a {
+                                ports.push((proto, b));
+                            }
+                        }
+                        PortSpec::Named(_) => {}
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (kind, p, addr) in &remotes {
+            for &(proto, port) in &ports {
+                let s = Sample {
+                    x: x.clone(),
+                    p: p.clone(),
+                    kind: *kind,
+                    addr: *addr,
+                    proto,
+                    port,
+                };
+                if s.well_formed()
+                    && self.subject(&s, subject) == Some(true)
+                    && self.item_where(&s, it, None) == Some(true)
+                {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Sample {
+    /// Mirrors `FlowVars::well_formed("default")`.
+    fn well_formed(&self) -> bool {
+        let end = |l: &BTreeMap<String, String>| {
+            l.get(NS)
+                .is_some_and(|ns| !ns.is_empty() && l.get(NS_NAME) == Some(ns))
+                && l.get(SA).is_some_and(|sa| !sa.is_empty())
+                && l.get(CLUSTER).is_some_and(|c| c == "default")
+        };
+        let icmp = matches!(self.proto, 1 | 58);
+        end(&self.x)
+            && end(&self.p)
+            && matches!(self.proto, 6 | 17 | 132 | 1 | 58)
+            && (!icmp || self.port <= 255)
+            && (icmp || self.port >= 1)
+    }
+}
+
+/// Mirrors `flow::cidr`.
+fn cidr(s: &Sample, c: &CidrPeer) -> Option<bool> {
+    let within = |net: &ipnet::IpNet| -> Option<bool> {
+        match net {
+            ipnet::IpNet::V4(n) => Some(n.contains(&Ipv4Addr::from(s.addr))),
+            ipnet::IpNet::V6(_) => None,
+        }
+    };
+    let mut ok = s.kind == KIND_WORLD && within(&c.net)?;
+    for e in &c.except {
+        ok &= !within(e)?;
+    }
+    Some(ok)
+}
+
+/// Mirrors `flow::port_rule`.
+fn port_rule(s: &Sample, p: &PortRule) -> Option<bool> {
+    let PortSpec::Range(a, b) = p.port else {
+        return None;
+    };
+    let proto = s.proto == p.proto.number();
+    Some(if (a, b) == (0, 0) {
+        proto
+    } else {
+        proto && a <= s.port && s.port <= b.max(a)
+    })
+}
+
+/// The fewest labels that satisfy `reqs` for a pod of namespace `ns` (unless `reqs` name
+/// another), with what every pod carries (namespace, its name label, service account,
+/// cluster); `None` when the requirements are not that simple to meet.
+fn pod_labels(reqs: &[Requirement], ns: &str) -> Option<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let ns = reqs
+        .iter()
+        .find(|r| r.bare_key() == NS && r.op == Op::In)
+        .and_then(|r| r.values.first())
+        .map_or(ns, String::as_str);
+    out.insert(NS.to_string(), ns.to_string());
+    out.insert(NS_NAME.to_string(), ns.to_string());
+    out.insert(SA.to_string(), "default".to_string());
+    out.insert(CLUSTER.to_string(), "default".to_string());
+    for r in reqs {
+        let key = r.bare_key().to_string();
+        match r.op {
+            Op::In => {
+                let first = r.values.first()?;
+                if out.get(&key).is_some_and(|v| v != first) {
+                    return None;
+                }
+                out.insert(key, first.clone());
+            }
+            Op::Exists => {
+                out.entry(key).or_insert_with(|| "polc-sample".to_string());
+            }
+            Op::NotIn | Op::DoesNotExist => {}
+        }
+    }
+    Some(out)
+}
