@@ -300,3 +300,136 @@ fn pod_labels(reqs: &[Requirement], ns: &str) -> Option<BTreeMap<String, String>
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{self, Encoded, FlowVars};
+    use polc_compiler::ir::Subject;
+    use polc_compiler::source::{SourceFile, SourceMap};
+    use z3::ast::{BV, String as Str};
+
+    /// Policies with every kind of term the samples and the encoding share.
+    const POLICIES: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a, namespace: shop}
+spec:
+  endpointSelector:
+    matchLabels: {app: api}
+    matchExpressions:
+    - {key: tier, operator: NotIn, values: [db]}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {app: web}
+    - matchExpressions: [{key: team, operator: Exists}]
+    toPorts: [{ports: [{port: "8080", endPort: 8090, protocol: TCP}]}]
+  - fromEntities: [cluster]
+    toPorts: [{ports: [{port: "53", protocol: UDP}, {port: "9090", protocol: TCP}]}]
+  - fromCIDRSet: [{cidr: 203.0.113.0/24, except: [203.0.113.0/28]}]
+  - fromEndpoints: [{matchLabels: {"k8s:io.kubernetes.pod.namespace": ops}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {http: [{method: GET}]}}]
+  - fromEntities: [host, remote-node]
+  - icmps: [{fields: [{type: 8}]}]
+  egress:
+  - toEntities: [world]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+  - toEndpoints: [{matchExpressions: [{key: app, operator: DoesNotExist}]}]
+  - toCIDR: [10.0.0.0/8]
+---
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: b}
+spec:
+  endpointSelector:
+    matchLabels: {"k8s:io.cilium.k8s.namespace.labels.team": core}
+  ingress:
+  - fromEndpoints: [{}]
+  - fromEntities: [all]
+    toPorts: [{ports: [{port: "0", protocol: ANY}]}]
+  egressDeny:
+  - toEndpoints: [{matchLabels: {"k8s:io.kubernetes.pod.namespace": kube-system}}]
+    toPorts: [{ports: [{port: "53", protocol: UDP}]}]
+  - toEntities: [kube-apiserver]
+  - toPorts: [{ports: [{port: "http", protocol: TCP}]}]
+"#;
+
+    /// Whether the encoding holds on the sample, as z3 sees it.
+    fn encoded(
+        s: &Sample,
+        version: CiliumVersion,
+        f: impl Fn(&mut FlowVars) -> Encoded,
+    ) -> Option<bool> {
+        let mut v = FlowVars::for_version(version);
+        let Encoded::Exact(b) = f(&mut v) else {
+            return None;
+        };
+        let z = z3::Solver::new();
+        z.assert(&b);
+        for (labels, want) in [(&v.x, &s.x), (&v.p, &s.p)] {
+            for (key, (has, val)) in labels.keys() {
+                match want.get(key) {
+                    Some(value) => {
+                        z.assert(has);
+                        z.assert(val.eq(Str::from(value.as_str())));
+                    }
+                    None => z.assert(has.not()),
+                }
+            }
+        }
+        z.assert(v.kind.eq(BV::from_u64(s.kind, 2)));
+        z.assert(v.addr.eq(BV::from_u64(u64::from(s.addr), 32)));
+        z.assert(v.proto.eq(BV::from_u64(u64::from(s.proto), 8)));
+        z.assert(v.port.eq(BV::from_u64(u64::from(s.port), 16)));
+        Some(z.check() == z3::SatResult::Sat)
+    }
+
+    #[test]
+    fn the_judge_agrees_with_the_encoding_on_every_sample() {
+        let version = CiliumVersion::V1_19;
+        let mut sources = SourceMap::new();
+        sources.add(SourceFile::new("p.yaml", POLICIES.to_string()));
+        let (objects, _) = polc_compiler::lint(&sources, &polc_compiler::Options::default());
+        let (set, _) = polc_compiler::lower::lower(&objects, version);
+        let judge = Judge::new(version);
+        let mut samples = Vec::new();
+        for rule in &set.rules {
+            let Subject::Endpoints(sel) = &rule.subject else {
+                continue;
+            };
+            for item in &rule.items {
+                samples.extend(judge.samples(sel, item, ANY_NAMESPACE));
+                samples.extend(judge.samples(sel, item, "shop"));
+            }
+        }
+        assert!(samples.len() > 20, "{}", samples.len());
+        let mut compared = 0;
+        for s in &samples {
+            assert!(s.well_formed(), "{s:?}");
+            let wf = encoded(s, version, |v| Encoded::Exact(v.well_formed("default")));
+            assert_eq!(wf, Some(true), "{s:?}");
+            for rule in &set.rules {
+                let Subject::Endpoints(sel) = &rule.subject else {
+                    continue;
+                };
+                assert_eq!(
+                    judge.subject(s, sel),
+                    encoded(s, version, |v| flow::subject(v, sel)),
+                    "subject {sel} on {s:?}"
+                );
+                for item in &rule.items {
+                    for http in [None, Some(true), Some(false)] {
+                        assert_eq!(
+                            judge.item_where(s, item, http),
+                            encoded(s, version, |v| flow::item_where(v, item, http)),
+                            "{} {http:?} on {s:?}",
+                            item.path
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared > 500, "{compared}");
+    }
+}
