@@ -29,7 +29,7 @@ pub(crate) fn witness(v: &FlowVars, m: &z3::Model) -> Option<Witness> {
         let mut out = BTreeMap::new();
         for (k, (has, val)) in l.keys() {
             if m.eval(has, true)?.as_bool()? {
-                out.insert(k.clone(), m.eval(val, true)?.as_string()?);
+                out.insert(k.clone(), creatable(m.eval(val, true)?.as_string()?));
             }
         }
         Some(out)
@@ -43,6 +43,21 @@ pub(crate) fn witness(v: &FlowVars, m: &z3::Model) -> Option<Witness> {
         proto: u8::try_from(num(&v.proto)?).ok()?,
         port: u16::try_from(num(&v.port)?).ok()?,
     })
+}
+
+/// A value Kubernetes accepts in place of one it would not: the solver's values need only
+/// be valid label characters, but Kubernetes also wants a letter or digit at both ends. A
+/// value is replaced by one derived from it alone (equal values stay equal, different ones
+/// different), which no policy names; the replay then decides whether the example holds.
+fn creatable(v: String) -> String {
+    let edge = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    if edge(v.chars().next()) && edge(v.chars().last()) {
+        return v;
+    }
+    let hash = v.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("polc-{hash:016x}")
 }
 
 fn valid_value(s: &str) -> bool {
