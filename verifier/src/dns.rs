@@ -50,9 +50,8 @@ fn sample_name(selector: &str) -> String {
 
 /// Which pods ask.
 struct Askers<'a> {
-    /// Requirements on the asking pod (a rule's subject, or its namespace).
-    reqs: Vec<Requirement>,
-    /// Its namespace, when fixed (rules pinned to others are left out of the formulas).
+    /// The asking pod's namespace, when fixed (rules pinned to others are left out of the
+    /// formulas).
     namespace: Option<&'a str>,
     /// Only pods whose egress is default-deny.
     enforced: bool,
@@ -86,7 +85,12 @@ fn denied_lookup(
 ) -> Result<Lookup, Diagnostic> {
     let mut v = FlowVars::for_version(version);
     let mut parts = vec![v.well_formed("default"), v.kind_is(KIND_POD)];
-    parts.push(flow::requirements(&mut v.x, &who.reqs));
+    if let Some(ns) = who.namespace {
+        parts.push(flow::requirements(
+            &mut v.x,
+            &[Requirement::equals(format!("k8s:{NS}"), ns)],
+        ));
+    }
     if !who.any_of.is_empty() {
         let any: Vec<Bool> = who
             .any_of
@@ -221,17 +225,7 @@ fn fqdn_lookups(
     limits: Limits,
 ) -> Vec<Diagnostic> {
     let peers = fqdn_peers(set);
-    let mut with_rules: Vec<&str> = set
-        .rules
-        .iter()
-        .filter_map(|r| match &r.subject {
-            Subject::Endpoints(sel) => sel.pinned(NS),
-            Subject::Nodes(_) => None,
-        })
-        .collect();
-    with_rules.push(UNPINNED);
-    with_rules.sort_unstable();
-    with_rules.dedup();
+    let with_rules = namespaces_with_rules(set);
     let mut enc = Encoder::new(set, "dns");
     enc.namespaces(None, Some(DNS_NAMESPACE));
     let mut groups: Vec<(Vec<bool>, Vec<&FqdnPeer<'_>>)> = Vec::new();
@@ -251,9 +245,6 @@ fn fqdn_lookups(
     let mut out = Vec::new();
     let ask = |scope: Option<&str>, group: &[&FqdnPeer<'_>]| {
         let who = Askers {
-            reqs: scope
-                .map(|ns| vec![Requirement::equals(format!("k8s:{NS}"), ns)])
-                .unwrap_or_default(),
             namespace: scope,
             enforced: false,
             any_of: group.iter().map(|p| p.subject).collect(),
@@ -322,6 +313,22 @@ const NS: &str = "io.kubernetes.pod.namespace";
 /// A namespace no rule pins: it stands for every namespace without policies of its own.
 const UNPINNED: &str = crate::sample::ANY_NAMESPACE;
 
+/// The namespaces pod rules are pinned to, sorted, and last [`UNPINNED`] for all others.
+fn namespaces_with_rules(set: &PolicySet) -> Vec<&str> {
+    let mut out: Vec<&str> = set
+        .rules
+        .iter()
+        .filter_map(|r| match &r.subject {
+            Subject::Endpoints(sel) => sel.pinned(NS),
+            Subject::Nodes(_) => None,
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out.push(UNPINNED);
+    out
+}
+
 /// The rule a replayed example's egress decision names: the first default-deny rule (or
 /// deny item) behind it, else the first default-deny rule that could apply in `ns`.
 fn deciding_rule<'a>(set: &'a PolicySet, r: &Replay, ns: &str) -> Option<&'a Rule> {
@@ -358,21 +365,10 @@ fn cut_off(
     if !set.rules.iter().any(|r| r.default_deny(Direction::Egress)) {
         return out;
     }
-    let mut namespaces: Vec<&str> = set
-        .rules
-        .iter()
-        .filter_map(|r| match &r.subject {
-            Subject::Endpoints(sel) => sel.pinned(NS),
-            Subject::Nodes(_) => None,
-        })
-        .collect();
-    namespaces.sort_unstable();
-    namespaces.dedup();
-    namespaces.push(UNPINNED);
+    let namespaces = namespaces_with_rules(set);
     // One question for all namespaces first: usually no pod is cut off anywhere.
     if let Some(first) = set.rules.first() {
         let anywhere = Askers {
-            reqs: Vec::new(),
             namespace: None,
             enforced: true,
             any_of: Vec::new(),
@@ -398,7 +394,6 @@ fn cut_off(
         let mut excluded: Vec<&[Requirement]> = Vec::new();
         for _ in 0..3 {
             let who = Askers {
-                reqs: vec![Requirement::equals(format!("k8s:{NS}"), ns)],
                 namespace: Some(ns),
                 enforced: true,
                 any_of: Vec::new(),

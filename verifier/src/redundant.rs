@@ -14,7 +14,7 @@
 
 use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::{replay, witness};
-use crate::sample::{ANY_NAMESPACE, Judge};
+use crate::sample::Judge;
 use crate::shadow::{disjoint, may_overlap};
 use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
@@ -153,24 +153,7 @@ pub fn check(
             }
             // Most items are not covered: a flow of the item that no candidate matches
             // answers without the solver.
-            let escapes = judge
-                .samples(subject, a, ns.unwrap_or(ANY_NAMESPACE))
-                .iter()
-                .any(|f| {
-                    cands.iter().all(|&(rb, ib)| {
-                        let r = &set.rules[rb];
-                        let Subject::Endpoints(t) = &r.subject else {
-                            return true;
-                        };
-                        let covers = (
-                            judge.subject(f, t),
-                            judge.item_where(f, &r.items[ib], Some(false)),
-                        );
-                        // Covers the encoding cannot express are left out of the question too.
-                        !matches!(covers, (Some(true), Some(true)))
-                    })
-                });
-            if escapes {
+            if judge.escapes(set, subject, a, ns, &cands, Some(false)) {
                 continue;
             }
             let mut v = FlowVars::for_version(version);

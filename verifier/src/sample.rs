@@ -7,8 +7,8 @@
 
 use crate::flow::{KIND_HOST, KIND_POD, KIND_REMOTE_NODE, KIND_WORLD};
 use polc_compiler::ir::{
-    CidrPeer, Entity, Item, L7, Op, PeerKind, Peers, PortRule, PortSpec, Ports, Redirect,
-    Requirement, Selector,
+    CidrPeer, Entity, Item, L7, Op, PeerKind, Peers, PolicySet, PortRule, PortSpec, Ports,
+    Redirect, Requirement, Selector, Subject,
 };
 use polc_compiler::labels::{Label, LabelFilter};
 use polc_compiler::version::CiliumVersion;
@@ -129,6 +129,35 @@ impl Judge {
         Some(l3 && l4)
     }
 
+    /// Whether some sample of item `it` (of a rule with `subject`, in namespace `ns` when
+    /// the subject pins none) escapes every candidate item `(rule, item)` of `set`, each
+    /// taken with its rule's subject and with the port rules `http` picks (as
+    /// [`Judge::item_where`]): then the question "does some flow of the item escape the
+    /// candidates" has a model, and the solver need not be asked. Candidates the encoding
+    /// cannot express count as matching nothing, as they are left out of that question.
+    pub(crate) fn escapes(
+        &self,
+        set: &PolicySet,
+        subject: &Selector,
+        it: &Item,
+        ns: Option<&str>,
+        candidates: &[(usize, usize)],
+        http: Option<bool>,
+    ) -> bool {
+        self.samples(subject, it, ns.unwrap_or(ANY_NAMESPACE))
+            .iter()
+            .any(|f| {
+                candidates.iter().all(|&(ri, ii)| {
+                    let r = &set.rules[ri];
+                    let Subject::Endpoints(t) = &r.subject else {
+                        return true;
+                    };
+                    let matched = (self.subject(f, t), self.item_where(f, &r.items[ii], http));
+                    !matches!(matched, (Some(true), Some(true)))
+                })
+            })
+    }
+
     /// Flows of an item of a rule with `subject`, built to satisfy them with as few labels
     /// as possible (pods of namespace `ns` when the subject does not pin one), each checked
     /// against the item and the subject. Empty when none can be built.
@@ -138,6 +167,8 @@ impl Judge {
         };
         let mut remotes: Vec<(u64, BTreeMap<String, String>, u32)> = Vec::new();
         let x_ns = x.get(NS).cloned().unwrap_or_default();
+        // Labels for a remote end that is not a pod (the encoding asks for them all the same).
+        let filler = pod_labels(&[], &x_ns).unwrap_or_default();
         let world = u32::from(Ipv4Addr::new(203, 0, 113, 7));
         let pod = |reqs: &[Requirement]| pod_labels(reqs, &x_ns);
         let add_pod = |reqs: &[Requirement], remotes: &mut Vec<_>| {
@@ -156,7 +187,7 @@ impl Judge {
             }
             Peers::List(peers) => {
                 for p in peers.iter().take(4) {
-                    let filler = pod_labels(&[], &x_ns).unwrap_or_default();
+                    let filler = filler.clone();
                     match &p.kind {
                         PeerKind::Endpoints(sel) => add_pod(&sel.reqs, &mut remotes),
                         PeerKind::Entity(Entity::Host) => remotes.push((KIND_HOST, filler, 0)),
@@ -305,7 +336,6 @@ fn pod_labels(reqs: &[Requirement], ns: &str) -> Option<BTreeMap<String, String>
 mod tests {
     use super::*;
     use crate::flow::{self, Encoded, FlowVars};
-    use polc_compiler::ir::Subject;
     use polc_compiler::source::{SourceFile, SourceMap};
     use z3::ast::{BV, String as Str};
 

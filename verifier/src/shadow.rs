@@ -10,7 +10,7 @@
 
 use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::confirm;
-use crate::sample::{ANY_NAMESPACE, Judge};
+use crate::sample::Judge;
 use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Verdict, Why};
@@ -75,21 +75,7 @@ pub fn check(
             }
             candidates.sort_unstable();
             // A flow of the item that no deny item matches answers without the solver.
-            let escapes = judge
-                .samples(subject, item, ns.unwrap_or(ANY_NAMESPACE))
-                .iter()
-                .any(|f| {
-                    candidates.iter().all(|&(ri, ii)| {
-                        let r = &set.rules[ri];
-                        let Subject::Endpoints(t) = &r.subject else {
-                            return true;
-                        };
-                        let denies = (judge.subject(f, t), judge.item_where(f, &r.items[ii], None));
-                        // Deny items the encoding cannot express count as denying nothing.
-                        !matches!(denies, (Some(true), Some(true)))
-                    })
-                });
-            if escapes {
+            if judge.escapes(set, subject, item, ns, &candidates, None) {
                 continue;
             }
             let mut v = FlowVars::for_version(version);
