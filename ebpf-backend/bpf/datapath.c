@@ -16,7 +16,9 @@
  * identity, ingress the source's; the port is always the destination port.
  *
  * Per packet:
- *   1. not IPv4/IPv6: pass. ICMPv6 neighbour discovery and ICMP fragmentation-needed: pass.
+ *   1. not IPv4/IPv6: pass. ICMPv6 neighbour discovery, ICMPv6 multicast listener discovery
+ *      to a multicast address (link-scope control traffic the kernel sends by itself on every
+ *      interface with IPv6), and ICMP fragmentation-needed: pass.
  *   2. conntrack (`polc_ct`): the tuple in this direction (established), or the reversed tuple
  *      in the other direction (reply), or for an ICMP error the embedded tuple in the other
  *      direction (related): pass without a policy lookup.
@@ -145,6 +147,9 @@ struct {
 #define ICMPV6_ECHO_REPLY 129
 #define ICMPV6_NDISC_FIRST 133 /* router solicitation .. redirect (137) */
 #define ICMPV6_NDISC_LAST 137
+#define ICMPV6_MLD_QUERY 130 /* .. MLDv1 report (131), MLDv1 done (132) */
+#define ICMPV6_MLD_DONE 132
+#define ICMPV6_MLD2_REPORT 143
 
 #define NSEC_PER_SEC 1000000000ULL
 
@@ -572,6 +577,9 @@ static __always_inline int handle(struct __sk_buff *skb, int tc_ingress)
 	if (is_icmp(p.t.family, p.t.protocol) && !p.nonfirst_frag) {
 		if ((p.t.family == IPCACHE_FAMILY_IPV6 && p.icmp_type >= ICMPV6_NDISC_FIRST &&
 		     p.icmp_type <= ICMPV6_NDISC_LAST) ||
+		    (p.t.family == IPCACHE_FAMILY_IPV6 && p.t.daddr[0] == 0xff &&
+		     ((p.icmp_type >= ICMPV6_MLD_QUERY && p.icmp_type <= ICMPV6_MLD_DONE) ||
+		      p.icmp_type == ICMPV6_MLD2_REPORT)) ||
 		    (p.t.family == IPCACHE_FAMILY_IPV4 && p.icmp_type == ICMP_DEST_UNREACH &&
 		     p.icmp_code == ICMP_FRAG_NEEDED)) {
 			count(REASON_PASS_ICMP_IMPLICIT, len);

@@ -360,7 +360,8 @@ pub enum Reason {
     PassCtReply = 4,
     /// Conntrack: an ICMP error about an allowed flow.
     PassCtRelated = 5,
-    /// ICMP fragmentation-needed and ICMPv6 neighbour discovery, allowed without policy.
+    /// ICMP fragmentation-needed, ICMPv6 neighbour discovery and ICMPv6 multicast listener
+    /// discovery to a multicast group, allowed without policy.
     PassIcmpImplicit = 6,
     /// Not IPv4 or IPv6.
     PassNotIp = 7,
