@@ -478,6 +478,48 @@ fn regression_named_ports_make_unrelated_changes_undecided() {
     assert!(!text.contains("unknown"), "{text}");
 }
 
+/// A host policy that neither set changes, beside a changed pod policy with an item towards
+/// the kube-apiserver: the hosts' unmodelled decisions are one fact in both sets, so the
+/// unchanged item does not seem to change flows to the hosts.
+#[test]
+fn regression_unchanged_host_policies_are_the_same_in_both_sets() {
+    const HOST: &str = "\
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: ssh}
+spec:
+  nodeSelector: {matchLabels: {node.kubernetes.io/instance-type: m7g.4xlarge}}
+  ingress:
+  - fromCIDRSet: [{cidr: 10.20.182.0/24}]
+    toPorts: [{ports: [{port: '22', protocol: TCP}]}]
+";
+    let pod = |port: &str| {
+        format!(
+            "\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: nginx, namespace: kube-system}}
+spec:
+  endpointSelector: {{matchLabels: {{app: nginx}}}}
+  egress:
+  - toEndpoints: [{{matchExpressions: [{{key: k8s:io.kubernetes.pod.namespace, operator: Exists}}]}}]
+    toPorts: [{{ports: [{{port: '{port}', protocol: TCP}}]}}]
+  - toEntities: [kube-apiserver]
+    toPorts: [{{ports: [{{port: '6443', protocol: TCP}}]}}]
+"
+        )
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = (tmp.path().join("old"), tmp.path().join("new"));
+    let (a, b) = (pod("8080"), pod("8081"));
+    write_files(&old, &[("host.yaml", HOST), ("pod.yaml", &a)]);
+    write_files(&new, &[("host.yaml", HOST), ("pod.yaml", &b)]);
+    let (code, text) = diff(&old, &new, &["--fail-on", "any"], tmp.path());
+    assert_eq!(code, 1, "{text}");
+    assert!(!text.contains("unknown"), "{text}");
+    assert!(text.contains("1 widened") && text.contains("1 narrowed"), "{text}");
+}
+
 /// `polc diff --git REV PATH`: the working tree's policies against their committed version.
 #[test]
 fn diff_against_a_git_revision() {

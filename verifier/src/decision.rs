@@ -20,8 +20,8 @@
 use crate::flow::{self, Encoded, FlowVars, KIND_HOST, KIND_POD, KIND_REMOTE_NODE, KIND_WORLD};
 use polc_compiler::eval::{self, Request};
 use polc_compiler::ir::{
-    Direction, Entity, HttpRule, Item, L7, PeerKind, Peers, PolicySet, PortRule, Ports, Redirect,
-    Rule, Selector, Subject,
+    Direction, Entity, HttpRule, Item, L7, PeerKind, Peers, PerDir, PolicySet, PortRule, Ports,
+    Redirect, Rule, Selector, Subject,
 };
 use std::collections::BTreeMap;
 use z3::ast::{Bool, String as Str};
@@ -131,6 +131,19 @@ pub struct Encoder<'a> {
     approximations: Vec<String>,
     /// The namespaces of the flow's source and destination pods, when fixed.
     namespaces: (Option<String>, Option<String>),
+    /// Per direction: whether what this encoder leaves free about host policies, and about
+    /// `fromRequires`/`toRequires`, is the same fact as for another encoder's set (see
+    /// [`Encoder::share`]).
+    shared: PerDir<Shared>,
+}
+
+/// Which free facts of one direction two encoders share.
+#[derive(Clone, Copy, Default)]
+pub struct Shared {
+    /// The host policies of the direction are the same in both sets.
+    pub host: bool,
+    /// The `fromRequires`/`toRequires` of the direction are the same in both sets.
+    pub requires: bool,
 }
 
 impl<'a> Encoder<'a> {
@@ -143,7 +156,16 @@ impl<'a> Encoder<'a> {
             free: Vec::new(),
             approximations: Vec::new(),
             namespaces: (None, None),
+            shared: PerDir::default(),
         }
+    }
+
+    /// Declares that in direction `dir` this encoder's set and another's have the same host
+    /// policies, or the same `fromRequires`/`toRequires`: the free booleans standing for
+    /// their decisions are then one variable in both encodings, so that two sets alike in
+    /// them cannot seem to differ through them.
+    pub fn share(&mut self, dir: Direction, shared: Shared) {
+        *self.shared.get_mut(dir) = shared;
     }
 
     /// What the encoding had to leave free, for people (empty: the encoding is exact).
@@ -213,9 +235,16 @@ impl<'a> Encoder<'a> {
             .iter()
             .any(|r| matches!(r.subject, Subject::Nodes(_)) && r.has_direction(dir));
         if kind >= KIND_HOST && host_policies {
+            let key = self.shared.get(dir).host.then(|| {
+                format!(
+                    "host:{}:{}",
+                    dir.name(),
+                    if kind == KIND_HOST { "local" } else { "remote" }
+                )
+            });
             self.free(
                 "host policies (the hosts' labels are not modelled)".into(),
-                None,
+                key,
             )
         } else {
             Bool::from_bool(true)
@@ -289,9 +318,14 @@ impl<'a> Encoder<'a> {
                     continue;
                 }
                 if requires {
+                    let key = self
+                        .shared
+                        .get(dir)
+                        .requires
+                        .then(|| format!("requires:{}", dir.name()));
                     let m = self.free(
                         format!("{} items under `fromRequires`/`toRequires`", dir.name()),
-                        None,
+                        key,
                     );
                     let both = Bool::and(&[selected.clone(), m]);
                     if item.deny {

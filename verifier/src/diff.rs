@@ -15,7 +15,7 @@
 //! round asks the same with a symbolic HTTP request for flows both sets allow at L4 whose
 //! requests they judge differently.
 
-use crate::decision::{Encoder, HttpVars, Req, Shape};
+use crate::decision::{Encoder, HttpVars, Req, Shape, Shared};
 use crate::flow::{self, FlowVars, KIND_HOST, KIND_REMOTE_NODE, KIND_WORLD};
 use crate::replay::{Replay, replay, witness};
 use crate::{Limits, solver};
@@ -185,6 +185,27 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
     out
 }
 
+/// What the two sets have alike in direction `dir` among what their encodings leave free:
+/// their host policies, when no changed rule is a host policy with items in `dir`; their
+/// `fromRequires`/`toRequires`, when no changed rule has some in `dir`.
+fn shared(old: &Side<'_>, new: &Side<'_>, dir: Direction) -> Shared {
+    let changed_rules = || {
+        [old, new].into_iter().flat_map(|side| {
+            side.set
+                .rules
+                .iter()
+                .zip(&side.changed)
+                .filter(|(_, c)| **c)
+                .map(|(r, _)| r)
+        })
+    };
+    Shared {
+        host: !changed_rules()
+            .any(|r| matches!(r.subject, Subject::Nodes(_)) && r.has_direction(dir)),
+        requires: !changed_rules().any(|r| !r.requires.get(dir).is_empty()),
+    }
+}
+
 fn has_http(side: &Side<'_>) -> bool {
     side.set
         .rules
@@ -251,6 +272,11 @@ impl Query<'_> {
         let mut h = HttpVars::new();
         let mut eo = Encoder::new(old.set, "old");
         let mut en = Encoder::new(new.set, "new");
+        for dir in Direction::BOTH {
+            let shared = shared(old, new, dir);
+            eo.share(dir, shared);
+            en.share(dir, shared);
+        }
         // The rule's end is in the rule's namespace, if it pins one.
         if let Subject::Endpoints(sel) = &self.rule.subject {
             let ns = sel.pinned("io.kubernetes.pod.namespace");
