@@ -517,7 +517,10 @@ spec:
     let (code, text) = diff(&old, &new, &["--fail-on", "any"], tmp.path());
     assert_eq!(code, 1, "{text}");
     assert!(!text.contains("unknown"), "{text}");
-    assert!(text.contains("1 widened") && text.contains("1 narrowed"), "{text}");
+    assert!(
+        text.contains("1 widened") && text.contains("1 narrowed"),
+        "{text}"
+    );
 }
 
 /// `polc diff --git REV PATH`: the working tree's policies against their committed version.

@@ -18,11 +18,12 @@
 use crate::decision::{Encoder, HttpVars, Req, Shape, Shared};
 use crate::flow::{self, FlowVars, KIND_HOST, KIND_REMOTE_NODE, KIND_WORLD};
 use crate::replay::{Replay, replay, witness};
+use crate::sample::ANY_NAMESPACE;
 use crate::{Limits, solver};
 use polc_compiler::eval::Verdict;
 use polc_compiler::ir::{
-    Direction, Item, L7, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Redirect, Rule, Selector,
-    Subject,
+    Direction, Item, L7, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Redirect, Requirement,
+    Rule, Selector, Subject,
 };
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
@@ -109,14 +110,19 @@ const SHAPES: [Shape; 7] = [
 pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limits) -> Diff {
     let mut out = Diff::default();
     let http = has_http(old) || has_http(new);
+    let requires_shared = Direction::BOTH.map(|d| shared(old, new, d).requires);
     for widened in [true, false] {
         let (before, after) = if widened { (old, new) } else { (new, old) };
         // (cause, side whose rule it is, rule index, item index)
         let mut sources: Vec<(Cause, &Side<'_>, usize, Option<usize>)> = Vec::new();
+        let kept = |side: &Side<'_>, r: &Rule, it: &Item| {
+            let other = if std::ptr::eq(side, old) { new } else { old };
+            !in_both(r, it, other, &requires_shared)
+        };
         for (ri, r) in after.set.rules.iter().enumerate() {
             if after.changed[ri] {
                 for (ii, it) in r.items.iter().enumerate() {
-                    if !it.deny && !it.selects_nothing() {
+                    if !it.deny && !it.selects_nothing() && kept(after, r, it) {
                         sources.push((Cause::Allow, after, ri, Some(ii)));
                     }
                 }
@@ -125,16 +131,20 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
         for (ri, r) in before.set.rules.iter().enumerate() {
             if before.changed[ri] {
                 for (ii, it) in r.items.iter().enumerate() {
-                    if it.deny && !it.selects_nothing() {
+                    if it.deny && !it.selects_nothing() && kept(before, r, it) {
                         sources.push((Cause::Deny, before, ri, Some(ii)));
                     }
                 }
-                if Direction::BOTH.iter().any(|d| r.default_deny(*d)) {
+                let other = if widened { new } else { old };
+                if Direction::BOTH
+                    .iter()
+                    .any(|d| r.default_deny(*d) && !enforced_in_both(r, *d, other))
+                {
                     sources.push((Cause::Enforcement, before, ri, None));
                 }
                 if http {
                     for (ii, it) in r.items.iter().enumerate() {
-                        if !it.deny && has_http_item(it) {
+                        if !it.deny && has_http_item(it) && kept(before, r, it) {
                             sources.push((Cause::L7, before, ri, Some(ii)));
                         }
                     }
@@ -146,12 +156,13 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
             let Subject::Endpoints(_) = &rule.subject else {
                 continue;
             };
+            let other = if widened { new } else { old };
             let dirs: Vec<Direction> = match ii {
                 Some(i) => vec![rule.items[i].direction],
                 None => Direction::BOTH
                     .iter()
                     .copied()
-                    .filter(|d| rule.default_deny(*d))
+                    .filter(|d| rule.default_deny(*d) && !enforced_in_both(rule, *d, other))
                     .collect(),
             };
             for dir in dirs {
@@ -182,6 +193,71 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
             }
         }
     }
+    out
+}
+
+const NAMESPACE: &str = "io.kubernetes.pod.namespace";
+
+/// Whether a pod rule of either set is pinned to namespace `ns`.
+fn pinned_anywhere(old: &Side<'_>, new: &Side<'_>, ns: &str) -> bool {
+    [old, new].iter().any(|side| {
+        side.set.rules.iter().any(
+            |r| matches!(&r.subject, Subject::Endpoints(sel) if sel.pinned(NAMESPACE) == Some(ns)),
+        )
+    })
+}
+
+/// The rules of `other` that stand where `rule` stands (the same policy and rule path) and
+/// apply to the same pods in the same way: the same subject, the same `fromRequires` and
+/// `toRequires`.
+fn counterparts<'s>(rule: &Rule, other: &'s Side<'_>) -> impl Iterator<Item = &'s Rule> {
+    let o = &rule.origin;
+    other.set.rules.iter().map(|r| &**r).filter(move |r| {
+        let p = &r.origin;
+        (p.kind, &p.namespace, &p.name, &p.path) == (o.kind, &o.namespace, &o.name, &o.path)
+            && r.subject == rule.subject
+            && r.requires == rule.requires
+    })
+}
+
+/// Whether item `it` of a changed `rule` is also, word for word (places aside), in its
+/// counterpart in `other`. Such an item makes no class of its own: where one set allows (or
+/// denies) a flow through it, so does the other at that end, so a flow that changes differs
+/// through another item, or another rule's enforcement, which has its own class. Not when
+/// changed `fromRequires`/`toRequires` (which change what every item of the direction
+/// matches, and have no class of their own) are in play.
+fn in_both(rule: &Rule, it: &Item, other: &Side<'_>, requires_shared: &[bool; 2]) -> bool {
+    let dir_index = Direction::BOTH.iter().position(|x| *x == it.direction);
+    if !dir_index.is_some_and(|i| requires_shared[i]) {
+        return false;
+    }
+    let key = item_key(it);
+    counterparts(rule, other).any(|r| r.items.iter().any(|j| item_key(j) == key))
+}
+
+/// Whether `rule` puts its subjects into default-deny for `dir` and so does its counterpart
+/// in `other`: the enforcement did not change, and makes no class.
+fn enforced_in_both(rule: &Rule, dir: Direction, other: &Side<'_>) -> bool {
+    counterparts(rule, other).any(|r| r.default_deny(dir))
+}
+
+/// An item's meaning as text: everything but where it is written.
+fn item_key(it: &Item) -> String {
+    without_locs(&format!(
+        "{:?} {} {:?} {:?} {:?}",
+        it.direction, it.deny, it.peers, it.ports, it.auth
+    ))
+}
+
+/// `text` (a `Debug` rendering) without the `Loc { .. }` values in it.
+fn without_locs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("Loc {") {
+        out.push_str(&rest[..at]);
+        rest = rest[at..].find('}').map_or("", |end| &rest[at + end + 1..]);
+    }
+    out.push_str(rest);
     out
 }
 
@@ -248,7 +324,18 @@ impl Query<'_> {
                 (Shape::OutsideToPod(_), Direction::Ingress) => false,
                 _ => continue,
             };
-            if let Some(c) = self.ask(shape, swap, old, new, version, limits, out) {
+            // Pod to pod, the other pod is first looked for in a namespace without rules of
+            // its own: only the rules of the rule's namespace and the clusterwide ones are
+            // then in the formulas. Only when that finds nothing is every namespace asked.
+            if matches!(shape, Shape::PodToPod) && !pinned_anywhere(old, new, ANY_NAMESPACE) {
+                let mut scratch = Diff::default();
+                let at = Some(ANY_NAMESPACE);
+                if let Some(c) = self.ask(shape, swap, at, old, new, version, limits, &mut scratch)
+                {
+                    return Some(c);
+                }
+            }
+            if let Some(c) = self.ask(shape, swap, None, old, new, version, limits, out) {
                 return Some(c);
             }
         }
@@ -260,6 +347,7 @@ impl Query<'_> {
         &self,
         shape: Shape,
         swap: bool,
+        peer_ns: Option<&str>,
         old: &Side<'_>,
         new: &Side<'_>,
         version: CiliumVersion,
@@ -279,10 +367,10 @@ impl Query<'_> {
         }
         // The rule's end is in the rule's namespace, if it pins one.
         if let Subject::Endpoints(sel) = &self.rule.subject {
-            let ns = sel.pinned("io.kubernetes.pod.namespace");
+            let ns = sel.pinned(NAMESPACE);
             let (src, dst) = match self.dir {
-                Direction::Egress => (ns, None),
-                Direction::Ingress => (None, ns),
+                Direction::Egress => (ns, peer_ns),
+                Direction::Ingress => (peer_ns, ns),
             };
             eo.namespaces(src, dst);
             en.namespaces(src, dst);
@@ -316,6 +404,10 @@ impl Query<'_> {
             return None;
         };
         parts.push(flow::requirements(&mut v.x, &sel.reqs));
+        if let Some(ns) = peer_ns {
+            let pinned = Requirement::equals(format!("k8s:{NAMESPACE}"), ns);
+            parts.push(flow::requirements(&mut v.p, &[pinned]));
+        }
         if self.cause == Cause::Enforcement {
             // Only where the other side does not enforce this direction on the pod: the
             // default-deny itself is what changed.
@@ -472,5 +564,68 @@ fn ports_text(i: &Item) -> String {
             })
             .collect::<Vec<_>>()
             .join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polc_compiler::source::{SourceFile, SourceMap};
+
+    fn set(text: &str) -> PolicySet {
+        let mut sources = SourceMap::new();
+        sources.add(SourceFile::new("p.yaml", text.to_string()));
+        let (objects, _) = polc_compiler::lint(&sources, &polc_compiler::Options::default());
+        polc_compiler::lower::lower(&objects, CiliumVersion::V1_19).0
+    }
+
+    const OLD: &str = "\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: web}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{method: GET}]}}]
+  - fromCIDR: [10.0.0.0/8]
+";
+
+    #[test]
+    fn items_in_both_sets_are_found_wherever_they_are_written() {
+        let old = set(OLD);
+        // The first item moved down and the second changed.
+        let new = set(&format!(
+            "# moved\n\n{}",
+            OLD.replace("10.0.0.0/8", "10.0.0.0/9")
+        ));
+        fn side(s: &PolicySet) -> Side<'_> {
+            Side {
+                set: s,
+                objects: &[],
+                changed: vec![true; s.rules.len()],
+            }
+        }
+        let (o, n) = (side(&old), side(&new));
+        let rule = &n.set.rules[0];
+        let shared = [true, true];
+        assert_ne!(rule.items[0].loc, o.set.rules[0].items[0].loc);
+        assert!(in_both(rule, &rule.items[0], &o, &shared));
+        assert!(!in_both(rule, &rule.items[1], &o, &shared));
+        // Not with changed fromRequires in play, nor under another subject.
+        assert!(!in_both(rule, &rule.items[0], &o, &[false, false]));
+        let elsewhere = set(&OLD.replace("app: api", "app: other"));
+        assert!(!in_both(rule, &rule.items[0], &side(&elsewhere), &shared));
+        assert!(enforced_in_both(rule, Direction::Ingress, &o));
+        assert!(!enforced_in_both(rule, Direction::Egress, &o));
+    }
+
+    #[test]
+    fn locations_are_cut_out_of_debug_text() {
+        assert_eq!(
+            without_locs("Peer { kind: World, loc: Loc { file: FileId(0), start: 3, end: 9 } }"),
+            "Peer { kind: World, loc:  }"
+        );
+        assert_eq!(without_locs("no places"), "no places");
     }
 }
