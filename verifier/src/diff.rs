@@ -22,8 +22,8 @@ use crate::sample::ANY_NAMESPACE;
 use crate::{Limits, solver};
 use polc_compiler::eval::Verdict;
 use polc_compiler::ir::{
-    Direction, Item, L7, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Redirect, Requirement,
-    Rule, Selector, Subject,
+    Direction, Entity, Item, L7, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Redirect,
+    Requirement, Rule, Selector, Subject,
 };
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
@@ -106,8 +106,13 @@ const SHAPES: [Shape; 7] = [
     Shape::OutsideToPod(KIND_REMOTE_NODE),
 ];
 
-/// Compares two policy sets.
+/// Compares two policy sets, in a z3 context of its own (so the same question always gets
+/// the same example, and a long-running process does not keep every formula it ever made).
 pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limits) -> Diff {
+    crate::fresh_context(|| diff_here(old, new, version, limits))
+}
+
+fn diff_here(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limits) -> Diff {
     let mut out = Diff::default();
     let http = has_http(old) || has_http(new);
     let requires_shared = Direction::BOTH.map(|d| shared(old, new, d).requires);
@@ -117,7 +122,7 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
         let mut sources: Vec<(Cause, &Side<'_>, usize, Option<usize>)> = Vec::new();
         let kept = |side: &Side<'_>, r: &Rule, it: &Item| {
             let other = if std::ptr::eq(side, old) { new } else { old };
-            !in_both(r, it, other, &requires_shared)
+            !in_both(r, it, other, &requires_shared, false)
         };
         for (ri, r) in after.set.rules.iter().enumerate() {
             if after.changed[ri] {
@@ -166,8 +171,19 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
                     .collect(),
             };
             for dir in dirs {
+                // An item whose counterpart differs only in its L7 rules changes no flow at
+                // L4 (the argument of `in_both`, about ports alone).
+                let same_l4 = ii.is_some_and(|i| {
+                    let other = if std::ptr::eq(side, old) { new } else { old };
+                    in_both(rule, &rule.items[i], other, &requires_shared, true)
+                });
                 for l7 in [false, true] {
-                    if (l7 && !http) || (cause == Cause::L7 && !l7) {
+                    let asked = if l7 {
+                        http
+                    } else {
+                        cause != Cause::L7 && !same_l4
+                    };
+                    if !asked {
                         continue;
                     }
                     let q = Query {
@@ -198,6 +214,49 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
 
 const NAMESPACE: &str = "io.kubernetes.pod.namespace";
 
+/// Where one question looks for an example: the namespace of the rule's own end, and of the
+/// other pod (`None`: any).
+struct Ends {
+    rule_end: Option<String>,
+    peer: Option<String>,
+    /// Whether this is the widest question asked for the flow's kind, whose undecided
+    /// answers are reported.
+    last: bool,
+}
+
+/// The namespaces of the pods `item` can match, when every peer of it that can match a pod
+/// pins one (`None` when one cannot be told): a namespaced policy's endpoint peers carry
+/// their namespace. Peers that only match what is not a pod (addresses, names, nodes, the
+/// world, the hosts, the kube-apiserver) add none.
+fn pod_peer_namespaces(item: &Item) -> Option<Vec<&str>> {
+    let Peers::List(peers) = &item.peers else {
+        return None;
+    };
+    let mut out = Vec::new();
+    for p in peers {
+        match &p.kind {
+            PeerKind::Endpoints(sel) => out.push(sel.pinned(NAMESPACE)?),
+            PeerKind::Cidr(_)
+            | PeerKind::Fqdn(_)
+            | PeerKind::Nodes(_)
+            | PeerKind::Service(_)
+            | PeerKind::Unresolved(_)
+            | PeerKind::Entity(
+                Entity::World
+                | Entity::WorldIpv4
+                | Entity::WorldIpv6
+                | Entity::Host
+                | Entity::RemoteNode
+                | Entity::KubeApiserver,
+            ) => {}
+            PeerKind::Entity(_) => return None,
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
+}
+
 /// Whether a pod rule of either set is pinned to namespace `ns`.
 fn pinned_anywhere(old: &Side<'_>, new: &Side<'_>, ns: &str) -> bool {
     [old, new].iter().any(|side| {
@@ -226,13 +285,19 @@ fn counterparts<'s>(rule: &Rule, other: &'s Side<'_>) -> impl Iterator<Item = &'
 /// through another item, or another rule's enforcement, which has its own class. Not when
 /// changed `fromRequires`/`toRequires` (which change what every item of the direction
 /// matches, and have no class of their own) are in play.
-fn in_both(rule: &Rule, it: &Item, other: &Side<'_>, requires_shared: &[bool; 2]) -> bool {
+fn in_both(
+    rule: &Rule,
+    it: &Item,
+    other: &Side<'_>,
+    requires_shared: &[bool; 2],
+    l4_only: bool,
+) -> bool {
     let dir_index = Direction::BOTH.iter().position(|x| *x == it.direction);
     if !dir_index.is_some_and(|i| requires_shared[i]) {
         return false;
     }
-    let key = item_key(it);
-    counterparts(rule, other).any(|r| r.items.iter().any(|j| item_key(j) == key))
+    let key = item_key(it, l4_only);
+    counterparts(rule, other).any(|r| r.items.iter().any(|j| item_key(j, l4_only) == key))
 }
 
 /// Whether `rule` puts its subjects into default-deny for `dir` and so does its counterpart
@@ -241,11 +306,19 @@ fn enforced_in_both(rule: &Rule, dir: Direction, other: &Side<'_>) -> bool {
     counterparts(rule, other).any(|r| r.default_deny(dir))
 }
 
-/// An item's meaning as text: everything but where it is written.
-fn item_key(it: &Item) -> String {
+/// An item's meaning as text: everything but where it is written (with `l4_only`, and but
+/// its L7 rules).
+fn item_key(it: &Item, l4_only: bool) -> String {
+    let ports = match (&it.ports, l4_only) {
+        (Ports::List(list), true) => {
+            let l4: Vec<_> = list.iter().map(|p| (p.proto, &p.port)).collect();
+            format!("{l4:?}")
+        }
+        (ports, _) => format!("{ports:?}"),
+    };
     without_locs(&format!(
-        "{:?} {} {:?} {:?} {:?}",
-        it.direction, it.deny, it.peers, it.ports, it.auth
+        "{:?} {} {:?} {ports} {:?}",
+        it.direction, it.deny, it.peers, it.auth
     ))
 }
 
@@ -324,22 +397,69 @@ impl Query<'_> {
                 (Shape::OutsideToPod(_), Direction::Ingress) => false,
                 _ => continue,
             };
-            // Pod to pod, the other pod is first looked for in a namespace without rules of
-            // its own: only the rules of the rule's namespace and the clusterwide ones are
-            // then in the formulas. Only when that finds nothing is every namespace asked.
-            if matches!(shape, Shape::PodToPod) && !pinned_anywhere(old, new, ANY_NAMESPACE) {
+            // Endpoint selectors that pin a namespace match pods only.
+            let pods_only = self.item.is_some_and(|i| {
+                matches!(&i.peers, Peers::List(list) if list.iter().all(|p| {
+                    matches!(&p.kind, PeerKind::Endpoints(sel) if sel.pinned(NAMESPACE).is_some())
+                }))
+            });
+            if pods_only && !matches!(shape, Shape::PodToPod) {
+                continue;
+            }
+            for ends in self.attempts(shape, old, new) {
                 let mut scratch = Diff::default();
-                let at = Some(ANY_NAMESPACE);
-                if let Some(c) = self.ask(shape, swap, at, old, new, version, limits, &mut scratch)
-                {
+                let sink = if ends.last { &mut *out } else { &mut scratch };
+                if let Some(c) = self.ask(shape, swap, &ends, old, new, version, limits, sink) {
                     return Some(c);
                 }
             }
-            if let Some(c) = self.ask(shape, swap, None, old, new, version, limits, out) {
-                return Some(c);
-            }
         }
         None
+    }
+
+    /// The namespaces to look for an example in, in turn, for flows of `shape`. The other
+    /// pod (pod to pod) is in one of the namespaces the item's peers pin, when they all pin
+    /// one; otherwise, like the rule's own end when its subject pins none, it is looked for
+    /// first in a namespace without rules of its own, where only the clusterwide rules and
+    /// those of the namespaces fixed apply, and only when that finds nothing anywhere.
+    fn attempts(&self, shape: Shape, old: &Side<'_>, new: &Side<'_>) -> Vec<Ends> {
+        let pinned = match &self.rule.subject {
+            Subject::Endpoints(sel) => sel.pinned(NAMESPACE),
+            Subject::Nodes(_) => None,
+        };
+        let unpinned_free = !pinned_anywhere(old, new, ANY_NAMESPACE);
+        let mut rule_ends = Vec::new();
+        if pinned.is_none() && unpinned_free {
+            rule_ends.push(Some(ANY_NAMESPACE));
+        }
+        rule_ends.push(None);
+        let peers: Vec<Option<&str>> = if !matches!(shape, Shape::PodToPod) {
+            vec![None]
+        } else {
+            match self.item.map(pod_peer_namespaces) {
+                Some(Some(list)) => list.into_iter().map(Some).collect(),
+                _ if unpinned_free => vec![Some(ANY_NAMESPACE), None],
+                _ => vec![None],
+            }
+        };
+        let mut out = Vec::new();
+        for rule_end in &rule_ends {
+            for peer in &peers {
+                out.push(Ends {
+                    rule_end: rule_end.map(str::to_string),
+                    peer: peer.map(str::to_string),
+                    last: false,
+                });
+            }
+        }
+        // Only the last question, where nothing more is fixed, reports what it could not
+        // decide; with the item's namespaces, each of them is as wide as a question gets.
+        let complete =
+            |e: &Ends| e.rule_end.is_none() && e.peer.as_deref().is_none_or(|p| p != ANY_NAMESPACE);
+        for e in &mut out {
+            e.last = complete(e);
+        }
+        out
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -347,7 +467,7 @@ impl Query<'_> {
         &self,
         shape: Shape,
         swap: bool,
-        peer_ns: Option<&str>,
+        ends: &Ends,
         old: &Side<'_>,
         new: &Side<'_>,
         version: CiliumVersion,
@@ -367,7 +487,8 @@ impl Query<'_> {
         }
         // The rule's end is in the rule's namespace, if it pins one.
         if let Subject::Endpoints(sel) = &self.rule.subject {
-            let ns = sel.pinned(NAMESPACE);
+            let ns = sel.pinned(NAMESPACE).or(ends.rule_end.as_deref());
+            let peer_ns = ends.peer.as_deref();
             let (src, dst) = match self.dir {
                 Direction::Egress => (ns, peer_ns),
                 Direction::Ingress => (peer_ns, ns),
@@ -404,9 +525,12 @@ impl Query<'_> {
             return None;
         };
         parts.push(flow::requirements(&mut v.x, &sel.reqs));
-        if let Some(ns) = peer_ns {
-            let pinned = Requirement::equals(format!("k8s:{NAMESPACE}"), ns);
-            parts.push(flow::requirements(&mut v.p, &[pinned]));
+        let in_ns = |ns: &str| [Requirement::equals(format!("k8s:{NAMESPACE}"), ns)];
+        if let Some(ns) = &ends.rule_end {
+            parts.push(flow::requirements(&mut v.x, &in_ns(ns)));
+        }
+        if let Some(ns) = &ends.peer {
+            parts.push(flow::requirements(&mut v.p, &in_ns(ns)));
         }
         if self.cause == Cause::Enforcement {
             // Only where the other side does not enforce this direction on the pod: the
@@ -610,12 +734,23 @@ spec:
         let rule = &n.set.rules[0];
         let shared = [true, true];
         assert_ne!(rule.items[0].loc, o.set.rules[0].items[0].loc);
-        assert!(in_both(rule, &rule.items[0], &o, &shared));
-        assert!(!in_both(rule, &rule.items[1], &o, &shared));
+        assert!(in_both(rule, &rule.items[0], &o, &shared, false));
+        assert!(!in_both(rule, &rule.items[1], &o, &shared, false));
         // Not with changed fromRequires in play, nor under another subject.
-        assert!(!in_both(rule, &rule.items[0], &o, &[false, false]));
+        assert!(!in_both(rule, &rule.items[0], &o, &[false, false], false));
         let elsewhere = set(&OLD.replace("app: api", "app: other"));
-        assert!(!in_both(rule, &rule.items[0], &side(&elsewhere), &shared));
+        assert!(!in_both(
+            rule,
+            &rule.items[0],
+            &side(&elsewhere),
+            &shared,
+            false
+        ));
+        // Another HTTP method: the same item at L4 only.
+        let l7 = set(&OLD.replace("method: GET", "method: PUT"));
+        let r7 = &l7.rules[0];
+        assert!(!in_both(r7, &r7.items[0], &o, &shared, false));
+        assert!(in_both(r7, &r7.items[0], &o, &shared, true));
         assert!(enforced_in_both(rule, Direction::Ingress, &o));
         assert!(!enforced_in_both(rule, Direction::Egress, &o));
     }
