@@ -523,6 +523,57 @@ spec:
     );
 }
 
+/// A DNS pattern narrowed to one name: the lookups it no longer allows are a class of their
+/// own, with a query as example; the reverse change widens.
+#[test]
+fn narrowing_a_dns_pattern_narrows_with_a_query_as_example() {
+    const DNS: &str = "\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web-dns, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  egress:
+  - toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns}}]
+    toPorts:
+    - ports: [{port: '53', protocol: UDP}]
+      rules:
+        dns: [{matchPattern: '*.example.com'}]
+";
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = (tmp.path().join("old"), tmp.path().join("new"));
+    write_files(&old, &[("dns.yaml", DNS)]);
+    let narrowed = DNS.replace(
+        "matchPattern: '*.example.com'",
+        "matchName: api.example.com",
+    );
+    write_files(&new, &[("dns.yaml", &narrowed)]);
+    let (code, text) = diff(&old, &new, &["--format", "json"], tmp.path());
+    assert_eq!(code, 0, "{text}");
+    let json: serde_json::Value = serde_json::from_str(
+        text.split("--- stdout\n")
+            .nth(1)
+            .unwrap()
+            .split("--- stderr")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["widened"], 0, "{text}");
+    assert_eq!(json["narrowed"], 1, "{text}");
+    let change = &json["changes"][0];
+    assert_eq!(change["l7_protocol"], "DNS", "{text}");
+    let example = change["example"].as_str().unwrap();
+    assert!(
+        example.contains(" dns \"") && example.contains(".example.com.\""),
+        "{text}"
+    );
+    assert!(!example.contains("\"api.example.com.\""), "{text}");
+    assert!(json["unknown"].as_array().unwrap().is_empty(), "{text}");
+    // The other way round: the same lookups are allowed again.
+    assert_eq!(gates(&new, &old, tmp.path()), [1, 0, 1]);
+}
+
 /// `polc diff --git REV PATH`: the working tree's policies against their committed version.
 #[test]
 fn diff_against_a_git_revision() {

@@ -20,11 +20,11 @@
 use crate::flow::{self, Encoded, FlowVars, KIND_HOST, KIND_POD, KIND_REMOTE_NODE, KIND_WORLD};
 use polc_compiler::eval::{self, Request};
 use polc_compiler::ir::{
-    Direction, Entity, HttpRule, Item, L7, PeerKind, Peers, PerDir, PolicySet, PortRule, Ports,
-    Redirect, Rule, Selector, Subject,
+    Direction, DnsRule, Entity, HttpRule, Item, L7, PeerKind, Peers, PerDir, PolicySet, PortRule,
+    Ports, Redirect, Rule, Selector, Subject,
 };
 use std::collections::BTreeMap;
-use z3::ast::{Bool, String as Str};
+use z3::ast::{Bool, Regexp, String as Str};
 
 /// Which ends of a flow are pods (with the endpoint `x` being the pod, or the source when
 /// both are), and the kind of the other end otherwise.
@@ -112,6 +112,99 @@ impl HttpVars {
     }
 }
 
+/// A symbolic DNS query: the name asked for, in the form the proxy compares (lower case,
+/// with a trailing dot).
+pub struct DnsVars {
+    /// The name.
+    pub query: Str,
+}
+
+impl Default for DnsVars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DnsVars {
+    /// A fresh variable.
+    pub fn new() -> Self {
+        DnsVars {
+            query: Str::new_const("dns:query"),
+        }
+    }
+
+    /// The query is a name as the proxy compares it: DNS characters and dots, ending with a
+    /// dot (so that the evaluator, which lower-cases and adds the dot, sees the same name).
+    pub fn well_formed(&self) -> Bool {
+        let chars = Regexp::union(&[dns_char(), Regexp::literal(".")]);
+        self.query
+            .regex_matches(&Regexp::concat(&[chars.star(), Regexp::literal(".")]))
+    }
+
+    /// The query begins with a letter or digit (a preference for examples, which otherwise
+    /// tend to names like `.example.com.`; names beginning with `_` are valid too).
+    pub fn plain(&self) -> Bool {
+        let alnum = Regexp::union(&[Regexp::range(&'a', &'z'), Regexp::range(&'0', &'9')]);
+        let chars = Regexp::union(&[dns_char(), Regexp::literal(".")]);
+        self.query
+            .regex_matches(&Regexp::concat(&[alnum, chars.star()]))
+    }
+
+    /// The request a model gives.
+    pub fn request(&self, m: &z3::Model) -> Option<Request> {
+        let query = m.eval(&self.query, true).and_then(|v| v.as_string())?;
+        Some(Request::Dns { query })
+    }
+}
+
+/// One character of a DNS label as `matchPattern` sees it: `[-a-z0-9_]`.
+fn dns_char() -> Regexp {
+    Regexp::union(&[
+        Regexp::range(&'a', &'z'),
+        Regexp::range(&'0', &'9'),
+        Regexp::literal("-"),
+        Regexp::literal("_"),
+    ])
+}
+
+/// What a DNS rule allows, over the symbolic name (the mirror of `eval::pattern_matches`):
+/// `matchName` the name itself; in `matchPattern`, `*` alone every name, a leading `**.` one
+/// or more labels, any other `*` zero or more DNS characters within one label.
+fn dns_rule_matches(rule: &DnsRule, query: &Str) -> Bool {
+    let pattern = match rule {
+        DnsRule::Name(name, _) => return query.eq(Str::from(eval::fqdn(name).as_str())),
+        DnsRule::Pattern(p, _) => eval::fqdn(p),
+    };
+    if pattern.trim_end_matches('.').chars().all(|c| c == '*') {
+        return Bool::from_bool(true);
+    }
+    let mut parts = Vec::new();
+    let mut rest = pattern.as_str();
+    if let Some(stripped) = rest.strip_prefix("**.") {
+        parts.push(Regexp::concat(&[dns_char().plus(), Regexp::literal(".")]).plus());
+        rest = stripped;
+    }
+    let mut literal = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '*' {
+            literal.push(c);
+            continue;
+        }
+        while chars.peek() == Some(&'*') {
+            chars.next();
+        }
+        if !literal.is_empty() {
+            parts.push(Regexp::literal(&std::mem::take(&mut literal)));
+        }
+        parts.push(dns_char().star());
+    }
+    if !literal.is_empty() {
+        parts.push(Regexp::literal(&literal));
+    }
+    query.regex_matches(&Regexp::concat(&parts))
+}
+
 /// The request a flow carries, as far as the L7 rules are concerned.
 pub enum Req<'a> {
     /// None: the flow is judged at L4 (a redirected port counts as allowed).
@@ -120,6 +213,8 @@ pub enum Req<'a> {
     Concrete(&'a Request),
     /// Any HTTP request.
     Http(&'a mut HttpVars),
+    /// Any DNS query.
+    Dns(&'a DnsVars),
 }
 
 /// Builds the verdict formulas of one policy set.
@@ -504,6 +599,19 @@ impl<'a> Encoder<'a> {
                 Redirect::Tls | Redirect::Listener { .. } => true,
                 Redirect::L7(l7) => eval::l7_allows(l7, r),
             }),
+            Req::Dns(d) => match redirect {
+                Redirect::Tls | Redirect::Listener { .. } => Bool::from_bool(true),
+                Redirect::L7(L7::Dns(rules)) if rules.is_empty() => Bool::from_bool(true),
+                Redirect::L7(L7::Dns(rules)) => {
+                    let any: Vec<Bool> = rules
+                        .iter()
+                        .map(|r| dns_rule_matches(r, &d.query))
+                        .collect();
+                    Bool::or(&any)
+                }
+                Redirect::L7(L7::Generic(_, rules)) => Bool::from_bool(rules.is_empty()),
+                Redirect::L7(_) => Bool::from_bool(false),
+            },
             Req::Http(h) => match redirect {
                 Redirect::Tls | Redirect::Listener { .. } => Bool::from_bool(true),
                 Redirect::L7(L7::Http(rules)) if rules.is_empty() => Bool::from_bool(true),

@@ -12,10 +12,10 @@
 //! enforcement of OLD's changed rules (narrowed: the same with OLD and NEW swapped). For each
 //! class the solver is asked for a changed flow the class's item or rule takes part in, once
 //! per kind of flow (pod to pod, to and from the outside, the host, remote nodes). A second
-//! round asks the same with a symbolic HTTP request for flows both sets allow at L4 whose
-//! requests they judge differently.
+//! round asks the same with a symbolic HTTP request (or DNS query, where changed rules have
+//! DNS rules) for flows both sets allow at L4 whose requests they judge differently.
 
-use crate::decision::{Encoder, HttpVars, Req, Shape, Shared};
+use crate::decision::{DnsVars, Encoder, HttpVars, Req, Shape, Shared};
 use crate::flow::{self, FlowVars, KIND_HOST, KIND_REMOTE_NODE, KIND_WORLD};
 use crate::replay::{Replay, replay, witness};
 use crate::sample::ANY_NAMESPACE;
@@ -51,7 +51,7 @@ pub enum Cause {
     /// The default-deny a changed rule gives its subjects (OLD's when widened: no longer
     /// enforced; NEW's when narrowed: newly enforced).
     Enforcement,
-    /// The HTTP rules of a changed allow item (OLD's when widened: removed or loosened;
+    /// The HTTP or DNS rules of a changed allow item (OLD's when widened: removed or loosened;
     /// NEW's when narrowed: added or tightened), for requests both sets allow at L4.
     L7,
 }
@@ -77,12 +77,49 @@ pub struct Class {
     pub peers: String,
     /// The item's ports (`*` for every port).
     pub ports: String,
-    /// Whether the difference is in the HTTP requests allowed (both sets allow at L4).
-    pub l7: bool,
+    /// Whether the difference is in the HTTP requests or DNS queries allowed (both sets
+    /// allow at L4), and which.
+    pub l7: Option<Protocol>,
     /// The example flow, replayed under NEW (the example's text and verdicts).
     pub example: Replay,
     /// The example's verdict under OLD.
     pub old_verdict: Verdict,
+}
+
+/// The L7 protocol whose requests a class is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP requests (HTTP rules).
+    Http,
+    /// DNS queries (DNS rules).
+    Dns,
+}
+
+impl Protocol {
+    /// `HTTP` or `DNS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Dns => "DNS",
+        }
+    }
+
+    fn in_item(self, i: &Item) -> bool {
+        matches!(&i.ports, Ports::List(p) if p.iter().any(|p| match &p.redirect {
+            Some(Redirect::L7(L7::Http(_))) => self == Protocol::Http,
+            Some(Redirect::L7(L7::Dns(_))) => self == Protocol::Dns,
+            _ => false,
+        }))
+    }
+
+    /// Whether a changed rule of `side` has rules of this protocol.
+    fn in_changed(self, side: &Side<'_>) -> bool {
+        side.set
+            .rules
+            .iter()
+            .enumerate()
+            .any(|(ri, r)| side.changed[ri] && r.items.iter().any(|i| self.in_item(i)))
+    }
 }
 
 /// The diff.
@@ -114,7 +151,11 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limi
 
 fn diff_here(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limits) -> Diff {
     let mut out = Diff::default();
-    let http = has_http(old) || has_http(new);
+    // The L7 protocols whose rules changed rules have: only their requests are asked about.
+    let protocols: Vec<Protocol> = [Protocol::Http, Protocol::Dns]
+        .into_iter()
+        .filter(|p| p.in_changed(old) || p.in_changed(new))
+        .collect();
     let requires_shared = Direction::BOTH.map(|d| shared(old, new, d).requires);
     for widened in [true, false] {
         let (before, after) = if widened { (old, new) } else { (new, old) };
@@ -147,11 +188,9 @@ fn diff_here(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Lim
                 {
                     sources.push((Cause::Enforcement, before, ri, None));
                 }
-                if http {
-                    for (ii, it) in r.items.iter().enumerate() {
-                        if !it.deny && has_http_item(it) && kept(before, r, it) {
-                            sources.push((Cause::L7, before, ri, Some(ii)));
-                        }
+                for (ii, it) in r.items.iter().enumerate() {
+                    if !it.deny && protocols.iter().any(|p| p.in_item(it)) && kept(before, r, it) {
+                        sources.push((Cause::L7, before, ri, Some(ii)));
                     }
                 }
             }
@@ -177,15 +216,9 @@ fn diff_here(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Lim
                     let other = if std::ptr::eq(side, old) { new } else { old };
                     in_both(rule, &rule.items[i], other, &requires_shared, true)
                 });
-                for l7 in [false, true] {
-                    let asked = if l7 {
-                        http
-                    } else {
-                        cause != Cause::L7 && !same_l4
-                    };
-                    if !asked {
-                        continue;
-                    }
+                let l4 = (cause != Cause::L7 && !same_l4).then_some(None);
+                let rounds = l4.into_iter().chain(protocols.iter().map(|p| Some(*p)));
+                for l7 in rounds {
                     let q = Query {
                         widened,
                         cause: cause.clone(),
@@ -355,19 +388,6 @@ fn shared(old: &Side<'_>, new: &Side<'_>, dir: Direction) -> Shared {
     }
 }
 
-fn has_http(side: &Side<'_>) -> bool {
-    side.set
-        .rules
-        .iter()
-        .enumerate()
-        .any(|(ri, r)| side.changed[ri] && r.items.iter().any(has_http_item))
-}
-
-fn has_http_item(i: &Item) -> bool {
-    matches!(&i.ports, Ports::List(p)
-        if p.iter().any(|p| matches!(p.redirect, Some(Redirect::L7(L7::Http(_))))))
-}
-
 /// One class's question.
 struct Query<'a> {
     widened: bool,
@@ -375,7 +395,7 @@ struct Query<'a> {
     rule: &'a Rule,
     item: Option<&'a Item>,
     dir: Direction,
-    l7: bool,
+    l7: Option<Protocol>,
 }
 
 impl Query<'_> {
@@ -478,6 +498,7 @@ impl Query<'_> {
         let mut parts = vec![v.well_formed("default")];
         parts.push(v.kind_is(crate::decision::remote_kind(shape)));
         let mut h = HttpVars::new();
+        let d = DnsVars::new();
         let mut eo = Encoder::new(old.set, "old");
         let mut en = Encoder::new(new.set, "new");
         for dir in Direction::BOTH {
@@ -496,15 +517,21 @@ impl Query<'_> {
             eo.namespaces(src, dst);
             en.namespaces(src, dst);
         }
-        let (ao, an) = if self.l7 {
+        let (ao, an) = if let Some(protocol) = self.l7 {
             let l4o = eo.allowed(&mut v, shape, &mut Req::None);
             let l4n = en.allowed(&mut v, shape, &mut Req::None);
             parts.push(l4o);
             parts.push(l4n);
-            (
-                eo.allowed(&mut v, shape, &mut Req::Http(&mut h)),
-                en.allowed(&mut v, shape, &mut Req::Http(&mut h)),
-            )
+            match protocol {
+                Protocol::Http => (
+                    eo.allowed(&mut v, shape, &mut Req::Http(&mut h)),
+                    en.allowed(&mut v, shape, &mut Req::Http(&mut h)),
+                ),
+                Protocol::Dns => (
+                    eo.allowed(&mut v, shape, &mut Req::Dns(&d)),
+                    en.allowed(&mut v, shape, &mut Req::Dns(&d)),
+                ),
+            }
         } else {
             (
                 eo.allowed(&mut v, shape, &mut Req::None),
@@ -548,12 +575,17 @@ impl Query<'_> {
         if swap {
             v.swap_ends();
         }
-        if self.l7 {
-            parts.push(h.well_formed());
+        match self.l7 {
+            Some(Protocol::Http) => parts.push(h.well_formed()),
+            Some(Protocol::Dns) => parts.push(d.well_formed()),
+            None => {}
         }
         let z = solver(limits);
         z.assert(Bool::and(&parts));
-        let defaults: Vec<Bool> = eo.defaults().into_iter().chain(en.defaults()).collect();
+        let mut defaults: Vec<Bool> = eo.defaults().into_iter().chain(en.defaults()).collect();
+        if self.l7 == Some(Protocol::Dns) {
+            defaults.push(d.plain());
+        }
         match crate::find_example("diff", &z, &mut v, &defaults) {
             SatResult::Unsat => return None,
             SatResult::Unknown => {
@@ -569,7 +601,11 @@ impl Query<'_> {
         }
         let model = z.get_model()?;
         let w = witness(&v, &model)?;
-        let request = if self.l7 { h.request(&model) } else { None };
+        let request = match self.l7 {
+            Some(Protocol::Http) => h.request(&model),
+            Some(Protocol::Dns) => d.request(&model),
+            None => None,
+        };
         let dir = match shape {
             Shape::OutsideToPod(_) => Direction::Ingress,
             _ => Direction::Egress,

@@ -9,7 +9,7 @@ use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNKNOWN, Io};
 use polc_compiler::raw::Kind;
 use polc_compiler::source::SourceMap;
 use polc_verifier::Limits;
-use polc_verifier::diff::{self, Cause, Class, Diff, Side};
+use polc_verifier::diff::{self, Cause, Class, Diff, Protocol, Side};
 use serde_json::json;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -104,7 +104,8 @@ pub fn run(
                         "direction": c.direction.name(),
                         "peers": c.peers,
                         "ports": c.ports,
-                        "l7": c.l7,
+                        "l7": c.l7.is_some(),
+                        "l7_protocol": c.l7.map(|p| p.name()),
                         "example": c.example.text,
                         "old": c.old_verdict.name(),
                         "new": c.example.outcome.verdict.name(),
@@ -150,6 +151,7 @@ pub fn run(
 }
 
 fn cause(c: &Class) -> &'static str {
+    let dns = c.l7 == Some(Protocol::Dns);
     match (&c.cause, c.widened) {
         (Cause::Allow, true) => "allow rule added or changed",
         (Cause::Allow, false) => "allow rule removed or changed",
@@ -157,6 +159,8 @@ fn cause(c: &Class) -> &'static str {
         (Cause::Deny, false) => "deny rule added or changed",
         (Cause::Enforcement, true) => "default-deny removed",
         (Cause::Enforcement, false) => "default-deny added",
+        (Cause::L7, true) if dns => "DNS rules removed or loosened",
+        (Cause::L7, false) if dns => "DNS rules added or tightened",
         (Cause::L7, true) => "HTTP rules removed or loosened",
         (Cause::L7, false) => "HTTP rules added or tightened",
     }
@@ -175,8 +179,10 @@ fn summary(c: &Class) -> String {
         if c.peers == "*" { "any peer" } else { &c.peers },
         if c.ports == "*" { "any port" } else { &c.ports },
     );
-    if c.l7 {
-        s.push_str(", HTTP requests");
+    match c.l7 {
+        Some(Protocol::Http) => s.push_str(", HTTP requests"),
+        Some(Protocol::Dns) => s.push_str(", DNS queries"),
+        None => {}
     }
     s
 }
