@@ -663,3 +663,61 @@ pub fn remote_kind(shape: Shape) -> u64 {
         Shape::PodToOutside(k) | Shape::OutsideToPod(k) => k,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polc_compiler::source::Loc;
+
+    /// The symbolic DNS rules agree with the evaluator's on names of every shape.
+    #[test]
+    fn dns_rules_match_like_the_evaluator() {
+        let patterns = [
+            "*",
+            "*.example.com",
+            "**.example.com",
+            "api.*.example.com",
+            "a*b.example.com",
+            "*example.com.",
+        ];
+        let names = [
+            "example.com.",
+            "api.example.com.",
+            ".example.com.",
+            "a.b.example.com.",
+            "api.v1.example.com.",
+            "ab.example.com.",
+            "axxb.example.com.",
+            "a.b.example.com.",
+            "myexample.com.",
+            "example.org.",
+        ];
+        let d = DnsVars::new();
+        let mut rules: Vec<DnsRule> = patterns
+            .iter()
+            .map(|p| DnsRule::Pattern(eval::fqdn(p), Loc::default()))
+            .collect();
+        rules.push(DnsRule::Name("api.example.com.".into(), Loc::default()));
+        for rule in &rules {
+            let encoded = dns_rule_matches(rule, &d.query);
+            for name in names {
+                let want = eval::l7_allows(
+                    &L7::Dns(vec![rule.clone()]),
+                    &Request::Dns { query: name.into() },
+                );
+                let z = z3::Solver::new();
+                z.assert(d.query.eq(Str::from(name)));
+                z.assert(&encoded);
+                let got = z.check() == z3::SatResult::Sat;
+                assert_eq!(got, want, "{rule:?} on {name}");
+            }
+        }
+        // Names the evaluator would rewrite are not well formed.
+        for (name, ok) in [("api.example.com.", true), ("API.example.com.", false)] {
+            let z = z3::Solver::new();
+            z.assert(d.query.eq(Str::from(name)));
+            z.assert(d.well_formed());
+            assert_eq!(z.check() == z3::SatResult::Sat, ok, "{name}");
+        }
+    }
+}
