@@ -22,8 +22,8 @@ use crate::sample::ANY_NAMESPACE;
 use crate::{Limits, solver};
 use polc_compiler::eval::Verdict;
 use polc_compiler::ir::{
-    Direction, Entity, Item, L7, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Redirect,
-    Requirement, Rule, Selector, Subject,
+    Direction, Entity, Item, L7, Op, PeerKind, Peers, PolicySet, PortRule, PortSpec, Ports,
+    Redirect, Requirement, Rule, Selector, Subject,
 };
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
@@ -105,11 +105,53 @@ impl Protocol {
     }
 
     fn in_item(self, i: &Item) -> bool {
-        matches!(&i.ports, Ports::List(p) if p.iter().any(|p| match &p.redirect {
+        matches!(&i.ports, Ports::List(p) if p.iter().any(|p| self.in_port(p)))
+    }
+
+    /// Whether item `it` allows a port on which an item of the same direction, in either
+    /// set, has rules of this protocol (named ports may be any port).
+    fn may_meet(self, it: &Item, old: &Side<'_>, new: &Side<'_>) -> bool {
+        let Ports::List(mine) = &it.ports else {
+            return true;
+        };
+        let overlap = |a: &PortRule, b: &PortRule| {
+            a.proto == b.proto
+                && match (&a.port, &b.port) {
+                    (PortSpec::Range(a0, a1), PortSpec::Range(b0, b1)) => {
+                        let whole = |lo: u16, hi: u16| {
+                            if (lo, hi) == (0, 0) {
+                                (0, u16::MAX)
+                            } else {
+                                (lo, hi.max(lo))
+                            }
+                        };
+                        let ((a0, a1), (b0, b1)) = (whole(*a0, *a1), whole(*b0, *b1));
+                        a0 <= b1 && b0 <= a1
+                    }
+                    _ => true,
+                }
+        };
+        [old, new].iter().any(|side| {
+            side.set.rules.iter().any(|r| {
+                r.items
+                    .iter()
+                    .filter(|i| i.direction == it.direction && self.in_item(i))
+                    .any(|i| match &i.ports {
+                        Ports::List(theirs) => theirs
+                            .iter()
+                            .any(|t| self.in_port(t) && mine.iter().any(|m| overlap(m, t))),
+                        Ports::Any => true,
+                    })
+            })
+        })
+    }
+
+    fn in_port(self, p: &PortRule) -> bool {
+        match &p.redirect {
             Some(Redirect::L7(L7::Http(_))) => self == Protocol::Http,
             Some(Redirect::L7(L7::Dns(_))) => self == Protocol::Dns,
             _ => false,
-        }))
+        }
     }
 
     /// Whether a changed rule of `side` has rules of this protocol.
@@ -217,7 +259,14 @@ fn diff_here(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Lim
                     in_both(rule, &rule.items[i], other, &requires_shared, true)
                 });
                 let l4 = (cause != Cause::L7 && !same_l4).then_some(None);
-                let rounds = l4.into_iter().chain(protocols.iter().map(|p| Some(*p)));
+                // Requests of a protocol matter only on ports where some rule of either set
+                // has rules of that protocol.
+                let item = ii.map(|i| &rule.items[i]);
+                let l7_rounds = protocols
+                    .iter()
+                    .filter(|p| item.is_none_or(|it| p.may_meet(it, old, new)))
+                    .map(|p| Some(*p));
+                let rounds = l4.into_iter().chain(l7_rounds);
                 for l7 in rounds {
                     let q = Query {
                         widened,
@@ -574,6 +623,30 @@ impl Query<'_> {
         }
         if swap {
             v.swap_ends();
+        }
+        // Requests are judged differently only on ports with rules of the protocol at the
+        // rule's end: the flow is on one of them (unless one is named).
+        if let Some(protocol) = self.l7 {
+            let mut on = Vec::new();
+            let mut exact = true;
+            for side in [old, new] {
+                for r in &side.set.rules {
+                    for i in r.items.iter().filter(|i| i.direction == self.dir) {
+                        let Ports::List(ports) = &i.ports else {
+                            continue;
+                        };
+                        for t in ports.iter().filter(|t| protocol.in_port(t)) {
+                            match flow::port_rule(&v, t) {
+                                flow::Encoded::Exact(b) => on.push(b),
+                                flow::Encoded::Unknown => exact = false,
+                            }
+                        }
+                    }
+                }
+            }
+            if exact {
+                parts.push(Bool::or(&on));
+            }
         }
         match self.l7 {
             Some(Protocol::Http) => parts.push(h.well_formed()),
