@@ -436,7 +436,26 @@ fn peer_matches(model: &Model, ep: EndpointRef, peer: &PeerKind, remote: &Remote
                 && (remote.local_host || model.node_of(ep).is_none_or(|l| l.name != n.name))
         }),
         PeerKind::Cidr(c) => remote.external.is_some_and(|ip| c.contains_addr(&ip)),
-        PeerKind::Fqdn(_) | PeerKind::Service(_) | PeerKind::Unresolved(_) => false,
+        PeerKind::Fqdn(selector) => remote.external.is_some_and(|ip| {
+            model
+                .dns_answers
+                .iter()
+                .any(|(name, at)| *at == ip && fqdn_selects(selector, name))
+        }),
+        PeerKind::Service(_) | PeerKind::Unresolved(_) => false,
+    }
+}
+
+/// Whether a `toFQDNs` selector (as lowered: `matchName: NAME` or `matchPattern: PATTERN`)
+/// selects the name `name`.
+pub fn fqdn_selects(selector: &str, name: &str) -> bool {
+    let name = fqdn(name);
+    if let Some(n) = selector.strip_prefix("matchName: ") {
+        fqdn(n) == name
+    } else if let Some(p) = selector.strip_prefix("matchPattern: ") {
+        pattern_matches(p, &name)
+    } else {
+        false
     }
 }
 
@@ -664,6 +683,25 @@ mod tests {
         assert!(pattern_matches("*example.com", "example.com."));
         assert!(pattern_matches("*example.com", "subexample.com."));
         assert!(pattern_matches("API.example.com", "api.example.com."));
+    }
+
+    #[test]
+    fn fqdn_selectors() {
+        assert!(fqdn_selects("matchName: API.stripe.com", "api.stripe.com."));
+        assert!(fqdn_selects("matchName: api.stripe.com", "api.stripe.com"));
+        assert!(!fqdn_selects(
+            "matchName: api.stripe.com",
+            "x.api.stripe.com."
+        ));
+        assert!(fqdn_selects(
+            "matchPattern: *.s3.amazonaws.com",
+            "b.s3.amazonaws.com."
+        ));
+        assert!(!fqdn_selects(
+            "matchPattern: *.s3.amazonaws.com",
+            "s3.amazonaws.com."
+        ));
+        assert!(!fqdn_selects("something else", "api.stripe.com."));
     }
 
     #[test]

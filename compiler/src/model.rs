@@ -74,6 +74,11 @@ pub struct Model {
     /// Security labels per inventory pod (empty for host-network pods; shared by the two
     /// models of a diff).
     pub pod_labels: Arc<Vec<LabelSet>>,
+    /// Names the DNS proxy has seen resolve to addresses (lower case, with the trailing
+    /// dot): what `toFQDNs` peers select. Empty unless given: polc does not see DNS traffic,
+    /// so by default a `toFQDNs` peer selects no address. The verifier's replays fill it
+    /// with the answers an example assumes.
+    pub dns_answers: Vec<(String, std::net::IpAddr)>,
     /// Rules whose subject pins a namespace, by namespace (indices into `policies.rules`).
     by_namespace: HashMap<String, Vec<usize>>,
     /// The other rules.
@@ -154,6 +159,7 @@ impl Model {
             identities,
             config,
             pod_labels,
+            dns_answers: Vec::new(),
             by_namespace: HashMap::new(),
             unpinned: Vec::new(),
         };

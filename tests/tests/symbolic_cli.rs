@@ -574,6 +574,46 @@ spec:
     assert_eq!(gates(&new, &old, tmp.path()), [1, 0, 1]);
 }
 
+/// A `toFQDNs` item removed: the flows it allowed are a class, with an example that says
+/// which DNS answer it assumes, replayed with that answer.
+#[test]
+fn removing_a_fqdn_item_narrows_with_the_dns_answer_in_the_example() {
+    const FQDN: &str = "\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web-out, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  egress:
+  - toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns}}]
+    toPorts:
+    - ports: [{port: '53', protocol: UDP}]
+      rules:
+        dns: [{matchPattern: '*'}]
+  - toFQDNs: [{matchName: api.stripe.com}, {matchPattern: '*.s3.amazonaws.com'}]
+    toPorts: [{ports: [{port: '443', protocol: TCP}]}]
+";
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = (tmp.path().join("old"), tmp.path().join("new"));
+    write_files(&old, &[("web.yaml", FQDN)]);
+    let without = FQDN.replace(
+        "toFQDNs: [{matchName: api.stripe.com}, {matchPattern: '*.s3.amazonaws.com'}]",
+        "toFQDNs: [{matchName: api.stripe.com}]",
+    );
+    write_files(&new, &[("web.yaml", &without)]);
+    let (code, text) = diff(&old, &new, &["--fail-on", "narrow"], tmp.path());
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("0 widened (+, newly allowed), 1 narrowed"),
+        "{text}"
+    );
+    assert!(!text.contains("unknown"), "{text}");
+    assert!(
+        text.contains("after the DNS proxy answered polc.s3.amazonaws.com. with"),
+        "{text}"
+    );
+}
+
 /// `polc diff --git REV PATH`: the working tree's policies against their committed version.
 #[test]
 fn diff_against_a_git_revision() {

@@ -22,6 +22,9 @@ pub(crate) struct Witness {
     pub(crate) addr: Ipv4Addr,
     pub(crate) proto: u8,
     pub(crate) port: u16,
+    /// Names the outside address answered for (to the DNS proxy): one per `toFQDNs`
+    /// selector the solver let select the address.
+    pub(crate) dns: Vec<String>,
 }
 
 pub(crate) fn witness(v: &FlowVars, m: &z3::Model) -> Option<Witness> {
@@ -35,14 +38,62 @@ pub(crate) fn witness(v: &FlowVars, m: &z3::Model) -> Option<Witness> {
         Some(out)
     };
     let num = |b: &z3::ast::BV| m.eval(b, true).and_then(|x| x.as_u64());
+    let kind = num(&v.kind)?;
+    // The encodings leave a `toFQDNs` peer free (`free:peer:fqdn SELECTOR`, shared by every
+    // encoder): where the model makes one true, the address must be an answer for a name the
+    // selector selects.
+    let mut dns = Vec::new();
+    if kind == KIND_WORLD {
+        for decl in m.iter() {
+            let name = decl.name();
+            let Some(selector) = name.strip_prefix("free:peer:fqdn ") else {
+                continue;
+            };
+            let on = z3::ast::Bool::new_const(name.as_str());
+            if m.eval(&on, true).and_then(|b| b.as_bool()) == Some(true) {
+                dns.extend(name_selected_by(selector));
+            }
+        }
+        dns.sort();
+        dns.dedup();
+    }
     Some(Witness {
         x: labels(&v.x)?,
         p: labels(&v.p)?,
-        kind: num(&v.kind)?,
+        kind,
         addr: Ipv4Addr::from(u32::try_from(num(&v.addr)?).ok()?),
         proto: u8::try_from(num(&v.proto)?).ok()?,
         port: u16::try_from(num(&v.port)?).ok()?,
+        dns,
     })
+}
+
+/// A name a `toFQDNs` selector (as lowered: `matchName: NAME`, `matchPattern: PATTERN`)
+/// selects: the name itself, or the pattern with each wildcard made `polc`.
+fn name_selected_by(selector: &str) -> Option<String> {
+    if let Some(n) = selector.strip_prefix("matchName: ") {
+        return Some(eval::fqdn(n));
+    }
+    let p = eval::fqdn(selector.strip_prefix("matchPattern: ")?);
+    if p.trim_end_matches('.').chars().all(|c| c == '*') {
+        return Some("polc.example.".into());
+    }
+    let p = p
+        .strip_prefix("**.")
+        .map_or(p.clone(), |rest| format!("*.{rest}"));
+    let mut out = String::new();
+    let mut chars = p.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '*' {
+            while chars.peek() == Some(&'*') {
+                chars.next();
+            }
+            out.push_str("polc");
+        } else {
+            out.push(c);
+        }
+    }
+    eval::fqdn_selects(selector, &out).then_some(out)
 }
 
 /// A value Kubernetes accepts in place of one it would not: the solver's values need only
@@ -167,7 +218,11 @@ pub(crate) fn replay(
         dual_stack: Some(false),
         ..Config::default()
     };
-    let (model, _) = Model::build(&all, config);
+    let (mut model, _) = Model::build(&all, config);
+    if w.kind == KIND_WORLD {
+        let at = std::net::IpAddr::V4(w.addr);
+        model.dns_answers = w.dns.iter().map(|n| (n.clone(), at)).collect();
+    }
     let find = |name: &str| model.inventory.pods.iter().position(|p| p.name == name);
     let x = Peer::Pod(find("witness-x")?);
     let other = match w.kind {
@@ -261,6 +316,15 @@ pub(crate) fn replay(
         }
         _ => {}
     }
+    if !model.dns_answers.is_empty() {
+        let names: Vec<&str> = w.dns.iter().map(String::as_str).collect();
+        let _ = write!(
+            text,
+            " (after the DNS proxy answered {} with {})",
+            names.join(", "),
+            w.addr
+        );
+    }
     Some(Replay {
         x: EndpointRef::Pod(find("witness-x")?),
         model,
@@ -350,4 +414,33 @@ pub(crate) fn confirm(
     let r = replay(objects, version, &w, dir, request)?;
     let d = r.at_x(dir)?;
     (d.verdict == want.0 && d.why == want.1).then(|| r.text.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_selector_gets_a_name_it_selects() {
+        for (selector, want) in [
+            ("matchName: API.Stripe.com", Some("api.stripe.com.")),
+            (
+                "matchPattern: *.s3.amazonaws.com",
+                Some("polc.s3.amazonaws.com."),
+            ),
+            ("matchPattern: **.example.com", Some("polc.example.com.")),
+            (
+                "matchPattern: api-*.example.com",
+                Some("api-polc.example.com."),
+            ),
+            ("matchPattern: *", Some("polc.example.")),
+            ("fromCIDR", None),
+        ] {
+            let got = name_selected_by(selector);
+            assert_eq!(got.as_deref(), want, "{selector}");
+            if let Some(name) = got {
+                assert!(eval::fqdn_selects(selector, &name), "{selector}");
+            }
+        }
+    }
 }
