@@ -25,6 +25,7 @@ use polc_compiler::ir::{
     Direction, Entity, Item, L7, Op, PeerKind, Peers, PolicySet, PortRule, PortSpec, Ports,
     Redirect, Requirement, Rule, Selector, Subject,
 };
+use polc_compiler::labels::{SOURCE_ANY, SOURCE_K8S};
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
 use z3::SatResult;
@@ -185,14 +186,69 @@ const SHAPES: [Shape; 7] = [
     Shape::OutsideToPod(KIND_REMOTE_NODE),
 ];
 
-/// Compares two policy sets, in a z3 context of its own (so the same question always gets
-/// the same example, and a long-running process does not keep every formula it ever made).
+/// Compares two policy sets. The questions are independent: they are asked on as many
+/// threads as the machine has cores, each in a z3 context of its own (so the same question
+/// always gets the same example, whichever thread asks it, and a long-running process does
+/// not keep every formula it ever made), and their answers are taken in the order asked.
 pub fn diff(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limits) -> Diff {
-    crate::fresh_context(|| diff_here(old, new, version, limits))
+    let queries = questions(old, new);
+    let answers: Vec<std::sync::Mutex<Option<Answer>>> = queries
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, queries.len().max(1));
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let Some(q) = queries.get(i) else { break };
+            let answer = crate::fresh_context(|| {
+                let mut notes = Diff::default();
+                let found = q.run(old, new, version, limits, &mut notes);
+                (found, notes)
+            });
+            if let Ok(mut slot) = answers[i].lock() {
+                *slot = Some(answer);
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(work);
+        }
+        work();
+    });
+    let mut out = Diff::default();
+    for answer in answers {
+        let Some((found, notes)) = answer.into_inner().ok().flatten() else {
+            continue;
+        };
+        out.unknown.extend(notes.unknown);
+        out.internal.extend(notes.internal);
+        if let Some(found) = found {
+            // A changed item is in both sets: its old and new forms describe one class; the
+            // first found stays.
+            let dup = out.classes.iter().any(|c| {
+                (c.widened, &c.rule, c.direction, c.l7)
+                    == (found.widened, &found.rule, found.direction, found.l7)
+            });
+            if !dup {
+                out.classes.push(found);
+            }
+        }
+    }
+    out
 }
 
-fn diff_here(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Limits) -> Diff {
-    let mut out = Diff::default();
+/// What one question found: a class, or not, and what it could not decide.
+type Answer = (Option<Class>, Diff);
+
+/// The questions a diff asks, in order: per direction of change, per class source, per
+/// direction of its rule, the L4 question and one per L7 protocol that matters.
+fn questions<'s>(old: &'s Side<'_>, new: &'s Side<'_>) -> Vec<Query<'s>> {
+    let mut out = Vec::new();
     // The L7 protocols whose rules changed rules have: only their requests are asked about.
     let protocols: Vec<Protocol> = [Protocol::Http, Protocol::Dns]
         .into_iter()
@@ -268,25 +324,14 @@ fn diff_here(old: &Side<'_>, new: &Side<'_>, version: CiliumVersion, limits: Lim
                     .map(|p| Some(*p));
                 let rounds = l4.into_iter().chain(l7_rounds);
                 for l7 in rounds {
-                    let q = Query {
+                    out.push(Query {
                         widened,
                         cause: cause.clone(),
                         rule,
                         item: ii.map(|i| &rule.items[i]),
                         dir,
                         l7,
-                    };
-                    if let Some(found) = q.run(old, new, version, limits, &mut out) {
-                        // A changed item is in both sets: its old and new forms describe one
-                        // class; the first found stays.
-                        let dup = out.classes.iter().any(|c| {
-                            (c.widened, &c.rule, c.direction, c.l7)
-                                == (found.widened, &found.rule, found.direction, found.l7)
-                        });
-                        if !dup {
-                            out.classes.push(found);
-                        }
-                    }
+                    });
                 }
             }
         }
@@ -466,10 +511,17 @@ impl Query<'_> {
                 (Shape::OutsideToPod(_), Direction::Ingress) => false,
                 _ => continue,
             };
-            // Endpoint selectors that pin a namespace match pods only.
+            // Endpoint selectors that require a pod namespace (one, or any) match pods only.
+            let needs_pod = |sel: &Selector| {
+                sel.reqs.iter().any(|r| {
+                    r.bare_key() == NAMESPACE
+                        && matches!(r.source(), SOURCE_K8S | SOURCE_ANY)
+                        && matches!(r.op, Op::In | Op::Exists)
+                })
+            };
             let pods_only = self.item.is_some_and(|i| {
                 matches!(&i.peers, Peers::List(list) if list.iter().all(|p| {
-                    matches!(&p.kind, PeerKind::Endpoints(sel) if sel.pinned(NAMESPACE).is_some())
+                    matches!(&p.kind, PeerKind::Endpoints(sel) if needs_pod(sel))
                 }))
             });
             if pods_only && !matches!(shape, Shape::PodToPod) {
