@@ -6,6 +6,7 @@ pub mod input;
 pub mod lab;
 pub mod render;
 pub mod timing;
+pub mod webhook;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
