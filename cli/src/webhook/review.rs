@@ -114,7 +114,7 @@ fn judge(req: &AdmissionRequest<DynamicObject>, settings: &Settings) -> Admissio
     let found = check(&name, text, settings);
     let (denying, warning): (Vec<&Found>, Vec<&Found>) = found
         .iter()
-        .partition(|f| f.severity == Severity::Error || settings.deny.iter().any(|c| *c == f.code));
+        .partition(|f| f.severity == Severity::Error || settings.deny.contains(&f.code));
     let warnings: Vec<String> = warning.iter().map(|f| f.line()).collect();
     if denying.is_empty() {
         return warn(allowed, warnings);
