@@ -76,6 +76,26 @@ pub fn review(body: &[u8], settings: &Settings) -> Reply {
     reply(200, response)
 }
 
+/// The answer to a request that could not be judged in time: allowed (the object was not
+/// checked, as when the webhook is unreachable and `failurePolicy` is `Ignore`), with a
+/// warning that says so, for the request's uid.
+pub fn unjudged(body: &[u8], reason: &str) -> Reply {
+    let parsed: Option<AdmissionReview<DynamicObject>> = serde_json::from_slice(body).ok();
+    let Some(req) = parsed.and_then(|r| {
+        let req: Result<AdmissionRequest<DynamicObject>, _> = r.try_into();
+        req.ok()
+    }) else {
+        return invalid(400, reason);
+    };
+    reply(
+        200,
+        warn(
+            AdmissionResponse::from(&req),
+            vec![format!("polc: {reason}")],
+        ),
+    )
+}
+
 /// The response to a well-formed request.
 fn judge(req: &AdmissionRequest<DynamicObject>, settings: &Settings) -> AdmissionResponse {
     let allowed = AdmissionResponse::from(req);
