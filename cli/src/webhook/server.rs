@@ -202,6 +202,7 @@ type Body = Full<Bytes>;
 async fn handle(req: Request<Incoming>, state: &State) -> Response<Body> {
     let started = Instant::now();
     let path = req.uri().path().to_string();
+    let reviewed = req.method() == Method::POST && path == "/validate";
     let response = match (req.method(), path.as_str()) {
         (&Method::POST, "/validate") => validate(req, state).await,
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -222,9 +223,10 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Body> {
             "not found: polc webhook serves POST /validate\n",
         ),
     };
+    let took = reviewed.then(|| started.elapsed());
     state
         .metrics
-        .record(&path, response.status().as_u16(), started.elapsed());
+        .record(&path, response.status().as_u16(), took);
     response
 }
 
@@ -408,7 +410,8 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn record(&self, path: &str, status: u16, took: Duration) {
+    /// Counts a request; `took` is the latency of a review (`POST /validate`).
+    fn record(&self, path: &str, status: u16, took: Option<Duration>) {
         let route = match path {
             "/validate" | "/healthz" | "/readyz" | "/metrics" => path,
             _ => "other",
@@ -427,7 +430,7 @@ impl Metrics {
                 None => list.push((route.to_string(), status, AtomicU64::new(1))),
             }
         }
-        if route == "/validate" {
+        if let Some(took) = took {
             let secs = took.as_secs_f64();
             for (i, le) in BUCKETS.iter().enumerate() {
                 if secs <= *le {
