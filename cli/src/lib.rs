@@ -6,6 +6,7 @@ pub mod input;
 pub mod lab;
 pub mod render;
 pub mod timing;
+pub mod webhook;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -59,6 +60,9 @@ pub enum Command {
     /// A policy lab on this machine: the inventory's pods as network namespaces with the
     /// datapath loaded, probed with real packets (needs root).
     Lab(commands::lab::LabArgs),
+    /// A validating admission webhook over HTTPS: denies policies the Cilium agent would
+    /// reject, warns about suspicious ones.
+    Webhook(commands::webhook::WebhookArgs),
     /// Write a synthetic cluster (inventory and policies) for benchmarks.
     #[command(hide = true)]
     Gen(commands::r#gen::GenArgs),
@@ -105,6 +109,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
         Command::Unload(args) => commands::unload::run(&args, io),
         Command::Status(args) => commands::status::run(&args, io),
         Command::Lab(args) => commands::lab::run(&args, io),
+        Command::Webhook(args) => commands::webhook::run(&args, io),
         Command::Gen(args) => commands::r#gen::run(&args, io),
     };
     match result {

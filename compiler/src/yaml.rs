@@ -240,6 +240,43 @@ pub struct Node {
 }
 
 impl Node {
+    /// The field path, kubectl style (`spec.ingress[0].toPorts`), of the innermost key or
+    /// value under this node that holds byte `offset` (empty: this node itself).
+    pub fn path_to(&self, offset: u32) -> String {
+        let within = |l: Loc| l.start <= offset && (offset < l.end || offset == l.start);
+        let mut path = String::new();
+        let mut node = self;
+        loop {
+            match &node.value {
+                Value::Map(entries) => {
+                    let Some(e) = entries
+                        .iter()
+                        .find(|e| within(e.key_loc) || within(e.value.loc))
+                    else {
+                        break;
+                    };
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&e.key);
+                    if within(e.key_loc) {
+                        break;
+                    }
+                    node = &e.value;
+                }
+                Value::Seq(items) => {
+                    let Some((i, n)) = items.iter().enumerate().find(|(_, n)| within(n.loc)) else {
+                        break;
+                    };
+                    path.push_str(&format!("[{i}]"));
+                    node = n;
+                }
+                Value::Scalar(_) => break,
+            }
+        }
+        path
+    }
+
     /// The node as a mapping, if it is one.
     pub fn as_map(&self) -> Option<&[Entry]> {
         match &self.value {

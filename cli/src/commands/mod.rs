@@ -15,3 +15,4 @@ pub mod status;
 pub mod symbolic;
 pub mod test;
 pub mod unload;
+pub mod webhook;

@@ -1,0 +1,125 @@
+//! `polc webhook`: the validating admission webhook (see [`crate::webhook`]). Runs until it is
+//! stopped; what it has to tell the operator goes to standard error.
+
+use crate::webhook::review::Settings;
+use crate::webhook::server::{self, Config};
+use crate::{EXIT_USAGE, Io};
+use polc_compiler::diag::{Code, Severity};
+use polc_compiler::version::CiliumVersion;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `polc webhook`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Serves POST /validate (admission.k8s.io/v1 AdmissionReview), GET \
+                        /healthz, GET /readyz and GET /metrics over HTTPS until stopped. Exit \
+                        codes: 2 when it cannot start."
+)]
+pub struct WebhookArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// The TLS certificate chain (PEM); read again when the file changes.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: PathBuf,
+    /// The TLS private key (PEM); read again when the file changes.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: PathBuf,
+    /// Codes of warnings that deny the request instead of warning (`L0305,L0302`).
+    #[arg(long, value_delimiter = ',', value_name = "CODE,...")]
+    pub deny: Vec<String>,
+    /// The Cilium release whose rules apply: 1.17, 1.18 or 1.19.
+    #[arg(long, default_value = "1.19", value_name = "VERSION")]
+    pub cilium_version: CiliumVersion,
+    /// Seconds a client may take for the TLS handshake, and then for its request.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub read_timeout: f64,
+    /// Seconds a review may take before it is answered unchecked (allowed, with a warning);
+    /// keep it below the ValidatingWebhookConfiguration's `timeoutSeconds`.
+    #[arg(long, default_value_t = 8.0, value_name = "SECONDS")]
+    pub review_timeout: f64,
+}
+
+fn seconds(what: &str, s: f64) -> Result<Duration, String> {
+    if s.is_finite() && s > 0.0 && s <= 3600.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(format!(
+            "{what} must be between 0 and 3600 seconds, not {s}"
+        ))
+    }
+}
+
+/// Runs `polc webhook`.
+pub fn run(args: &WebhookArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
+    let mut deny = Vec::new();
+    for code in &args.deny {
+        let code = code.trim().to_ascii_uppercase();
+        match Code::ALL.iter().find(|c| c.as_str() == code) {
+            Some(c) if c.severity() != Severity::Error => deny.push(code),
+            Some(_) => {
+                writeln!(
+                    io.stderr,
+                    "polc: note: --deny {code}: errors always deny; nothing to add"
+                )?;
+            }
+            None => {
+                writeln!(
+                    io.stderr,
+                    "polc: error: --deny {code}: no such diagnostic code (see `polc explain-code`)"
+                )?;
+                return Ok(EXIT_USAGE);
+            }
+        }
+    }
+    let timeouts = seconds("--read-timeout", args.read_timeout)
+        .and_then(|r| Ok((r, seconds("--review-timeout", args.review_timeout)?)));
+    let (read_timeout, review_timeout) = match timeouts {
+        Ok(t) => t,
+        Err(e) => {
+            writeln!(io.stderr, "polc: error: {e}")?;
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let config = Config {
+        listen: args.listen,
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        settings: Settings {
+            version: args.cilium_version,
+            deny,
+        },
+        read_timeout,
+        review_timeout,
+        reload_every: Duration::from_secs(2),
+    };
+    let (log, lines) = std::sync::mpsc::channel();
+    let handle = match server::start(config, log) {
+        Ok(h) => h,
+        Err(e) => {
+            writeln!(io.stderr, "polc: error: {e}")?;
+            return Ok(EXIT_USAGE);
+        }
+    };
+    writeln!(
+        io.stderr,
+        "polc webhook: listening on https://{} (POST /validate)",
+        handle.addr
+    )?;
+    io.stderr.flush()?;
+    // The server's lines, written here: only this thread writes to standard error. The
+    // loop ends when the server does.
+    for line in lines {
+        writeln!(io.stderr, "{line}")?;
+        io.stderr.flush()?;
+    }
+    match handle.wait() {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            writeln!(io.stderr, "polc: error: {e}")?;
+            Ok(EXIT_USAGE)
+        }
+    }
+}

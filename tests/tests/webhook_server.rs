@@ -1,0 +1,252 @@
+//! `polc webhook` as the API server meets it: the real server on 127.0.0.1 with a test CA,
+//! real HTTPS requests, and the clients it must survive (plain HTTP, a 10 MB body, a client
+//! that never finishes its request), plus a certificate rotated on disk.
+
+mod common;
+
+use common::root;
+use polc_cli::webhook::review::Settings;
+use polc_cli::webhook::server::{self, Config, Handle};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn test_ca() -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "polc test CA");
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A server certificate for localhost and 127.0.0.1, written as `cert.pem` and `key.pem` in
+/// `dir`; returns its DER.
+fn server_cert(ca: &Issuer<'_, KeyPair>, dir: &Path, name: &str) -> Vec<u8> {
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    // Written beside and renamed into place, as a rotation would.
+    std::fs::write(dir.join("key.tmp"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("cert.tmp"), cert.pem()).unwrap();
+    std::fs::rename(dir.join("key.tmp"), dir.join("key.pem")).unwrap();
+    std::fs::rename(dir.join("cert.tmp"), dir.join("cert.pem")).unwrap();
+    cert.der().to_vec()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    server: Handle,
+}
+
+fn start() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let ca = test_ca();
+    server_cert(&ca, &dir, "polc-webhook");
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        settings: Settings::default(),
+        read_timeout: Duration::from_millis(1500),
+        review_timeout: Duration::from_secs(5),
+        reload_every: Duration::from_millis(100),
+    };
+    let (log, _lines) = std::sync::mpsc::channel();
+    let server = server::start(config, log).unwrap();
+    Fixture {
+        _dir: tmp,
+        dir,
+        ca,
+        server,
+    }
+}
+
+impl Fixture {
+    fn tls(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        let der: &rcgen::Certificate = self.ca.as_ref();
+        roots.add(CertificateDer::from(der.der().to_vec())).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// Sends one HTTP/1.1 request over TLS; returns the status, the body and the server's
+    /// certificate.
+    fn send(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>, Vec<u8>) {
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(self.tls(), name).unwrap();
+        let mut tcp = TcpStream::connect(self.server.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).unwrap();
+        tls.write_all(body).unwrap();
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        let cert = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        let (status, body) = split_response(&out);
+        (status, body, cert)
+    }
+}
+
+fn split_response(raw: &[u8]) -> (u16, Vec<u8>) {
+    let text = String::from_utf8_lossy(raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.as_bytes().to_vec())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(root().join("policies/admission").join(name)).unwrap()
+}
+
+fn review_answer(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+#[test]
+fn reviews_health_and_metrics_over_https() {
+    let f = start();
+    let (status, body, _) = f.send("POST", "/validate", &fixture("create-valid-cnp.json"));
+    assert_eq!(status, 200);
+    assert_eq!(review_answer(&body)["response"]["allowed"], true);
+    let (status, body, _) = f.send("POST", "/validate", &fixture("create-invalid-cnp.json"));
+    assert_eq!(status, 200);
+    let answer = review_answer(&body);
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(
+        answer["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800003"
+    );
+    assert_eq!(f.send("GET", "/healthz", b"").0, 200);
+    assert_eq!(f.send("GET", "/readyz", b"").0, 200);
+    assert_eq!(f.send("GET", "/validate", b"").0, 405);
+    assert_eq!(f.send("GET", "/nothing", b"").0, 404);
+    let (status, metrics, _) = f.send("GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    for line in [
+        "polc_webhook_requests_total{route=\"/validate\",code=\"200\"} 2",
+        "polc_webhook_reviews_total{verdict=\"allowed\"} 1",
+        "polc_webhook_reviews_total{verdict=\"denied\"} 1",
+        "polc_webhook_validate_seconds_count 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+#[test]
+fn hostile_clients_get_clear_answers_and_others_are_still_served() {
+    let f = start();
+    // Not JSON.
+    let (status, body, _) = f.send("POST", "/validate", b"{\"apiVersion\": ");
+    assert_eq!(status, 400);
+    let answer = review_answer(&body);
+    assert!(
+        answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an admission.k8s.io/v1 AdmissionReview")
+    );
+    // 10 MB.
+    let big = vec![b' '; 10 * 1024 * 1024];
+    let (status, body, _) = f.send("POST", "/validate", &big);
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    // Plain HTTP on the TLS port.
+    let mut plain = TcpStream::connect(f.server.addr).unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    plain.read_to_end(&mut out).unwrap();
+    let (status, body) = split_response(&out);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("HTTPS"));
+    // A client that announces a body and never sends it: 408 after the read timeout, while
+    // another client is served.
+    let slow = {
+        let tls = f.tls();
+        let addr: SocketAddr = f.server.addr;
+        std::thread::spawn(move || {
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut conn = rustls::ClientConnection::new(tls, name).unwrap();
+            let mut tcp = TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut s = rustls::Stream::new(&mut conn, &mut tcp);
+            let started = Instant::now();
+            s.write_all(
+                b"POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000\r\n\r\n{\"a\":",
+            )
+            .unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            (split_response(&out).0, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body, _) = f.send("POST", "/validate", &fixture("create-valid-cnp.json"));
+    assert_eq!(status, 200);
+    assert_eq!(review_answer(&body)["response"]["allowed"], true);
+    let (status, took) = slow.join().unwrap();
+    assert_eq!(status, 408);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn a_certificate_rotated_on_disk_is_served_without_a_restart() {
+    let f = start();
+    let (_, _, before) = f.send("GET", "/healthz", b"");
+    let fresh = server_cert(&f.ca, &f.dir, "polc-webhook-rotated");
+    assert_ne!(before, fresh);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, served) = f.send("GET", "/healthz", b"");
+        assert_eq!(status, 200);
+        if served == fresh {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A broken pair keeps the last good one in use.
+    std::fs::write(f.dir.join("key.pem"), "not a key").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let (status, _, served) = f.send("GET", "/healthz", b"");
+    assert_eq!(status, 200);
+    assert_eq!(served, fresh);
+}
