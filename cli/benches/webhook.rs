@@ -233,10 +233,14 @@ fn main() {
                         Ok((200, answer)) => {
                             let took = t.elapsed();
                             latencies.push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
-                            let ok = serde_json::from_slice::<serde_json::Value>(&answer)
-                                .ok()
-                                .and_then(|v| v["response"]["allowed"].as_bool())
-                                == Some(*allowed);
+                            // A byte search, not a JSON parse: the load generator shares
+                            // the cores with the server and should cost it little.
+                            let want: &[u8] = if *allowed {
+                                b"\"allowed\":true"
+                            } else {
+                                b"\"allowed\":false"
+                            };
+                            let ok = answer.windows(want.len()).any(|w| w == want);
                             if !ok {
                                 errors.fetch_add(1, Ordering::Relaxed);
                             }

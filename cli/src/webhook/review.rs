@@ -126,11 +126,15 @@ fn judge(req: &AdmissionRequest<DynamicObject>, settings: &Settings) -> Admissio
             req.name
         ));
     };
-    let text = match serde_json::to_string_pretty(object) {
+    // What the checks read, without the API server's bookkeeping (managedFields can be
+    // most of an object's text).
+    let mut object = object.clone();
+    object.metadata.managed_fields = None;
+    let text = match serde_json::to_string(&object) {
         Ok(t) => t,
         Err(e) => return allowed.deny(format!("polc: the object cannot be read: {e}")),
     };
-    let name = display_name(kind, req.namespace.as_deref(), object);
+    let name = display_name(kind, req.namespace.as_deref(), &object);
     let found = check(&name, text, settings);
     let (denying, warning): (Vec<&Found>, Vec<&Found>) = found
         .iter()
@@ -189,6 +193,9 @@ fn check(name: &str, text: String, settings: &Settings) -> Vec<Found> {
         ..polc_compiler::Options::default()
     };
     let (_, diags) = polc_compiler::lint(&sources, &opts);
+    if diags.is_empty() {
+        return Vec::new();
+    }
     let file = sources.get(id);
     let mut ignored = Vec::new();
     let docs = yaml::parse_stream(id, file, opts.limits, &mut ignored);

@@ -88,8 +88,12 @@ impl Drop for Handle {
 /// Starts the server on threads of its own; returns once it listens (or could not start).
 pub fn start(config: Config, log: Log) -> Result<Handle, String> {
     let tls = load_tls(&config.cert, &config.key)?;
+    // Reviews are CPU work: as many review threads as cores. More would only queue on the
+    // cores, and every thread the allocator has seen keeps memory of its own.
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(cores)
         .thread_name("polc-webhook")
         .build()
         .map_err(|e| format!("cannot start the server's threads: {e}"))?;
