@@ -49,6 +49,10 @@ struct Fixture {
 }
 
 fn start() -> Fixture {
+    start_with(64)
+}
+
+fn start_with(max_connections: usize) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let ca = test_ca();
@@ -61,6 +65,7 @@ fn start() -> Fixture {
         read_timeout: Duration::from_millis(1500),
         review_timeout: Duration::from_secs(5),
         reload_every: Duration::from_millis(100),
+        max_connections,
     };
     let (log, _lines) = std::sync::mpsc::channel();
     let server = server::start(config, log).unwrap();
@@ -100,8 +105,10 @@ impl Fixture {
              content-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
         );
-        tls.write_all(head.as_bytes()).unwrap();
-        tls.write_all(body).unwrap();
+        // A connection the server closed reads as status 0.
+        if tls.write_all(head.as_bytes()).is_err() || tls.write_all(body).is_err() {
+            return (0, Vec::new(), Vec::new());
+        }
         let mut out = Vec::new();
         let _ = tls.read_to_end(&mut out);
         let cert = conn
@@ -249,4 +256,37 @@ fn a_certificate_rotated_on_disk_is_served_without_a_restart() {
     let (status, _, served) = f.send("GET", "/healthz", b"");
     assert_eq!(status, 200);
     assert_eq!(served, fresh);
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed_and_the_rest_still_served() {
+    let f = start_with(2);
+    // Two connections that say nothing take both slots (until the read timeout).
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(f.server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A third is closed at once: nothing comes back.
+    let mut third = TcpStream::connect(f.server.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = third.read_to_end(&mut out);
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    // With the slots free again, clients are served.
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, _) = f.send("GET", "/healthz", b"");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not served after the idle clients left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

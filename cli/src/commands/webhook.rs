@@ -40,6 +40,9 @@ pub struct WebhookArgs {
     /// keep it below the ValidatingWebhookConfiguration's `timeoutSeconds`.
     #[arg(long, default_value_t = 8.0, value_name = "SECONDS")]
     pub review_timeout: f64,
+    /// Client connections served at once; more are closed at once.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_connections: usize,
 }
 
 fn seconds(what: &str, s: f64) -> Result<Duration, String> {
@@ -94,6 +97,7 @@ pub fn run(args: &WebhookArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         read_timeout,
         review_timeout,
         reload_every: Duration::from_secs(2),
+        max_connections: args.max_connections,
     };
     let (log, lines) = std::sync::mpsc::channel();
     let handle = match server::start(config, log) {

@@ -40,6 +40,9 @@ pub struct Config {
     pub review_timeout: Duration,
     /// How often the certificate files are looked at for changes.
     pub reload_every: Duration,
+    /// How many client connections are served at once; more are closed at once, so a flood
+    /// of connections cannot take the memory or the file descriptors.
+    pub max_connections: usize,
 }
 
 /// Lines for the operator (standard error); the server's threads never write there
@@ -141,6 +144,8 @@ async fn serve(
         review_timeout: config.review_timeout,
         metrics: Metrics::default(),
     });
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let mut refused: u64 = 0;
     loop {
         let accepted = tokio::select! {
             _ = &mut stopped => return,
@@ -155,9 +160,24 @@ async fn serve(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(tcp);
+            refused += 1;
+            if refused.is_power_of_two() {
+                let _ = log.send(format!(
+                    "polc webhook: {} connections open, the most allowed; {refused} refused \
+                     so far",
+                    config.max_connections
+                ));
+            }
+            continue;
+        };
         let tls = certs.current();
         let state = state.clone();
-        tokio::spawn(connection(tcp, tls, state));
+        tokio::spawn(async move {
+            connection(tcp, tls, state).await;
+            drop(slot);
+        });
     }
 }
 
