@@ -132,19 +132,28 @@ impl Protocol {
                     _ => true,
                 }
         };
-        [old, new].iter().any(|side| {
-            side.set.rules.iter().any(|r| {
-                r.items
-                    .iter()
-                    .filter(|i| i.direction == it.direction && self.in_item(i))
-                    .any(|i| match &i.ports {
-                        Ports::List(theirs) => theirs
-                            .iter()
-                            .any(|t| self.in_port(t) && mine.iter().any(|m| overlap(m, t))),
-                        Ports::Any => true,
-                    })
+        self.ports(old, new, it.direction)
+            .any(|t| mine.iter().any(|m| overlap(m, t)))
+    }
+
+    /// The port rules, in items of direction `dir` of either set, that carry rules of this
+    /// protocol.
+    fn ports<'s>(
+        self,
+        old: &'s Side<'_>,
+        new: &'s Side<'_>,
+        dir: Direction,
+    ) -> impl Iterator<Item = &'s PortRule> {
+        [old, new]
+            .into_iter()
+            .flat_map(|side| side.set.rules.iter())
+            .flat_map(|r| r.items.iter())
+            .filter(move |i| i.direction == dir)
+            .flat_map(|i| match &i.ports {
+                Ports::List(list) => list.as_slice(),
+                Ports::Any => &[],
             })
-        })
+            .filter(move |p| self.in_port(p))
     }
 
     fn in_port(self, p: &PortRule) -> bool {
@@ -257,17 +266,15 @@ fn questions<'s>(old: &'s Side<'_>, new: &'s Side<'_>) -> Vec<Query<'s>> {
     let requires_shared = Direction::BOTH.map(|d| shared(old, new, d).requires);
     for widened in [true, false] {
         let (before, after) = if widened { (old, new) } else { (new, old) };
-        // (cause, side whose rule it is, rule index, item index)
-        let mut sources: Vec<(Cause, &Side<'_>, usize, Option<usize>)> = Vec::new();
-        let kept = |side: &Side<'_>, r: &Rule, it: &Item| {
-            let other = if std::ptr::eq(side, old) { new } else { old };
-            !in_both(r, it, other, &requires_shared, false)
-        };
+        // (cause, side whose rule it is, the other side, rule index, item index)
+        let mut sources: Vec<(Cause, &Side<'_>, &Side<'_>, usize, Option<usize>)> = Vec::new();
+        let kept =
+            |r: &Rule, it: &Item, other: &Side<'_>| !in_both(r, it, other, &requires_shared, false);
         for (ri, r) in after.set.rules.iter().enumerate() {
             if after.changed[ri] {
                 for (ii, it) in r.items.iter().enumerate() {
-                    if !it.deny && !it.selects_nothing() && kept(after, r, it) {
-                        sources.push((Cause::Allow, after, ri, Some(ii)));
+                    if !it.deny && !it.selects_nothing() && kept(r, it, before) {
+                        sources.push((Cause::Allow, after, before, ri, Some(ii)));
                     }
                 }
             }
@@ -275,32 +282,31 @@ fn questions<'s>(old: &'s Side<'_>, new: &'s Side<'_>) -> Vec<Query<'s>> {
         for (ri, r) in before.set.rules.iter().enumerate() {
             if before.changed[ri] {
                 for (ii, it) in r.items.iter().enumerate() {
-                    if it.deny && !it.selects_nothing() && kept(before, r, it) {
-                        sources.push((Cause::Deny, before, ri, Some(ii)));
+                    if it.deny && !it.selects_nothing() && kept(r, it, after) {
+                        sources.push((Cause::Deny, before, after, ri, Some(ii)));
                     }
                 }
-                let other = if widened { new } else { old };
                 if Direction::BOTH
                     .iter()
-                    .any(|d| r.default_deny(*d) && !enforced_in_both(r, *d, other))
+                    .any(|d| r.default_deny(*d) && !enforced_in_both(r, *d, after))
                 {
-                    sources.push((Cause::Enforcement, before, ri, None));
+                    sources.push((Cause::Enforcement, before, after, ri, None));
                 }
                 for (ii, it) in r.items.iter().enumerate() {
-                    if !it.deny && protocols.iter().any(|p| p.in_item(it)) && kept(before, r, it) {
-                        sources.push((Cause::L7, before, ri, Some(ii)));
+                    if !it.deny && protocols.iter().any(|p| p.in_item(it)) && kept(r, it, after) {
+                        sources.push((Cause::L7, before, after, ri, Some(ii)));
                     }
                 }
             }
         }
-        for (cause, side, ri, ii) in sources {
+        for (cause, side, other, ri, ii) in sources {
             let rule = &side.set.rules[ri];
             let Subject::Endpoints(_) = &rule.subject else {
                 continue;
             };
-            let other = if widened { new } else { old };
-            let dirs: Vec<Direction> = match ii {
-                Some(i) => vec![rule.items[i].direction],
+            let item = ii.map(|i| &rule.items[i]);
+            let dirs: Vec<Direction> = match item {
+                Some(it) => vec![it.direction],
                 None => Direction::BOTH
                     .iter()
                     .copied()
@@ -310,14 +316,11 @@ fn questions<'s>(old: &'s Side<'_>, new: &'s Side<'_>) -> Vec<Query<'s>> {
             for dir in dirs {
                 // An item whose counterpart differs only in its L7 rules changes no flow at
                 // L4 (the argument of `in_both`, about ports alone).
-                let same_l4 = ii.is_some_and(|i| {
-                    let other = if std::ptr::eq(side, old) { new } else { old };
-                    in_both(rule, &rule.items[i], other, &requires_shared, true)
-                });
+                let same_l4 =
+                    item.is_some_and(|it| in_both(rule, it, other, &requires_shared, true));
                 let l4 = (cause != Cause::L7 && !same_l4).then_some(None);
                 // Requests of a protocol matter only on ports where some rule of either set
                 // has rules of that protocol.
-                let item = ii.map(|i| &rule.items[i]);
                 let l7_rounds = protocols
                     .iter()
                     .filter(|p| item.is_none_or(|it| p.may_meet(it, old, new)))
@@ -328,7 +331,7 @@ fn questions<'s>(old: &'s Side<'_>, new: &'s Side<'_>) -> Vec<Query<'s>> {
                         widened,
                         cause: cause.clone(),
                         rule,
-                        item: ii.map(|i| &rule.items[i]),
+                        item,
                         dir,
                         l7,
                     });
@@ -681,19 +684,10 @@ impl Query<'_> {
         if let Some(protocol) = self.l7 {
             let mut on = Vec::new();
             let mut exact = true;
-            for side in [old, new] {
-                for r in &side.set.rules {
-                    for i in r.items.iter().filter(|i| i.direction == self.dir) {
-                        let Ports::List(ports) = &i.ports else {
-                            continue;
-                        };
-                        for t in ports.iter().filter(|t| protocol.in_port(t)) {
-                            match flow::port_rule(&v, t) {
-                                flow::Encoded::Exact(b) => on.push(b),
-                                flow::Encoded::Unknown => exact = false,
-                            }
-                        }
-                    }
+            for t in protocol.ports(old, new, self.dir) {
+                match flow::port_rule(&v, t) {
+                    flow::Encoded::Exact(b) => on.push(b),
+                    flow::Encoded::Unknown => exact = false,
                 }
             }
             if exact {
