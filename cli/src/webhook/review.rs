@@ -47,17 +47,21 @@ const KINDS: [(&str, &str); 4] = [
     ("networking.k8s.io", "NetworkPolicy"),
 ];
 
+/// The answer to a body longer than [`MAX_BODY`] (of `len` bytes, when known).
+pub fn oversized(len: Option<usize>) -> Reply {
+    let has = len.map_or("more bytes".to_string(), |n| format!("{n} bytes"));
+    invalid(
+        413,
+        &format!(
+            "the request body has {has}, more than the {MAX_BODY} an AdmissionReview can have"
+        ),
+    )
+}
+
 /// Judges one request body.
 pub fn review(body: &[u8], settings: &Settings) -> Reply {
     if body.len() > MAX_BODY {
-        return invalid(
-            413,
-            &format!(
-                "the request body has {} bytes, more than the {MAX_BODY} an AdmissionReview \
-                 can have",
-                body.len()
-            ),
-        );
+        return oversized(Some(body.len()));
     }
     let parsed: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,

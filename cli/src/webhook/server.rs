@@ -65,16 +65,17 @@ impl Handle {
 
     /// Waits until the server ends by itself (an error).
     pub fn wait(mut self) -> Result<(), String> {
-        self.thread.take().map_or(Ok(()), |t| {
-            t.join()
-                .unwrap_or_else(|_| Err("the server thread panicked".into()))
-        })
+        self.join()
     }
 
     fn shutdown(&mut self) -> Result<(), String> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), String> {
         self.thread.take().map_or(Ok(()), |t| {
             t.join()
                 .unwrap_or_else(|_| Err("the server thread panicked".into()))
@@ -255,6 +256,10 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Body> {
 }
 
 async fn validate(req: Request<Incoming>, state: &State) -> Response<Body> {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     let limited = Limited::new(req.into_body(), MAX_BODY);
     let body = match tokio::time::timeout(state.read_timeout, limited.collect()).await {
         Err(_) => {
@@ -264,7 +269,7 @@ async fn validate(req: Request<Incoming>, state: &State) -> Response<Body> {
             );
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            let reply = review(&vec![b' '; MAX_BODY + 1], &state.settings);
+            let reply = super::review::oversized(declared);
             return json(reply.status, reply.body);
         }
         Ok(Err(e)) => {
