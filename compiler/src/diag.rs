@@ -549,6 +549,15 @@ codes! {
          bound exceeds it, as `polc compile` does (which reports the same as L0322), and reports \
          those that overflow: the agent fails to regenerate them and they keep their previous \
          policy (or, with lockdown, drop all traffic).";
+    Unisolated = "V0410", "unisolated", Warning,
+        "Deleting a policy takes pods out of default-deny.",
+        "Pods are isolated in a direction (only what policy allows gets through) while some \
+         rule with rules in that direction selects them. The admission webhook asks, on a \
+         DELETE, whether some pod the deleted object's rules isolate is selected by no other \
+         policy that isolates it in that direction, for every pod that could exist: after the \
+         deletion, every flow in that direction reaches such pods. The warning names one such \
+         pod. If that is what you want, nothing needs doing; otherwise keep a policy that \
+         selects them.";
     RedundantAllow = "V0406", "redundant-allow", Note,
         "Other allow rules already allow every flow an allow item allows.",
         "The verifier proves, for every pod that could exist, that each flow the item allows is \

@@ -65,7 +65,16 @@ struct Lower<'a> {
 
 /// Lowers every policy object to the IR. Inventory objects are ignored.
 pub fn lower(objects: &[Object], version: CiliumVersion) -> (PolicySet, Vec<Diagnostic>) {
-    let groups = cidr_groups(objects);
+    lower_with_groups(objects, cidr_groups(objects), version)
+}
+
+/// [`lower`] with the CIDR groups given (those of a policy set the objects join) instead of
+/// those among the objects.
+pub fn lower_with_groups(
+    objects: &[Object],
+    groups: Vec<CidrGroup>,
+    version: CiliumVersion,
+) -> (PolicySet, Vec<Diagnostic>) {
     let mut cx = Lower {
         groups: &groups,
         version,
@@ -122,7 +131,8 @@ pub fn lower(objects: &[Object], version: CiliumVersion) -> (PolicySet, Vec<Diag
     )
 }
 
-fn cidr_groups(objects: &[Object]) -> Vec<CidrGroup> {
+/// The CiliumCIDRGroups among `objects`.
+pub fn cidr_groups(objects: &[Object]) -> Vec<CidrGroup> {
     let mut out = Vec::new();
     for obj in objects {
         if let Body::CidrGroup(spec) = &obj.body {

@@ -8,7 +8,7 @@
 use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::confirm;
 use crate::shadow::{disjoint, may_overlap};
-use crate::{Limits, solver};
+use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Request, Verdict, Why, l7_allows};
 use polc_compiler::ir::{Item, L7, PolicySet, Ports, Redirect, Rule, Subject};
@@ -48,8 +48,20 @@ pub fn check(
     version: CiliumVersion,
     limits: Limits,
 ) -> Vec<Diagnostic> {
+    focused(set, objects, version, limits, Focus::All)
+}
+
+/// [`check`] for the rules of `focus`: their HTTP rules that the set bypasses, and the HTTP
+/// rules of other rules that their items bypass.
+pub(crate) fn focused(
+    set: &PolicySet,
+    objects: &[Object],
+    version: CiliumVersion,
+    limits: Limits,
+    focus: Focus,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    for ra in &set.rules {
+    for (ia, ra) in set.rules.iter().enumerate() {
         let Subject::Endpoints(sa) = &ra.subject else {
             continue;
         };
@@ -60,21 +72,17 @@ pub fn check(
                 continue;
             }
             let ns = sa.pinned("io.kubernetes.pod.namespace");
-            let mut v = FlowVars::for_version(version);
-            let wf = v.well_formed("default");
-            let (Encoded::Exact(s1), Encoded::Exact(l7)) = (
-                flow::subject(&mut v, sa),
-                flow::item_where(&mut v, a, Some(true)),
-            ) else {
-                continue;
-            };
-            // Every item that could allow the same flows without L7 rules, as one
-            // disjunction: one solver call per HTTP item.
-            let mut others = Vec::new();
-            for rb in &set.rules {
+            // Every item that could allow the same flows without L7 rules.
+            let mut plain: Vec<(&std::sync::Arc<Rule>, &Item)> = Vec::new();
+            for (ib, rb) in set.rules.iter().enumerate() {
                 let Subject::Endpoints(sb) = &rb.subject else {
                     continue;
                 };
+                // Another rule's HTTP rules are this object's finding when its items bypass
+                // them (what bypassed them before is not).
+                if !focus.has(ia) && !focus.has(ib) {
+                    continue;
+                }
                 if let (Some(x), Some(y)) = (ns, sb.pinned("io.kubernetes.pod.namespace"))
                     && x != y
                 {
@@ -83,17 +91,35 @@ pub fn check(
                 if disjoint(sa, sb) {
                     continue;
                 }
-                for b in rb
-                    .items
-                    .iter()
-                    .filter(|b| !b.deny && b.direction == a.direction && may_overlap(a, b))
-                {
-                    if let (Encoded::Exact(s2), Encoded::Exact(plain)) = (
-                        flow::subject(&mut v, sb),
-                        flow::item_where(&mut v, b, Some(false)),
-                    ) {
-                        others.push((Bool::and(&[s2, plain]), rb, b));
-                    }
+                plain.extend(
+                    rb.items
+                        .iter()
+                        .filter(|b| !b.deny && b.direction == a.direction && may_overlap(a, b))
+                        .map(|b| (rb, b)),
+                );
+            }
+            if plain.is_empty() {
+                continue;
+            }
+            let mut v = FlowVars::for_version(version);
+            let wf = v.well_formed("default");
+            let (Encoded::Exact(s1), Encoded::Exact(l7)) = (
+                flow::subject(&mut v, sa),
+                flow::item_where(&mut v, a, Some(true)),
+            ) else {
+                continue;
+            };
+            // As one disjunction: one solver call per HTTP item.
+            let mut others = Vec::new();
+            for (rb, b) in plain {
+                let Subject::Endpoints(sb) = &rb.subject else {
+                    continue;
+                };
+                if let (Encoded::Exact(s2), Encoded::Exact(plain)) = (
+                    flow::subject(&mut v, sb),
+                    flow::item_where(&mut v, b, Some(false)),
+                ) {
+                    others.push((Bool::and(&[s2, plain]), rb, b));
                 }
             }
             if others.is_empty() {

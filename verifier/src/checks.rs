@@ -41,6 +41,63 @@ fn check_here(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec
     out
 }
 
+/// An object under review against a policy set (what the admission webhook asks): the
+/// lowered set holds the object's rules first, then the others.
+pub struct Change<'a> {
+    /// The policies with the object: its rules first.
+    pub set: &'a PolicySet,
+    /// How many of the set's rules are the object's.
+    pub own: usize,
+    /// The objects the set was lowered from (replays use them).
+    pub after: &'a [Object],
+    /// The same objects without the one under review.
+    pub before: &'a [Object],
+}
+
+/// The findings the object under review takes part in: its selectors no pod satisfies
+/// (V0401); its allow items that deny items shadow, or other rules' allow items its deny
+/// items shadow (V0404); its items other rules already allow, or other rules' items it makes
+/// redundant (V0406); its HTTP rules that other items bypass, or other rules' HTTP rules its
+/// items bypass (V0405); its egress rules that cut pods off from the cluster DNS (V0403). A
+/// finding about another rule is reported only when the object causes it: without the
+/// object, that rule was fine. Runs in a fresh z3 context, like [`check`].
+pub fn review(change: &Change<'_>, version: CiliumVersion, limits: Limits) -> Vec<Diagnostic> {
+    crate::fresh_context(|| review_here(change, version, limits))
+}
+
+fn review_here(change: &Change<'_>, version: CiliumVersion, limits: Limits) -> Vec<Diagnostic> {
+    let (set, objects) = (change.set, change.after);
+    let own = PolicySet {
+        rules: set.rules.iter().take(change.own).cloned().collect(),
+        cidr_groups: Vec::new(),
+    };
+    let mut out = contradictory_selectors(&own, limits);
+    let requires = set
+        .rules
+        .iter()
+        .any(|r| !r.requires.ingress.is_empty() || !r.requires.egress.is_empty());
+    if requires || change.own == 0 {
+        return out;
+    }
+    let focus = crate::Focus::First(change.own);
+    let shadowed = crate::shadow::focused(set, objects, version, limits, focus);
+    let skip: HashSet<Loc> = shadowed.iter().map(|d| d.loc).collect();
+    out.extend(shadowed);
+    out.extend(crate::bypass::focused(set, objects, version, limits, focus));
+    out.extend(crate::redundant::focused(
+        set, objects, version, limits, &skip, focus,
+    ));
+    out.extend(crate::dns::cut_off_by(
+        set,
+        focus,
+        objects,
+        change.before,
+        version,
+        limits,
+    ));
+    out
+}
+
 /// Whether a selector can contradict itself at all: only when a pod-label key carries more
 /// than one requirement. Selectors that name reserved labels select reserved identities, not
 /// pods, and are left alone.

@@ -15,8 +15,8 @@
 
 use crate::decision::{Encoder, Req, Shape};
 use crate::flow::{self, FlowVars, KIND_POD};
-use crate::replay::{Replay, replay, witness};
-use crate::{Limits, solver};
+use crate::replay::{Replay, Witness, replay, witness};
+use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic, Severity};
 use polc_compiler::eval::{Request, Verdict};
 use polc_compiler::ir::{Direction, PeerKind, Peers, PolicySet, Requirement, Rule, Subject};
@@ -67,8 +67,8 @@ struct Askers<'a> {
 enum Lookup {
     /// No pod it asks about is denied.
     Allowed,
-    /// A denied lookup, replayed.
-    Denied(Box<Replay>),
+    /// A denied lookup, replayed, and the example it was replayed from.
+    Denied(Box<Replay>, Box<Witness>),
     /// The solver found one, but no example it gave was confirmed by the reference
     /// evaluator.
     Unconfirmed,
@@ -153,9 +153,14 @@ fn denied_lookup(
     let replayed = z
         .get_model()
         .and_then(|model| witness(&v, &model))
-        .and_then(|w| replay(objects, version, &w, Direction::Egress, request))
-        .filter(|r| r.outcome.verdict == Verdict::Deny);
-    Ok(replayed.map_or(Lookup::Unconfirmed, |r| Lookup::Denied(Box::new(r))))
+        .and_then(|w| {
+            replay(objects, version, &w, Direction::Egress, request)
+                .filter(|r| r.outcome.verdict == Verdict::Deny)
+                .map(|r| (r, w))
+        });
+    Ok(replayed.map_or(Lookup::Unconfirmed, |(r, w)| {
+        Lookup::Denied(Box::new(r), Box::new(w))
+    }))
 }
 
 /// A `toFQDNs` peer and the lookup that stands for it.
@@ -276,7 +281,7 @@ fn fqdn_lookups(
             }
             for p in here {
                 match ask(Some(ns), &[p]) {
-                    Ok(Lookup::Denied(r)) => {
+                    Ok(Lookup::Denied(r, _)) => {
                         reported.insert(p.loc);
                         out.push(lookup_denied(p, &r));
                     }
@@ -401,7 +406,7 @@ fn cut_off(
                 loc: first,
             };
             let r = match denied_lookup(set, objects, version, &who, None, limits) {
-                Ok(Lookup::Denied(r)) => *r,
+                Ok(Lookup::Denied(r, _)) => *r,
                 Ok(Lookup::Allowed | Lookup::Unconfirmed) => break,
                 Err(d) => {
                     out.push(d);
@@ -418,23 +423,74 @@ fn cut_off(
             if !reported.insert(rule.subject_loc) {
                 continue;
             }
-            let mut d = Diagnostic::new(
-                Code::DnsCutOff,
-                rule.subject_loc,
-                format!(
-                    "{} puts pods into egress default-deny, and nothing lets some of them reach \
-                     the cluster DNS",
-                    rule.origin.describe()
-                ),
-            )
-            .label("these pods cannot resolve names")
-            .help(format!(
-                "for example {} is denied. Allow UDP/53 (and TCP/53) to `kube-system` pods \
-                 labelled `k8s-app=kube-dns`, usually with DNS rules so that toFQDNs works",
-                r.text
-            ));
-            d.severity = Severity::Note;
-            out.push(d);
+            out.push(cut_off_here(rule, &r));
+        }
+    }
+    out
+}
+
+/// V0403 at the rule that puts the example's pod into egress default-deny.
+fn cut_off_here(rule: &Rule, r: &Replay) -> Diagnostic {
+    let mut d = Diagnostic::new(
+        Code::DnsCutOff,
+        rule.subject_loc,
+        format!(
+            "{} puts pods into egress default-deny, and nothing lets some of them reach the \
+             cluster DNS",
+            rule.origin.describe()
+        ),
+    )
+    .label("these pods cannot resolve names")
+    .help(format!(
+        "for example {} is denied. Allow UDP/53 (and TCP/53) to `kube-system` pods labelled \
+         `k8s-app=kube-dns`, usually with DNS rules so that toFQDNs works",
+        r.text
+    ));
+    d.severity = Severity::Note;
+    d
+}
+
+/// V0403 for the rules of `focus` (an object under review): a pod one of their egress rules
+/// selects whose lookups are denied in the set (`after`, with the objects it came from),
+/// when the same lookup was allowed under the objects `before` the change.
+pub(crate) fn cut_off_by(
+    set: &PolicySet,
+    focus: Focus,
+    after: &[Object],
+    before: &[Object],
+    version: CiliumVersion,
+    limits: Limits,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (_, rule) in set
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(ri, _)| focus.has(*ri))
+    {
+        let Subject::Endpoints(sel) = &rule.subject else {
+            continue;
+        };
+        if !rule.has_direction(Direction::Egress) {
+            continue;
+        }
+        let who = Askers {
+            namespace: sel.pinned(NS),
+            enforced: false,
+            any_of: vec![&sel.reqs],
+            excluded: Vec::new(),
+            loc: rule.subject_loc,
+        };
+        match denied_lookup(set, after, version, &who, None, limits) {
+            Ok(Lookup::Denied(r, w)) => {
+                let denied_before = replay(before, version, &w, Direction::Egress, None)
+                    .is_some_and(|b| b.outcome.verdict == Verdict::Deny);
+                if !denied_before {
+                    out.push(cut_off_here(rule, &r));
+                }
+            }
+            Ok(Lookup::Allowed | Lookup::Unconfirmed) => {}
+            Err(d) => out.push(d),
         }
     }
     out

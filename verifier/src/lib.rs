@@ -18,6 +18,7 @@ pub mod dns;
 pub mod expect;
 pub mod flow;
 pub mod host;
+pub mod isolation;
 pub mod redundant;
 pub mod regex;
 pub mod replay;
@@ -26,6 +27,34 @@ pub mod selector;
 pub mod shadow;
 
 use std::time::Duration;
+
+/// The rules a check reports on. A lint is about every rule; a review of one object (the
+/// admission webhook) is about the first `n` rules of the set, which are that object's:
+/// a question is asked only when one of them takes part, and a finding about another rule
+/// is kept only when that rule was fine without them (see [`checks::review`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Focus {
+    /// Every rule.
+    All,
+    /// The first `n` rules.
+    First(usize),
+}
+
+impl Focus {
+    /// Whether rule `ri` is one of those reported on.
+    pub(crate) fn has(self, ri: usize) -> bool {
+        match self {
+            Focus::All => true,
+            Focus::First(n) => ri < n,
+        }
+    }
+
+    /// Whether a question about rule `ri` that involves the rules `others` (by rule index)
+    /// is worth asking: it is about a focus rule, or a focus rule takes part.
+    pub(crate) fn involves(self, ri: usize, mut others: impl Iterator<Item = usize>) -> bool {
+        self.has(ri) || others.any(|o| self.has(o))
+    }
+}
 
 /// What the solver said about a property.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::{replay, witness};
 use crate::sample::Judge;
 use crate::shadow::{disjoint, may_overlap};
-use crate::{Limits, solver};
+use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::Verdict;
 use polc_compiler::ir::{Item, PolicySet, PortSpec, Ports, Subject};
@@ -85,6 +85,19 @@ pub fn check(
     limits: Limits,
     skip: &HashSet<Loc>,
 ) -> Vec<Diagnostic> {
+    focused(set, objects, version, limits, skip, Focus::All)
+}
+
+/// [`check`] for the rules of `focus`: their items that the set already allows, and the
+/// items of other rules that they make redundant (unless those were redundant already).
+pub(crate) fn focused(
+    set: &PolicySet,
+    objects: &[Object],
+    version: CiliumVersion,
+    limits: Limits,
+    skip: &HashSet<Loc>,
+    focus: Focus,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let judge = Judge::new(version);
     let pins: Vec<Option<&str>> = set
@@ -148,12 +161,13 @@ pub fn check(
                 .iter()
                 .map(|&(rb, ib)| &set.rules[rb].items[ib])
                 .collect();
-            if cands.is_empty() || !ports_covered(a, &items) {
-                continue;
-            }
-            // Most items are not covered: a flow of the item that no candidate matches
-            // answers without the solver.
-            if judge.escapes(set, subject, a, ns, &cands, Some(false)) {
+            if cands.is_empty()
+                || !focus.involves(ra, cands.iter().map(|&(rb, _)| rb))
+                || !ports_covered(a, &items)
+                // Most items are not covered: a flow of the item that no candidate matches
+                // answers without the solver.
+                || judge.escapes(set, subject, a, ns, &cands, Some(false))
+            {
                 continue;
             }
             let mut v = FlowVars::for_version(version);
@@ -163,34 +177,63 @@ pub fn check(
             else {
                 continue;
             };
-            let mut covers = Vec::new();
-            for &(rb, ib) in &cands {
-                let r = &set.rules[rb];
-                let Subject::Endpoints(t) = &r.subject else {
+            let covered = |cands: &[(usize, usize)], v: &mut FlowVars| {
+                if judge.escapes(set, subject, a, ns, cands, Some(false)) {
+                    return Ok(false);
+                }
+                let mut covers = Vec::new();
+                for &(rb, ib) in cands {
+                    let r = &set.rules[rb];
+                    let Subject::Endpoints(t) = &r.subject else {
+                        continue;
+                    };
+                    if let (Encoded::Exact(ts), Encoded::Exact(fb)) = (
+                        flow::subject(v, t),
+                        flow::item_where(v, &r.items[ib], Some(false)),
+                    ) {
+                        covers.push(Bool::and(&[ts, fb]));
+                    }
+                }
+                if covers.is_empty() {
+                    return Ok(false);
+                }
+                let z = solver(limits);
+                z.assert(&wf);
+                z.assert(&s);
+                z.assert(&fa);
+                z.assert(Bool::or(&covers).not());
+                match crate::check("redundant", &z) {
+                    SatResult::Unsat => Ok(true),
+                    SatResult::Unknown => Err(crate::undecided(a.loc, "redundant-allow", &z)),
+                    SatResult::Sat => Ok(false),
+                }
+            };
+            match covered(&cands, &mut v) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(d) => {
+                    out.push(d);
                     continue;
-                };
-                if let (Encoded::Exact(ts), Encoded::Exact(fb)) = (
-                    flow::subject(&mut v, t),
-                    flow::item_where(&mut v, &r.items[ib], Some(false)),
-                ) {
-                    covers.push(Bool::and(&[ts, fb]));
                 }
             }
-            if covers.is_empty() {
-                continue;
-            }
-            let z = solver(limits);
-            z.assert(&wf);
-            z.assert(&s);
-            z.assert(&fa);
-            z.assert(Bool::or(&covers).not());
-            match crate::check("redundant", &z) {
-                SatResult::Unsat => {}
-                SatResult::Unknown => {
-                    out.push(crate::undecided(a.loc, "redundant-allow", &z));
+            // Another rule's item is this object's finding only if the other items did not
+            // cover it already.
+            if !focus.has(ra) {
+                let before: Vec<(usize, usize)> = cands
+                    .iter()
+                    .copied()
+                    .filter(|&(rb, _)| !focus.has(rb))
+                    .collect();
+                let before_items: Vec<&Item> = before
+                    .iter()
+                    .map(|&(rb, ib)| &set.rules[rb].items[ib])
+                    .collect();
+                if !before.is_empty()
+                    && ports_covered(a, &before_items)
+                    && !matches!(covered(&before, &mut v), Ok(false))
+                {
                     continue;
                 }
-                SatResult::Sat => continue,
             }
             // An example flow of the item, allowed by another item too.
             let z = solver(limits);

@@ -11,7 +11,7 @@
 use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::confirm;
 use crate::sample::Judge;
-use crate::{Limits, solver};
+use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Verdict, Why};
 use polc_compiler::ir::{
@@ -31,6 +31,19 @@ pub fn check(
     version: CiliumVersion,
     limits: Limits,
 ) -> Vec<Diagnostic> {
+    focused(set, objects, version, limits, Focus::All)
+}
+
+/// [`check`] for the rules of `focus`: their allow items that the set's deny items shadow,
+/// and the allow items of other rules that their deny items shadow (unless the other deny
+/// items shadowed those already).
+pub(crate) fn focused(
+    set: &PolicySet,
+    objects: &[Object],
+    version: CiliumVersion,
+    limits: Limits,
+    focus: Focus,
+) -> Vec<Diagnostic> {
     // Deny items by direction and by the namespace their rule's subject pins (`None`: the
     // subject spans namespaces).
     type DenyIndex<'a> = HashMap<(Direction, Option<&'a str>), Vec<(usize, usize)>>;
@@ -49,7 +62,7 @@ pub fn check(
     }
     let mut out = Vec::new();
     let judge = Judge::new(version);
-    for rule in &set.rules {
+    for (ra, rule) in set.rules.iter().enumerate() {
         let Subject::Endpoints(subject) = &rule.subject else {
             continue;
         };
@@ -70,7 +83,7 @@ pub fn check(
                     }));
                 }
             }
-            if candidates.is_empty() {
+            if candidates.is_empty() || !focus.involves(ra, candidates.iter().map(|&(ri, _)| ri)) {
                 continue;
             }
             candidates.sort_unstable();
@@ -85,37 +98,59 @@ pub fn check(
             else {
                 continue;
             };
-            let mut denies = Vec::new();
-            let mut deny_refs = Vec::new();
-            for &(ri, ii) in &candidates {
-                let r = &set.rules[ri];
-                let d = &r.items[ii];
-                let Subject::Endpoints(t) = &r.subject else {
-                    continue;
-                };
-                if let (Encoded::Exact(ts), Encoded::Exact(dd)) =
-                    (flow::subject(&mut v, t), flow::item(&mut v, d))
-                {
-                    denies.push(Bool::and(&[ts, dd]));
-                    deny_refs.push((r.origin.describe(), d.path.clone(), d.loc));
-                }
-            }
-            if denies.is_empty() {
-                continue;
-            }
             // Shadowed: no flow of the item escapes the denies.
-            let z = solver(limits);
-            z.assert(&wf);
-            z.assert(&s);
-            z.assert(&a);
-            z.assert(Bool::or(&denies).not());
-            match crate::check("shadow", &z) {
-                SatResult::Unsat => {}
-                SatResult::Unknown => {
-                    out.push(crate::undecided(item.loc, "shadowed-allow", &z));
+            let shadowed = |cands: &[(usize, usize)], v: &mut FlowVars| {
+                if judge.escapes(set, subject, item, ns, cands, None) {
+                    return Ok(None);
+                }
+                let mut denies = Vec::new();
+                let mut deny_refs = Vec::new();
+                for &(ri, ii) in cands {
+                    let r = &set.rules[ri];
+                    let d = &r.items[ii];
+                    let Subject::Endpoints(t) = &r.subject else {
+                        continue;
+                    };
+                    if let (Encoded::Exact(ts), Encoded::Exact(dd)) =
+                        (flow::subject(v, t), flow::item(v, d))
+                    {
+                        denies.push(Bool::and(&[ts, dd]));
+                        deny_refs.push((r.origin.describe(), d.path.clone(), d.loc));
+                    }
+                }
+                if denies.is_empty() {
+                    return Ok(None);
+                }
+                let z = solver(limits);
+                z.assert(&wf);
+                z.assert(&s);
+                z.assert(&a);
+                z.assert(Bool::or(&denies).not());
+                match crate::check("shadow", &z) {
+                    SatResult::Unsat => Ok(Some(deny_refs)),
+                    SatResult::Unknown => Err(crate::undecided(item.loc, "shadowed-allow", &z)),
+                    SatResult::Sat => Ok(None),
+                }
+            };
+            let deny_refs = match shadowed(&candidates, &mut v) {
+                Ok(Some(refs)) => refs,
+                Ok(None) => continue,
+                Err(d) => {
+                    out.push(d);
                     continue;
                 }
-                SatResult::Sat => continue,
+            };
+            // Another rule's item is this object's finding only if its own deny items did
+            // not shadow it already.
+            if !focus.has(ra) {
+                let before: Vec<(usize, usize)> = candidates
+                    .iter()
+                    .copied()
+                    .filter(|&(ri, _)| !focus.has(ri))
+                    .collect();
+                if !before.is_empty() && !matches!(shadowed(&before, &mut v), Ok(None)) {
+                    continue;
+                }
             }
             // An example flow of the item (it exists unless the item is empty).
             let z = solver(limits);
