@@ -5,6 +5,8 @@ mod common;
 
 use common::root;
 use polc_cli::webhook::review::{MAX_BODY, Reply, Settings, review};
+use polc_cli::webhook::store::Snapshot;
+use polc_compiler::version::CiliumVersion;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -12,7 +14,11 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn answer(body: &[u8], settings: &Settings) -> (u16, Value) {
-    let Reply { status, body } = review(body, settings);
+    answer_with(body, settings, None)
+}
+
+fn answer_with(body: &[u8], settings: &Settings, set: Option<&Snapshot>) -> (u16, Value) {
+    let Reply { status, body } = review(body, settings, set);
     let json: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(json["kind"], "AdmissionReview");
@@ -20,7 +26,11 @@ fn answer(body: &[u8], settings: &Settings) -> (u16, Value) {
 }
 
 fn response(name: &str, settings: &Settings) -> Value {
-    let (status, json) = answer(&fixture(name), settings);
+    response_with(name, settings, None)
+}
+
+fn response_with(name: &str, settings: &Settings, set: Option<&Snapshot>) -> Value {
+    let (status, json) = answer_with(&fixture(name), settings, set);
     assert_eq!(status, 200, "{json}");
     let request: Value = serde_json::from_slice(&fixture(name)).unwrap();
     assert_eq!(json["response"]["uid"], request["request"]["uid"], "{json}");
@@ -141,4 +151,103 @@ fn a_body_over_the_limit_is_refused_unread() {
     assert_eq!(status, 413, "{json}");
     let message = json["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("more than the"), "{message}");
+}
+
+/// The policy set of `policies/admission/cluster`.
+fn cluster() -> Snapshot {
+    Snapshot::read(
+        &root().join("policies/admission/cluster"),
+        CiliumVersion::V1_19,
+    )
+    .unwrap()
+}
+
+/// The codes of a response's warnings, in order.
+fn warning_codes(r: &Value) -> Vec<String> {
+    r["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|w| w.as_str())
+                .filter_map(|w| {
+                    w.split_whitespace()
+                        .find(|t| t.len() == 5 && t.starts_with(['S', 'L', 'V']))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn objects_are_judged_against_the_policy_set() {
+    let set = cluster();
+    let settings = Settings::default();
+    let mut all = Vec::new();
+    for (name, allowed, codes) in [
+        // Its item is shadowed by the set's deny rule.
+        ("create-shadowed-cnp.json", true, &["V0404"][..]),
+        // Its item bypasses the HTTP rules of the set's `api-ingress`.
+        ("create-bypassing-cnp.json", true, &["V0405"][..]),
+        // The set's `frontend-open` already allows what it allows.
+        ("create-redundant-cnp.json", true, &["V0406"][..]),
+        // It puts `billing` into egress default-deny without DNS.
+        ("create-dns-cut-off-cnp.json", true, &["V0403"][..]),
+        // Its deny shadows the set's `api-ingress`.
+        (
+            "create-deny-shadowing-others-cnp.json",
+            true,
+            &["V0404"][..],
+        ),
+        // The set has the CIDR group it names: no L0321.
+        ("create-cidr-group-ref-cnp.json", true, &[][..]),
+        // Nothing else isolates `app: frontend` pods.
+        ("delete-last-isolating-cnp.json", true, &["V0410"][..]),
+        // `api-ingress` still isolates `app: api` pods.
+        ("delete-covered-cnp.json", true, &[][..]),
+        // Valid and unrelated to the set: nothing to say.
+        ("create-valid-cnp.json", true, &[][..]),
+        // Invalid objects are denied before the verifier looks.
+        ("create-invalid-cnp.json", false, &[][..]),
+    ] {
+        let r = response_with(name, &settings, Some(&set));
+        assert_eq!(r["allowed"], allowed, "{name}: {r}");
+        assert_eq!(warning_codes(&r), codes, "{name}: {r}");
+        all.push(format!(
+            "{name}:\n{}",
+            serde_json::to_string_pretty(&r).unwrap()
+        ));
+    }
+    insta::assert_snapshot!(all.join("\n\n"));
+}
+
+#[test]
+fn findings_about_other_policies_name_them() {
+    let set = cluster();
+    let r = response_with(
+        "create-deny-shadowing-others-cnp.json",
+        &Settings::default(),
+        Some(&set),
+    );
+    let w = r["warnings"][0].as_str().unwrap();
+    assert!(
+        w.starts_with("CiliumNetworkPolicy shop/api-ingress spec.ingress[0]: V0404 "),
+        "{w}"
+    );
+    // Denying a finding's code denies the request, with the finding in the message.
+    let strict = Settings {
+        deny: vec!["V0404".into()],
+        ..Settings::default()
+    };
+    let r = response_with("create-shadowed-cnp.json", &strict, Some(&set));
+    assert_eq!(r["allowed"], false, "{r}");
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(message.contains("spec.ingress[0]: V0404 "), "{message}");
+    assert!(message.contains("for example"), "{message}");
+}
+
+#[test]
+fn without_a_policy_set_a_cidr_group_reference_is_unresolved() {
+    let r = response("create-cidr-group-ref-cnp.json", &Settings::default());
+    assert_eq!(warning_codes(&r), ["L0321"], "{r}");
 }

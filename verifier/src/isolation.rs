@@ -82,9 +82,9 @@ fn here(set: &PolicySet, gone: usize, version: CiliumVersion, limits: Limits) ->
             let namespace = w.x.get(NS).cloned().unwrap_or_default();
             let labels: Vec<String> =
                 w.x.iter()
-                    .filter(|(k, _)| {
-                        k.as_str() != NS && !k.starts_with("io.cilium.k8s.namespace.labels.")
-                    })
+                    // What Cilium adds (namespace, its labels, service account, cluster) is
+                    // not what the user labels.
+                    .filter(|(k, _)| k.as_str() != NS && !k.starts_with("io.cilium.k8s."))
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
             let pod = if labels.is_empty() {

@@ -27,6 +27,11 @@ pub struct WebhookArgs {
     /// The TLS private key (PEM); read again when the file changes.
     #[arg(long, value_name = "FILE")]
     pub tls_key: PathBuf,
+    /// The policy set new objects are checked against: a directory of the cluster's
+    /// policies and CIDR groups (read again when its files change). Without it, each object
+    /// is checked alone, and the verifier's findings (V04xx) are not looked for.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
     /// Codes of warnings that deny the request instead of warning (`L0305,L0302`).
     #[arg(long, value_delimiter = ',', value_name = "CODE,...")]
     pub deny: Vec<String>,
@@ -93,11 +98,16 @@ pub fn run(args: &WebhookArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         settings: Settings {
             version: args.cilium_version,
             deny,
+            // Several questions may be asked per review, all before its deadline.
+            limits: polc_verifier::Limits {
+                timeout: review_timeout / 4,
+            },
         },
         read_timeout,
         review_timeout,
         reload_every: Duration::from_secs(2),
         max_connections: args.max_connections,
+        policies: args.policies.clone(),
     };
     let (log, lines) = std::sync::mpsc::channel();
     let handle = match server::start(config, log) {

@@ -4,3 +4,4 @@
 
 pub mod review;
 pub mod server;
+pub mod store;

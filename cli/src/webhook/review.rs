@@ -10,10 +10,13 @@
 //! allowed with a warning that polc did not look at it. A body that is not an AdmissionReview
 //! gets HTTP 400 and a review whose response says why; the API server never sends one.
 
+use super::store::{Key, Snapshot, View};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use polc_compiler::diag::{Diagnostic, Severity};
-use polc_compiler::source::{SourceFile, SourceMap};
+use polc_compiler::diag::{Diagnostic, Diagnostics, Severity};
+use polc_compiler::ir::PolicySet;
+use polc_compiler::raw::{Kind, Object};
+use polc_compiler::source::{FileId, SourceFile};
 use polc_compiler::version::CiliumVersion;
 use polc_compiler::yaml;
 
@@ -28,6 +31,8 @@ pub struct Settings {
     pub version: CiliumVersion,
     /// Codes of warnings and notes that deny instead of warning (`--deny CODE,...`).
     pub deny: Vec<String>,
+    /// The longest one verifier question may take.
+    pub limits: polc_verifier::Limits,
 }
 
 /// An HTTP answer: the status and the JSON body.
@@ -58,8 +63,8 @@ pub fn oversized(len: Option<usize>) -> Reply {
     )
 }
 
-/// Judges one request body.
-pub fn review(body: &[u8], settings: &Settings) -> Reply {
+/// Judges one request body, against the policy set `policies` when there is one.
+pub fn review(body: &[u8], settings: &Settings, policies: Option<&Snapshot>) -> Reply {
     if body.len() > MAX_BODY {
         return oversized(Some(body.len()));
     }
@@ -76,7 +81,7 @@ pub fn review(body: &[u8], settings: &Settings) -> Reply {
         Ok(r) => r,
         Err(_) => return invalid(400, "the AdmissionReview has no `request`"),
     };
-    let response = judge(&req, settings);
+    let response = judge(&req, settings, policies);
     reply(200, response)
 }
 
@@ -101,7 +106,11 @@ pub fn unjudged(body: &[u8], reason: &str) -> Reply {
 }
 
 /// The response to a well-formed request.
-fn judge(req: &AdmissionRequest<DynamicObject>, settings: &Settings) -> AdmissionResponse {
+fn judge(
+    req: &AdmissionRequest<DynamicObject>,
+    settings: &Settings,
+    policies: Option<&Snapshot>,
+) -> AdmissionResponse {
     let allowed = AdmissionResponse::from(req);
     let (group, kind) = (req.kind.group.as_str(), req.kind.kind.as_str());
     if !KINDS.contains(&(group, kind)) {
@@ -119,27 +128,35 @@ fn judge(req: &AdmissionRequest<DynamicObject>, settings: &Settings) -> Admissio
             )],
         );
     }
-    match req.operation {
-        Operation::Create | Operation::Update => {}
-        Operation::Delete | Operation::Connect => return allowed,
-    }
-    let Some(object) = &req.object else {
+    let object = match req.operation {
+        Operation::Create | Operation::Update => &req.object,
+        // Always allowed; what the deletion changes is told as warnings.
+        Operation::Delete => {
+            let Some(old) = &req.old_object else {
+                return allowed;
+            };
+            let name = display_name(kind, req.namespace.as_deref(), old);
+            let Ok(text) = object_text(old) else {
+                return allowed;
+            };
+            let found = deleted(&name, text, settings, policies);
+            return warn(allowed, found.iter().map(Found::line).collect());
+        }
+        Operation::Connect => return allowed,
+    };
+    let Some(object) = object else {
         return allowed.deny(format!(
             "polc: the {} request for {kind} `{}` carries no object",
             operation_name(&req.operation),
             req.name
         ));
     };
-    // What the checks read, without the API server's bookkeeping (managedFields can be
-    // most of an object's text).
-    let mut object = object.clone();
-    object.metadata.managed_fields = None;
-    let text = match serde_json::to_string(&object) {
+    let text = match object_text(object) {
         Ok(t) => t,
         Err(e) => return allowed.deny(format!("polc: the object cannot be read: {e}")),
     };
-    let name = display_name(kind, req.namespace.as_deref(), &object);
-    let found = check(&name, text, settings);
+    let name = display_name(kind, req.namespace.as_deref(), object);
+    let found = check(&name, text, settings, policies);
     let (denying, warning): (Vec<&Found>, Vec<&Found>) = found
         .iter()
         .partition(|f| f.severity == Severity::Error || settings.deny.contains(&f.code));
@@ -159,6 +176,14 @@ fn judge(req: &AdmissionRequest<DynamicObject>, settings: &Settings) -> Admissio
     warn(allowed.deny(message), warnings)
 }
 
+/// What the checks read of an object: its JSON, without the API server's bookkeeping
+/// (managedFields can be most of an object's text).
+fn object_text(object: &DynamicObject) -> Result<String, serde_json::Error> {
+    let mut object = object.clone();
+    object.metadata.managed_fields = None;
+    serde_json::to_string(&object)
+}
+
 /// One diagnostic, as the API server's caller reads it.
 struct Found {
     code: String,
@@ -169,6 +194,37 @@ struct Found {
 }
 
 impl Found {
+    /// A diagnostic, placed by its field path in the object under review (`doc`), or by
+    /// the rule and item of the set it is about.
+    fn of(d: &Diagnostic, doc: Option<&yaml::Document>, view: Option<&View>) -> Found {
+        let path = if d.loc.file == REVIEWED {
+            doc.map(|doc| doc.root.path_to(d.loc.start))
+                .unwrap_or_default()
+        } else {
+            view.and_then(|v| {
+                v.set.rules.iter().find_map(|r| {
+                    let at = if r.subject_loc == d.loc {
+                        Some(format!("{}.endpointSelector", r.origin.path))
+                    } else {
+                        r.items
+                            .iter()
+                            .find(|i| i.loc == d.loc)
+                            .map(|i| i.path.clone())
+                    };
+                    at.map(|at| format!("{} {at}", r.origin.describe()))
+                })
+            })
+            .unwrap_or_default()
+        };
+        Found {
+            code: d.code.as_str().to_string(),
+            severity: d.severity,
+            path,
+            message: d.message.clone(),
+            help: d.help.clone(),
+        }
+    }
+
     /// `spec.ingress[0].toPorts: S0215 the message (fix: the help)`.
     fn line(&self) -> String {
         let mut s = String::new();
@@ -188,35 +244,115 @@ impl Found {
     }
 }
 
-/// Lints the object's text (JSON, which is YAML) and says where each finding is.
-fn check(name: &str, text: String, settings: &Settings) -> Vec<Found> {
-    let mut sources = SourceMap::new();
-    let id = sources.add(SourceFile::new(name, text));
+/// The file id of the object under review: one no file of a policy set has, so locations
+/// in it and in the set never meet.
+const REVIEWED: FileId = FileId(u32::MAX - 1);
+
+/// The object under review, read.
+struct Reviewed {
+    objects: Vec<Object>,
+    /// Its rules (lowered with the set's CIDR groups).
+    set: PolicySet,
+    diags: Vec<Diagnostic>,
+    doc: Option<yaml::Document>,
+}
+
+/// Reads and validates the object's text (JSON, which is YAML) as `polc lint` would, with
+/// the CIDR groups of the policy set (when there is one) resolving its references.
+fn read(name: &str, text: String, settings: &Settings, policies: Option<&Snapshot>) -> Reviewed {
+    let file = SourceFile::new(name, text);
     let opts = polc_compiler::Options {
         version: settings.version,
         ..polc_compiler::Options::default()
     };
-    let (_, diags) = polc_compiler::lint(&sources, &opts);
-    if diags.is_empty() {
-        return Vec::new();
+    let (objects, mut diags) = polc_compiler::read_file(REVIEWED, &file, &opts);
+    diags.extend(polc_compiler::validate::check(&objects, &opts).into_vec());
+    let mut groups = polc_compiler::lower::cidr_groups(&objects);
+    if let Some(p) = policies {
+        groups.extend(
+            p.set
+                .cidr_groups
+                .iter()
+                .filter(|g| !groups.iter().any(|mine| mine.name == g.name))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
     }
-    let file = sources.get(id);
+    let (set, lowered) =
+        polc_compiler::lower::lower_with_groups(&objects, groups, settings.version);
+    diags.extend(lowered);
+    let mut sorted = Diagnostics::new();
+    for d in diags {
+        sorted.push(d);
+    }
+    sorted.sort();
     let mut ignored = Vec::new();
-    let docs = yaml::parse_stream(id, file, opts.limits, &mut ignored);
-    let path_of = |d: &Diagnostic| {
-        docs.first()
-            .map(|doc| doc.root.path_to(d.loc.start))
-            .unwrap_or_default()
+    let doc = yaml::parse_stream(REVIEWED, &file, opts.limits, &mut ignored)
+        .into_iter()
+        .next();
+    Reviewed {
+        objects,
+        set,
+        diags: sorted.into_vec(),
+        doc,
+    }
+}
+
+/// Lints the object and, when it is valid and there is a policy set, runs the verifier's
+/// checks of the object against the set; says where each finding is.
+fn check(name: &str, text: String, settings: &Settings, policies: Option<&Snapshot>) -> Vec<Found> {
+    let r = read(name, text, settings, policies);
+    let mut diags = r.diags;
+    let valid = !diags.iter().any(|d| d.severity == Severity::Error);
+    let view = match (policies, r.objects.first()) {
+        (Some(p), Some(o)) if valid && o.kind != Kind::CiliumCidrGroup => {
+            let view = p.view(&Key::of(o), r.set, &r.objects);
+            let change = polc_verifier::checks::Change {
+                set: &view.set,
+                own: view.own,
+                after: &view.after,
+                before: &view.before,
+            };
+            diags.extend(polc_verifier::checks::review(
+                &change,
+                settings.version,
+                settings.limits,
+            ));
+            Some(view)
+        }
+        _ => None,
     };
     diags
         .iter()
-        .map(|d| Found {
-            code: d.code.as_str().to_string(),
-            severity: d.severity,
-            path: path_of(d),
-            message: d.message.clone(),
-            help: d.help.clone(),
-        })
+        .map(|d| Found::of(d, r.doc.as_ref(), view.as_ref()))
+        .collect()
+}
+
+/// What deleting the object (its last version, as the API server sends it) changes: the
+/// pods that no policy isolates any more (V0410).
+fn deleted(
+    name: &str,
+    text: String,
+    settings: &Settings,
+    policies: Option<&Snapshot>,
+) -> Vec<Found> {
+    let Some(p) = policies else {
+        return Vec::new();
+    };
+    let r = read(name, text, settings, Some(p));
+    let Some(o) = r.objects.first() else {
+        return Vec::new();
+    };
+    let view = p.view(&Key::of(o), r.set, &r.objects);
+    let diags = polc_verifier::isolation::after_delete(
+        &view.set,
+        view.own,
+        settings.version,
+        settings.limits,
+    );
+    diags
+        .iter()
+        .map(|d| Found::of(d, r.doc.as_ref(), Some(&view)))
         .collect()
 }
 

@@ -10,6 +10,7 @@
 //! HTTPS. No client can stop the server from serving the others.
 
 use super::review::{MAX_BODY, Settings, review};
+use super::store::Policies;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -43,6 +44,9 @@ pub struct Config {
     /// How many client connections are served at once; more are closed at once, so a flood
     /// of connections cannot take the memory or the file descriptors.
     pub max_connections: usize,
+    /// The directory of the policy set objects are judged against (read again when its
+    /// files change); without one, each object is judged alone.
+    pub policies: Option<PathBuf>,
 }
 
 /// Lines for the operator (standard error); the server's threads never write there
@@ -125,6 +129,8 @@ pub fn start(config: Config, log: Log) -> Result<Handle, String> {
 /// What the handlers share.
 struct State {
     settings: Settings,
+    /// The policy set, when there is one (`None`: objects are judged alone).
+    policies: Option<Arc<Policies>>,
     read_timeout: Duration,
     review_timeout: Duration,
     metrics: Metrics,
@@ -139,8 +145,20 @@ async fn serve(
 ) {
     let certs = Arc::new(Certs::new(&config, tls));
     tokio::spawn(watch_certs(certs.clone(), config.reload_every, log.clone()));
+    let policies = config.policies.clone().map(|dir| {
+        let policies = Arc::new(Policies::default());
+        tokio::spawn(super::store::watch_dir(
+            policies.clone(),
+            dir,
+            config.settings.version,
+            config.reload_every,
+            log.clone(),
+        ));
+        policies
+    });
     let state = Arc::new(State {
         settings: config.settings.clone(),
+        policies,
         read_timeout: config.read_timeout,
         review_timeout: config.review_timeout,
         metrics: Metrics::default(),
@@ -231,9 +249,18 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Body> {
     let response = match (req.method(), path.as_str()) {
         (&Method::POST, "/validate") => validate(req, state).await,
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/readyz") => match &state.policies {
+            Some(p) if p.current().is_none() => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the policy set is not loaded yet\n",
+            ),
+            _ => text(StatusCode::OK, "ready\n"),
+        },
         (&Method::GET, "/metrics") => {
-            let mut r = text(StatusCode::OK, &state.metrics.render());
+            let mut r = text(
+                StatusCode::OK,
+                &state.metrics.render(state.policies.as_deref()),
+            );
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -281,9 +308,11 @@ async fn validate(req: Request<Incoming>, state: &State) -> Response<Body> {
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     let settings = state.settings.clone();
+    // The snapshot current now: a reload during the review does not change its answer.
+    let snapshot = state.policies.as_ref().and_then(|p| p.current());
     let judged = {
         let body = body.clone();
-        tokio::task::spawn_blocking(move || review(&body, &settings))
+        tokio::task::spawn_blocking(move || review(&body, &settings, snapshot.as_deref()))
     };
     match tokio::time::timeout(state.review_timeout, judged).await {
         Ok(Ok(reply)) => {
@@ -483,9 +512,18 @@ impl Metrics {
         };
     }
 
-    fn render(&self) -> String {
+    fn render(&self, policies: Option<&Policies>) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
+        if let Some(p) = policies {
+            let objects = p.current().map_or(0, |c| c.objects.len());
+            s.push_str("# HELP polc_webhook_policy_objects Objects in the policy set in use.\n");
+            s.push_str("# TYPE polc_webhook_policy_objects gauge\n");
+            let _ = writeln!(s, "polc_webhook_policy_objects {objects}");
+            s.push_str("# HELP polc_webhook_policy_loads_total Times the policy set was loaded.\n");
+            s.push_str("# TYPE polc_webhook_policy_loads_total counter\n");
+            let _ = writeln!(s, "polc_webhook_policy_loads_total {}", p.loads());
+        }
         s.push_str("# HELP polc_webhook_requests_total HTTP requests by route and status.\n");
         s.push_str("# TYPE polc_webhook_requests_total counter\n");
         if let Ok(list) = self.requests.read() {

@@ -1,0 +1,260 @@
+//! The policy set the webhook judges objects against: the policies and CIDR groups of a
+//! directory (`--policies DIR`), read again whenever a file in it changes. Each load makes a
+//! new [`Snapshot`]; reviews take the snapshot current when they start, so a reload never
+//! changes the answer to a review under way.
+//!
+//! Directories are walked as `polc lint` walks them, following symbolic links, so a
+//! ConfigMap mounted as a volume (whose files are links into a `..data` directory that the
+//! kubelet swaps on update) is read, and seen to change.
+
+use super::server::Log;
+use crate::input;
+use polc_compiler::diag::Severity;
+use polc_compiler::ir::{PolicySet, Rule};
+use polc_compiler::raw::{Kind, Object};
+use polc_compiler::version::CiliumVersion;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// One object of the set, by kind, namespace (`""` for clusterwide kinds) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The kind.
+    pub kind: Kind,
+    /// The namespace, `""` for clusterwide kinds.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+}
+
+impl Key {
+    /// The key of a stored object.
+    pub fn of(o: &Object) -> Key {
+        Key {
+            kind: o.kind,
+            namespace: o.namespace().to_string(),
+            name: o.name().to_string(),
+        }
+    }
+
+    fn of_rule(r: &Rule) -> Key {
+        Key {
+            kind: r.origin.kind,
+            namespace: r.origin.namespace.clone(),
+            name: r.origin.name.clone(),
+        }
+    }
+
+    /// Whether rules of the object `self` can select the same pods as rules of `other`:
+    /// a namespaced policy's rules select pods of its namespace only.
+    fn may_meet(&self, kind: Kind, namespace: &str) -> bool {
+        !self.kind.is_namespaced() || !kind.is_namespaced() || self.namespace == namespace
+    }
+}
+
+/// The policy set at one moment.
+pub struct Snapshot {
+    /// Every object read (policies and CIDR groups), in file order.
+    pub objects: Vec<Object>,
+    /// The objects lowered.
+    pub set: PolicySet,
+    /// Objects with errors (the agent rejects them; lowered as far as they go).
+    pub invalid: usize,
+}
+
+/// What a review sees of the set: the object under review (or, for a DELETE, the object
+/// removed) with the set's rules it may meet, its own first.
+pub struct View {
+    /// Its rules first (`own` of them), then the set's rules they may meet.
+    pub set: PolicySet,
+    /// How many rules are the object's.
+    pub own: usize,
+    /// The objects the rules came from: the object's, then the others.
+    pub after: Vec<Object>,
+    /// The others alone.
+    pub before: Vec<Object>,
+}
+
+impl Snapshot {
+    /// Reads every policy file under `dir`.
+    pub fn read(dir: &Path, version: CiliumVersion) -> Result<Snapshot, String> {
+        let inputs = input::gather(
+            &[dir.to_path_buf()],
+            &mut std::io::empty(),
+            input::DEFAULT_MAX_FILE_SIZE,
+        );
+        if inputs.unreadable {
+            let why = inputs
+                .diagnostics
+                .first()
+                .map_or("it cannot be read".to_string(), |d| d.message.clone());
+            return Err(format!("{}: {why}", dir.display()));
+        }
+        let opts = polc_compiler::Options {
+            version,
+            ..polc_compiler::Options::default()
+        };
+        let (objects, diags) = polc_compiler::lint(&inputs.sources, &opts);
+        let bad: Vec<polc_compiler::source::Loc> = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.loc)
+            .collect();
+        let within = |o: &Object, l: &polc_compiler::source::Loc| {
+            l.file == o.loc.file && o.loc.start <= l.start && l.end <= o.loc.end
+        };
+        let invalid = objects
+            .iter()
+            .filter(|o| bad.iter().any(|l| within(o, l)))
+            .count();
+        let objects: Vec<Object> = objects.into_iter().filter(|o| o.kind.is_policy()).collect();
+        let (set, _) = polc_compiler::lower::lower(&objects, version);
+        Ok(Snapshot {
+            objects,
+            set,
+            invalid,
+        })
+    }
+
+    /// The view of the set for the object `key` whose own objects (the object under review,
+    /// already read) lower to `own`: the set's rules and objects it may meet, without the
+    /// set's version of the object itself.
+    pub fn view(&self, key: &Key, own: PolicySet, own_objects: &[Object]) -> View {
+        let mut rules = own.rules;
+        let n = rules.len();
+        rules.extend(self.set.rules.iter().cloned().filter(|r| {
+            let k = Key::of_rule(r);
+            k != *key && key.may_meet(k.kind, &k.namespace)
+        }));
+        let before: Vec<Object> = self
+            .objects
+            .iter()
+            .filter(|o| {
+                Key::of(o) != *key
+                    && (o.kind == Kind::CiliumCidrGroup || key.may_meet(o.kind, o.namespace()))
+            })
+            .cloned()
+            .collect();
+        let mut after = own_objects.to_vec();
+        after.extend(before.iter().cloned());
+        View {
+            set: PolicySet {
+                rules,
+                cidr_groups: self.set.cidr_groups.clone(),
+            },
+            own: n,
+            after,
+            before,
+        }
+    }
+}
+
+/// The current snapshot, shared by the reviews and the thread that reloads it.
+#[derive(Default)]
+pub struct Policies {
+    current: RwLock<Option<Arc<Snapshot>>>,
+    loads: std::sync::atomic::AtomicU64,
+}
+
+impl Policies {
+    /// The snapshot in use, once one is loaded.
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// How many snapshots were loaded.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set(&self, s: Snapshot) {
+        let s = Arc::new(s);
+        match self.current.write() {
+            Ok(mut c) => *c = Some(s),
+            Err(poisoned) => *poisoned.into_inner() = Some(s),
+        }
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What the files under a directory look like: each file's path, size and modification time.
+/// A change to any of them (or a file added or removed) changes it.
+fn signature(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let m = e.metadata().ok();
+            (
+                e.path().to_path_buf(),
+                m.as_ref().map_or(0, std::fs::Metadata::len),
+                m.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect()
+}
+
+/// Loads `dir` into `policies`, and again whenever its files change (looked at every
+/// `every`); a load that fails keeps the previous snapshot and is logged.
+pub async fn watch_dir(
+    policies: Arc<Policies>,
+    dir: PathBuf,
+    version: CiliumVersion,
+    every: Duration,
+    log: Log,
+) {
+    let mut seen = None;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let d = dir.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || signature(&d)).await else {
+            continue;
+        };
+        if seen.as_ref() == Some(&now) {
+            continue;
+        }
+        let d = dir.clone();
+        let started = std::time::Instant::now();
+        let read = tokio::task::spawn_blocking(move || Snapshot::read(&d, version)).await;
+        match read {
+            Ok(Ok(snapshot)) => {
+                let invalid = match snapshot.invalid {
+                    0 => String::new(),
+                    n => format!(
+                        "; {n} with errors the agent rejects (`polc lint {}` shows them)",
+                        dir.display()
+                    ),
+                };
+                let _ = log.send(format!(
+                    "polc webhook: policy set loaded from {}: {} objects, {} rules, in {} \
+                     ms{invalid}",
+                    dir.display(),
+                    snapshot.objects.len(),
+                    snapshot.set.rules.len(),
+                    started.elapsed().as_millis()
+                ));
+                policies.set(snapshot);
+                seen = Some(now);
+            }
+            Ok(Err(e)) => {
+                let _ = log.send(format!(
+                    "polc webhook: the policy set cannot be read, keeping the one in use: {e}"
+                ));
+                seen = Some(now);
+            }
+            Err(_) => {
+                let _ = log.send("polc webhook: reading the policy set failed".to_string());
+            }
+        }
+    }
+}
