@@ -1,14 +1,19 @@
-//! Load on `polc webhook`: CLIENTS concurrent clients (default 200), each on its own
-//! kept-alive HTTPS connection, send AdmissionReviews (every fixture of
-//! `policies/admission/`, valid and invalid in turn) for SECONDS (default 60) to the real
-//! binary on 127.0.0.1. Prints the latency percentiles, the errors (a status other than 200,
-//! or an answer other than the fixture's), the throughput, and the server's resident memory
-//! sampled every second (flat memory: the last samples are no higher than the first ones
-//! after warm-up).
+//! Load on `polc webhook`: the real binary on 127.0.0.1 with a policy set loaded
+//! (`--policies`: POLICIES, by default our largest users' 3,000 CNPs, 200 CCNPs and 500 CIDR
+//! groups, written by `polc gen --scale users`), and CLIENTS concurrent clients (default
+//! 200), each on its own kept-alive HTTPS connection, sending AdmissionReviews for SECONDS
+//! (default 60): every fixture of `policies/admission/` (valid and invalid), and UPDATEs and
+//! CREATEs of policies of the set (an UPDATE carries a policy of the set with a port
+//! changed; a CREATE a copy of one under a new name), each judged against the set. Prints
+//! the latency percentiles, the errors (a status other than 200, or an answer other than the
+//! one the review got alone), the throughput, the slowest kinds of review, and the
+//! server's resident memory sampled every second (flat memory: the last samples are no
+//! higher than the first ones after warm-up).
 //!
-//! `cargo bench -p polc --bench webhook` (env CLIENTS, SECONDS). Client and server share the
-//! machine's cores, so on a small machine the clients' own work is part of every number.
-//! Under `cargo test` it runs for 2 s with 4 clients and fails on any error.
+//! `cargo bench -p polc --bench webhook` (env CLIENTS, SECONDS, POLICIES). Client and server
+//! share the machine's cores, so on a small machine the clients' own work is part of every
+//! number. Under `cargo test` it runs for 2 s with 4 clients against
+//! `policies/admission/cluster` and fails on any error.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -65,8 +70,17 @@ impl Client {
 
     /// Sends one review; returns the status and the body.
     fn post(&mut self, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        self.request("POST", "/validate?timeout=10s", body)
+    }
+
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
         let head = format!(
-            "POST /validate?timeout=10s HTTP/1.1\r\nhost: localhost\r\ncontent-type: \
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: \
              application/json\r\ncontent-length: {}\r\n\r\n",
             body.len()
         );
@@ -130,6 +144,23 @@ fn main() {
     std::fs::write(dir.path().join("cert.pem"), cert.pem()).expect("write cert");
     std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).expect("write key");
 
+    // The policy set.
+    let policies = match std::env::var_os("POLICIES") {
+        Some(p) => std::path::PathBuf::from(p),
+        None if full => {
+            let out = dir.path().join("cluster");
+            let status = Command::new(env!("CARGO_BIN_EXE_polc"))
+                .args(["gen", "--scale", "users", "--seed", "1", "-o"])
+                .arg(&out)
+                .stdout(Stdio::null())
+                .status()
+                .expect("polc gen runs");
+            assert!(status.success(), "polc gen failed");
+            out.join("policies")
+        }
+        None => root.join("policies/admission/cluster"),
+    };
+
     // A free port, then the real binary on it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -141,6 +172,8 @@ fn main() {
         .arg(dir.path().join("cert.pem"))
         .arg("--tls-key")
         .arg(dir.path().join("key.pem"))
+        .arg("--policies")
+        .arg(&policies)
         .stderr(Stdio::null())
         .spawn()
         .expect("polc webhook starts");
@@ -169,8 +202,30 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // Ready once the policy set is loaded.
+    let loading = Instant::now();
+    loop {
+        let ready = Client::connect(config.clone(), port)
+            .and_then(|mut c| c.request("GET", "/readyz", b""))
+            .is_ok_and(|(status, _)| status == 200);
+        if ready {
+            break;
+        }
+        assert!(
+            loading.elapsed() < Duration::from_secs(300),
+            "the policy set did not load"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "policy set {} loaded in {:.1} s",
+        policies.display(),
+        loading.elapsed().as_secs_f64()
+    );
+
     // The reviews, with the answer each must get.
     let mut reviews: Vec<(String, Vec<u8>, bool)> = Vec::new();
+    let mut bodies: Vec<(String, Vec<u8>)> = set_reviews(&policies, 40);
     let fixtures = root.join("policies/admission");
     let mut names: Vec<_> = std::fs::read_dir(&fixtures)
         .expect("policies/admission")
@@ -179,15 +234,20 @@ fn main() {
         .collect();
     names.sort();
     for path in names {
-        let body = std::fs::read(&path).expect("fixture");
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        bodies.push((
+            name.unwrap_or_default(),
+            std::fs::read(&path).expect("fixture"),
+        ));
+    }
+    for (name, body) in bodies {
         let mut c = Client::connect(config.clone(), port).expect("connect");
         let (_, answer) = c.post(&body).expect("first answer");
         let allowed = serde_json::from_slice::<serde_json::Value>(&answer)
             .ok()
             .and_then(|v| v["response"]["allowed"].as_bool())
             .expect("an AdmissionReview answer");
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        reviews.push((name.unwrap_or_default(), body, allowed));
+        reviews.push((name, body, allowed));
     }
     let reviews = Arc::new(reviews);
     let denied = reviews.iter().filter(|r| !r.2).count();
@@ -215,11 +275,12 @@ fn main() {
         .map(|i| {
             let (config, reviews, errors) = (config.clone(), reviews.clone(), errors.clone());
             std::thread::spawn(move || {
-                let mut latencies: Vec<u32> = Vec::new();
+                let mut latencies: Vec<(u32, usize)> = Vec::new();
                 let mut client = None;
                 let mut n = i;
                 while Instant::now() < deadline {
-                    let (_, body, allowed) = &reviews[n % reviews.len()];
+                    let which = n % reviews.len();
+                    let (_, body, allowed) = &reviews[which];
                     n += 1;
                     if client.is_none() {
                         client = Client::connect(config.clone(), port).ok();
@@ -232,7 +293,8 @@ fn main() {
                     match c.post(body) {
                         Ok((200, answer)) => {
                             let took = t.elapsed();
-                            latencies.push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+                            let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+                            latencies.push((micros, which));
                             // A byte search, not a JSON parse: the load generator shares
                             // the cores with the server and should cost it little.
                             let want: &[u8] = if *allowed {
@@ -256,8 +318,12 @@ fn main() {
         })
         .collect();
     let mut all: Vec<u32> = Vec::new();
+    let mut by_review: Vec<Vec<u32>> = vec![Vec::new(); reviews.len()];
     for w in workers {
-        all.extend(w.join().expect("a client thread"));
+        for (micros, which) in w.join().expect("a client thread") {
+            all.push(micros);
+            by_review[which].push(micros);
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let samples = memory.join().expect("the memory sampler");
@@ -285,6 +351,21 @@ fn main() {
         pct(0.999),
         pct(1.0)
     );
+    // The kinds of review that took longest.
+    let mut slowest: Vec<(f64, f64, &str)> = by_review
+        .iter_mut()
+        .zip(reviews.iter())
+        .filter(|(l, _)| !l.is_empty())
+        .map(|(l, r)| {
+            l.sort_unstable();
+            let at = |p: f64| f64::from(l[((l.len() as f64 - 1.0) * p).round() as usize]) / 1e3;
+            (at(0.99), at(0.5), r.0.as_str())
+        })
+        .collect();
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (p99, p50, name) in slowest.iter().take(5) {
+        println!("  {name}: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
     if samples.len() >= 4 {
         let warm = &samples[samples.len() / 4..];
         let first = warm.iter().take(3).max().copied().unwrap_or(0);
@@ -296,5 +377,114 @@ fn main() {
             last as f64 / 1024.0,
             samples.iter().max().copied().unwrap_or(0) as f64 / 1024.0
         );
+    }
+}
+
+/// Reviews made from the policy set's own CNPs (at most `n` of them, spread over the set):
+/// an UPDATE of each with its first port changed, and a CREATE of a copy under a new name.
+fn set_reviews(dir: &Path, n: usize) -> Vec<(String, Vec<u8>)> {
+    use polc_compiler::source::{FileId, SourceFile};
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_else(|_| Vec::new());
+    files.sort();
+    let mut cnps = Vec::new();
+    for path in files {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let file = SourceFile::new(path.display().to_string(), text);
+        let mut ignored = Vec::new();
+        let docs = polc_compiler::yaml::parse_stream(
+            FileId(0),
+            &file,
+            polc_compiler::yaml::Limits::default(),
+            &mut ignored,
+        );
+        for doc in docs {
+            let json = to_json(&doc.root);
+            if json["kind"] == "CiliumNetworkPolicy" {
+                cnps.push(json);
+            }
+        }
+    }
+    let step = (cnps.len() / n.max(1)).max(1);
+    let mut out = Vec::new();
+    for (i, cnp) in cnps.iter().step_by(step).take(n).enumerate() {
+        let name = cnp["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let mut changed = cnp.clone();
+        bump_first_port(&mut changed);
+        out.push((
+            format!("update {name}"),
+            admission_review(i * 2, "UPDATE", &changed, Some(cnp)),
+        ));
+        let mut copy = cnp.clone();
+        copy["metadata"]["name"] = serde_json::Value::from(format!("{name}-copy"));
+        out.push((
+            format!("create {name}-copy"),
+            admission_review(i * 2 + 1, "CREATE", &copy, None),
+        ));
+    }
+    out
+}
+
+fn bump_first_port(v: &mut serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(serde_json::Value::String(p)) = m.get_mut("port")
+                && let Ok(n) = p.parse::<u16>()
+            {
+                *p = (n % 60000 + 1).to_string();
+                return true;
+            }
+            m.values_mut().any(bump_first_port)
+        }
+        serde_json::Value::Array(a) => a.iter_mut().any(bump_first_port),
+        _ => false,
+    }
+}
+
+fn admission_review(
+    i: usize,
+    op: &str,
+    object: &serde_json::Value,
+    old: Option<&serde_json::Value>,
+) -> Vec<u8> {
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("00000000-0000-4000-8000-{i:012}"),
+            "kind": {"group": "cilium.io", "version": "v2", "kind": "CiliumNetworkPolicy"},
+            "resource": {"group": "cilium.io", "version": "v2", "resource": "ciliumnetworkpolicies"},
+            "name": object["metadata"]["name"],
+            "namespace": object["metadata"]["namespace"],
+            "operation": op,
+            "userInfo": {"username": "bench"},
+            "object": object,
+            "oldObject": old,
+            "dryRun": false,
+        }
+    });
+    serde_json::to_vec(&review).unwrap_or_default()
+}
+
+/// A YAML node as JSON, with Kubernetes' scalar resolution.
+fn to_json(node: &polc_compiler::yaml::Node) -> serde_json::Value {
+    use polc_compiler::yaml::{Resolved, Value};
+    match &node.value {
+        Value::Scalar(s) => match s.resolve() {
+            Resolved::Null => serde_json::Value::Null,
+            Resolved::Bool(b) => serde_json::Value::from(b),
+            Resolved::Int(n) => serde_json::Value::from(n),
+            Resolved::Float(f) => serde_json::Value::from(f),
+            _ => serde_json::Value::from(s.text.clone()),
+        },
+        Value::Seq(items) => items.iter().map(to_json).collect(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|e| (e.key.clone(), to_json(&e.value)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
     }
 }

@@ -56,7 +56,10 @@ pub fn gather_into(inputs: &mut Inputs, paths: &[PathBuf], stdin: &mut dyn Read,
             continue;
         }
         if path.is_dir() {
+            // Links are followed: a ConfigMap mounted as a volume is files linked into a
+            // hidden `..data` directory.
             let walker = walkdir::WalkDir::new(path)
+                .follow_links(true)
                 .sort_by_file_name()
                 .into_iter()
                 .filter_entry(|e| {

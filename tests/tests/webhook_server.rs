@@ -53,6 +53,10 @@ fn start() -> Fixture {
 }
 
 fn start_with(max_connections: usize) -> Fixture {
+    start_full(max_connections, None)
+}
+
+fn start_full(max_connections: usize, policies: Option<PathBuf>) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let ca = test_ca();
@@ -66,6 +70,7 @@ fn start_with(max_connections: usize) -> Fixture {
         review_timeout: Duration::from_secs(5),
         reload_every: Duration::from_millis(100),
         max_connections,
+        policies,
     };
     let (log, _lines) = std::sync::mpsc::channel();
     let server = server::start(config, log).unwrap();
@@ -289,4 +294,57 @@ fn connections_beyond_the_limit_are_closed_and_the_rest_still_served() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Waits until `ok` holds (checked every 50 ms), for at most 20 s.
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_policy_set_is_read_when_it_appears_and_again_when_it_changes() {
+    let set = tempfile::tempdir().unwrap();
+    // Not there yet: the server runs, but is not ready.
+    let dir = set.path().join("policies");
+    let f = start_full(64, Some(dir.clone()));
+    let (status, body, _) = f.send("GET", "/readyz", b"");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    // Valid objects are still judged alone meanwhile.
+    let (status, _, _) = f.send("POST", "/validate", &fixture("create-valid-cnp.json"));
+    assert_eq!(status, 200);
+    // The set appears: ready, and the shadowed item is found.
+    std::fs::create_dir(&dir).unwrap();
+    let shop =
+        std::fs::read_to_string(root().join("policies/admission/cluster/shop.yaml")).unwrap();
+    std::fs::write(dir.join("shop.yaml"), &shop).unwrap();
+    eventually("ready", || f.send("GET", "/readyz", b"").0 == 200);
+    let warnings = |f: &Fixture| {
+        let (status, body, _) = f.send("POST", "/validate", &fixture("create-shadowed-cnp.json"));
+        assert_eq!(status, 200);
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["response"]["allowed"], true, "{json}");
+        json["response"]["warnings"].to_string()
+    };
+    assert!(warnings(&f).contains("V0404"));
+    // The deny rule goes away: the item is no longer shadowed.
+    let without: Vec<&str> = shop
+        .split("---\n")
+        .filter(|doc| !doc.contains("name: deny-legacy"))
+        .collect();
+    std::fs::write(dir.join("shop.yaml"), without.join("---\n")).unwrap();
+    eventually("reloaded", || {
+        let (_, body, _) = f.send("GET", "/metrics", b"");
+        String::from_utf8_lossy(&body).contains("polc_webhook_policy_loads_total 2")
+    });
+    assert!(!warnings(&f).contains("V0404"));
+    let (_, body, _) = f.send("GET", "/metrics", b"");
+    assert!(
+        String::from_utf8_lossy(&body).contains("polc_webhook_policy_objects 3"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 }

@@ -10,7 +10,7 @@
 use super::server::Log;
 use crate::input;
 use polc_compiler::diag::Severity;
-use polc_compiler::ir::{PolicySet, Rule};
+use polc_compiler::ir::PolicySet;
 use polc_compiler::raw::{Kind, Object};
 use polc_compiler::version::CiliumVersion;
 use std::path::{Path, PathBuf};
@@ -38,12 +38,9 @@ impl Key {
         }
     }
 
-    fn of_rule(r: &Rule) -> Key {
-        Key {
-            kind: r.origin.kind,
-            namespace: r.origin.namespace.clone(),
-            name: r.origin.name.clone(),
-        }
+    /// Whether `self` names the object of kind `kind`, in `namespace`, called `name`.
+    fn is(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+        self.kind == kind && self.namespace == namespace && self.name == name
     }
 
     /// Whether rules of the object `self` can select the same pods as rules of `other`:
@@ -123,15 +120,21 @@ impl Snapshot {
     pub fn view(&self, key: &Key, own: PolicySet, own_objects: &[Object]) -> View {
         let mut rules = own.rules;
         let n = rules.len();
-        rules.extend(self.set.rules.iter().cloned().filter(|r| {
-            let k = Key::of_rule(r);
-            k != *key && key.may_meet(k.kind, &k.namespace)
-        }));
+        rules.extend(
+            self.set
+                .rules
+                .iter()
+                .filter(|r| {
+                    let o = &r.origin;
+                    !key.is(o.kind, &o.namespace, &o.name) && key.may_meet(o.kind, &o.namespace)
+                })
+                .cloned(),
+        );
         let before: Vec<Object> = self
             .objects
             .iter()
             .filter(|o| {
-                Key::of(o) != *key
+                !key.is(o.kind, o.namespace(), o.name())
                     && (o.kind == Kind::CiliumCidrGroup || key.may_meet(o.kind, o.namespace()))
             })
             .cloned()
