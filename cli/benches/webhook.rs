@@ -4,13 +4,15 @@
 //! 200), each on its own kept-alive HTTPS connection, sending AdmissionReviews for SECONDS
 //! (default 60): every fixture of `policies/admission/` (valid and invalid), and UPDATEs and
 //! CREATEs of policies of the set (an UPDATE carries a policy of the set with a port
-//! changed; a CREATE a copy of one under a new name), each judged against the set. Prints
+//! changed; a CREATE a copy of one for a new workload), each judged against the set. Prints
 //! the latency percentiles, the errors (a status other than 200, or an answer other than the
 //! one the review got alone), the throughput, the slowest kinds of review, and the
 //! server's resident memory sampled every second (flat memory: the last samples are no
 //! higher than the first ones after warm-up).
 //!
-//! `cargo bench -p polc --bench webhook` (env CLIENTS, SECONDS, POLICIES). Client and server
+//! `cargo bench -p polc --bench webhook` (env CLIENTS, SECONDS, POLICIES, and RATE: reviews
+//! per second per client, sent on a schedule, with latency counted from when each was due;
+//! by default each client sends the next review as soon as it has the answer). Client and server
 //! share the machine's cores, so on a small machine the clients' own work is part of every
 //! number. Under `cargo test` it runs for 2 s with 4 clients against
 //! `policies/admission/cluster` and fails on any error.
@@ -124,6 +126,11 @@ fn main() {
     }
     let clients = env_or("CLIENTS", if full { 200 } else { 4 }) as usize;
     let seconds = env_or("SECONDS", if full { 60 } else { 2 });
+    // Reviews per second per client (0: each sends the next as soon as it has its answer).
+    let rate: f64 = std::env::var("RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().expect("a temporary directory");
 
@@ -240,20 +247,35 @@ fn main() {
             std::fs::read(&path).expect("fixture"),
         ));
     }
+    let mut alone: Vec<(f64, String)> = Vec::new();
     for (name, body) in bodies {
         let mut c = Client::connect(config.clone(), port).expect("connect");
+        let t = Instant::now();
         let (_, answer) = c.post(&body).expect("first answer");
+        alone.push((t.elapsed().as_secs_f64() * 1e3, name.clone()));
         let allowed = serde_json::from_slice::<serde_json::Value>(&answer)
             .ok()
             .and_then(|v| v["response"]["allowed"].as_bool())
             .expect("an AdmissionReview answer");
         reviews.push((name, body, allowed));
     }
+    // Each review alone, the first time (no load): the slowest.
+    alone.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let median = alone.get(alone.len() / 2).map_or(0.0, |a| a.0);
+    println!("each review alone: median {median:.2} ms; slowest:");
+    for (ms, name) in alone.iter().take(5) {
+        println!("  {name}: {ms:.2} ms");
+    }
     let reviews = Arc::new(reviews);
     let denied = reviews.iter().filter(|r| !r.2).count();
+    let pace = if rate > 0.0 {
+        format!("each sending {rate} reviews/s")
+    } else {
+        "each sending the next on the answer".to_string()
+    };
     println!(
-        "polc webhook under load: {clients} clients, {seconds} s, {} reviews ({denied} denied) \
-         in turn",
+        "polc webhook under load: {clients} clients {pace}, {seconds} s, {} reviews \
+         ({denied} denied) in turn",
         reviews.len()
     );
 
@@ -278,7 +300,18 @@ fn main() {
                 let mut latencies: Vec<(u32, usize)> = Vec::new();
                 let mut client = None;
                 let mut n = i;
+                // With RATE, this client sends on a schedule (open loop), and a review's
+                // latency counts from when it was due, so falling behind shows.
+                let every = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+                let mut due = Instant::now()
+                    + every.map_or(Duration::ZERO, |e| e.mul_f64(i as f64 / clients as f64));
                 while Instant::now() < deadline {
+                    if every.is_some() {
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                    }
                     let which = n % reviews.len();
                     let (_, body, allowed) = &reviews[which];
                     n += 1;
@@ -289,7 +322,10 @@ fn main() {
                         errors.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
-                    let t = Instant::now();
+                    let t = if every.is_some() { due } else { Instant::now() };
+                    if let Some(e) = every {
+                        due += e;
+                    }
                     match c.post(body) {
                         Ok((200, answer)) => {
                             let took = t.elapsed();
@@ -381,7 +417,8 @@ fn main() {
 }
 
 /// Reviews made from the policy set's own CNPs (at most `n` of them, spread over the set):
-/// an UPDATE of each with its first port changed, and a CREATE of a copy under a new name.
+/// an UPDATE of each with its first port changed, and a CREATE of a copy for other pods
+/// (a new workload's policy, under a new name).
 fn set_reviews(dir: &Path, n: usize) -> Vec<(String, Vec<u8>)> {
     use polc_compiler::source::{FileId, SourceFile};
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -418,10 +455,19 @@ fn set_reviews(dir: &Path, n: usize) -> Vec<(String, Vec<u8>)> {
             format!("update {name}"),
             admission_review(i * 2, "UPDATE", &changed, Some(cnp)),
         ));
+        // A policy for a new workload beside the others: the same rules for pods no policy
+        // selects yet (each label value of its selector made new).
         let mut copy = cnp.clone();
-        copy["metadata"]["name"] = serde_json::Value::from(format!("{name}-copy"));
+        copy["metadata"]["name"] = serde_json::Value::from(format!("{name}-v2"));
+        if let Some(labels) = copy["spec"]["endpointSelector"]["matchLabels"].as_object_mut() {
+            for v in labels.values_mut() {
+                if let Some(s) = v.as_str() {
+                    *v = serde_json::Value::from(format!("{s}-v2"));
+                }
+            }
+        }
         out.push((
-            format!("create {name}-copy"),
+            format!("create {name}-v2"),
             admission_review(i * 2 + 1, "CREATE", &copy, None),
         ));
     }

@@ -24,7 +24,7 @@ pub struct Inputs {
 }
 
 /// Whether a directory entry is a policy file polc reads.
-fn is_policy_file(p: &Path) -> bool {
+pub fn is_policy_file(p: &Path) -> bool {
     matches!(
         p.extension()
             .and_then(|e| e.to_str())

@@ -65,18 +65,36 @@ struct Lower<'a> {
 
 /// Lowers every policy object to the IR. Inventory objects are ignored.
 pub fn lower(objects: &[Object], version: CiliumVersion) -> (PolicySet, Vec<Diagnostic>) {
-    lower_with_groups(objects, cidr_groups(objects), version)
+    lower_with_groups(objects, &[], version)
 }
 
-/// [`lower`] with the CIDR groups given (those of a policy set the objects join) instead of
-/// those among the objects.
+/// [`lower`] with more CIDR groups than those among the objects: `more` (those of a policy
+/// set the objects join) resolve the references the objects' own groups do not. The set's
+/// `cidr_groups` are the objects' own.
 pub fn lower_with_groups(
     objects: &[Object],
-    groups: Vec<CidrGroup>,
+    more: &[CidrGroup],
     version: CiliumVersion,
 ) -> (PolicySet, Vec<Diagnostic>) {
+    let own = cidr_groups(objects);
+    let all: Vec<CidrGroup>;
+    let groups: &[CidrGroup] = if more.is_empty() {
+        &own
+    } else if own.is_empty() {
+        more
+    } else {
+        all = own
+            .iter()
+            .chain(
+                more.iter()
+                    .filter(|g| !own.iter().any(|o| o.name == g.name)),
+            )
+            .cloned()
+            .collect();
+        &all
+    };
     let mut cx = Lower {
-        groups: &groups,
+        groups,
         version,
         diags: Vec::new(),
     };
@@ -125,7 +143,7 @@ pub fn lower_with_groups(
     (
         PolicySet {
             rules,
-            cidr_groups: groups,
+            cidr_groups: own,
         },
         diags,
     )

@@ -14,6 +14,7 @@ use polc_compiler::eval::{Request, Verdict, Why, l7_allows};
 use polc_compiler::ir::{Item, L7, PolicySet, Ports, Redirect, Rule, Subject};
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
+use std::borrow::Borrow;
 use z3::SatResult;
 use z3::ast::Bool;
 
@@ -53,9 +54,9 @@ pub fn check(
 
 /// [`check`] for the rules of `focus`: their HTTP rules that the set bypasses, and the HTTP
 /// rules of other rules that their items bypass.
-pub(crate) fn focused(
+pub(crate) fn focused<O: Borrow<Object>>(
     set: &PolicySet,
-    objects: &[Object],
+    objects: &[O],
     version: CiliumVersion,
     limits: Limits,
     focus: Focus,

@@ -49,9 +49,9 @@ pub struct Change<'a> {
     /// How many of the set's rules are the object's.
     pub own: usize,
     /// The objects the set was lowered from (replays use them).
-    pub after: &'a [Object],
+    pub after: &'a [&'a Object],
     /// The same objects without the one under review.
-    pub before: &'a [Object],
+    pub before: &'a [&'a Object],
 }
 
 /// The findings the object under review takes part in: its selectors no pod satisfies

@@ -23,6 +23,7 @@ use polc_compiler::ir::{Direction, PeerKind, Peers, PolicySet, Requirement, Rule
 use polc_compiler::raw::Object;
 use polc_compiler::source::Loc;
 use polc_compiler::version::CiliumVersion;
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use z3::SatResult;
 use z3::ast::{BV, Bool};
@@ -75,9 +76,9 @@ enum Lookup {
 }
 
 /// Whether a pod asks the cluster DNS over UDP/53 (with `query`, if any) and is denied.
-fn denied_lookup(
+fn denied_lookup<O: Borrow<Object>>(
     set: &PolicySet,
-    objects: &[Object],
+    objects: &[O],
     version: CiliumVersion,
     who: &Askers<'_>,
     query: Option<&str>,
@@ -450,18 +451,107 @@ fn cut_off_here(rule: &Rule, r: &Replay) -> Diagnostic {
     d
 }
 
+/// A proof without the solver that no pod of namespace `ns` (of any, for `None`) is cut off
+/// from the cluster DNS: a rule for every such pod allows UDP/53 to the DNS pods for every
+/// name, and no egress deny item that may apply to them can match UDP/53 to a pod. Most
+/// clusters allow DNS that way, to every pod, in one clusterwide policy.
+fn lookups_open(set: &PolicySet, judge: &crate::sample::Judge, ns: Option<&str>) -> bool {
+    use polc_compiler::ir::{
+        DnsRule, Entity, Item, L7, PortRule, Ports, Proto, Redirect, Selector,
+    };
+    let dns_pod: std::collections::BTreeMap<String, String> = [
+        (NS, DNS_NAMESPACE),
+        (
+            "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name",
+            DNS_NAMESPACE,
+        ),
+        (DNS_LABEL.0, DNS_LABEL.1),
+        ("io.cilium.k8s.policy.cluster", "default"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let to_dns_pod = |it: &Item| match &it.peers {
+        Peers::Any => true,
+        Peers::List(peers) => peers.iter().any(|p| match &p.kind {
+            PeerKind::Endpoints(s) => !s.has_reserved() && judge.requirements(&dns_pod, &s.reqs),
+            PeerKind::Entity(Entity::All | Entity::Cluster) => true,
+            _ => false,
+        }),
+    };
+    // Whether a deny item's peers may match a pod: anything but addresses, names and the
+    // world may.
+    let may_be_pod = |it: &Item| match &it.peers {
+        Peers::Any => true,
+        Peers::List(peers) => peers.iter().any(|p| {
+            !matches!(
+                &p.kind,
+                PeerKind::Cidr(_)
+                    | PeerKind::Fqdn(_)
+                    | PeerKind::Entity(Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6)
+            )
+        }),
+    };
+    let udp_53 = |p: &PortRule| p.proto == Proto::Udp && p.port.contains(53);
+    let every_name = |p: &PortRule| match &p.redirect {
+        None => true,
+        Some(Redirect::L7(L7::Dns(rules))) => rules
+            .iter()
+            .any(|r| matches!(r, DnsRule::Pattern(p, _) if p.trim_end_matches('.') == "*")),
+        Some(_) => false,
+    };
+    // Every pod of the namespace: no requirement but the namespace's own.
+    let for_all = |s: &Selector| {
+        !s.has_reserved()
+            && s.reqs
+                .iter()
+                .all(|r| ns.is_some() && s.pinned(NS) == ns && r.bare_key() == NS)
+    };
+    let allowed = set.rules.iter().any(|r| {
+        matches!(&r.subject, Subject::Endpoints(s) if for_all(s))
+            && r.items.iter().any(|it| {
+                it.direction == Direction::Egress
+                    && !it.deny
+                    && to_dns_pod(it)
+                    && match &it.ports {
+                        Ports::Any => true,
+                        Ports::List(ps) => ps.iter().any(|p| udp_53(p) && every_name(p)),
+                    }
+            })
+    });
+    let may_apply = |r: &Rule| match &r.subject {
+        Subject::Endpoints(t) => t.pinned(NS).zip(ns).is_none_or(|(a, b)| a == b),
+        Subject::Nodes(_) => false,
+    };
+    let denied = || {
+        set.rules.iter().filter(|r| may_apply(r)).any(|r| {
+            r.items.iter().any(|it| {
+                it.direction == Direction::Egress
+                    && it.deny
+                    && may_be_pod(it)
+                    && match &it.ports {
+                        Ports::Any => true,
+                        Ports::List(ps) => ps.iter().any(udp_53),
+                    }
+            })
+        })
+    };
+    allowed && !denied()
+}
+
 /// V0403 for the rules of `focus` (an object under review): a pod one of their egress rules
 /// selects whose lookups are denied in the set (`after`, with the objects it came from),
 /// when the same lookup was allowed under the objects `before` the change.
-pub(crate) fn cut_off_by(
+pub(crate) fn cut_off_by<O: Borrow<Object>>(
     set: &PolicySet,
     focus: Focus,
-    after: &[Object],
-    before: &[Object],
+    after: &[O],
+    before: &[O],
     version: CiliumVersion,
     limits: Limits,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
+    let judge = crate::sample::Judge::new(version);
     for (_, rule) in set
         .rules
         .iter()
@@ -471,7 +561,7 @@ pub(crate) fn cut_off_by(
         let Subject::Endpoints(sel) = &rule.subject else {
             continue;
         };
-        if !rule.has_direction(Direction::Egress) {
+        if !rule.has_direction(Direction::Egress) || lookups_open(set, &judge, sel.pinned(NS)) {
             continue;
         }
         let who = Askers {

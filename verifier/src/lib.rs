@@ -49,6 +49,34 @@ impl Focus {
         }
     }
 
+    /// Whether a question about an item of rule `ri` (with subject `subject`) can involve a
+    /// focus rule: `ri` is one, or a focus rule on pods the subject may share has an item
+    /// `may_cover` accepts. A cheap test before the candidates are gathered from the whole
+    /// set.
+    pub(crate) fn may_involve(
+        self,
+        set: &polc_compiler::ir::PolicySet,
+        ri: usize,
+        subject: &polc_compiler::ir::Selector,
+        may_cover: impl Fn(&polc_compiler::ir::Item) -> bool,
+    ) -> bool {
+        let Focus::First(n) = self else {
+            return true;
+        };
+        const NS: &str = "io.kubernetes.pod.namespace";
+        ri < n
+            || set.rules.iter().take(n).any(|r| {
+                let polc_compiler::ir::Subject::Endpoints(t) = &r.subject else {
+                    return false;
+                };
+                let apart = t
+                    .pinned(NS)
+                    .zip(subject.pinned(NS))
+                    .is_some_and(|(a, b)| a != b);
+                !apart && !shadow::disjoint(subject, t) && r.items.iter().any(&may_cover)
+            })
+    }
+
     /// Whether a question about rule `ri` that involves the rules `others` (by rule index)
     /// is worth asking: it is about a focus rule, or a focus rule takes part.
     pub(crate) fn involves(self, ri: usize, mut others: impl Iterator<Item = usize>) -> bool {

@@ -23,6 +23,7 @@ use polc_compiler::ir::{Item, PolicySet, PortSpec, Ports, Subject};
 use polc_compiler::raw::Object;
 use polc_compiler::source::Loc;
 use polc_compiler::version::CiliumVersion;
+use std::borrow::Borrow;
 use std::collections::HashSet;
 use z3::SatResult;
 use z3::ast::Bool;
@@ -90,9 +91,9 @@ pub fn check(
 
 /// [`check`] for the rules of `focus`: their items that the set already allows, and the
 /// items of other rules that they make redundant (unless those were redundant already).
-pub(crate) fn focused(
+pub(crate) fn focused<O: Borrow<Object>>(
     set: &PolicySet,
-    objects: &[Object],
+    objects: &[O],
     version: CiliumVersion,
     limits: Limits,
     skip: &HashSet<Loc>,
@@ -124,6 +125,12 @@ pub(crate) fn focused(
                 || skip.contains(&a.loc)
                 || reported.contains(&a.loc)
             {
+                continue;
+            }
+            let cover_of_a = |b: &Item| {
+                !b.deny && b.direction == a.direction && !b.selects_nothing() && may_overlap(a, b)
+            };
+            if !focus.may_involve(set, ra, subject, cover_of_a) {
                 continue;
             }
             let keeps_enforcement = rule

@@ -10,6 +10,7 @@ use polc_compiler::model::{Config, EndpointRef, Model};
 use polc_compiler::raw::Object;
 use polc_compiler::source::{FileId, SourceFile};
 use polc_compiler::version::CiliumVersion;
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -155,8 +156,8 @@ fn pod_yaml(name: &str, ip: &str, labels: &BTreeMap<String, String>) -> Option<S
 /// Builds a two-node cluster with the witness's pods (the endpoint `x` on node `n1`, a remote
 /// pod beside it), judges the flow (`x`'s egress or ingress, with `request`, if any) under
 /// `objects`, and describes it.
-pub(crate) fn replay(
-    objects: &[Object],
+pub(crate) fn replay<O: Borrow<Object>>(
+    objects: &[O],
     version: CiliumVersion,
     w: &Witness,
     dir: Direction,
@@ -208,7 +209,8 @@ pub(crate) fn replay(
         .collect();
     let mut all: Vec<Object> = objects
         .iter()
-        .filter(|o| o.kind.is_policy())
+        .map(Borrow::borrow)
+        .filter(|o: &&Object| o.kind.is_policy())
         .filter(|o| !o.kind.is_namespaced() || namespaces.iter().any(|n| *n == o.namespace()))
         .cloned()
         .collect();
@@ -401,8 +403,8 @@ impl Replay {
 
 /// Reads the witness flow off a model, replays it (see [`replay`]) and describes it when
 /// the witness endpoint's decision is `want`; `None` drops the finding.
-pub(crate) fn confirm(
-    objects: &[Object],
+pub(crate) fn confirm<O: Borrow<Object>>(
+    objects: &[O],
     version: CiliumVersion,
     v: &FlowVars,
     model: &z3::Model,

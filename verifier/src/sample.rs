@@ -64,7 +64,11 @@ impl Judge {
         }
     }
 
-    fn requirements(&self, labels: &BTreeMap<String, String>, reqs: &[Requirement]) -> bool {
+    pub(crate) fn requirements(
+        &self,
+        labels: &BTreeMap<String, String>,
+        reqs: &[Requirement],
+    ) -> bool {
         reqs.iter().all(|r| self.requirement(labels, r))
     }
 

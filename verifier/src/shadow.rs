@@ -19,6 +19,7 @@ use polc_compiler::ir::{
 };
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use z3::SatResult;
 use z3::ast::Bool;
@@ -37,9 +38,9 @@ pub fn check(
 /// [`check`] for the rules of `focus`: their allow items that the set's deny items shadow,
 /// and the allow items of other rules that their deny items shadow (unless the other deny
 /// items shadowed those already).
-pub(crate) fn focused(
+pub(crate) fn focused<O: Borrow<Object>>(
     set: &PolicySet,
-    objects: &[Object],
+    objects: &[O],
     version: CiliumVersion,
     limits: Limits,
     focus: Focus,
@@ -72,6 +73,11 @@ pub(crate) fn focused(
             .filter(|i| !i.deny && !i.selects_nothing())
         {
             let ns = subject.pinned("io.kubernetes.pod.namespace");
+            let deny_of_item =
+                |d: &Item| d.deny && d.direction == item.direction && may_overlap(item, d);
+            if !focus.may_involve(set, ra, subject, deny_of_item) {
+                continue;
+            }
             let mut candidates: Vec<(usize, usize)> = Vec::new();
             for ((dir, dns), list) in &denies_by {
                 if *dir == item.direction && (ns.is_none() || dns.is_none() || *dns == ns) {

@@ -267,19 +267,8 @@ fn read(name: &str, text: String, settings: &Settings, policies: Option<&Snapsho
     };
     let (objects, mut diags) = polc_compiler::read_file(REVIEWED, &file, &opts);
     diags.extend(polc_compiler::validate::check(&objects, &opts).into_vec());
-    let mut groups = polc_compiler::lower::cidr_groups(&objects);
-    if let Some(p) = policies {
-        groups.extend(
-            p.set
-                .cidr_groups
-                .iter()
-                .filter(|g| !groups.iter().any(|mine| mine.name == g.name))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-    }
-    let (set, lowered) =
-        polc_compiler::lower::lower_with_groups(&objects, groups, settings.version);
+    let more = policies.map_or(&[][..], |p| &p.set.cidr_groups[..]);
+    let (set, lowered) = polc_compiler::lower::lower_with_groups(&objects, more, settings.version);
     diags.extend(lowered);
     let mut sorted = Diagnostics::new();
     for d in diags {

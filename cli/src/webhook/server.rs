@@ -191,6 +191,9 @@ async fn serve(
             }
             continue;
         };
+        // Answers are written in more than one piece: without this, each waits for the
+        // client's delayed acknowledgement (40 ms).
+        let _ = tcp.set_nodelay(true);
         let tls = certs.current();
         let state = state.clone();
         tokio::spawn(async move {

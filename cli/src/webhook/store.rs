@@ -62,20 +62,32 @@ pub struct Snapshot {
 
 /// What a review sees of the set: the object under review (or, for a DELETE, the object
 /// removed) with the set's rules it may meet, its own first.
-pub struct View {
+pub struct View<'a> {
     /// Its rules first (`own` of them), then the set's rules they may meet.
     pub set: PolicySet,
     /// How many rules are the object's.
     pub own: usize,
     /// The objects the rules came from: the object's, then the others.
-    pub after: Vec<Object>,
+    pub after: Vec<&'a Object>,
     /// The others alone.
-    pub before: Vec<Object>,
+    pub before: Vec<&'a Object>,
 }
 
 impl Snapshot {
-    /// Reads every policy file under `dir`.
+    /// Reads every policy file under `dir`. A directory without any is an empty set (a
+    /// cluster without policies yet).
     pub fn read(dir: &Path, version: CiliumVersion) -> Result<Snapshot, String> {
+        if dir.is_dir()
+            && signature(dir)
+                .iter()
+                .all(|(p, _, _)| !input::is_policy_file(p))
+        {
+            return Ok(Snapshot {
+                objects: Vec::new(),
+                set: PolicySet::default(),
+                invalid: 0,
+            });
+        }
         let inputs = input::gather(
             &[dir.to_path_buf()],
             &mut std::io::empty(),
@@ -117,7 +129,7 @@ impl Snapshot {
     /// The view of the set for the object `key` whose own objects (the object under review,
     /// already read) lower to `own`: the set's rules and objects it may meet, without the
     /// set's version of the object itself.
-    pub fn view(&self, key: &Key, own: PolicySet, own_objects: &[Object]) -> View {
+    pub fn view<'a>(&'a self, key: &Key, own: PolicySet, own_objects: &'a [Object]) -> View<'a> {
         let mut rules = own.rules;
         let n = rules.len();
         rules.extend(
@@ -130,21 +142,21 @@ impl Snapshot {
                 })
                 .cloned(),
         );
-        let before: Vec<Object> = self
+        let before: Vec<&Object> = self
             .objects
             .iter()
             .filter(|o| {
                 !key.is(o.kind, o.namespace(), o.name())
                     && (o.kind == Kind::CiliumCidrGroup || key.may_meet(o.kind, o.namespace()))
             })
-            .cloned()
             .collect();
-        let mut after = own_objects.to_vec();
-        after.extend(before.iter().cloned());
+        let mut after: Vec<&Object> = own_objects.iter().collect();
+        after.extend(before.iter().copied());
         View {
+            // The checks read the rules; CIDR groups are already resolved in them.
             set: PolicySet {
                 rules,
-                cidr_groups: self.set.cidr_groups.clone(),
+                cidr_groups: Vec::new(),
             },
             own: n,
             after,
