@@ -4,7 +4,9 @@
 //! 200), each on its own kept-alive HTTPS connection, sending AdmissionReviews for SECONDS
 //! (default 60): every fixture of `policies/admission/` (valid and invalid), and UPDATEs and
 //! CREATEs of policies of the set (an UPDATE carries a policy of the set with a port
-//! changed; a CREATE a copy of one for a new workload), each judged against the set. Prints
+//! changed; a CREATE a copy of one for a new workload), each judged against the set. Every
+//! review sent carries an object of its own (a label with a sequence number), so no review
+//! is answered from what the server remembers of an earlier one. Prints
 //! the latency percentiles, the errors (a status other than 200, or an answer other than the
 //! one the review got alone), the throughput, the slowest kinds of review, and the
 //! server's resident memory sampled every second (flat memory: the last samples are no
@@ -248,6 +250,12 @@ fn main() {
         ));
     }
     let mut alone: Vec<(f64, String)> = Vec::new();
+    // Every review sent is a new object (a label of its own, written over the placeholder),
+    // so nothing the server may remember of an object answers for another.
+    let bodies: Vec<(String, Vec<u8>)> = bodies
+        .into_iter()
+        .map(|(name, body)| (name, with_placeholder(&body)))
+        .collect();
     for (name, body) in bodies {
         let mut c = Client::connect(config.clone(), port).expect("connect");
         let t = Instant::now();
@@ -292,10 +300,12 @@ fn main() {
             samples
         })
     };
+    let seq = Arc::new(AtomicU64::new(1));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..clients)
         .map(|i| {
             let (config, reviews, errors) = (config.clone(), reviews.clone(), errors.clone());
+            let seq = seq.clone();
             std::thread::spawn(move || {
                 let mut latencies: Vec<(u32, usize)> = Vec::new();
                 let mut client = None;
@@ -326,7 +336,9 @@ fn main() {
                     if let Some(e) = every {
                         due += e;
                     }
-                    match c.post(body) {
+                    let mut body = body.clone();
+                    stamp(&mut body, seq.fetch_add(1, Ordering::Relaxed));
+                    match c.post(&body) {
                         Ok((200, answer)) => {
                             let took = t.elapsed();
                             let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
@@ -532,5 +544,49 @@ fn to_json(node: &polc_compiler::yaml::Node) -> serde_json::Value {
             .map(|e| (e.key.clone(), to_json(&e.value)))
             .collect::<serde_json::Map<_, _>>()
             .into(),
+    }
+}
+
+/// The label value each review sent replaces with its sequence number (same length).
+const PLACEHOLDER: &[u8] = b"seq-0000000000";
+
+/// The review with a label `polc-bench/seq: seq-0000000000` on its object (and old object).
+fn with_placeholder(body: &[u8]) -> Vec<u8> {
+    let Ok(mut review) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.to_vec();
+    };
+    for key in ["object", "oldObject"] {
+        // `get_mut`: indexing would make a null object an empty one.
+        let meta = review
+            .get_mut("request")
+            .and_then(|r| r.get_mut(key))
+            .and_then(|o| o.get_mut("metadata"))
+            .and_then(serde_json::Value::as_object_mut);
+        if let Some(meta) = meta {
+            let labels = meta
+                .entry("labels")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert(
+                    "polc-bench/seq".into(),
+                    serde_json::Value::from(String::from_utf8_lossy(PLACEHOLDER).into_owned()),
+                );
+            }
+        }
+    }
+    serde_json::to_vec(&review).unwrap_or_else(|_| body.to_vec())
+}
+
+/// Writes `n` over every placeholder of `body`.
+fn stamp(body: &mut [u8], n: u64) {
+    let digits = format!("seq-{:010}", n % 10_000_000_000);
+    let mut at = 0;
+    while let Some(i) = body[at..]
+        .windows(PLACEHOLDER.len())
+        .position(|w| w == PLACEHOLDER)
+    {
+        let start = at + i;
+        body[start..start + PLACEHOLDER.len()].copy_from_slice(digits.as_bytes());
+        at = start + PLACEHOLDER.len();
     }
 }

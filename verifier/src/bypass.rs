@@ -6,6 +6,7 @@
 //! dropped unless the evaluator allows it.
 
 use crate::flow::{self, Encoded, FlowVars};
+use crate::replay::Policies;
 use crate::replay::confirm;
 use crate::shadow::{disjoint, may_overlap};
 use crate::{Focus, Limits, solver};
@@ -14,7 +15,6 @@ use polc_compiler::eval::{Request, Verdict, Why, l7_allows};
 use polc_compiler::ir::{Item, L7, PolicySet, Ports, Redirect, Rule, Subject};
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
-use std::borrow::Borrow;
 use z3::SatResult;
 use z3::ast::Bool;
 
@@ -54,9 +54,9 @@ pub fn check(
 
 /// [`check`] for the rules of `focus`: their HTTP rules that the set bypasses, and the HTTP
 /// rules of other rules that their items bypass.
-pub(crate) fn focused<O: Borrow<Object>>(
+pub(crate) fn focused<P: Policies + ?Sized>(
     set: &PolicySet,
-    objects: &[O],
+    objects: &P,
     version: CiliumVersion,
     limits: Limits,
     focus: Focus,

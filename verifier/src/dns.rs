@@ -15,6 +15,7 @@
 
 use crate::decision::{Encoder, Req, Shape};
 use crate::flow::{self, FlowVars, KIND_POD};
+use crate::replay::Policies;
 use crate::replay::{Replay, Witness, replay, witness};
 use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic, Severity};
@@ -23,7 +24,6 @@ use polc_compiler::ir::{Direction, PeerKind, Peers, PolicySet, Requirement, Rule
 use polc_compiler::raw::Object;
 use polc_compiler::source::Loc;
 use polc_compiler::version::CiliumVersion;
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use z3::SatResult;
 use z3::ast::{BV, Bool};
@@ -76,9 +76,9 @@ enum Lookup {
 }
 
 /// Whether a pod asks the cluster DNS over UDP/53 (with `query`, if any) and is denied.
-fn denied_lookup<O: Borrow<Object>>(
+fn denied_lookup<P: Policies + ?Sized>(
     set: &PolicySet,
-    objects: &[O],
+    objects: &P,
     version: CiliumVersion,
     who: &Askers<'_>,
     query: Option<&str>,
@@ -542,11 +542,11 @@ fn lookups_open(set: &PolicySet, judge: &crate::sample::Judge, ns: Option<&str>)
 /// V0403 for the rules of `focus` (an object under review): a pod one of their egress rules
 /// selects whose lookups are denied in the set (`after`, with the objects it came from),
 /// when the same lookup was allowed under the objects `before` the change.
-pub(crate) fn cut_off_by<O: Borrow<Object>>(
+pub(crate) fn cut_off_by<P: Policies + ?Sized>(
     set: &PolicySet,
     focus: Focus,
-    after: &[O],
-    before: &[O],
+    after: &P,
+    before: &P,
     version: CiliumVersion,
     limits: Limits,
 ) -> Vec<Diagnostic> {

@@ -203,6 +203,47 @@ fn find_example(
     check_preferring(kind, z, strong, &prefs)
 }
 
+/// Example flows of `item` of a rule with `subject` (pods of namespace `ns` when the subject
+/// pins none), to replay when every flow of the item will do: first the sample judge's
+/// concrete flows (no solver), then one from z3, asked in variables of its own. Those know
+/// only the labels the subject and item name, so the solver has few strings to make valid
+/// (variables shared with a question about many other items can hold hundreds).
+fn item_examples<'a>(
+    kind: &'a str,
+    subject: &'a polc_compiler::ir::Selector,
+    item: &'a polc_compiler::ir::Item,
+    ns: Option<&str>,
+    version: polc_compiler::version::CiliumVersion,
+    limits: Limits,
+) -> impl Iterator<Item = replay::Witness> + 'a {
+    let samples = sample::Judge::new(version)
+        .samples(subject, item, ns.unwrap_or(sample::ANY_NAMESPACE))
+        .into_iter()
+        .take(2)
+        .map(|s| s.witness());
+    let solved = std::iter::once_with(move || {
+        let mut v = flow::FlowVars::for_version(version);
+        let wf = v.well_formed("default");
+        let (flow::Encoded::Exact(s), flow::Encoded::Exact(a)) =
+            (flow::subject(&mut v, subject), flow::item(&mut v, item))
+        else {
+            return None;
+        };
+        let z = solver(limits);
+        z.assert(&wf);
+        z.assert(&s);
+        z.assert(&a);
+        z.assert(v.values_valid());
+        let prefs = v.preferences();
+        if check_preferring(kind, &z, &[], &prefs) != z3::SatResult::Sat {
+            return None;
+        }
+        replay::witness(&v, &z.get_model()?)
+    })
+    .flatten();
+    samples.chain(solved)
+}
+
 /// Checks the solver's assertions, recording the query (see [`smt`]).
 fn check(kind: &str, z: &z3::Solver) -> z3::SatResult {
     smt::record(kind, z);

@@ -13,7 +13,8 @@
 //! replayed through the reference evaluator, and kept only if an item other than A allows it.
 
 use crate::flow::{self, Encoded, FlowVars};
-use crate::replay::{replay, witness};
+use crate::replay::Policies;
+use crate::replay::replay;
 use crate::sample::Judge;
 use crate::shadow::{disjoint, may_overlap};
 use crate::{Focus, Limits, solver};
@@ -23,7 +24,6 @@ use polc_compiler::ir::{Item, PolicySet, PortSpec, Ports, Subject};
 use polc_compiler::raw::Object;
 use polc_compiler::source::Loc;
 use polc_compiler::version::CiliumVersion;
-use std::borrow::Borrow;
 use std::collections::HashSet;
 use z3::SatResult;
 use z3::ast::Bool;
@@ -91,9 +91,9 @@ pub fn check(
 
 /// [`check`] for the rules of `focus`: their items that the set already allows, and the
 /// items of other rules that they make redundant (unless those were redundant already).
-pub(crate) fn focused<O: Borrow<Object>>(
+pub(crate) fn focused<P: Policies + ?Sized>(
     set: &PolicySet,
-    objects: &[O],
+    objects: &P,
     version: CiliumVersion,
     limits: Limits,
     skip: &HashSet<Loc>,
@@ -242,35 +242,28 @@ pub(crate) fn focused<O: Borrow<Object>>(
                     continue;
                 }
             }
-            // An example flow of the item, allowed by another item too.
-            let z = solver(limits);
-            z.assert(&wf);
-            z.assert(&s);
-            z.assert(&fa);
-            z.assert(v.values_valid());
-            let prefs = v.preferences();
-            if crate::check_preferring("redundant", &z, &[], &prefs) != SatResult::Sat {
-                continue;
-            }
-            let Some(model) = z.get_model() else { continue };
-            let Some(w) = witness(&v, &model) else {
-                continue;
-            };
-            let Some(r) = replay(objects, version, &w, a.direction, None) else {
-                continue;
-            };
-            let Some(d) = r.at_x(a.direction) else {
-                continue;
-            };
+            // An example flow of the item, allowed by another item too in the reference
+            // evaluator.
             let me = (rule.origin.describe(), a.path.clone());
-            let others: Vec<_> = d
-                .rules
-                .iter()
-                .filter(|x| (x.policy.clone(), x.path.clone()) != me)
-                .collect();
-            if d.verdict != Verdict::Allow || others.is_empty() {
+            let others_of = |r: &crate::replay::Replay| {
+                let d = r.at_x(a.direction)?;
+                let others: Vec<_> = d
+                    .rules
+                    .iter()
+                    .filter(|x| (x.policy.clone(), x.path.clone()) != me)
+                    .cloned()
+                    .collect();
+                (d.verdict == Verdict::Allow && !others.is_empty()).then_some(others)
+            };
+            let replayed = crate::item_examples("redundant", subject, a, ns, version, limits)
+                .find_map(|w| {
+                    let r = replay(objects, version, &w, a.direction, None)?;
+                    let others = others_of(&r)?;
+                    Some((r, others))
+                });
+            let Some((r, others)) = replayed else {
                 continue;
-            }
+            };
             removed.insert((ra, ia));
             reported.insert(a.loc);
             let names: Vec<String> = others

@@ -118,6 +118,46 @@ fn valid_value(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
+/// The policies an example is replayed under.
+pub trait Policies {
+    /// A model of the example's cluster (`inventory`: its nodes, namespaces and pods, whose
+    /// pods are in `namespaces`) under these policies.
+    fn model(&self, inventory: Vec<Object>, namespaces: &[&String], config: Config) -> Model;
+}
+
+/// Policy objects, lowered again with the example's cluster: only those that can select its
+/// pods (of their namespaces, and the clusterwide ones) and the CIDR groups.
+impl<O: Borrow<Object>> Policies for [O] {
+    fn model(&self, inventory: Vec<Object>, namespaces: &[&String], config: Config) -> Model {
+        let mut all: Vec<Object> = self
+            .iter()
+            .map(Borrow::borrow)
+            .filter(|o: &&Object| o.kind.is_policy())
+            .filter(|o| !o.kind.is_namespaced() || namespaces.iter().any(|n| *n == o.namespace()))
+            .cloned()
+            .collect();
+        all.extend(inventory);
+        Model::build(&all, config).0
+    }
+}
+
+/// Rules already lowered, as they are (the example's cluster has no Services for
+/// `toServices` to bind to, and nothing else in lowering depends on the cluster).
+pub struct Lowered<'a>(pub &'a [std::sync::Arc<polc_compiler::ir::Rule>]);
+
+impl Policies for Lowered<'_> {
+    fn model(&self, inventory: Vec<Object>, _: &[&String], config: Config) -> Model {
+        let (inventory, _) =
+            polc_compiler::inventory::Inventory::from_objects(&inventory, &config.cluster_name);
+        let mut policies = polc_compiler::ir::PolicySet {
+            rules: self.0.to_vec(),
+            cidr_groups: Vec::new(),
+        };
+        inventory.bind_services(&mut policies);
+        Model::from_parts(policies, inventory, config)
+    }
+}
+
 /// A Pod (and its Namespace) with the witness's labels, as YAML.
 fn pod_yaml(name: &str, ip: &str, labels: &BTreeMap<String, String>) -> Option<String> {
     let ns = labels.get("io.kubernetes.pod.namespace")?.clone();
@@ -156,8 +196,8 @@ fn pod_yaml(name: &str, ip: &str, labels: &BTreeMap<String, String>) -> Option<S
 /// Builds a two-node cluster with the witness's pods (the endpoint `x` on node `n1`, a remote
 /// pod beside it), judges the flow (`x`'s egress or ingress, with `request`, if any) under
 /// `objects`, and describes it.
-pub(crate) fn replay<O: Borrow<Object>>(
-    objects: &[O],
+pub(crate) fn replay<P: Policies + ?Sized>(
+    objects: &P,
     version: CiliumVersion,
     w: &Witness,
     dir: Direction,
@@ -201,26 +241,16 @@ pub(crate) fn replay<O: Borrow<Object>>(
     if !diags.is_empty() {
         return None;
     }
-    // Only the policies that can select the witness pods: those of their namespaces and the
-    // clusterwide ones (and the CIDR groups).
     let namespaces: Vec<&String> = [&w.x, &w.p]
         .iter()
         .filter_map(|l| l.get("io.kubernetes.pod.namespace"))
         .collect();
-    let mut all: Vec<Object> = objects
-        .iter()
-        .map(Borrow::borrow)
-        .filter(|o: &&Object| o.kind.is_policy())
-        .filter(|o| !o.kind.is_namespaced() || namespaces.iter().any(|n| *n == o.namespace()))
-        .cloned()
-        .collect();
-    all.extend(inventory);
     let config = Config {
         version,
         dual_stack: Some(false),
         ..Config::default()
     };
-    let (mut model, _) = Model::build(&all, config);
+    let mut model = objects.model(inventory, &namespaces, config);
     if w.kind == KIND_WORLD {
         let at = std::net::IpAddr::V4(w.addr);
         model.dns_answers = w.dns.iter().map(|n| (n.clone(), at)).collect();
@@ -403,8 +433,8 @@ impl Replay {
 
 /// Reads the witness flow off a model, replays it (see [`replay`]) and describes it when
 /// the witness endpoint's decision is `want`; `None` drops the finding.
-pub(crate) fn confirm<O: Borrow<Object>>(
-    objects: &[O],
+pub(crate) fn confirm<P: Policies + ?Sized>(
+    objects: &P,
     version: CiliumVersion,
     v: &FlowVars,
     model: &z3::Model,

@@ -258,6 +258,19 @@ impl Judge {
 }
 
 impl Sample {
+    /// The sample as an example to replay.
+    pub(crate) fn witness(&self) -> crate::replay::Witness {
+        crate::replay::Witness {
+            x: self.x.clone(),
+            p: self.p.clone(),
+            kind: self.kind,
+            addr: Ipv4Addr::from(self.addr),
+            proto: self.proto,
+            port: self.port,
+            dns: Vec::new(),
+        }
+    }
+
     /// Mirrors `FlowVars::well_formed("default")`.
     fn well_formed(&self) -> bool {
         let end = |l: &BTreeMap<String, String>| {

@@ -9,7 +9,8 @@
 //! the evaluator denies it by a deny rule.
 
 use crate::flow::{self, Encoded, FlowVars};
-use crate::replay::confirm;
+use crate::replay::Policies;
+use crate::replay::replay;
 use crate::sample::Judge;
 use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
@@ -19,7 +20,6 @@ use polc_compiler::ir::{
 };
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
-use std::borrow::Borrow;
 use std::collections::HashMap;
 use z3::SatResult;
 use z3::ast::Bool;
@@ -38,9 +38,9 @@ pub fn check(
 /// [`check`] for the rules of `focus`: their allow items that the set's deny items shadow,
 /// and the allow items of other rules that their deny items shadow (unless the other deny
 /// items shadowed those already).
-pub(crate) fn focused<O: Borrow<Object>>(
+pub(crate) fn focused<P: Policies + ?Sized>(
     set: &PolicySet,
-    objects: &[O],
+    objects: &P,
     version: CiliumVersion,
     limits: Limits,
     focus: Focus,
@@ -158,20 +158,15 @@ pub(crate) fn focused<O: Borrow<Object>>(
                     continue;
                 }
             }
-            // An example flow of the item (it exists unless the item is empty).
-            let z = solver(limits);
-            z.assert(&wf);
-            z.assert(&s);
-            z.assert(&a);
-            z.assert(v.values_valid());
-            let prefs = v.preferences();
-            if crate::check_preferring("shadow", &z, &[], &prefs) != SatResult::Sat {
-                continue;
-            }
-            let Some(model) = z.get_model() else { continue };
-            let want = (Verdict::Deny, Why::DenyRule);
-            let Some(text) = confirm(objects, version, &v, &model, item.direction, None, want)
-            else {
+            // An example flow of the item (it exists unless the item is empty), denied by
+            // a deny rule in the reference evaluator.
+            let replayed = crate::item_examples("shadow", subject, item, ns, version, limits)
+                .find_map(|w| {
+                    let r = replay(objects, version, &w, item.direction, None)?;
+                    let d = r.at_x(item.direction)?;
+                    (d.verdict == Verdict::Deny && d.why == Why::DenyRule).then_some(r.text)
+                });
+            let Some(text) = replayed else {
                 continue;
             };
             let mut d = Diagnostic::new(

@@ -19,6 +19,7 @@ use polc_compiler::raw::{Kind, Object};
 use polc_compiler::source::{FileId, SourceFile};
 use polc_compiler::version::CiliumVersion;
 use polc_compiler::yaml;
+use polc_verifier::replay::Lowered;
 
 /// The largest body judged. The API server's request limit is 3 MiB per object, and a
 /// review of an UPDATE carries the object twice.
@@ -295,12 +296,14 @@ fn check(name: &str, text: String, settings: &Settings, policies: Option<&Snapsh
     let valid = !diags.iter().any(|d| d.severity == Severity::Error);
     let view = match (policies, r.objects.first()) {
         (Some(p), Some(o)) if valid && o.kind != Kind::CiliumCidrGroup => {
-            let view = p.view(&Key::of(o), r.set, &r.objects);
+            let view = p.view(&Key::of(o), r.set);
+            let after = Lowered(&view.set.rules);
+            let before = Lowered(&view.set.rules[view.own..]);
             let change = polc_verifier::checks::Change {
                 set: &view.set,
                 own: view.own,
-                after: &view.after,
-                before: &view.before,
+                after: &after,
+                before: &before,
             };
             diags.extend(polc_verifier::checks::review(
                 &change,
@@ -332,7 +335,7 @@ fn deleted(
     let Some(o) = r.objects.first() else {
         return Vec::new();
     };
-    let view = p.view(&Key::of(o), r.set, &r.objects);
+    let view = p.view(&Key::of(o), r.set);
     let diags = polc_verifier::isolation::after_delete(
         &view.set,
         view.own,

@@ -43,10 +43,15 @@ impl Key {
         self.kind == kind && self.namespace == namespace && self.name == name
     }
 
-    /// Whether rules of the object `self` can select the same pods as rules of `other`:
-    /// a namespaced policy's rules select pods of its namespace only.
+    /// Whether the rules of another object (of `kind`, in `namespace`) matter to a review of
+    /// `self`: they may select the same pods (a namespaced policy's rules select pods of its
+    /// namespace only), or they are the cluster DNS's (`kube-system`), which every lookup
+    /// meets.
     fn may_meet(&self, kind: Kind, namespace: &str) -> bool {
-        !self.kind.is_namespaced() || !kind.is_namespaced() || self.namespace == namespace
+        !self.kind.is_namespaced()
+            || !kind.is_namespaced()
+            || self.namespace == namespace
+            || namespace == "kube-system"
     }
 }
 
@@ -62,15 +67,11 @@ pub struct Snapshot {
 
 /// What a review sees of the set: the object under review (or, for a DELETE, the object
 /// removed) with the set's rules it may meet, its own first.
-pub struct View<'a> {
+pub struct View {
     /// Its rules first (`own` of them), then the set's rules they may meet.
     pub set: PolicySet,
     /// How many rules are the object's.
     pub own: usize,
-    /// The objects the rules came from: the object's, then the others.
-    pub after: Vec<&'a Object>,
-    /// The others alone.
-    pub before: Vec<&'a Object>,
 }
 
 impl Snapshot {
@@ -126,10 +127,9 @@ impl Snapshot {
         })
     }
 
-    /// The view of the set for the object `key` whose own objects (the object under review,
-    /// already read) lower to `own`: the set's rules and objects it may meet, without the
-    /// set's version of the object itself.
-    pub fn view<'a>(&'a self, key: &Key, own: PolicySet, own_objects: &'a [Object]) -> View<'a> {
+    /// The view of the set for the object `key` whose own rules are `own`: the set's rules
+    /// it may meet, without the set's version of the object itself.
+    pub fn view(&self, key: &Key, own: PolicySet) -> View {
         let mut rules = own.rules;
         let n = rules.len();
         rules.extend(
@@ -142,16 +142,6 @@ impl Snapshot {
                 })
                 .cloned(),
         );
-        let before: Vec<&Object> = self
-            .objects
-            .iter()
-            .filter(|o| {
-                !key.is(o.kind, o.namespace(), o.name())
-                    && (o.kind == Kind::CiliumCidrGroup || key.may_meet(o.kind, o.namespace()))
-            })
-            .collect();
-        let mut after: Vec<&Object> = own_objects.iter().collect();
-        after.extend(before.iter().copied());
         View {
             // The checks read the rules; CIDR groups are already resolved in them.
             set: PolicySet {
@@ -159,8 +149,6 @@ impl Snapshot {
                 cidr_groups: Vec::new(),
             },
             own: n,
-            after,
-            before,
         }
     }
 }
