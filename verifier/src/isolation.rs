@@ -19,17 +19,14 @@ const NS: &str = "io.kubernetes.pod.namespace";
 
 /// The pods the first `gone` rules of `set` (a deleted object's; the rest remain) isolate
 /// and no remaining rule does, one finding per rule and direction. Host policies
-/// (`nodeSelector`) are not asked about. Runs in a fresh z3 context.
+/// (`nodeSelector`) are not asked about. Runs in the calling thread's z3 context, like
+/// [`crate::checks::review`].
 pub fn after_delete(
     set: &PolicySet,
     gone: usize,
     version: CiliumVersion,
     limits: Limits,
 ) -> Vec<Diagnostic> {
-    crate::fresh_context(|| here(set, gone, version, limits))
-}
-
-fn here(set: &PolicySet, gone: usize, version: CiliumVersion, limits: Limits) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let (deleted, remaining) = set.rules.split_at(gone.min(set.rules.len()));
     for rule in deleted {
