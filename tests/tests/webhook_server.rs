@@ -7,6 +7,7 @@ mod common;
 use common::root;
 use polc_cli::webhook::review::Settings;
 use polc_cli::webhook::server::{self, Config, Handle};
+use polc_cli::webhook::store::Source;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -56,7 +57,7 @@ fn start_with(max_connections: usize) -> Fixture {
     start_full(max_connections, None)
 }
 
-fn start_full(max_connections: usize, policies: Option<PathBuf>) -> Fixture {
+fn start_full(max_connections: usize, policies: Option<Source>) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let ca = test_ca();
@@ -310,7 +311,7 @@ fn the_policy_set_is_read_when_it_appears_and_again_when_it_changes() {
     let set = tempfile::tempdir().unwrap();
     // Not there yet: the server runs, but is not ready.
     let dir = set.path().join("policies");
-    let f = start_full(64, Some(dir.clone()));
+    let f = start_full(64, Some(Source::Dir(dir.clone())));
     let (status, body, _) = f.send("GET", "/readyz", b"");
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
     // Valid objects are still judged alone meanwhile.

@@ -3,6 +3,7 @@
 
 use crate::webhook::review::Settings;
 use crate::webhook::server::{self, Config};
+use crate::webhook::store::Source;
 use crate::{EXIT_USAGE, Io};
 use polc_compiler::diag::{Code, Severity};
 use polc_compiler::version::CiliumVersion;
@@ -28,10 +29,18 @@ pub struct WebhookArgs {
     #[arg(long, value_name = "FILE")]
     pub tls_key: PathBuf,
     /// The policy set new objects are checked against: a directory of the cluster's
-    /// policies and CIDR groups (read again when its files change). Without it, each object
-    /// is checked alone, and the verifier's findings (V04xx) are not looked for.
-    #[arg(long, value_name = "DIR")]
+    /// policies and CIDR groups (read again when its files change). Without it or
+    /// `--cluster`, each object is checked alone, and the verifier's findings (V04xx) are
+    /// not looked for.
+    #[arg(long, value_name = "DIR", conflicts_with = "cluster")]
     pub policies: Option<PathBuf>,
+    /// Read the policy set from the API server instead, through watches (with
+    /// `--kubeconfig`, `KUBECONFIG`, `~/.kube/config`, or the pod's service account).
+    #[arg(long)]
+    pub cluster: bool,
+    /// The kubeconfig file `--cluster` uses.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
     /// Codes of warnings that deny the request instead of warning (`L0305,L0302`).
     #[arg(long, value_delimiter = ',', value_name = "CODE,...")]
     pub deny: Vec<String>,
@@ -107,7 +116,11 @@ pub fn run(args: &WebhookArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         review_timeout,
         reload_every: Duration::from_secs(2),
         max_connections: args.max_connections,
-        policies: args.policies.clone(),
+        policies: match (&args.policies, args.cluster) {
+            (Some(dir), _) => Some(Source::Dir(dir.clone())),
+            (None, true) => Some(Source::Cluster(args.kubeconfig.clone())),
+            (None, false) => None,
+        },
     };
     let (log, lines) = std::sync::mpsc::channel();
     let handle = match server::start(config, log) {

@@ -2,6 +2,7 @@
 //!
 //! [`review`] judges one AdmissionReview; [`server`] serves it over HTTPS.
 
+pub mod cluster;
 pub mod review;
 pub mod server;
 pub mod store;

@@ -10,7 +10,7 @@
 //! HTTPS. No client can stop the server from serving the others.
 
 use super::review::{MAX_BODY, Settings, review};
-use super::store::Policies;
+use super::store::{Policies, Source};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -44,9 +44,9 @@ pub struct Config {
     /// How many client connections are served at once; more are closed at once, so a flood
     /// of connections cannot take the memory or the file descriptors.
     pub max_connections: usize,
-    /// The directory of the policy set objects are judged against (read again when its
-    /// files change); without one, each object is judged alone.
-    pub policies: Option<PathBuf>,
+    /// Where the policy set objects are judged against comes from; without one, each object
+    /// is judged alone.
+    pub policies: Option<Source>,
 }
 
 /// Lines for the operator (standard error); the server's threads never write there
@@ -105,6 +105,13 @@ pub fn start(config: Config, log: Log) -> Result<Handle, String> {
         .thread_name("polc-webhook")
         .build()
         .map_err(|e| format!("cannot start the server's threads: {e}"))?;
+    // An API client that cannot be made is a reason not to start.
+    let client = match &config.policies {
+        Some(Source::Cluster(kubeconfig)) => {
+            Some(runtime.block_on(super::cluster::client(kubeconfig.clone()))?)
+        }
+        _ => None,
+    };
     let listener = runtime
         .block_on(TcpListener::bind(config.listen))
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -115,7 +122,7 @@ pub fn start(config: Config, log: Log) -> Result<Handle, String> {
     let thread = std::thread::Builder::new()
         .name("polc-webhook".into())
         .spawn(move || {
-            runtime.block_on(serve(listener, config, tls, log, stopped));
+            runtime.block_on(serve(listener, config, client, tls, log, stopped));
             Ok(())
         })
         .map_err(|e| format!("cannot start the server thread: {e}"))?;
@@ -139,21 +146,37 @@ struct State {
 async fn serve(
     listener: TcpListener,
     config: Config,
+    client: Option<kube::Client>,
     tls: Arc<ServerConfig>,
     log: Log,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let certs = Arc::new(Certs::new(&config, tls));
     tokio::spawn(watch_certs(certs.clone(), config.reload_every, log.clone()));
-    let policies = config.policies.clone().map(|dir| {
+    let version = config.settings.version;
+    let policies = config.policies.clone().map(|source| {
         let policies = Arc::new(Policies::default());
-        tokio::spawn(super::store::watch_dir(
-            policies.clone(),
-            dir,
-            config.settings.version,
-            config.reload_every,
-            log.clone(),
-        ));
+        match (source, client) {
+            (Source::Dir(dir), _) => {
+                tokio::spawn(super::store::watch_dir(
+                    policies.clone(),
+                    dir,
+                    version,
+                    config.reload_every,
+                    log.clone(),
+                ));
+            }
+            (Source::Cluster(_), Some(client)) => {
+                tokio::spawn(super::cluster::watch(
+                    client,
+                    policies.clone(),
+                    version,
+                    log.clone(),
+                ));
+            }
+            // Not reached: `start` makes the client.
+            (Source::Cluster(_), None) => {}
+        }
         policies
     });
     let state = Arc::new(State {

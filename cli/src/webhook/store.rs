@@ -12,10 +12,20 @@ use crate::input;
 use polc_compiler::diag::Severity;
 use polc_compiler::ir::PolicySet;
 use polc_compiler::raw::{Kind, Object};
+use polc_compiler::source::SourceMap;
 use polc_compiler::version::CiliumVersion;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
+
+/// Where the policy set comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// The files of a directory, read again when they change.
+    Dir(PathBuf),
+    /// The API server, through watches; with a kubeconfig file, or the usual ones.
+    Cluster(Option<PathBuf>),
+}
 
 /// One object of the set, by kind, namespace (`""` for clusterwide kinds) and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -101,11 +111,17 @@ impl Snapshot {
                 .map_or("it cannot be read".to_string(), |d| d.message.clone());
             return Err(format!("{}: {why}", dir.display()));
         }
+        Ok(Snapshot::from_sources(&inputs.sources, version))
+    }
+
+    /// Lints and lowers the objects of `sources`: those with errors are counted (the agent
+    /// rejects them) and lowered as far as they go.
+    pub fn from_sources(sources: &SourceMap, version: CiliumVersion) -> Snapshot {
         let opts = polc_compiler::Options {
             version,
             ..polc_compiler::Options::default()
         };
-        let (objects, diags) = polc_compiler::lint(&inputs.sources, &opts);
+        let (objects, diags) = polc_compiler::lint(sources, &opts);
         let bad: Vec<polc_compiler::source::Loc> = diags
             .iter()
             .filter(|d| d.severity == Severity::Error)
@@ -120,11 +136,11 @@ impl Snapshot {
             .count();
         let objects: Vec<Object> = objects.into_iter().filter(|o| o.kind.is_policy()).collect();
         let (set, _) = polc_compiler::lower::lower(&objects, version);
-        Ok(Snapshot {
+        Snapshot {
             objects,
             set,
             invalid,
-        })
+        }
     }
 
     /// The view of the set for the object `key` whose own rules are `own`: the set's rules
@@ -174,7 +190,8 @@ impl Policies {
         self.loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn set(&self, s: Snapshot) {
+    /// Puts `s` in use.
+    pub fn set(&self, s: Snapshot) {
         let s = Arc::new(s);
         match self.current.write() {
             Ok(mut c) => *c = Some(s),

@@ -1,0 +1,340 @@
+//! `polc webhook --cluster`: the policy set read from an API server through watches. No
+//! kube-apiserver can be had here, so the test serves the few requests the watches make
+//! (list, then watch, per kind) from recorded objects on 127.0.0.1, over plain HTTP, and
+//! sends a watch event when the test says so.
+
+mod common;
+
+use common::root;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use polc_cli::webhook::review::Settings;
+use polc_cli::webhook::server::{self, Config};
+use polc_cli::webhook::store::Source;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+/// The fake API server's state: the objects of each plural, and the open watches.
+#[derive(Default)]
+struct Fake {
+    objects: Mutex<Vec<(String, Value)>>,
+    watches: Mutex<Vec<(String, mpsc::UnboundedSender<Bytes>)>>,
+    requests: Mutex<Vec<String>>,
+}
+
+impl Fake {
+    /// Sends a watch event to every open watch of `plural`.
+    fn event(&self, plural: &str, kind: &str, object: &Value) {
+        let line = format!("{}\n", json!({"type": kind, "object": object}));
+        for (p, tx) in self.watches.lock().unwrap().iter() {
+            if p == plural {
+                let _ = tx.send(Bytes::from(line.clone()));
+            }
+        }
+    }
+
+    fn watching(&self, plural: &str) -> bool {
+        self.watches
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, _)| p == plural)
+    }
+}
+
+fn full(status: u16, body: Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed_unsync());
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn handle(req: Request<hyper::body::Incoming>, fake: Arc<Fake>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    fake.requests
+        .lock()
+        .unwrap()
+        .push(format!("{path}?{query}"));
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /apis/GROUP/VERSION/PLURAL
+    let (group, version, plural) = match parts.as_slice() {
+        ["apis", g, v, p] => (*g, *v, *p),
+        _ => ("", "", ""),
+    };
+    let served = matches!(
+        (group, version, plural),
+        ("cilium.io", "v2", "ciliumnetworkpolicies")
+            | ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies")
+            | ("cilium.io", "v2alpha1", "ciliumcidrgroups")
+            | ("networking.k8s.io", "v1", "networkpolicies")
+    );
+    if !served {
+        return full(
+            404,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": "the server could not find the requested resource",
+                   "reason": "NotFound", "details": {}, "code": 404}),
+        );
+    }
+    if query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1")
+    {
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        fake.watches.lock().unwrap().push((plural.to_string(), tx));
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        });
+        let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream.boxed())));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        return r;
+    }
+    let items: Vec<Value> = fake
+        .objects
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == plural)
+        .map(|(_, o)| o.clone())
+        .collect();
+    full(
+        200,
+        json!({"apiVersion": format!("{group}/{version}"), "kind": "List",
+               "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
+}
+
+/// Starts the fake API server on a thread of its own; returns its port.
+fn start_fake(fake: Arc<Fake>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let fake = fake.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let fake = fake.clone();
+                        async move { Ok::<_, Infallible>(handle(req, fake).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+    });
+    port
+}
+
+/// A CiliumNetworkPolicy as the API server lists it.
+fn cnp(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+           "metadata": {"name": name, "namespace": "shop", "resourceVersion": "1",
+                        "uid": format!("uid-{name}")},
+           "spec": spec})
+}
+
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_policy_set_follows_the_cluster() {
+    let fake = Arc::new(Fake::default());
+    let deny = cnp(
+        "deny-legacy",
+        json!({"endpointSelector": {"matchLabels": {"app": "api"}},
+               "ingressDeny": [{"fromEndpoints": [{"matchLabels": {"app": "legacy"}}]}]}),
+    );
+    fake.objects
+        .lock()
+        .unwrap()
+        .push(("ciliumnetworkpolicies".into(), deny.clone()));
+    let port = start_fake(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: \
+             http://127.0.0.1:{port}\ncontexts:\n- name: fake\n  context: {{cluster: fake, \
+             user: fake}}\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{token: \
+             test}}\n"
+        ),
+    )
+    .unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert,
+        key,
+        settings: Settings::default(),
+        read_timeout: Duration::from_millis(1500),
+        review_timeout: Duration::from_secs(5),
+        reload_every: Duration::from_millis(100),
+        max_connections: 64,
+        policies: Some(Source::Cluster(Some(kubeconfig))),
+    };
+    let (log, lines) = std::sync::mpsc::channel();
+    let server = server::start(config, log).unwrap();
+    let client = Client::new(dir.path(), server.addr);
+    eventually("ready", || client.get("/readyz") == 200);
+    // Every kind was listed; CiliumCIDRGroup at the version the server has.
+    let asked = fake.requests.lock().unwrap().join("\n");
+    for want in [
+        "/apis/cilium.io/v2/ciliumnetworkpolicies",
+        "/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies",
+        "/apis/cilium.io/v2alpha1/ciliumcidrgroups",
+        "/apis/networking.k8s.io/v1/networkpolicies",
+    ] {
+        assert!(asked.contains(want), "{want} not asked:\n{asked}");
+    }
+    let shadowed = || {
+        let body =
+            std::fs::read(root().join("policies/admission/create-shadowed-cnp.json")).unwrap();
+        let answer = client.review(&body);
+        assert_eq!(answer["response"]["allowed"], true, "{answer}");
+        answer["response"]["warnings"].to_string().contains("V0404")
+    };
+    assert!(shadowed(), "the listed deny rule shadows the new item");
+    // The deny rule is deleted in the cluster: the item is no longer shadowed.
+    eventually("watching", || fake.watching("ciliumnetworkpolicies"));
+    fake.event("ciliumnetworkpolicies", "DELETED", &deny);
+    eventually("the deletion seen", || !shadowed());
+    // And added back.
+    fake.event("ciliumnetworkpolicies", "ADDED", &deny);
+    eventually("the addition seen", shadowed);
+    drop(server);
+    let said: Vec<String> = lines.try_iter().collect();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("policy set read from the cluster: 1 objects")),
+        "{said:#?}"
+    );
+}
+
+#[test]
+fn without_a_reachable_cluster_config_the_server_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert,
+        key,
+        settings: Settings::default(),
+        read_timeout: Duration::from_millis(1500),
+        review_timeout: Duration::from_secs(5),
+        reload_every: Duration::from_millis(100),
+        max_connections: 64,
+        policies: Some(Source::Cluster(Some(dir.path().join("missing-kubeconfig")))),
+    };
+    let (log, _lines) = std::sync::mpsc::channel();
+    let err = server::start(config, log).err().unwrap();
+    assert!(err.contains("missing-kubeconfig"), "{err}");
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, as files in `dir`.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+/// An HTTPS client that trusts the test certificate.
+struct Client {
+    tls: Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+}
+
+impl Client {
+    fn new(dir: &std::path::Path, addr: std::net::SocketAddr) -> Client {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(dir.join("cert.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        Client { tls, addr }
+    }
+
+    fn send(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        use std::io::{Read, Write};
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut conn = rustls::ClientConnection::new(self.tls.clone(), name).unwrap();
+        let mut tcp = std::net::TcpStream::connect(self.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).unwrap();
+        tls.write_all(body).unwrap();
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.as_bytes().to_vec())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn get(&self, path: &str) -> u16 {
+        self.send("GET", path, b"").0
+    }
+
+    fn review(&self, body: &[u8]) -> Value {
+        let (status, body) = self.send("POST", "/validate", body);
+        assert_eq!(status, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+}
