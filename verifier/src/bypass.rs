@@ -7,7 +7,8 @@
 
 use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::Policies;
-use crate::replay::confirm;
+use crate::replay::{confirm, replay};
+use crate::sample::{ANY_NAMESPACE, Judge};
 use crate::shadow::{disjoint, may_overlap};
 use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
@@ -62,6 +63,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     focus: Focus,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
+    let judge = Judge::new(version);
     for (ia, ra) in set.rules.iter().enumerate() {
         let Subject::Endpoints(sa) = &ra.subject else {
             continue;
@@ -100,6 +102,45 @@ pub(crate) fn focused<P: Policies + ?Sized>(
                 );
             }
             if plain.is_empty() {
+                continue;
+            }
+            // A concrete flow of the HTTP port rules that a plain item matches, replayed with a
+            // request the HTTP rules reject, answers without the solver.
+            // The pods sampled satisfy the item's subject and, in turn, that of each plain
+            // item's rule (a namespace label the subject asks for, say).
+            let both = |rb: &Rule| match &rb.subject {
+                Subject::Endpoints(sb) => polc_compiler::ir::Selector::new(
+                    sa.reqs.iter().chain(&sb.reqs).cloned().collect(),
+                ),
+                Subject::Nodes(_) => sa.clone(),
+            };
+            let subjects =
+                std::iter::once(sa.clone()).chain(plain.iter().take(8).map(|(rb, _)| both(rb)));
+            let concrete = subjects
+                .flat_map(|x| judge.samples(&x, a, ns.unwrap_or(ANY_NAMESPACE)))
+                .filter(|f| judge.item_where(f, a, Some(true)) == Some(true))
+                .take(16)
+                .find_map(|f| {
+                    let hits: Vec<&(&std::sync::Arc<Rule>, &Item)> = plain
+                        .iter()
+                        .filter(|(rb, b)| {
+                            let Subject::Endpoints(sb) = &rb.subject else {
+                                return false;
+                            };
+                            judge.subject(&f, sb) == Some(true)
+                                && judge.item_where(&f, b, Some(false)) == Some(true)
+                        })
+                        .collect();
+                    let &&(rb, b) = hits.first()?;
+                    let r = replay(objects, version, &f.witness(), a.direction, Some(probe()))?;
+                    let d = r.at_x(a.direction)?;
+                    (d.verdict == Verdict::Allow && d.why == Why::L7Allowed).then(|| {
+                        let also: Vec<_> = hits.iter().take(5).map(|(_, o)| o.loc).collect();
+                        bypassed(a, rb, b, &r.text, &also)
+                    })
+                });
+            if let Some(d) = concrete {
+                out.push(d);
                 continue;
             }
             let mut v = FlowVars::for_version(version);
@@ -166,29 +207,42 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             ) else {
                 continue;
             };
-            let mut d = Diagnostic::new(
-                Code::BypassedL7,
-                a.loc,
-                format!(
-                    "the HTTP rules of this {} item are bypassed: {} {} allows the same peers \
-                     and port without L7 rules",
-                    a.direction.name(),
-                    rb.origin.describe(),
-                    b.path
-                ),
-            )
-            .label("HTTP rules bypassed")
-            .help(format!(
-                "on an overlapping peer and port an item without L7 rules makes the proxy allow \
-                 every request; for example {text} is allowed, though the HTTP rules reject \
-                 that request. Narrow the other item's peers or ports, or give it the same HTTP \
-                 rules"
-            ));
-            for (_, _, other) in hits.iter().take(5) {
-                d = d.related(other.loc, "allows the same flows without L7 rules");
-            }
+            let hit_locs: Vec<_> = hits.iter().take(5).map(|(_, _, o)| o.loc).collect();
+            let d = bypassed(a, rb, b, &text, &hit_locs);
             out.push(d);
         }
     }
     out
+}
+
+/// V0405 at `a`, whose HTTP rules `b` (of `rb`) bypasses; `text` is the replayed example,
+/// `also` the items that allow it without L7 rules.
+fn bypassed(
+    a: &Item,
+    rb: &Rule,
+    b: &Item,
+    text: &str,
+    also: &[polc_compiler::source::Loc],
+) -> Diagnostic {
+    let mut d = Diagnostic::new(
+        Code::BypassedL7,
+        a.loc,
+        format!(
+            "the HTTP rules of this {} item are bypassed: {} {} allows the same peers and port \
+             without L7 rules",
+            a.direction.name(),
+            rb.origin.describe(),
+            b.path
+        ),
+    )
+    .label("HTTP rules bypassed")
+    .help(format!(
+        "on an overlapping peer and port an item without L7 rules makes the proxy allow every \
+         request; for example {text} is allowed, though the HTTP rules reject that request. \
+         Narrow the other item's peers or ports, or give it the same HTTP rules"
+    ));
+    for loc in also {
+        d = d.related(*loc, "allows the same flows without L7 rules");
+    }
+    d
 }
