@@ -201,6 +201,12 @@ fn objects_are_judged_against_the_policy_set() {
         ),
         // The set has the CIDR group it names: no L0321.
         ("create-cidr-group-ref-cnp.json", true, &[][..]),
+        // The group moves into a range the set denies: `office-admin`'s item is shadowed.
+        (
+            "update-cidrgroup-into-denied-range.json",
+            true,
+            &["V0404"][..],
+        ),
         // Nothing else isolates `app: frontend` pods.
         ("delete-last-isolating-cnp.json", true, &["V0410"][..]),
         // `api-ingress` still isolates `app: api` pods.

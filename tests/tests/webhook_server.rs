@@ -344,7 +344,7 @@ fn the_policy_set_is_read_when_it_appears_and_again_when_it_changes() {
     assert!(!warnings(&f).contains("V0404"));
     let (_, body, _) = f.send("GET", "/metrics", b"");
     assert!(
-        String::from_utf8_lossy(&body).contains("polc_webhook_policy_objects 3"),
+        String::from_utf8_lossy(&body).contains("polc_webhook_policy_objects 5"),
         "{}",
         String::from_utf8_lossy(&body)
     );

@@ -312,12 +312,80 @@ fn check(name: &str, text: String, settings: &Settings, policies: Option<&Snapsh
             ));
             Some(view)
         }
+        (Some(p), Some(o)) if valid && o.kind == Kind::CiliumCidrGroup => {
+            let (found, view) = group_changes(p, o, settings);
+            diags.extend(found);
+            Some(view)
+        }
         _ => None,
     };
     diags
         .iter()
         .map(|d| Found::of(d, r.doc.as_ref(), view.as_ref()))
         .collect()
+}
+
+/// What a CiliumCIDRGroup (new or changed) changes in the policies that use it: the
+/// verifier's findings about their rules with this version of the group that they did not
+/// have with the set's (none, for a new group). Groups are rare writes; finding the policies
+/// that use one lowers each policy of the set once.
+fn group_changes(p: &Snapshot, group: &Object, settings: &Settings) -> (Vec<Diagnostic>, View) {
+    use polc_compiler::diag::Code;
+    use polc_compiler::lower::{cidr_groups, lower_with_groups};
+    let version = settings.version;
+    // The policies that name a CIDR group: lowered without any, they say so (L0321).
+    let users: Vec<Object> = p
+        .objects
+        .iter()
+        .filter(|o| o.kind.is_policy() && o.kind != Kind::CiliumCidrGroup)
+        .filter(|o| {
+            let (_, d) = lower_with_groups(std::slice::from_ref(*o), &[], version);
+            d.iter().any(|d| d.code == Code::CidrGroupNotFound)
+        })
+        .cloned()
+        .collect();
+    let name = group.name();
+    let mut groups = cidr_groups(std::slice::from_ref(group));
+    groups.extend(p.set.cidr_groups.iter().filter(|g| g.name != name).cloned());
+    let (with_new, _) = lower_with_groups(&users, &groups, version);
+    let used = |r: &polc_compiler::ir::Rule| {
+        users.iter().any(|u| {
+            u.kind == r.origin.kind
+                && u.namespace() == r.origin.namespace
+                && u.name() == r.origin.name
+        })
+    };
+    let others = p.set.rules.iter().filter(|r| !used(r)).cloned();
+    let with_old: Vec<_> = p.set.rules.iter().filter(|r| used(r)).cloned().collect();
+    let findings = |own: Vec<std::sync::Arc<polc_compiler::ir::Rule>>| {
+        let n = own.len();
+        let mut rules = own;
+        rules.extend(others.clone());
+        let set = PolicySet {
+            rules,
+            cidr_groups: Vec::new(),
+        };
+        let (after, before) = (Lowered(&set.rules), Lowered(&set.rules[n..]));
+        let change = polc_verifier::checks::Change {
+            set: &set,
+            own: n,
+            after: &after,
+            before: &before,
+        };
+        let found = if n == 0 {
+            Vec::new()
+        } else {
+            polc_verifier::checks::review(&change, version, settings.limits)
+        };
+        (found, View { set, own: n })
+    };
+    let (before, _) = findings(with_old);
+    let (after, view) = findings(with_new.rules);
+    let new: Vec<Diagnostic> = after
+        .into_iter()
+        .filter(|d| !before.iter().any(|b| b.code == d.code && b.loc == d.loc))
+        .collect();
+    (new, view)
 }
 
 /// What deleting the object (its last version, as the API server sends it) changes: the
