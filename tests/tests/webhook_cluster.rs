@@ -17,7 +17,7 @@ use polc_cli::webhook::store::Source;
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
@@ -162,11 +162,25 @@ fn cnp(name: &str, spec: Value) -> Value {
            "spec": spec})
 }
 
-fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
-        std::thread::sleep(Duration::from_millis(100));
+/// Waits until `ok` holds, for at most 30 s.
+fn eventually(what: &str, ok: impl FnMut() -> bool) {
+    common::eventually(what, Duration::from_secs(30), ok);
+}
+
+/// The webhook's configuration for a test: a self-signed certificate in `dir`, policies
+/// from the cluster `kubeconfig` points at.
+fn config(dir: &std::path::Path, kubeconfig: std::path::PathBuf) -> Config {
+    let (cert, key) = self_signed(dir);
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert,
+        key,
+        settings: Settings::default(),
+        read_timeout: Duration::from_millis(1500),
+        review_timeout: Duration::from_secs(5),
+        reload_every: Duration::from_millis(100),
+        max_connections: 64,
+        policies: Some(Source::Cluster(Some(kubeconfig))),
     }
 }
 
@@ -195,18 +209,7 @@ fn the_policy_set_follows_the_cluster() {
         ),
     )
     .unwrap();
-    let (cert, key) = self_signed(dir.path());
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        cert,
-        key,
-        settings: Settings::default(),
-        read_timeout: Duration::from_millis(1500),
-        review_timeout: Duration::from_secs(5),
-        reload_every: Duration::from_millis(100),
-        max_connections: 64,
-        policies: Some(Source::Cluster(Some(kubeconfig))),
-    };
+    let config = config(dir.path(), kubeconfig);
     let (log, lines) = std::sync::mpsc::channel();
     let server = server::start(config, log).unwrap();
     let client = Client::new(dir.path(), server.addr);
@@ -248,18 +251,7 @@ fn the_policy_set_follows_the_cluster() {
 #[test]
 fn without_a_reachable_cluster_config_the_server_does_not_start() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path());
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        cert,
-        key,
-        settings: Settings::default(),
-        read_timeout: Duration::from_millis(1500),
-        review_timeout: Duration::from_secs(5),
-        reload_every: Duration::from_millis(100),
-        max_connections: 64,
-        policies: Some(Source::Cluster(Some(dir.path().join("missing-kubeconfig")))),
-    };
+    let config = config(dir.path(), dir.path().join("missing-kubeconfig"));
     let (log, _lines) = std::sync::mpsc::channel();
     let err = server::start(config, log).err().unwrap();
     assert!(err.contains("missing-kubeconfig"), "{err}");

@@ -297,13 +297,9 @@ fn connections_beyond_the_limit_are_closed_and_the_rest_still_served() {
     }
 }
 
-/// Waits until `ok` holds (checked every 50 ms), for at most 20 s.
-fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < Duration::from_secs(20), "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits until `ok` holds, for at most 20 s.
+fn eventually(what: &str, ok: impl FnMut() -> bool) {
+    common::eventually(what, Duration::from_secs(20), ok);
 }
 
 #[test]

@@ -133,3 +133,12 @@ pub fn polc(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
         String::from_utf8(err).unwrap(),
     )
 }
+
+/// Waits until `ok` holds, asking every 50 ms, for at most `limit`; fails naming `what`.
+pub fn eventually(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
