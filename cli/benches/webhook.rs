@@ -430,14 +430,15 @@ fn main() {
 
 /// Reviews made from the policy set's own CNPs (at most `n` of them, spread over the set):
 /// an UPDATE of each with its first port changed, and a CREATE of a copy for other pods
-/// (a new workload's policy, under a new name).
+/// (a new workload's policy, under a new name); and an UPDATE of some of its CIDR groups, each
+/// with one more address range.
 fn set_reviews(dir: &Path, n: usize) -> Vec<(String, Vec<u8>)> {
     use polc_compiler::source::{FileId, SourceFile};
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_else(|_| Vec::new());
     files.sort();
-    let mut cnps = Vec::new();
+    let (mut cnps, mut groups) = (Vec::new(), Vec::new());
     for path in files {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
@@ -454,6 +455,8 @@ fn set_reviews(dir: &Path, n: usize) -> Vec<(String, Vec<u8>)> {
             let json = to_json(&doc.root);
             if json["kind"] == "CiliumNetworkPolicy" {
                 cnps.push(json);
+            } else if json["kind"] == "CiliumCIDRGroup" {
+                groups.push(json);
             }
         }
     }
@@ -483,6 +486,18 @@ fn set_reviews(dir: &Path, n: usize) -> Vec<(String, Vec<u8>)> {
             admission_review(i * 2 + 1, "CREATE", &copy, None),
         ));
     }
+    let step = (groups.len() / (n / 4).max(1)).max(1);
+    for (i, group) in groups.iter().step_by(step).take(n / 4).enumerate() {
+        let name = group["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let mut changed = group.clone();
+        if let Some(cidrs) = changed["spec"]["externalCIDRs"].as_array_mut() {
+            cidrs.push(serde_json::Value::from(format!("198.18.{}.0/24", i % 256)));
+        }
+        out.push((
+            format!("update group {name}"),
+            admission_review(2 * n + i, "UPDATE", &changed, Some(group)),
+        ));
+    }
     out
 }
 
@@ -508,13 +523,19 @@ fn admission_review(
     object: &serde_json::Value,
     old: Option<&serde_json::Value>,
 ) -> Vec<u8> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let version = object["apiVersion"]
+        .as_str()
+        .and_then(|v| v.split('/').nth(1))
+        .unwrap_or("v2");
+    let resource = format!("{}s", kind.to_ascii_lowercase());
     let review = serde_json::json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
             "uid": format!("00000000-0000-4000-8000-{i:012}"),
-            "kind": {"group": "cilium.io", "version": "v2", "kind": "CiliumNetworkPolicy"},
-            "resource": {"group": "cilium.io", "version": "v2", "resource": "ciliumnetworkpolicies"},
+            "kind": {"group": "cilium.io", "version": version, "kind": kind},
+            "resource": {"group": "cilium.io", "version": version, "resource": resource},
             "name": object["metadata"]["name"],
             "namespace": object["metadata"]["namespace"],
             "operation": op,

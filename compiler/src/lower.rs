@@ -149,6 +149,28 @@ pub fn lower_with_groups(
     )
 }
 
+/// Whether the policy `obj` names one of `groups` in a `cidrGroupRef` or selects one with a
+/// `cidrGroupSelector`: the policies a change of those groups changes.
+pub fn uses_cidr_groups(obj: &Object, groups: &[&CidrGroup]) -> bool {
+    let Body::CiliumPolicy(p) = &obj.body else {
+        return false;
+    };
+    let uses = |c: &CidrRule| {
+        if let Some(r) = &c.cidr_group_ref {
+            return groups.iter().any(|g| g.name == r.value);
+        }
+        c.cidr_group_selector.as_ref().is_some_and(|sel| {
+            let s = Selector::new(requirements(sel, "any", ""));
+            groups.iter().any(|g| s.matches(&g.labels))
+        })
+    };
+    p.rules().any(|(_, rule)| {
+        raw_items(rule)
+            .iter()
+            .any(|item| item.cidr_set.iter().flat_map(|s| s.iter()).any(&uses))
+    })
+}
+
 /// The CiliumCIDRGroups among `objects`.
 pub fn cidr_groups(objects: &[Object]) -> Vec<CidrGroup> {
     let mut out = Vec::new();

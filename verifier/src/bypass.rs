@@ -60,7 +60,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     objects: &P,
     version: CiliumVersion,
     limits: Limits,
-    focus: Focus,
+    focus: Focus<'_>,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let judge = Judge::new(version);
@@ -68,7 +68,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
         let Subject::Endpoints(sa) = &ra.subject else {
             continue;
         };
-        for a in ra.items.iter().filter(|i| !i.deny) {
+        for (ja, a) in ra.items.iter().enumerate().filter(|(_, i)| !i.deny) {
             let rules = http_rules(a);
             // The probe must be one the HTTP rules reject, or there is nothing to bypass.
             if rules.is_empty() || rules.iter().any(|l7| l7_allows(l7, &probe())) {
@@ -83,7 +83,8 @@ pub(crate) fn focused<P: Policies + ?Sized>(
                 };
                 // Another rule's HTTP rules are this object's finding when its items bypass
                 // them (what bypassed them before is not).
-                if !focus.has(ia) && !focus.has(ib) {
+                let mine = focus.has_item(ia, ja);
+                if !mine && !focus.has(ib) {
                     continue;
                 }
                 if let (Some(x), Some(y)) = (ns, sb.pinned("io.kubernetes.pod.namespace"))
@@ -97,8 +98,14 @@ pub(crate) fn focused<P: Policies + ?Sized>(
                 plain.extend(
                     rb.items
                         .iter()
-                        .filter(|b| !b.deny && b.direction == a.direction && may_overlap(a, b))
-                        .map(|b| (rb, b)),
+                        .enumerate()
+                        .filter(|&(jb, b)| {
+                            (mine || focus.has_item(ib, jb))
+                                && !b.deny
+                                && b.direction == a.direction
+                                && may_overlap(a, b)
+                        })
+                        .map(|(_, b)| (rb, b)),
                 );
             }
             if plain.is_empty() {

@@ -53,6 +53,10 @@ pub struct Change<'a> {
     pub after: &'a (dyn Policies + Sync),
     /// The same without the object under review.
     pub before: &'a (dyn Policies + Sync),
+    /// When only some items of the object's rules changed (a CIDR group they use has new
+    /// addresses): those, as (rule, item) indexes in ascending order. The questions are then
+    /// about them, and their selectors are not looked at again.
+    pub changed: Option<&'a [(usize, usize)]>,
 }
 
 /// The findings the object under review takes part in: its selectors no pod satisfies
@@ -73,7 +77,11 @@ pub fn review(change: &Change<'_>, version: CiliumVersion, limits: Limits) -> Ve
         rules: set.rules.iter().take(change.own).cloned().collect(),
         cidr_groups: Vec::new(),
     };
-    let mut out = contradictory_selectors(&own, limits);
+    let mut out = if change.changed.is_some() {
+        Vec::new()
+    } else {
+        contradictory_selectors(&own, limits)
+    };
     let requires = set
         .rules
         .iter()
@@ -81,7 +89,10 @@ pub fn review(change: &Change<'_>, version: CiliumVersion, limits: Limits) -> Ve
     if requires || change.own == 0 {
         return out;
     }
-    let focus = crate::Focus::First(change.own);
+    let focus = match change.changed {
+        Some(items) => crate::Focus::Items(items),
+        None => crate::Focus::First(change.own),
+    };
     let shadowed = crate::shadow::focused(set, objects, version, limits, focus);
     let skip: HashSet<Loc> = shadowed.iter().map(|d| d.loc).collect();
     out.extend(shadowed);

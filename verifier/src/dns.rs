@@ -544,7 +544,7 @@ fn lookups_open(set: &PolicySet, judge: &crate::sample::Judge, ns: Option<&str>)
 /// when the same lookup was allowed under the objects `before` the change.
 pub(crate) fn cut_off_by<P: Policies + ?Sized>(
     set: &PolicySet,
-    focus: Focus,
+    focus: Focus<'_>,
     after: &P,
     before: &P,
     version: CiliumVersion,

@@ -31,56 +31,96 @@ use std::time::Duration;
 /// The rules a check reports on. A lint is about every rule; a review of one object (the
 /// admission webhook) is about the first `n` rules of the set, which are that object's:
 /// a question is asked only when one of them takes part, and a finding about another rule
-/// is kept only when that rule was fine without them (see [`checks::review`]).
+/// is kept only when that rule was fine without them (see [`checks::review`]). When only
+/// some items of those rules changed (the addresses of a CIDR group they use), the focus is
+/// on those items.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Focus {
+pub(crate) enum Focus<'a> {
     /// Every rule.
     All,
     /// The first `n` rules.
     First(usize),
+    /// These items, as (rule, item) indexes in ascending order.
+    Items(&'a [(usize, usize)]),
 }
 
-impl Focus {
-    /// Whether rule `ri` is one of those reported on.
+impl<'a> Focus<'a> {
+    /// Whether rule `ri` has an item reported on.
     pub(crate) fn has(self, ri: usize) -> bool {
         match self {
             Focus::All => true,
             Focus::First(n) => ri < n,
+            Focus::Items(list) => {
+                let at = list.partition_point(|&(r, _)| r < ri);
+                list.get(at).is_some_and(|&(r, _)| r == ri)
+            }
         }
     }
 
-    /// Whether a question about an item of rule `ri` (with subject `subject`) can involve a
-    /// focus rule: `ri` is one, or a focus rule on pods the subject may share has an item
-    /// `may_cover` accepts. A cheap test before the candidates are gathered from the whole
-    /// set.
+    /// Whether item `ii` of rule `ri` is one reported on.
+    pub(crate) fn has_item(self, ri: usize, ii: usize) -> bool {
+        match self {
+            Focus::Items(list) => list.binary_search(&(ri, ii)).is_ok(),
+            _ => self.has(ri),
+        }
+    }
+
+    /// The items of the focus, as (rule, item) indexes (all of them for [`Focus::All`]).
+    fn items(
+        self,
+        set: &polc_compiler::ir::PolicySet,
+    ) -> impl Iterator<Item = (usize, usize)> + use<'_, 'a> {
+        let rules = match self {
+            Focus::All => set.rules.len(),
+            Focus::First(n) => n.min(set.rules.len()),
+            Focus::Items(_) => 0,
+        };
+        let listed = match self {
+            Focus::Items(list) => list,
+            _ => &[][..],
+        };
+        let whole = set.rules[..rules]
+            .iter()
+            .enumerate()
+            .flat_map(|(ri, r)| (0..r.items.len()).map(move |ii| (ri, ii)));
+        whole.chain(listed.iter().copied())
+    }
+
+    /// Whether a question about item `ii` of rule `ri` (with subject `subject`) can involve
+    /// the focus: the item is in it, or a focus item that `may_cover` accepts (by rule and
+    /// item index) belongs to a rule on pods the subject may share. A cheap test before the
+    /// candidates are gathered from the whole set.
     pub(crate) fn may_involve(
         self,
         set: &polc_compiler::ir::PolicySet,
-        ri: usize,
+        (ri, ii): (usize, usize),
         subject: &polc_compiler::ir::Selector,
-        may_cover: impl Fn(&polc_compiler::ir::Item) -> bool,
+        may_cover: impl Fn((usize, usize)) -> bool,
     ) -> bool {
-        let Focus::First(n) = self else {
+        if self == Focus::All || self.has_item(ri, ii) {
             return true;
-        };
+        }
         const NS: &str = "io.kubernetes.pod.namespace";
-        ri < n
-            || set.rules.iter().take(n).any(|r| {
-                let polc_compiler::ir::Subject::Endpoints(t) = &r.subject else {
-                    return false;
-                };
-                let apart = t
-                    .pinned(NS)
-                    .zip(subject.pinned(NS))
-                    .is_some_and(|(a, b)| a != b);
-                !apart && !shadow::disjoint(subject, t) && r.items.iter().any(&may_cover)
-            })
+        self.items(set).any(|(rj, ij)| {
+            let polc_compiler::ir::Subject::Endpoints(t) = &set.rules[rj].subject else {
+                return false;
+            };
+            let apart = t
+                .pinned(NS)
+                .zip(subject.pinned(NS))
+                .is_some_and(|(a, b)| a != b);
+            !apart && may_cover((rj, ij)) && !shadow::disjoint(subject, t)
+        })
     }
 
-    /// Whether a question about rule `ri` that involves the rules `others` (by rule index)
-    /// is worth asking: it is about a focus rule, or a focus rule takes part.
-    pub(crate) fn involves(self, ri: usize, mut others: impl Iterator<Item = usize>) -> bool {
-        self.has(ri) || others.any(|o| self.has(o))
+    /// Whether a question about item `ii` of rule `ri` that involves the items `others`
+    /// (rule and item indexes) is worth asking: it is about a focus item, or one takes part.
+    pub(crate) fn involves(
+        self,
+        (ri, ii): (usize, usize),
+        mut others: impl Iterator<Item = (usize, usize)>,
+    ) -> bool {
+        self.has_item(ri, ii) || others.any(|(r, i)| self.has_item(r, i))
     }
 }
 

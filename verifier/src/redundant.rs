@@ -16,7 +16,7 @@ use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::Policies;
 use crate::replay::replay;
 use crate::sample::Judge;
-use crate::shadow::{disjoint, may_overlap};
+use crate::shadow::{ItemIndex, Shapes, disjoint};
 use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::Verdict;
@@ -97,18 +97,12 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     version: CiliumVersion,
     limits: Limits,
     skip: &HashSet<Loc>,
-    focus: Focus,
+    focus: Focus<'_>,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let judge = Judge::new(version);
-    let pins: Vec<Option<&str>> = set
-        .rules
-        .iter()
-        .map(|r| match &r.subject {
-            Subject::Endpoints(t) => t.pinned("io.kubernetes.pod.namespace"),
-            Subject::Nodes(_) => None,
-        })
-        .collect();
+    let allows = ItemIndex::new(set, |b| !b.deny && !b.selects_nothing());
+    let shapes = Shapes::new(set);
     let mut removed: HashSet<(usize, usize)> = HashSet::new();
     let mut reported: HashSet<Loc> = HashSet::new();
     for (ra, rule) in set.rules.iter().enumerate() {
@@ -127,10 +121,14 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             {
                 continue;
             }
-            let cover_of_a = |b: &Item| {
-                !b.deny && b.direction == a.direction && !b.selects_nothing() && may_overlap(a, b)
+            let cover_of_a = |(rb, ib): (usize, usize)| {
+                let b = &set.rules[rb].items[ib];
+                !b.deny
+                    && b.direction == a.direction
+                    && !b.selects_nothing()
+                    && shapes.meet((ra, ia), (rb, ib))
             };
-            if !focus.may_involve(set, ra, subject, cover_of_a) {
+            if !focus.may_involve(set, (ra, ia), subject, cover_of_a) {
                 continue;
             }
             let keeps_enforcement = rule
@@ -138,38 +136,26 @@ pub(crate) fn focused<P: Policies + ?Sized>(
                 .iter()
                 .enumerate()
                 .any(|(j, other)| j != ia && other.direction == a.direction);
-            let mut cands: Vec<(usize, usize)> = Vec::new();
-            for (rb, r) in set.rules.iter().enumerate() {
-                let Subject::Endpoints(t) = &r.subject else {
-                    continue;
-                };
-                if let (Some(x), Some(y)) = (ns, pins[rb])
-                    && x != y
-                {
-                    continue;
-                }
-                if (!keeps_enforcement && !r.default_deny(a.direction)) || disjoint(subject, t) {
-                    continue;
-                }
-                for (ib, b) in r.items.iter().enumerate() {
-                    if (rb, ib) == (ra, ia)
-                        || removed.contains(&(rb, ib))
-                        || b.deny
-                        || b.direction != a.direction
-                        || b.selects_nothing()
-                        || !may_overlap(a, b)
-                    {
-                        continue;
-                    }
-                    cands.push((rb, ib));
-                }
-            }
+            let cands: Vec<(usize, usize)> = allows
+                .near(a.direction, ns)
+                .filter(|&(rb, ib)| {
+                    let r = &set.rules[rb];
+                    let Subject::Endpoints(t) = &r.subject else {
+                        return false;
+                    };
+                    (rb, ib) != (ra, ia)
+                        && (keeps_enforcement || r.default_deny(a.direction))
+                        && !removed.contains(&(rb, ib))
+                        && shapes.meet((ra, ia), (rb, ib))
+                        && !disjoint(subject, t)
+                })
+                .collect();
             let items: Vec<&Item> = cands
                 .iter()
                 .map(|&(rb, ib)| &set.rules[rb].items[ib])
                 .collect();
             if cands.is_empty()
-                || !focus.involves(ra, cands.iter().map(|&(rb, _)| rb))
+                || !focus.involves((ra, ia), cands.iter().copied())
                 || !ports_covered(a, &items)
                 // Most items are not covered: a flow of the item that no candidate matches
                 // answers without the solver.
@@ -225,11 +211,11 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             }
             // Another rule's item is this object's finding only if the other items did not
             // cover it already.
-            if !focus.has(ra) {
+            if !focus.has_item(ra, ia) {
                 let before: Vec<(usize, usize)> = cands
                     .iter()
                     .copied()
-                    .filter(|&(rb, _)| !focus.has(rb))
+                    .filter(|&(rb, ib)| !focus.has_item(rb, ib))
                     .collect();
                 let before_items: Vec<&Item> = before
                     .iter()

@@ -35,6 +35,51 @@ pub fn check(
     focused(set, objects, version, limits, Focus::All)
 }
 
+/// Items of a set's pod rules (those a filter keeps) by direction and by the namespace their
+/// rule's subject pins (`None`: the subject spans namespaces), to find the items that can
+/// meet one without looking at the whole set.
+pub(crate) struct ItemIndex<'a> {
+    by: HashMap<Place<'a>, Vec<(usize, usize)>>,
+}
+
+/// A direction, and the namespace a rule's subject pins (`None`: any).
+type Place<'a> = (Direction, Option<&'a str>);
+
+impl<'a> ItemIndex<'a> {
+    pub(crate) fn new(set: &'a PolicySet, keep: impl Fn(&Item) -> bool) -> ItemIndex<'a> {
+        let mut by: HashMap<_, Vec<(usize, usize)>> = HashMap::new();
+        for (ri, r) in set.rules.iter().enumerate() {
+            let Subject::Endpoints(t) = &r.subject else {
+                continue;
+            };
+            let ns = t.pinned("io.kubernetes.pod.namespace");
+            for (ii, item) in r.items.iter().enumerate().filter(|(_, i)| keep(i)) {
+                by.entry((item.direction, ns)).or_default().push((ri, ii));
+            }
+        }
+        ItemIndex { by }
+    }
+
+    /// The items of `direction` whose rules may apply to pods in namespace `ns` (any
+    /// namespace: `None`), as (rule, item) indexes in the set's order.
+    pub(crate) fn near(
+        &self,
+        direction: Direction,
+        ns: Option<&str>,
+    ) -> impl Iterator<Item = (usize, usize)> + use<'_> {
+        let mut out: Vec<(usize, usize)> = self
+            .by
+            .iter()
+            .filter(|((dir, at), _)| {
+                *dir == direction && (ns.is_none() || at.is_none() || *at == ns)
+            })
+            .flat_map(|(_, list)| list.iter().copied())
+            .collect();
+        out.sort_unstable();
+        out.into_iter()
+    }
+}
+
 /// [`check`] for the rules of `focus`: their allow items that the set's deny items shadow,
 /// and the allow items of other rules that their deny items shadow (unless the other deny
 /// items shadowed those already).
@@ -43,56 +88,42 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     objects: &P,
     version: CiliumVersion,
     limits: Limits,
-    focus: Focus,
+    focus: Focus<'_>,
 ) -> Vec<Diagnostic> {
-    // Deny items by direction and by the namespace their rule's subject pins (`None`: the
-    // subject spans namespaces).
-    type DenyIndex<'a> = HashMap<(Direction, Option<&'a str>), Vec<(usize, usize)>>;
-    let mut denies_by: DenyIndex<'_> = HashMap::new();
-    for (ri, r) in set.rules.iter().enumerate() {
-        let Subject::Endpoints(t) = &r.subject else {
-            continue;
-        };
-        let ns = t.pinned("io.kubernetes.pod.namespace");
-        for (ii, d) in r.items.iter().enumerate().filter(|(_, d)| d.deny) {
-            denies_by
-                .entry((d.direction, ns))
-                .or_default()
-                .push((ri, ii));
-        }
-    }
+    let denies = ItemIndex::new(set, |d| d.deny);
+    let shapes = Shapes::new(set);
     let mut out = Vec::new();
     let judge = Judge::new(version);
     for (ra, rule) in set.rules.iter().enumerate() {
         let Subject::Endpoints(subject) = &rule.subject else {
             continue;
         };
-        for item in rule
+        for (ia, item) in rule
             .items
             .iter()
-            .filter(|i| !i.deny && !i.selects_nothing())
+            .enumerate()
+            .filter(|(_, i)| !i.deny && !i.selects_nothing())
         {
             let ns = subject.pinned("io.kubernetes.pod.namespace");
-            let deny_of_item =
-                |d: &Item| d.deny && d.direction == item.direction && may_overlap(item, d);
-            if !focus.may_involve(set, ra, subject, deny_of_item) {
+            let deny_of_item = |(rd, id): (usize, usize)| {
+                let d = &set.rules[rd].items[id];
+                d.deny && d.direction == item.direction && shapes.meet((ra, ia), (rd, id))
+            };
+            if !focus.may_involve(set, (ra, ia), subject, deny_of_item) {
                 continue;
             }
-            let mut candidates: Vec<(usize, usize)> = Vec::new();
-            for ((dir, dns), list) in &denies_by {
-                if *dir == item.direction && (ns.is_none() || dns.is_none() || *dns == ns) {
-                    candidates.extend(list.iter().copied().filter(|&(ri, ii)| {
-                        let Subject::Endpoints(t) = &set.rules[ri].subject else {
-                            return false;
-                        };
-                        !disjoint(subject, t) && may_overlap(item, &set.rules[ri].items[ii])
-                    }));
-                }
-            }
-            if candidates.is_empty() || !focus.involves(ra, candidates.iter().map(|&(ri, _)| ri)) {
+            let candidates: Vec<(usize, usize)> = denies
+                .near(item.direction, ns)
+                .filter(|&(ri, ii)| {
+                    let Subject::Endpoints(t) = &set.rules[ri].subject else {
+                        return false;
+                    };
+                    shapes.meet((ra, ia), (ri, ii)) && !disjoint(subject, t)
+                })
+                .collect();
+            if candidates.is_empty() || !focus.involves((ra, ia), candidates.iter().copied()) {
                 continue;
             }
-            candidates.sort_unstable();
             // A flow of the item that no deny item matches answers without the solver.
             if judge.escapes(set, subject, item, ns, &candidates, None) {
                 continue;
@@ -148,11 +179,11 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             };
             // Another rule's item is this object's finding only if its own deny items did
             // not shadow it already.
-            if !focus.has(ra) {
+            if !focus.has_item(ra, ia) {
                 let before: Vec<(usize, usize)> = candidates
                     .iter()
                     .copied()
-                    .filter(|&(ri, _)| !focus.has(ri))
+                    .filter(|&(ri, ii)| !focus.has_item(ri, ii))
                     .collect();
                 if !before.is_empty() && !matches!(shadowed(&before, &mut v), Ok(None)) {
                     continue;
@@ -196,20 +227,6 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     out
 }
 
-/// The selectors of an item whose peers are all endpoint selectors.
-fn selectors(it: &Item) -> Option<Vec<&Selector>> {
-    let Peers::List(peers) = &it.peers else {
-        return None;
-    };
-    peers
-        .iter()
-        .map(|p| match &p.kind {
-            PeerKind::Endpoints(s) => Some(s),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A cheap test before the solver: whether two selectors can never select the same pod,
 /// because they require a key with values that have nothing in common, or one requires a
 /// key the other excludes.
@@ -229,31 +246,129 @@ pub(crate) fn disjoint(a: &Selector, b: &Selector) -> bool {
     })
 }
 
-/// The kinds of remote end an item's peers can match: pod, world, host, remote node.
-fn kinds(it: &Item) -> [bool; 4] {
-    let mut k = [false; 4];
-    let Peers::List(peers) = &it.peers else {
-        return [true; 4];
-    };
-    for p in peers {
-        match &p.kind {
-            PeerKind::Endpoints(s) if s.is_wildcard() => return [true; 4],
-            PeerKind::Endpoints(s) if s.has_reserved() => return [true; 4],
-            PeerKind::Endpoints(_) => k[0] = true,
-            PeerKind::Cidr(_) | PeerKind::Fqdn(_) => k[1] = true,
-            PeerKind::Entity(Entity::All) => return [true; 4],
-            PeerKind::Entity(Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6) => k[1] = true,
-            PeerKind::Entity(Entity::Host) => k[2] = true,
-            PeerKind::Entity(Entity::RemoteNode) => k[3] = true,
-            PeerKind::Entity(Entity::Cluster) => {
-                k[0] = true;
-                k[2] = true;
-                k[3] = true;
+/// What the cheap overlap test reads of an item, worked out once: the kinds of remote end
+/// its peers can match (pod, world, host, remote node), its port ranges, and its endpoint
+/// selectors or CIDRs when its peers are only those.
+pub(crate) struct Shape<'i> {
+    kinds: [bool; 4],
+    /// (protocol, first, last), sorted; `None` = every protocol and port.
+    ranges: Option<Vec<(u8, u16, u16)>>,
+    selectors: Option<Vec<&'i Selector>>,
+    /// (family, first, last address), sorted.
+    cidrs: Option<Vec<(u8, u128, u128)>>,
+}
+
+impl<'i> Shape<'i> {
+    pub(crate) fn of(it: &'i Item) -> Shape<'i> {
+        let Peers::List(peers) = &it.peers else {
+            return Shape {
+                kinds: [true; 4],
+                ranges: ranges(it),
+                selectors: None,
+                cidrs: None,
+            };
+        };
+        let mut kinds = [false; 4];
+        for p in peers {
+            match &p.kind {
+                PeerKind::Endpoints(s) if s.is_wildcard() || s.has_reserved() => kinds = [true; 4],
+                PeerKind::Endpoints(_) => kinds[0] = true,
+                PeerKind::Cidr(_) | PeerKind::Fqdn(_) => kinds[1] = true,
+                PeerKind::Entity(Entity::All) => kinds = [true; 4],
+                PeerKind::Entity(Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6) => {
+                    kinds[1] = true;
+                }
+                PeerKind::Entity(Entity::Host) => kinds[2] = true,
+                PeerKind::Entity(Entity::RemoteNode) => kinds[3] = true,
+                PeerKind::Entity(Entity::Cluster) => {
+                    kinds[0] = true;
+                    kinds[2] = true;
+                    kinds[3] = true;
+                }
+                _ => kinds = [true; 4],
             }
-            _ => return [true; 4],
+        }
+        let selectors = peers
+            .iter()
+            .map(|p| match &p.kind {
+                PeerKind::Endpoints(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let cidrs: Option<Vec<(u8, u128, u128)>> = peers
+            .iter()
+            .map(|p| match &p.kind {
+                PeerKind::Cidr(c) => Some(span(&c.net)),
+                _ => None,
+            })
+            .collect();
+        Shape {
+            kinds,
+            ranges: ranges(it),
+            selectors,
+            cidrs: cidrs.map(|mut c| {
+                c.sort_unstable();
+                c
+            }),
         }
     }
-    k
+
+    /// Whether the items can match a flow in common, as far as this test can tell (same
+    /// kinds of remote end, overlapping ports, selectors that may select one pod,
+    /// intersecting CIDRs).
+    pub(crate) fn meets(&self, other: &Shape<'_>) -> bool {
+        if !(0..4).any(|i| self.kinds[i] && other.kinds[i]) {
+            return false;
+        }
+        if let (Some(ra), Some(rd)) = (&self.ranges, &other.ranges)
+            && !ra.iter().any(|(pa, a1, a2)| {
+                rd.iter()
+                    .any(|(pd, d1, d2)| pa == pd && a1 <= d2 && d1 <= a2)
+            })
+        {
+            return false;
+        }
+        if let (Some(sa), Some(sd)) = (&self.selectors, &other.selectors)
+            && !sa.iter().any(|x| sd.iter().any(|y| !disjoint(x, y)))
+        {
+            return false;
+        }
+        if let (Some(ca), Some(cd)) = (&self.cidrs, &other.cidrs)
+            && !intersect(ca, cd)
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// A prefix as (family, first, last address).
+fn span(net: &ipnet::IpNet) -> (u8, u128, u128) {
+    match net {
+        ipnet::IpNet::V4(n) => (
+            4,
+            u128::from(u32::from(n.network())),
+            u128::from(u32::from(n.broadcast())),
+        ),
+        ipnet::IpNet::V6(n) => (6, u128::from(n.network()), u128::from(n.broadcast())),
+    }
+}
+
+/// Whether two sorted lists of address spans have an address in common: one sweep.
+fn intersect(a: &[(u8, u128, u128)], b: &[(u8, u128, u128)]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+        if x.0 == y.0 && x.1 <= y.2 && y.1 <= x.2 {
+            return true;
+        }
+        // The span that ends first meets nothing later in the other list.
+        if (x.0, x.2) < (y.0, y.2) {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    false
 }
 
 /// The (protocol, first, last) port ranges of an item; `None` = every protocol and port.
@@ -272,48 +387,45 @@ fn ranges(it: &Item) -> Option<Vec<(u8, u16, u16)>> {
     Some(out)
 }
 
-/// A cheap test before the solver: whether deny item `d` can match any flow allow item `a`
-/// matches (same kinds of remote end, overlapping ports, intersecting CIDRs).
+/// A cheap test before the solver: whether item `d` can match any flow item `a` matches
+/// (see [`Shape::meets`]).
 pub(crate) fn may_overlap(a: &Item, d: &Item) -> bool {
-    let (ka, kd) = (kinds(a), kinds(d));
-    if !(0..4).any(|i| ka[i] && kd[i]) {
-        return false;
+    Shape::of(a).meets(&Shape::of(d))
+}
+
+/// The shapes of a set's items, each worked out when first asked for.
+pub(crate) struct Shapes<'s> {
+    set: &'s PolicySet,
+    /// Where each rule's items start in `cells`.
+    start: Vec<usize>,
+    cells: Vec<std::cell::OnceCell<Shape<'s>>>,
+}
+
+impl<'s> Shapes<'s> {
+    pub(crate) fn new(set: &'s PolicySet) -> Shapes<'s> {
+        let mut start = Vec::with_capacity(set.rules.len());
+        let mut n = 0;
+        for r in &set.rules {
+            start.push(n);
+            n += r.items.len();
+        }
+        Shapes {
+            set,
+            start,
+            cells: (0..n).map(|_| std::cell::OnceCell::new()).collect(),
+        }
     }
-    if let (Some(ra), Some(rd)) = (ranges(a), ranges(d))
-        && !ra.iter().any(|(pa, a1, a2)| {
-            rd.iter()
-                .any(|(pd, d1, d2)| pa == pd && a1 <= d2 && d1 <= a2)
-        })
-    {
-        return false;
+
+    /// The shape of item `ii` of rule `ri`.
+    pub(crate) fn get(&self, ri: usize, ii: usize) -> &Shape<'s> {
+        let item = &self.set.rules[ri].items[ii];
+        self.cells[self.start[ri] + ii].get_or_init(|| Shape::of(item))
     }
-    // When both list only endpoint selectors, some pair must be able to select one pod.
-    if let (Some(sa), Some(sd)) = (selectors(a), selectors(d))
-        && !sa.iter().any(|x| sd.iter().any(|y| !disjoint(x, y)))
-    {
-        return false;
+
+    /// Whether items (`ri`, `ii`) and (`rj`, `ij`) may match a flow in common.
+    pub(crate) fn meet(&self, (ri, ii): (usize, usize), (rj, ij): (usize, usize)) -> bool {
+        self.get(ri, ii).meets(self.get(rj, ij))
     }
-    // When both are CIDR-only, the prefixes must intersect.
-    let cidrs = |it: &Item| -> Option<Vec<ipnet::IpNet>> {
-        let Peers::List(peers) = &it.peers else {
-            return None;
-        };
-        peers
-            .iter()
-            .map(|p| match &p.kind {
-                PeerKind::Cidr(c) => Some(c.net),
-                _ => None,
-            })
-            .collect()
-    };
-    if let (Some(ca), Some(cd)) = (cidrs(a), cidrs(d))
-        && !ca
-            .iter()
-            .any(|x| cd.iter().any(|y| x.contains(y) || y.contains(x)))
-    {
-        return false;
-    }
-    true
 }
 
 #[cfg(test)]

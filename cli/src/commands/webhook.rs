@@ -1,14 +1,14 @@
 //! `polc webhook`: the validating admission webhook (see [`crate::webhook`]). Runs until it is
 //! stopped; what it has to tell the operator goes to standard error.
 
-use crate::webhook::review::Settings;
+use crate::webhook::review::{self, Settings};
 use crate::webhook::server::{self, Config};
-use crate::webhook::store::Source;
-use crate::{EXIT_USAGE, Io};
+use crate::webhook::store::{Snapshot, Source};
+use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
 use polc_compiler::diag::{Code, Severity};
 use polc_compiler::version::CiliumVersion;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Arguments of `polc webhook`.
@@ -23,11 +23,16 @@ pub struct WebhookArgs {
     #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR:PORT")]
     pub listen: SocketAddr,
     /// The TLS certificate chain (PEM); read again when the file changes.
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "review")]
+    pub tls_cert: Option<PathBuf>,
     /// The TLS private key (PEM); read again when the file changes.
-    #[arg(long, value_name = "FILE")]
-    pub tls_key: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "review")]
+    pub tls_key: Option<PathBuf>,
+    /// Judge the AdmissionReview in FILE (`-`: standard input) against the policy set of
+    /// `--policies`, print the AdmissionReview the server would answer, and exit: 0 when
+    /// allowed, 1 when denied. Nothing is served.
+    #[arg(long, value_name = "FILE", conflicts_with = "cluster")]
+    pub review: Option<PathBuf>,
     /// The policy set new objects are checked against: a directory of the cluster's
     /// policies and CIDR groups (read again when its files change). Without it or
     /// `--cluster`, each object is checked alone, and the verifier's findings (V04xx) are
@@ -100,18 +105,29 @@ pub fn run(args: &WebhookArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
+    let settings = Settings {
+        version: args.cilium_version,
+        deny,
+        // Several questions may be asked per review, all before its deadline.
+        limits: polc_verifier::Limits {
+            timeout: review_timeout / 4,
+        },
+    };
+    if let Some(file) = &args.review {
+        return review_file(file, args.policies.as_deref(), &settings, io);
+    }
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        writeln!(
+            io.stderr,
+            "polc: error: --tls-cert and --tls-key are required"
+        )?;
+        return Ok(EXIT_USAGE);
+    };
     let config = Config {
         listen: args.listen,
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-        settings: Settings {
-            version: args.cilium_version,
-            deny,
-            // Several questions may be asked per review, all before its deadline.
-            limits: polc_verifier::Limits {
-                timeout: review_timeout / 4,
-            },
-        },
+        cert: cert.clone(),
+        key: key.clone(),
+        settings,
         read_timeout,
         review_timeout,
         reload_every: Duration::from_secs(2),
@@ -149,4 +165,47 @@ pub fn run(args: &WebhookArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             Ok(EXIT_USAGE)
         }
     }
+}
+
+/// `--review FILE`: one review judged as the server would, printed.
+fn review_file(
+    file: &Path,
+    policies: Option<&Path>,
+    settings: &Settings,
+    io: &mut Io<'_>,
+) -> anyhow::Result<i32> {
+    let body = if file == Path::new("-") {
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut body)
+            .map(|_| body)
+            .map_err(|e| format!("standard input: {e}"))
+    } else {
+        std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            writeln!(io.stderr, "polc: error: {e}")?;
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let snapshot = match policies.map(|dir| Snapshot::read(dir, settings.version)) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            writeln!(io.stderr, "polc: error: {e}")?;
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let reply = review::review(&body, settings, snapshot.as_ref());
+    io.stdout.write_all(&reply.body)?;
+    writeln!(io.stdout)?;
+    if reply.status != 200 {
+        return Ok(EXIT_USAGE);
+    }
+    let allowed = serde_json::from_slice::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| v.pointer("/response/allowed")?.as_bool())
+        .unwrap_or(false);
+    Ok(if allowed { EXIT_CLEAN } else { EXIT_FINDINGS })
 }

@@ -66,6 +66,114 @@ pub fn oversized(len: Option<usize>) -> Reply {
 
 /// Judges one request body, against the policy set `policies` when there is one.
 pub fn review(body: &[u8], settings: &Settings, policies: Option<&Snapshot>) -> Reply {
+    remembering(body, settings, policies, None)
+}
+
+/// Answers given before, by what they were about. The API server asks the same question
+/// more than once: a dry run and then the write, retries, each API server of a replicated
+/// control plane, GitOps controllers applying manifests that did not change. An answer is
+/// reused only for the same request (operation, kind, namespace and name) about the same
+/// objects, apart from the fields the API server fills in itself, against the same snapshot
+/// of the policy set; at most `capacity` answers are kept, the oldest forgotten first.
+/// Answers that depended on time (a question the solver left undecided) are not kept.
+pub struct Memo {
+    kept: std::sync::Mutex<Kept>,
+    capacity: usize,
+    hits: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Kept {
+    answers: std::collections::HashMap<[u8; 32], AdmissionResponse>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+impl Memo {
+    /// A memo of at most `capacity` answers.
+    pub fn new(capacity: usize) -> Memo {
+        Memo {
+            kept: std::sync::Mutex::new(Kept::default()),
+            capacity,
+            hits: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many requests were answered from the memo.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<AdmissionResponse> {
+        let found = self.kept().answers.get(key).cloned();
+        if found.is_some() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        found
+    }
+
+    fn put(&self, key: [u8; 32], answer: &AdmissionResponse) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut kept = self.kept();
+        if kept.answers.insert(key, answer.clone()).is_none() {
+            kept.order.push_back(key);
+        }
+        while kept.order.len() > self.capacity {
+            if let Some(old) = kept.order.pop_front() {
+                kept.answers.remove(&old);
+            }
+        }
+    }
+}
+
+/// What identifies a request's answer: the snapshot, the request, and its objects without
+/// the fields the API server sets (uid, resourceVersion, generation, creationTimestamp,
+/// managedFields), which no check reads.
+fn memo_key(req: &AdmissionRequest<DynamicObject>, generation: u64) -> [u8; 32] {
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut field = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(&generation.to_le_bytes());
+    field(req.kind.group.as_bytes());
+    field(req.kind.kind.as_bytes());
+    field(operation_name(&req.operation).as_bytes());
+    field(req.namespace.as_deref().unwrap_or("").as_bytes());
+    field(req.name.as_bytes());
+    for object in [&req.object, &req.old_object] {
+        let text = object.as_ref().map(|o| {
+            let mut o = o.clone();
+            let m = &mut o.metadata;
+            m.managed_fields = None;
+            m.uid = None;
+            m.resource_version = None;
+            m.generation = None;
+            m.creation_timestamp = None;
+            serde_json::to_vec(&o).unwrap_or_default()
+        });
+        field(&[u8::from(text.is_some())]);
+        field(text.as_deref().unwrap_or_default());
+    }
+    let mut key = [0; 32];
+    key.copy_from_slice(h.finish().as_ref());
+    key
+}
+
+/// [`review`], answered from `memo` when it holds the answer, and remembered there when not.
+pub fn remembering(
+    body: &[u8],
+    settings: &Settings,
+    policies: Option<&Snapshot>,
+    memo: Option<&Memo>,
+) -> Reply {
     if body.len() > MAX_BODY {
         return oversized(Some(body.len()));
     }
@@ -82,7 +190,25 @@ pub fn review(body: &[u8], settings: &Settings, policies: Option<&Snapshot>) -> 
         Ok(r) => r,
         Err(_) => return invalid(400, "the AdmissionReview has no `request`"),
     };
+    let Some(memo) = memo else {
+        return reply(200, judge(&req, settings, policies));
+    };
+    let key = memo_key(&req, policies.map_or(0, |p| p.generation));
+    if let Some(mut answer) = memo.get(&key) {
+        answer.uid.clone_from(&req.uid);
+        return reply(200, answer);
+    }
     let response = judge(&req, settings, policies);
+    let undecided = polc_compiler::diag::Code::Undecided.as_str();
+    let timely = !response
+        .warnings
+        .iter()
+        .flatten()
+        .chain(std::iter::once(&response.result.message))
+        .any(|w| w.contains(undecided));
+    if timely {
+        memo.put(key, &response);
+    }
     reply(200, response)
 }
 
@@ -304,6 +430,7 @@ fn check(name: &str, text: String, settings: &Settings, policies: Option<&Snapsh
                 own: view.own,
                 after: &after,
                 before: &before,
+                changed: None,
             };
             diags.extend(polc_verifier::checks::review(
                 &change,
@@ -327,25 +454,25 @@ fn check(name: &str, text: String, settings: &Settings, policies: Option<&Snapsh
 
 /// What a CiliumCIDRGroup (new or changed) changes in the policies that use it: the
 /// verifier's findings about their rules with this version of the group that they did not
-/// have with the set's (none, for a new group). Groups are rare writes; finding the policies
-/// that use one lowers each policy of the set once.
+/// have with the set's (none, for a new group). The questions are about the items whose
+/// addresses change.
 fn group_changes(p: &Snapshot, group: &Object, settings: &Settings) -> (Vec<Diagnostic>, View) {
-    use polc_compiler::diag::Code;
-    use polc_compiler::lower::{cidr_groups, lower_with_groups};
+    use polc_compiler::lower::{cidr_groups, lower_with_groups, uses_cidr_groups};
     let version = settings.version;
-    // The policies that name a CIDR group: lowered without any, they say so (L0321).
+    let name = group.name();
+    let mut groups = cidr_groups(std::slice::from_ref(group));
+    // The policies the change can touch: those that name or select the group, as it was or
+    // as it will be.
+    let changed: Vec<&polc_compiler::ir::CidrGroup> = groups
+        .iter()
+        .chain(p.set.cidr_groups.iter().filter(|g| g.name == name))
+        .collect();
     let users: Vec<Object> = p
         .objects
         .iter()
-        .filter(|o| o.kind.is_policy() && o.kind != Kind::CiliumCidrGroup)
-        .filter(|o| {
-            let (_, d) = lower_with_groups(std::slice::from_ref(*o), &[], version);
-            d.iter().any(|d| d.code == Code::CidrGroupNotFound)
-        })
+        .filter(|o| uses_cidr_groups(o, &changed))
         .cloned()
         .collect();
-    let name = group.name();
-    let mut groups = cidr_groups(std::slice::from_ref(group));
     groups.extend(p.set.cidr_groups.iter().filter(|g| g.name != name).cloned());
     let (with_new, _) = lower_with_groups(&users, &groups, version);
     let used = |r: &polc_compiler::ir::Rule| {
@@ -357,6 +484,20 @@ fn group_changes(p: &Snapshot, group: &Object, settings: &Settings) -> (Vec<Diag
     };
     let others = p.set.rules.iter().filter(|r| !used(r)).cloned();
     let with_old: Vec<_> = p.set.rules.iter().filter(|r| used(r)).cloned().collect();
+    // The items whose peers the new addresses change (the same objects lower to the same
+    // rules and items, in the same order).
+    let mut moved: Vec<(usize, usize)> = Vec::new();
+    for (ri, new) in with_new.rules.iter().enumerate() {
+        let old = with_old.get(ri).map(|r| &r.items);
+        for (ii, item) in new.items.iter().enumerate() {
+            if old
+                .and_then(|o| o.get(ii))
+                .is_none_or(|o| o.peers != item.peers)
+            {
+                moved.push((ri, ii));
+            }
+        }
+    }
     let findings = |own: Vec<std::sync::Arc<polc_compiler::ir::Rule>>| {
         let n = own.len();
         let mut rules = own;
@@ -371,16 +512,22 @@ fn group_changes(p: &Snapshot, group: &Object, settings: &Settings) -> (Vec<Diag
             own: n,
             after: &after,
             before: &before,
+            changed: Some(&moved),
         };
-        let found = if n == 0 {
+        let found = if n == 0 || moved.is_empty() {
             Vec::new()
         } else {
             polc_verifier::checks::review(&change, version, settings.limits)
         };
         (found, View { set, own: n })
     };
-    let (before, _) = findings(with_old);
     let (after, view) = findings(with_new.rules);
+    // What the group's users were told before matters only when there is something to tell.
+    let before = if after.is_empty() {
+        Vec::new()
+    } else {
+        findings(with_old).0
+    };
     let new: Vec<Diagnostic> = after
         .into_iter()
         .filter(|d| !before.iter().any(|b| b.code == d.code && b.loc == d.loc))

@@ -9,7 +9,7 @@
 //! before the API server gives up. Plain HTTP on the port gets a plain `400` that says to use
 //! HTTPS. No client can stop the server from serving the others.
 
-use super::review::{MAX_BODY, Settings, review};
+use super::review::{MAX_BODY, Memo, Settings, remembering};
 use super::store::{Policies, Source};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -141,7 +141,12 @@ struct State {
     read_timeout: Duration,
     review_timeout: Duration,
     metrics: Metrics,
+    /// Answers given before (see [`Memo`]).
+    memo: Arc<Memo>,
 }
+
+/// How many answers the memo keeps: each is a few hundred bytes to a few KiB.
+const MEMO_CAPACITY: usize = 4096;
 
 async fn serve(
     listener: TcpListener,
@@ -185,6 +190,7 @@ async fn serve(
         read_timeout: config.read_timeout,
         review_timeout: config.review_timeout,
         metrics: Metrics::default(),
+        memo: Arc::new(Memo::new(MEMO_CAPACITY)),
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let mut refused: u64 = 0;
@@ -285,7 +291,7 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Body> {
         (&Method::GET, "/metrics") => {
             let mut r = text(
                 StatusCode::OK,
-                &state.metrics.render(state.policies.as_deref()),
+                &state.metrics.render(state.policies.as_deref(), &state.memo),
             );
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -337,8 +343,10 @@ async fn validate(req: Request<Incoming>, state: &State) -> Response<Body> {
     // The snapshot current now: a reload during the review does not change its answer.
     let snapshot = state.policies.as_ref().and_then(|p| p.current());
     let judged = {
-        let body = body.clone();
-        tokio::task::spawn_blocking(move || review(&body, &settings, snapshot.as_deref()))
+        let (body, memo) = (body.clone(), state.memo.clone());
+        tokio::task::spawn_blocking(move || {
+            remembering(&body, &settings, snapshot.as_deref(), Some(&memo))
+        })
     };
     match tokio::time::timeout(state.review_timeout, judged).await {
         Ok(Ok(reply)) => {
@@ -538,9 +546,15 @@ impl Metrics {
         };
     }
 
-    fn render(&self, policies: Option<&Policies>) -> String {
+    fn render(&self, policies: Option<&Policies>, memo: &Memo) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
+        s.push_str(
+            "# HELP polc_webhook_memo_hits_total Reviews answered with the answer to the same \
+             request before.\n",
+        );
+        s.push_str("# TYPE polc_webhook_memo_hits_total counter\n");
+        let _ = writeln!(s, "polc_webhook_memo_hits_total {}", memo.hits());
         if let Some(p) = policies {
             let objects = p.current().map_or(0, |c| c.objects.len());
             s.push_str("# HELP polc_webhook_policy_objects Objects in the policy set in use.\n");

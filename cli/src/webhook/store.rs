@@ -73,6 +73,9 @@ pub struct Snapshot {
     pub set: PolicySet,
     /// Objects with errors (the agent rejects them; lowered as far as they go).
     pub invalid: usize,
+    /// Which load this is (1 for the first [`Policies::set`]; 0 when never put in use):
+    /// answers remembered for one snapshot are not reused for another.
+    pub generation: u64,
 }
 
 /// What a review sees of the set: the object under review (or, for a DELETE, the object
@@ -97,6 +100,7 @@ impl Snapshot {
                 objects: Vec::new(),
                 set: PolicySet::default(),
                 invalid: 0,
+                generation: 0,
             });
         }
         let inputs = input::gather(
@@ -140,6 +144,7 @@ impl Snapshot {
             objects,
             set,
             invalid,
+            generation: 0,
         }
     }
 
@@ -191,7 +196,8 @@ impl Policies {
     }
 
     /// Puts `s` in use.
-    pub fn set(&self, s: Snapshot) {
+    pub fn set(&self, mut s: Snapshot) {
+        s.generation = self.loads() + 1;
         let s = Arc::new(s);
         match self.current.write() {
             Ok(mut c) => *c = Some(s),
