@@ -929,3 +929,32 @@ fn dns_rule(f: &FqdnSelector) -> Option<DnsRule> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{SourceFile, SourceMap};
+
+    fn objects(yaml: &str) -> Vec<Object> {
+        let mut sources = SourceMap::new();
+        sources.add(SourceFile::new("p.yaml", yaml.to_string()));
+        crate::lint(&sources, &crate::Options::default()).0
+    }
+
+    #[test]
+    fn a_policy_uses_the_groups_it_names_or_selects() {
+        let objs = objects(
+            "apiVersion: cilium.io/v2alpha1\nkind: CiliumCIDRGroup\nmetadata: {name: office, labels: {site: hq}}\nspec: {externalCIDRs: [192.0.2.0/24]}\n---\napiVersion: cilium.io/v2alpha1\nkind: CiliumCIDRGroup\nmetadata: {name: lab, labels: {site: lab}}\nspec: {externalCIDRs: [198.51.100.0/24]}\n---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: by-name, namespace: shop}\nspec:\n  endpointSelector: {}\n  ingress:\n  - fromCIDRSet: [{cidrGroupRef: office}]\n---\napiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: by-label}\nspec:\n  endpointSelector: {}\n  egressDeny:\n  - toCIDRSet: [{cidrGroupSelector: {matchLabels: {site: lab}}}]\n---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: plain, namespace: shop}\nspec:\n  endpointSelector: {}\n  ingress:\n  - fromCIDR: [192.0.2.0/24]\n",
+        );
+        let groups = cidr_groups(&objs);
+        let (office, lab) = (&groups[0], &groups[1]);
+        let users = |g: &CidrGroup| -> Vec<&str> {
+            objs.iter()
+                .filter(|o| uses_cidr_groups(o, &[g]))
+                .map(Object::name)
+                .collect()
+        };
+        assert_eq!(users(office), ["by-name"]);
+        assert_eq!(users(lab), ["by-label"]);
+    }
+}

@@ -323,3 +323,48 @@ spec:
         "{out}"
     );
 }
+
+#[test]
+fn webhook_review_judges_one_file_and_exits() {
+    in_root(|| {
+        let review = |file: &str| {
+            polc(
+                &[
+                    "webhook",
+                    "--review",
+                    file,
+                    "--policies",
+                    "policies/admission/cluster",
+                ],
+                b"",
+            )
+        };
+        let (code, out, err) = review("policies/admission/create-shadowed-cnp.json");
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["response"]["allowed"], true);
+        assert!(
+            v["response"]["warnings"].to_string().contains("V0404"),
+            "{v}"
+        );
+        let (code, out, _) = review("policies/admission/create-invalid-cnp.json");
+        assert_eq!(code, 1);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["response"]["allowed"], false);
+        // From standard input; without a policy set, no V04xx is looked for.
+        let body = std::fs::read("policies/admission/create-shadowed-cnp.json").unwrap();
+        let (code, out, _) = polc(&["webhook", "--review", "-"], &body);
+        assert_eq!(code, 0);
+        assert!(!out.contains("V0404"), "{out}");
+        // Not a review: HTTP 400's body, exit 2.
+        let (code, out, _) = polc(&["webhook", "--review", "-"], b"{}");
+        assert_eq!(code, 2);
+        assert!(
+            out.contains("not an admission.k8s.io/v1 AdmissionReview"),
+            "{out}"
+        );
+        let (code, _, err) = review("policies/admission/no-such-file.json");
+        assert_eq!(code, 2);
+        assert!(err.contains("no-such-file.json"), "{err}");
+    });
+}

@@ -345,3 +345,52 @@ fn the_policy_set_is_read_when_it_appears_and_again_when_it_changes() {
         String::from_utf8_lossy(&body)
     );
 }
+
+#[test]
+fn the_same_request_again_gets_the_same_answer_from_the_memo() {
+    let set = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("policies/admission/cluster/shop.yaml"),
+        set.path().join("shop.yaml"),
+    )
+    .unwrap();
+    let f = start_full(64, Some(Source::Dir(set.path().to_path_buf())));
+    eventually("ready", || f.send("GET", "/readyz", b"").0 == 200);
+    let base: Value = serde_json::from_slice(&fixture("create-shadowed-cnp.json")).unwrap();
+    let send = |uid: &str, edit: &dyn Fn(&mut Value)| {
+        let mut review = base.clone();
+        review["request"]["uid"] = Value::from(uid);
+        edit(&mut review["request"]["object"]);
+        let (status, body, _) = f.send("POST", "/validate", &serde_json::to_vec(&review).unwrap());
+        assert_eq!(status, 200);
+        review_answer(&body)["response"].clone()
+    };
+    let hits = || {
+        let (_, body, _) = f.send("GET", "/metrics", b"");
+        let text = String::from_utf8_lossy(&body).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("polc_webhook_memo_hits_total "))
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .unwrap()
+    };
+    let first = send("00000000-0000-4000-8000-000000000001", &|_| {});
+    assert!(first["warnings"].to_string().contains("V0404"), "{first}");
+    assert_eq!(hits(), 0);
+    // The write after the dry run: the API server has filled in uid, resourceVersion and
+    // creationTimestamp.
+    let again = send("00000000-0000-4000-8000-000000000002", &|o| {
+        o["metadata"]["uid"] = Value::from("7c8f2f34-1111-4000-8000-000000000000");
+        o["metadata"]["resourceVersion"] = Value::from("4242");
+        o["metadata"]["creationTimestamp"] = Value::from("2026-11-26T22:00:00Z");
+    });
+    assert_eq!(hits(), 1);
+    assert_eq!(again["uid"], "00000000-0000-4000-8000-000000000002");
+    assert_eq!(again["warnings"], first["warnings"]);
+    assert_eq!(again["allowed"], first["allowed"]);
+    // Another object (one more label) is judged anew.
+    let other = send("00000000-0000-4000-8000-000000000003", &|o| {
+        o["metadata"]["labels"] = serde_json::json!({"team": "shop"});
+    });
+    assert_eq!(hits(), 1);
+    assert_eq!(other["uid"], "00000000-0000-4000-8000-000000000003");
+}

@@ -447,6 +447,48 @@ mod tests {
         check(&set, &objects, CiliumVersion::V1_19, Limits::default())
     }
 
+    #[test]
+    fn address_spans_meet_exactly_when_some_pair_of_prefixes_does() {
+        // Every pair of lists drawn from these prefixes: the sweep answers as the pairwise
+        // test does.
+        let nets: Vec<ipnet::IpNet> = [
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "10.1.2.0/24",
+            "10.2.0.0/16",
+            "11.0.0.0/8",
+            "192.168.0.0/24",
+            "192.168.0.128/25",
+            "0.0.0.0/0",
+            "2001:db8::/32",
+            "2001:db8:1::/48",
+            "::/0",
+        ]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+        let lists: Vec<Vec<ipnet::IpNet>> = (1u32..(1 << nets.len()))
+            .step_by(37)
+            .map(|mask| {
+                (0..nets.len())
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| nets[i])
+                    .collect()
+            })
+            .collect();
+        let spans = |l: &[ipnet::IpNet]| {
+            let mut s: Vec<_> = l.iter().map(span).collect();
+            s.sort_unstable();
+            s
+        };
+        for a in &lists {
+            for b in &lists {
+                let pairwise = a.iter().any(|x| b.iter().any(|y| x.contains(y) || y.contains(x)));
+                assert_eq!(intersect(&spans(a), &spans(b)), pairwise, "{a:?} {b:?}");
+            }
+        }
+    }
+
     const ALLOW: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a, namespace: shop}\nspec:\n  endpointSelector: {matchLabels: {app: api}}\n  ingress:\n  - fromEndpoints: [{matchLabels: {app: web}}]\n    toPorts: [{ports: [{port: \"8000\", endPort: 8100, protocol: TCP}]}]\n";
 
     fn deny(body: &str) -> String {

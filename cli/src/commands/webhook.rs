@@ -7,6 +7,7 @@ use crate::webhook::store::{Snapshot, Source};
 use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
 use polc_compiler::diag::{Code, Severity};
 use polc_compiler::version::CiliumVersion;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -176,7 +177,8 @@ fn review_file(
 ) -> anyhow::Result<i32> {
     let body = if file == Path::new("-") {
         let mut body = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut body)
+        io.stdin
+            .read_to_end(&mut body)
             .map(|_| body)
             .map_err(|e| format!("standard input: {e}"))
     } else {
