@@ -7,7 +7,6 @@ use crate::webhook::store::{Snapshot, Source};
 use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
 use polc_compiler::diag::{Code, Severity};
 use polc_compiler::version::CiliumVersion;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
