@@ -133,6 +133,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
+    // REPEAT=1: the reviews are sent again as they are (as the API server does for a dry run
+    // and then the write, or for retries), so the server may answer from its memo.
+    let repeat = env_or("REPEAT", 0) == 1;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().expect("a temporary directory");
 
@@ -283,8 +286,13 @@ fn main() {
     };
     println!(
         "polc webhook under load: {clients} clients {pace}, {seconds} s, {} reviews \
-         ({denied} denied) in turn",
-        reviews.len()
+         ({denied} denied) in turn, {}",
+        reviews.len(),
+        if repeat {
+            "each sent again as it is"
+        } else {
+            "each sent as a new object"
+        }
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -337,7 +345,9 @@ fn main() {
                         due += e;
                     }
                     let mut body = body.clone();
-                    stamp(&mut body, seq.fetch_add(1, Ordering::Relaxed));
+                    if !repeat {
+                        stamp(&mut body, seq.fetch_add(1, Ordering::Relaxed));
+                    }
                     match c.post(&body) {
                         Ok((200, answer)) => {
                             let took = t.elapsed();
@@ -384,8 +394,18 @@ fn main() {
         f64::from(all[i]) / 1000.0
     };
     let failed = errors.load(Ordering::Relaxed);
+    let memo_hits = Client::connect(config.clone(), port)
+        .and_then(|mut c| c.request("GET", "/metrics", b""))
+        .ok()
+        .and_then(|(_, body)| {
+            String::from_utf8_lossy(&body)
+                .lines()
+                .find_map(|l| l.strip_prefix("polc_webhook_memo_hits_total "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
     println!(
-        "reviews: {} ({:.0}/s), errors: {failed}",
+        "reviews: {} ({:.0}/s), errors: {failed}, answered from the memo: {memo_hits}",
         all.len(),
         all.len() as f64 / seconds as f64,
     );

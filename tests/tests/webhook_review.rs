@@ -18,7 +18,7 @@ fn answer(body: &[u8], settings: &Settings) -> (u16, Value) {
 }
 
 fn answer_with(body: &[u8], settings: &Settings, set: Option<&Snapshot>) -> (u16, Value) {
-    let Reply { status, body } = review(body, settings, set);
+    let Reply { status, body, .. } = review(body, settings, set);
     let json: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(json["kind"], "AdmissionReview");

@@ -387,6 +387,12 @@ fn the_same_request_again_gets_the_same_answer_from_the_memo() {
     assert_eq!(again["uid"], "00000000-0000-4000-8000-000000000002");
     assert_eq!(again["warnings"], first["warnings"]);
     assert_eq!(again["allowed"], first["allowed"]);
+    // The same object in a review that is not well formed is not answered from the memo.
+    let mut broken = base.clone();
+    broken["request"]["userInfo"] = Value::from(5);
+    let (status, body, _) = f.send("POST", "/validate", &serde_json::to_vec(&broken).unwrap());
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(hits(), 1);
     // Another object (one more label) is judged anew.
     let other = send("00000000-0000-4000-8000-000000000003", &|o| {
         o["metadata"]["labels"] = serde_json::json!({"team": "shop"});

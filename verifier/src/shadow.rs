@@ -483,7 +483,9 @@ mod tests {
         };
         for a in &lists {
             for b in &lists {
-                let pairwise = a.iter().any(|x| b.iter().any(|y| x.contains(y) || y.contains(x)));
+                let pairwise = a
+                    .iter()
+                    .any(|x| b.iter().any(|y| x.contains(y) || y.contains(x)));
                 assert_eq!(intersect(&spans(a), &spans(b)), pairwise, "{a:?} {b:?}");
             }
         }

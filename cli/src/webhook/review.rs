@@ -43,6 +43,8 @@ pub struct Reply {
     pub status: u16,
     /// The body: an AdmissionReview holding the response.
     pub body: Vec<u8>,
+    /// Whether the response allows the request.
+    pub allowed: bool,
 }
 
 /// The kinds polc judges, by API group and kind.
@@ -117,6 +119,13 @@ impl Memo {
         found
     }
 
+    /// The answer kept under `key`, for the request `uid`.
+    fn answer(&self, key: &[u8; 32], uid: &str) -> Option<Reply> {
+        let mut answer = self.get(key)?;
+        answer.uid = uid.to_string();
+        Some(reply(200, answer))
+    }
+
     fn put(&self, key: [u8; 32], answer: &AdmissionResponse) {
         if self.capacity == 0 {
             return;
@@ -133,38 +142,128 @@ impl Memo {
     }
 }
 
-/// What identifies a request's answer: the snapshot, the request, and its objects without
-/// the fields the API server sets (uid, resourceVersion, generation, creationTimestamp,
-/// managedFields), which no check reads.
-fn memo_key(req: &AdmissionRequest<DynamicObject>, generation: u64) -> [u8; 32] {
+/// What a request's answer depends on, read without building the objects: the review's
+/// fields as they were written, apart from the request's uid, who asks, whether it is a dry
+/// run, and the fields of the objects' metadata the API server fills in itself (uid,
+/// resourceVersion, generation, creationTimestamp, managedFields), which no check reads. A
+/// request that differs in any other byte is judged anew.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Light<'a> {
+    #[serde(borrow)]
+    api_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    request: LightRequest<'a>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LightRequest<'a> {
+    uid: String,
+    #[serde(borrow)]
+    kind: &'a RawValue,
+    #[serde(borrow)]
+    resource: &'a RawValue,
+    #[serde(default, borrow)]
+    sub_resource: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    request_kind: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    request_resource: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    request_sub_resource: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    namespace: Option<&'a RawValue>,
+    operation: Operation,
+    // Read (so that a malformed one is judged anew, and refused), not part of the key.
+    #[serde(rename = "userInfo")]
+    _user_info: k8s_openapi::api::authentication::v1::UserInfo,
+    #[serde(default, rename = "dryRun")]
+    _dry_run: bool,
+    #[serde(default, borrow, rename = "options")]
+    _options: Option<Fields<'a>>,
+    #[serde(default, borrow)]
+    object: Option<Fields<'a>>,
+    #[serde(default, borrow)]
+    old_object: Option<Fields<'a>>,
+}
+
+/// A JSON object's fields, as written.
+type Fields<'a> = std::collections::BTreeMap<std::borrow::Cow<'a, str>, &'a RawValue>;
+
+use serde_json::value::RawValue;
+
+/// The metadata fields the API server fills in, left out of the key.
+const SERVER_FILLED: [&str; 5] = [
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+];
+
+/// The key of a request's answer against snapshot `generation` (see [`Light`]) and the
+/// request's uid; `None` when the body is not an AdmissionReview this can read.
+fn memo_key(body: &[u8], generation: u64) -> Option<([u8; 32], String)> {
+    let light: Light<'_> = serde_json::from_slice(body).ok()?;
     let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     let mut field = |bytes: &[u8]| {
         h.update(&(bytes.len() as u64).to_le_bytes());
         h.update(bytes);
     };
+    let raw = |v: Option<&RawValue>| v.map_or("", RawValue::get).to_string();
+    let r = &light.request;
     field(&generation.to_le_bytes());
-    field(req.kind.group.as_bytes());
-    field(req.kind.kind.as_bytes());
-    field(operation_name(&req.operation).as_bytes());
-    field(req.namespace.as_deref().unwrap_or("").as_bytes());
-    field(req.name.as_bytes());
-    for object in [&req.object, &req.old_object] {
-        let text = object.as_ref().map(|o| {
-            let mut o = o.clone();
-            let m = &mut o.metadata;
-            m.managed_fields = None;
-            m.uid = None;
-            m.resource_version = None;
-            m.generation = None;
-            m.creation_timestamp = None;
-            serde_json::to_vec(&o).unwrap_or_default()
-        });
-        field(&[u8::from(text.is_some())]);
-        field(text.as_deref().unwrap_or_default());
+    for v in [
+        light.api_version,
+        light.kind,
+        Some(r.kind),
+        Some(r.resource),
+        r.sub_resource,
+        r.request_kind,
+        r.request_resource,
+        r.request_sub_resource,
+        r.name,
+        r.namespace,
+    ] {
+        field(raw(v).as_bytes());
+    }
+    field(operation_name(&r.operation).as_bytes());
+    for object in [&r.object, &r.old_object] {
+        let Some(fields) = object else {
+            field(b"-");
+            continue;
+        };
+        field(b"+");
+        for (name, value) in fields {
+            field(name.as_bytes());
+            if name != "metadata" {
+                field(value.get().as_bytes());
+                continue;
+            }
+            let meta: Fields<'_> = serde_json::from_str(value.get()).ok()?;
+            for (k, v) in meta
+                .iter()
+                .filter(|(k, _)| !SERVER_FILLED.contains(&k.as_ref()))
+            {
+                field(k.as_bytes());
+                field(v.get().as_bytes());
+            }
+        }
     }
     let mut key = [0; 32];
     key.copy_from_slice(h.finish().as_ref());
-    key
+    Some((key, light.request.uid))
+}
+
+/// The answer `memo` holds for the request in `body` against `policies`, if any.
+pub fn remembered(body: &[u8], policies: Option<&Snapshot>, memo: &Memo) -> Option<Reply> {
+    let (key, uid) = memo_key(body, policies.map_or(0, |p| p.generation))?;
+    memo.answer(&key, &uid)
 }
 
 /// [`review`], answered from `memo` when it holds the answer, and remembered there when not.
@@ -176,6 +275,13 @@ pub fn remembering(
 ) -> Reply {
     if body.len() > MAX_BODY {
         return oversized(Some(body.len()));
+    }
+    let generation = policies.map_or(0, |p| p.generation);
+    let key = memo.and_then(|m| Some((m, memo_key(body, generation)?)));
+    if let Some((m, (k, uid))) = &key
+        && let Some(r) = m.answer(k, uid)
+    {
+        return r;
     }
     let parsed: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
@@ -190,14 +296,6 @@ pub fn remembering(
         Ok(r) => r,
         Err(_) => return invalid(400, "the AdmissionReview has no `request`"),
     };
-    let Some(memo) = memo else {
-        return reply(200, judge(&req, settings, policies));
-    };
-    let key = memo_key(&req, policies.map_or(0, |p| p.generation));
-    if let Some(mut answer) = memo.get(&key) {
-        answer.uid.clone_from(&req.uid);
-        return reply(200, answer);
-    }
     let response = judge(&req, settings, policies);
     let undecided = polc_compiler::diag::Code::Undecided.as_str();
     let timely = !response
@@ -206,7 +304,7 @@ pub fn remembering(
         .flatten()
         .chain(std::iter::once(&response.result.message))
         .any(|w| w.contains(undecided));
-    if timely {
+    if let (true, Some((memo, (key, _)))) = (timely, key) {
         memo.put(key, &response);
     }
     reply(200, response)
@@ -589,6 +687,7 @@ fn warn(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResp
 }
 
 fn reply(status: u16, response: AdmissionResponse) -> Reply {
+    let allowed = response.allowed;
     let body = serde_json::to_vec(&response.into_review()).unwrap_or_else(|e| {
         format!(
             "{{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\
@@ -598,7 +697,11 @@ fn reply(status: u16, response: AdmissionResponse) -> Reply {
         )
         .into_bytes()
     });
-    Reply { status, body }
+    Reply {
+        status,
+        body,
+        allowed,
+    }
 }
 
 fn invalid(status: u16, message: &str) -> Reply {

@@ -9,7 +9,7 @@
 //! before the API server gives up. Plain HTTP on the port gets a plain `400` that says to use
 //! HTTPS. No client can stop the server from serving the others.
 
-use super::review::{MAX_BODY, Memo, Settings, remembering};
+use super::review::{MAX_BODY, Memo, Settings, remembered, remembering};
 use super::store::{Policies, Source};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -342,6 +342,11 @@ async fn validate(req: Request<Incoming>, state: &State) -> Response<Body> {
     let settings = state.settings.clone();
     // The snapshot current now: a reload during the review does not change its answer.
     let snapshot = state.policies.as_ref().and_then(|p| p.current());
+    // A request answered before is answered here, without a review thread.
+    if let Some(reply) = remembered(&body, snapshot.as_deref(), &state.memo) {
+        state.metrics.verdict(reply.allowed);
+        return json(reply.status, reply.body);
+    }
     let judged = {
         let (body, memo) = (body.clone(), state.memo.clone());
         tokio::task::spawn_blocking(move || {
@@ -350,7 +355,7 @@ async fn validate(req: Request<Incoming>, state: &State) -> Response<Body> {
     };
     match tokio::time::timeout(state.review_timeout, judged).await {
         Ok(Ok(reply)) => {
-            state.metrics.verdict(&reply.body);
+            state.metrics.verdict(reply.allowed);
             json(reply.status, reply.body)
         }
         Ok(Err(_)) => text(
@@ -535,15 +540,12 @@ impl Metrics {
         }
     }
 
-    fn verdict(&self, body: &[u8]) {
-        let allowed = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["response"]["allowed"].as_bool());
-        match allowed {
-            Some(true) => self.allowed.fetch_add(1, Ordering::Relaxed),
-            Some(false) => self.denied.fetch_add(1, Ordering::Relaxed),
-            None => 0,
-        };
+    fn verdict(&self, allowed: bool) {
+        if allowed {
+            self.allowed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn render(&self, policies: Option<&Policies>, memo: &Memo) -> String {
