@@ -86,31 +86,41 @@ impl<'a> Focus<'a> {
         whole.chain(listed.iter().copied())
     }
 
-    /// Whether a question about item `ii` of rule `ri` (with subject `subject`) can involve
-    /// the focus: the item is in it, or a focus item that `may_cover` accepts (by rule and
-    /// item index) belongs to a rule on pods the subject may share. A cheap test before the
-    /// candidates are gathered from the whole set.
-    pub(crate) fn may_involve(
+    /// The items a check with this focus asks about, in the set's order (`None`: every
+    /// item): the focus items, and the items of `index` that a focus item may reach
+    /// (`reaches(focus item, item)`, by rule and item index) on pods their rules may share.
+    /// Found from the focus items through the index, so that a review of one object does
+    /// not look at every item of the set.
+    pub(crate) fn visits(
         self,
         set: &polc_compiler::ir::PolicySet,
-        (ri, ii): (usize, usize),
-        subject: &polc_compiler::ir::Selector,
-        may_cover: impl Fn((usize, usize)) -> bool,
-    ) -> bool {
-        if self == Focus::All || self.has_item(ri, ii) {
-            return true;
+        index: &shadow::ItemIndex<'_>,
+        reaches: impl Fn((usize, usize), (usize, usize)) -> bool,
+    ) -> Option<Vec<(usize, usize)>> {
+        use polc_compiler::ir::Subject;
+        if self == Focus::All {
+            return None;
         }
-        const NS: &str = "io.kubernetes.pod.namespace";
-        self.items(set).any(|(rj, ij)| {
-            let polc_compiler::ir::Subject::Endpoints(t) = &set.rules[rj].subject else {
-                return false;
+        let focus: Vec<(usize, usize)> = self.items(set).collect();
+        let mut out = focus.clone();
+        for &(rf, jf) in &focus {
+            let rule = &set.rules[rf];
+            let Subject::Endpoints(t) = &rule.subject else {
+                continue;
             };
-            let apart = t
-                .pinned(NS)
-                .zip(subject.pinned(NS))
-                .is_some_and(|(a, b)| a != b);
-            !apart && may_cover((rj, ij)) && !shadow::disjoint(subject, t)
-        })
+            let direction = rule.items[jf].direction;
+            for (ra, ja) in index.near(direction, t.pinned("io.kubernetes.pod.namespace")) {
+                let Subject::Endpoints(s) = &set.rules[ra].subject else {
+                    continue;
+                };
+                if reaches((rf, jf), (ra, ja)) && !shadow::disjoint(s, t) {
+                    out.push((ra, ja));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
     }
 
     /// Whether a question about item `ii` of rule `ri` that involves the items `others`

@@ -103,6 +103,11 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     let judge = Judge::new(version);
     let allows = ItemIndex::new(set, |b| !b.deny && !b.selects_nothing());
     let shapes = Shapes::new(set);
+    // The items a focus allow item may cover, besides the focus's own.
+    let visits = focus.visits(set, &allows, |f, a| {
+        let (b, a_item) = (&set.rules[f.0].items[f.1], &set.rules[a.0].items[a.1]);
+        !b.deny && b.direction == a_item.direction && !b.selects_nothing() && shapes.meet(a, f)
+    });
     let mut removed: HashSet<(usize, usize)> = HashSet::new();
     let mut reported: HashSet<Loc> = HashSet::new();
     for (ra, rule) in set.rules.iter().enumerate() {
@@ -121,14 +126,10 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             {
                 continue;
             }
-            let cover_of_a = |(rb, ib): (usize, usize)| {
-                let b = &set.rules[rb].items[ib];
-                !b.deny
-                    && b.direction == a.direction
-                    && !b.selects_nothing()
-                    && shapes.meet((ra, ia), (rb, ib))
-            };
-            if !focus.may_involve(set, (ra, ia), subject, cover_of_a) {
+            if visits
+                .as_ref()
+                .is_some_and(|v| v.binary_search(&(ra, ia)).is_err())
+            {
                 continue;
             }
             let keeps_enforcement = rule

@@ -92,6 +92,16 @@ pub(crate) fn focused<P: Policies + ?Sized>(
 ) -> Vec<Diagnostic> {
     let denies = ItemIndex::new(set, |d| d.deny);
     let shapes = Shapes::new(set);
+    let item_at = |(r, i): (usize, usize)| &set.rules[r].items[i];
+    // The allow items a focus deny item may shadow, besides the focus's own.
+    let visits = focus.visits(
+        set,
+        &ItemIndex::new(set, |a| !a.deny && !a.selects_nothing()),
+        |f, a| {
+            let d = item_at(f);
+            d.deny && d.direction == item_at(a).direction && shapes.meet(a, f)
+        },
+    );
     let mut out = Vec::new();
     let judge = Judge::new(version);
     for (ra, rule) in set.rules.iter().enumerate() {
@@ -105,11 +115,10 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             .filter(|(_, i)| !i.deny && !i.selects_nothing())
         {
             let ns = subject.pinned("io.kubernetes.pod.namespace");
-            let deny_of_item = |(rd, id): (usize, usize)| {
-                let d = &set.rules[rd].items[id];
-                d.deny && d.direction == item.direction && shapes.meet((ra, ia), (rd, id))
-            };
-            if !focus.may_involve(set, (ra, ia), subject, deny_of_item) {
+            if visits
+                .as_ref()
+                .is_some_and(|v| v.binary_search(&(ra, ia)).is_err())
+            {
                 continue;
             }
             let candidates: Vec<(usize, usize)> = denies
