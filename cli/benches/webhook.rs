@@ -310,75 +310,39 @@ fn main() {
     };
     let seq = Arc::new(AtomicU64::new(1));
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let workers: Vec<_> = (0..clients)
-        .map(|i| {
-            let (config, reviews, errors) = (config.clone(), reviews.clone(), errors.clone());
-            let seq = seq.clone();
-            std::thread::spawn(move || {
-                let mut latencies: Vec<(u32, usize)> = Vec::new();
-                let mut client = None;
-                let mut n = i;
-                // With RATE, this client sends on a schedule (open loop), and a review's
-                // latency counts from when it was due, so falling behind shows.
-                let every = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
-                let mut due = Instant::now()
-                    + every.map_or(Duration::ZERO, |e| e.mul_f64(i as f64 / clients as f64));
-                while Instant::now() < deadline {
-                    if every.is_some() {
-                        let now = Instant::now();
-                        if due > now {
-                            std::thread::sleep(due - now);
-                        }
-                    }
-                    let which = n % reviews.len();
-                    let (_, body, allowed) = &reviews[which];
-                    n += 1;
-                    if client.is_none() {
-                        client = Client::connect(config.clone(), port).ok();
-                    }
-                    let Some(c) = client.as_mut() else {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    };
-                    let t = if every.is_some() { due } else { Instant::now() };
-                    if let Some(e) = every {
-                        due += e;
-                    }
-                    let mut body = body.clone();
-                    if !repeat {
-                        stamp(&mut body, seq.fetch_add(1, Ordering::Relaxed));
-                    }
-                    match c.post(&body) {
-                        Ok((200, answer)) => {
-                            let took = t.elapsed();
-                            let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
-                            latencies.push((micros, which));
-                            // A byte search, not a JSON parse: the load generator shares
-                            // the cores with the server and should cost it little.
-                            let want: &[u8] = if *allowed {
-                                b"\"allowed\":true"
-                            } else {
-                                b"\"allowed\":false"
-                            };
-                            let ok = answer.windows(want.len()).any(|w| w == want);
-                            if !ok {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        _ => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            client = None;
-                        }
-                    }
-                }
-                latencies
+    // The clients are tasks on one thread (one kept-alive connection each): the load
+    // generator takes as little of the cores it shares with the server as it can.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let workers: Vec<Vec<(u32, usize)>> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..clients)
+            .map(|i| {
+                let load = Load {
+                    connector: connector.clone(),
+                    port,
+                    reviews: reviews.clone(),
+                    errors: errors.clone(),
+                    seq: seq.clone(),
+                    deadline,
+                    every: (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate)),
+                    repeat,
+                };
+                tokio::spawn(load.run(i, clients))
             })
-        })
-        .collect();
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("a client task"));
+        }
+        out
+    });
     let mut all: Vec<u32> = Vec::new();
     let mut by_review: Vec<Vec<u32>> = vec![Vec::new(); reviews.len()];
     for w in workers {
-        for (micros, which) in w.join().expect("a client thread") {
+        for (micros, which) in w {
             all.push(micros);
             by_review[which].push(micros);
         }
@@ -464,6 +428,136 @@ fn main() {
             samples.iter().max().copied().unwrap_or(0) as f64 / 1024.0
         );
     }
+}
+
+/// What one client task of the load needs.
+struct Load {
+    connector: tokio_rustls::TlsConnector,
+    port: u16,
+    reviews: Arc<Vec<(String, Vec<u8>, bool)>>,
+    errors: Arc<AtomicU64>,
+    seq: Arc<AtomicU64>,
+    deadline: Instant,
+    /// With RATE: how often this client sends (open loop).
+    every: Option<Duration>,
+    repeat: bool,
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+impl Load {
+    async fn connect(&self) -> std::io::Result<Tls> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+        self.connector.connect(name, tcp).await
+    }
+
+    /// Client `i` of `clients`: sends reviews in turn until the deadline; returns each
+    /// answered review's latency (µs) and which review it was.
+    async fn run(self, i: usize, clients: usize) -> Vec<(u32, usize)> {
+        let mut latencies: Vec<(u32, usize)> = Vec::new();
+        let mut conn: Option<Tls> = None;
+        let mut n = i;
+        // With RATE, a review's latency counts from when it was due, so falling behind
+        // shows.
+        let mut due = Instant::now()
+            + self
+                .every
+                .map_or(Duration::ZERO, |e| e.mul_f64(i as f64 / clients as f64));
+        while Instant::now() < self.deadline {
+            if self.every.is_some() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let which = n % self.reviews.len();
+            let (_, body, allowed) = &self.reviews[which];
+            n += 1;
+            if conn.is_none() {
+                conn = self.connect().await.ok();
+            }
+            let Some(c) = conn.as_mut() else {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let t = if self.every.is_some() {
+                due
+            } else {
+                Instant::now()
+            };
+            if let Some(e) = self.every {
+                due += e;
+            }
+            let mut body = body.clone();
+            if !self.repeat {
+                stamp(&mut body, self.seq.fetch_add(1, Ordering::Relaxed));
+            }
+            match post(c, &body).await {
+                Ok((200, answer)) => {
+                    let micros = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
+                    latencies.push((micros, which));
+                    // A byte search, not a JSON parse: the load generator shares the
+                    // cores with the server and should cost it little.
+                    let want: &[u8] = if *allowed {
+                        b"\"allowed\":true"
+                    } else {
+                        b"\"allowed\":false"
+                    };
+                    if !answer.windows(want.len()).any(|w| w == want) {
+                        self.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    conn = None;
+                }
+            }
+        }
+        latencies
+    }
+}
+
+/// One review on a kept-alive connection: the status and the body.
+async fn post(tls: &mut Tls, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!(
+        "POST /validate?timeout=10s HTTP/1.1\r\nhost: localhost\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    tls.write_all(&request).await?;
+    let mut got: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 16384];
+    let head_end = loop {
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = tls.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no content-length"))?;
+    while got.len() < head_end + length {
+        let n = tls.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    Ok((status, got[head_end..head_end + length].to_vec()))
 }
 
 /// Reviews made from the policy set's own CNPs (at most `n` of them, spread over the set):
