@@ -94,14 +94,16 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     let shapes = Shapes::new(set);
     let item_at = |(r, i): (usize, usize)| &set.rules[r].items[i];
     // The allow items a focus deny item may shadow, besides the focus's own.
-    let visits = focus.visits(
-        set,
-        &ItemIndex::new(set, |a| !a.deny && !a.selects_nothing()),
-        |f, a| {
-            let d = item_at(f);
-            d.deny && d.direction == item_at(a).direction && shapes.meet(a, f)
-        },
-    );
+    // (A lint's focus is every item: no index of allow items to build.)
+    let visits = (focus != Focus::All)
+        .then(|| {
+            let allows = ItemIndex::new(set, |a| !a.deny && !a.selects_nothing());
+            focus.visits(set, &allows, |f, a| {
+                let d = item_at(f);
+                d.deny && d.direction == item_at(a).direction && shapes.meet(a, f)
+            })
+        })
+        .flatten();
     let mut out = Vec::new();
     let judge = Judge::new(version);
     for (ra, rule) in set.rules.iter().enumerate() {
@@ -260,7 +262,7 @@ pub(crate) fn disjoint(a: &Selector, b: &Selector) -> bool {
 /// selectors or CIDRs when its peers are only those.
 pub(crate) struct Shape<'i> {
     kinds: [bool; 4],
-    /// (protocol, first, last), sorted; `None` = every protocol and port.
+    /// (protocol, first, last); `None` = every protocol and port.
     ranges: Option<Vec<(u8, u16, u16)>>,
     selectors: Option<Vec<&'i Selector>>,
     /// (family, first, last address), sorted.

@@ -201,12 +201,9 @@ fn review_file(
     let reply = review::review(&body, settings, snapshot.as_ref());
     io.stdout.write_all(&reply.body)?;
     writeln!(io.stdout)?;
-    if reply.status != 200 {
-        return Ok(EXIT_USAGE);
-    }
-    let allowed = serde_json::from_slice::<serde_json::Value>(&reply.body)
-        .ok()
-        .and_then(|v| v.pointer("/response/allowed")?.as_bool())
-        .unwrap_or(false);
-    Ok(if allowed { EXIT_CLEAN } else { EXIT_FINDINGS })
+    Ok(match (reply.status, reply.allowed) {
+        (200, true) => EXIT_CLEAN,
+        (200, false) => EXIT_FINDINGS,
+        _ => EXIT_USAGE,
+    })
 }

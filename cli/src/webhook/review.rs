@@ -118,40 +118,17 @@ impl Memo {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The answer kept under `key`, for the request `uid`.
-    fn answer(&self, key: &[u8; 32], uid: &str) -> Option<Reply> {
-        let found = self.kept().answers.get(key).cloned()?;
+    /// The answer kept for the request `key` identifies, if any.
+    pub fn answer(&self, key: &MemoKey) -> Option<Reply> {
+        let found = self.kept().answers.get(&key.key).cloned()?;
         self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let uid = serde_json::to_vec(uid).ok()?;
-        let mut body = Vec::with_capacity(found.head.len() + uid.len() + found.tail.len());
-        body.extend_from_slice(&found.head);
-        body.extend_from_slice(&uid);
-        body.extend_from_slice(&found.tail);
-        Some(Reply {
-            status: 200,
-            body,
-            allowed: found.allowed,
-        })
+        Some(found.reply(&key.uid))
     }
 
-    fn put(&self, key: [u8; 32], answer: &AdmissionResponse) {
+    fn put(&self, key: [u8; 32], written: std::sync::Arc<Written>) {
         if self.capacity == 0 {
             return;
         }
-        // Written once with an empty uid, which is then cut out: `"uid":""` appears once as
-        // written (inside strings its quotes are escaped).
-        let mut blank = answer.clone();
-        blank.uid = String::new();
-        let r = reply(200, blank);
-        const UID: &[u8] = b"\"uid\":\"\"";
-        let Some(at) = r.body.windows(UID.len()).position(|w| w == UID) else {
-            return;
-        };
-        let written = std::sync::Arc::new(Written {
-            head: r.body[..at + UID.len() - 2].to_vec(),
-            tail: r.body[at + UID.len()..].to_vec(),
-            allowed: r.allowed,
-        });
         let mut kept = self.kept();
         if kept.answers.insert(key, written).is_none() {
             kept.order.push_back(key);
@@ -160,6 +137,37 @@ impl Memo {
             if let Some(old) = kept.order.pop_front() {
                 kept.answers.remove(&old);
             }
+        }
+    }
+}
+
+impl Written {
+    /// `answer` written once with an empty uid, which is then cut out: `"uid":""` appears
+    /// once as written (inside strings its quotes are escaped).
+    fn of(answer: &AdmissionResponse) -> Option<Written> {
+        let mut blank = answer.clone();
+        blank.uid = String::new();
+        let r = reply(200, blank);
+        const UID: &[u8] = b"\"uid\":\"\"";
+        let at = r.body.windows(UID.len()).position(|w| w == UID)?;
+        Some(Written {
+            head: r.body[..at + UID.len() - 2].to_vec(),
+            tail: r.body[at + UID.len()..].to_vec(),
+            allowed: r.allowed,
+        })
+    }
+
+    /// The answer for the request `uid`.
+    fn reply(&self, uid: &str) -> Reply {
+        let uid = serde_json::to_vec(uid).unwrap_or_else(|_| b"\"\"".to_vec());
+        let mut body = Vec::with_capacity(self.head.len() + uid.len() + self.tail.len());
+        body.extend_from_slice(&self.head);
+        body.extend_from_slice(&uid);
+        body.extend_from_slice(&self.tail);
+        Reply {
+            status: 200,
+            body,
+            allowed: self.allowed,
         }
     }
 }
@@ -228,9 +236,16 @@ const SERVER_FILLED: [&str; 5] = [
     "managedFields",
 ];
 
-/// The key of a request's answer against snapshot `generation` (see [`Light`]) and the
-/// request's uid; `None` when the body is not an AdmissionReview this can read.
-fn memo_key(body: &[u8], generation: u64) -> Option<([u8; 32], String)> {
+/// What the memo keeps a request's answer under, and the request's uid.
+pub struct MemoKey {
+    key: [u8; 32],
+    uid: String,
+}
+
+/// The key of the answer to the request in `body` against `policies` (see [`Light`]);
+/// `None` when the body is not an AdmissionReview this can read.
+pub fn memo_key(body: &[u8], policies: Option<&Snapshot>) -> Option<MemoKey> {
+    let generation = policies.map_or(0, |p| p.generation);
     let light: Light<'_> = serde_json::from_slice(body).ok()?;
     let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     let mut field = |bytes: &[u8]| {
@@ -279,31 +294,21 @@ fn memo_key(body: &[u8], generation: u64) -> Option<([u8; 32], String)> {
     }
     let mut key = [0; 32];
     key.copy_from_slice(h.finish().as_ref());
-    Some((key, light.request.uid))
+    Some(MemoKey {
+        key,
+        uid: light.request.uid,
+    })
 }
 
-/// The answer `memo` holds for the request in `body` against `policies`, if any.
-pub fn remembered(body: &[u8], policies: Option<&Snapshot>, memo: &Memo) -> Option<Reply> {
-    let (key, uid) = memo_key(body, policies.map_or(0, |p| p.generation))?;
-    memo.answer(&key, &uid)
-}
-
-/// [`review`], answered from `memo` when it holds the answer, and remembered there when not.
+/// [`review`] of a request the memo has no answer for, its answer kept there under `key`.
 pub fn remembering(
     body: &[u8],
     settings: &Settings,
     policies: Option<&Snapshot>,
-    memo: Option<&Memo>,
+    memo: Option<(&Memo, MemoKey)>,
 ) -> Reply {
     if body.len() > MAX_BODY {
         return oversized(Some(body.len()));
-    }
-    let generation = policies.map_or(0, |p| p.generation);
-    let key = memo.and_then(|m| Some((m, memo_key(body, generation)?)));
-    if let Some((m, (k, uid))) = &key
-        && let Some(r) = m.answer(k, uid)
-    {
-        return r;
     }
     let parsed: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
@@ -326,8 +331,12 @@ pub fn remembering(
         .flatten()
         .chain(std::iter::once(&response.result.message))
         .any(|w| w.contains(undecided));
-    if let (true, Some((memo, (key, _)))) = (timely, key) {
-        memo.put(key, &response);
+    if let (true, Some((memo, key))) = (timely, memo)
+        && let Some(written) = Written::of(&response)
+    {
+        let written = std::sync::Arc::new(written);
+        memo.put(key.key, written.clone());
+        return written.reply(&response.uid);
     }
     reply(200, response)
 }

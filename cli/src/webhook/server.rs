@@ -9,7 +9,7 @@
 //! before the API server gives up. Plain HTTP on the port gets a plain `400` that says to use
 //! HTTPS. No client can stop the server from serving the others.
 
-use super::review::{MAX_BODY, Memo, Settings, remembered, remembering};
+use super::review::{MAX_BODY, Memo, Settings, memo_key, remembering};
 use super::store::{Policies, Source};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -343,14 +343,16 @@ async fn validate(req: Request<Incoming>, state: &State) -> Response<Body> {
     // The snapshot current now: a reload during the review does not change its answer.
     let snapshot = state.policies.as_ref().and_then(|p| p.current());
     // A request answered before is answered here, without a review thread.
-    if let Some(reply) = remembered(&body, snapshot.as_deref(), &state.memo) {
+    let key = memo_key(&body, snapshot.as_deref());
+    if let Some(reply) = key.as_ref().and_then(|k| state.memo.answer(k)) {
         state.metrics.verdict(reply.allowed);
         return json(reply.status, reply.body);
     }
     let judged = {
         let (body, memo) = (body.clone(), state.memo.clone());
         tokio::task::spawn_blocking(move || {
-            remembering(&body, &settings, snapshot.as_deref(), Some(&memo))
+            let memo = key.map(|k| (&*memo, k));
+            remembering(&body, &settings, snapshot.as_deref(), memo)
         })
     };
     match tokio::time::timeout(state.review_timeout, judged).await {
