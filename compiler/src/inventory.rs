@@ -416,7 +416,14 @@ impl Inventory {
     /// becomes an endpoint selector on its pods (in its namespace); a Service without one
     /// selects nothing, because its EndpointSlices are not part of the inventory.
     pub fn bind_services(&self, set: &mut PolicySet) {
-        for rule in &mut set.rules {
+        let names_services = |r: &crate::ir::Rule| {
+            r.items.iter().any(|it| {
+                matches!(&it.peers, Peers::List(peers)
+                    if peers.iter().any(|p| matches!(p.kind, PeerKind::Service(_))))
+            })
+        };
+        // Rules are shared (`Arc`): only those with Service peers are copied to be bound.
+        for rule in set.rules.iter_mut().filter(|r| names_services(r)) {
             let rule = std::sync::Arc::make_mut(rule);
             for item in &mut rule.items {
                 let Peers::List(peers) = &mut item.peers else {

@@ -13,7 +13,7 @@ use polc_compiler::version::CiliumVersion;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// A concrete flow read off a model.
 pub(crate) struct Witness {
@@ -121,14 +121,27 @@ fn valid_value(s: &str) -> bool {
 /// The policies an example is replayed under.
 pub trait Policies {
     /// A model of the example's cluster (`inventory`: its nodes, namespaces and pods, whose
-    /// pods are in `namespaces`) under these policies.
-    fn model(&self, inventory: Vec<Object>, namespaces: &[&String], config: Config) -> Model;
+    /// pods are in `namespaces`) under these policies, for flows between the cluster and the
+    /// addresses `outside` (see [`Model::for_addresses`]).
+    fn model(
+        &self,
+        inventory: Vec<Object>,
+        namespaces: &[&String],
+        outside: &[IpAddr],
+        config: Config,
+    ) -> Model;
 }
 
 /// Policy objects, lowered again with the example's cluster: only those that can select its
 /// pods (of their namespaces, and the clusterwide ones) and the CIDR groups.
 impl<O: Borrow<Object>> Policies for [O] {
-    fn model(&self, inventory: Vec<Object>, namespaces: &[&String], config: Config) -> Model {
+    fn model(
+        &self,
+        inventory: Vec<Object>,
+        namespaces: &[&String],
+        outside: &[IpAddr],
+        config: Config,
+    ) -> Model {
         let mut all: Vec<Object> = self
             .iter()
             .map(Borrow::borrow)
@@ -137,7 +150,11 @@ impl<O: Borrow<Object>> Policies for [O] {
             .cloned()
             .collect();
         all.extend(inventory);
-        Model::build(&all, config).0
+        let (mut policies, _) = polc_compiler::lower::lower(&all, config.version);
+        let (inventory, _) =
+            polc_compiler::inventory::Inventory::from_objects(&all, &config.cluster_name);
+        inventory.bind_services(&mut policies);
+        Model::for_addresses(policies, inventory, config, outside)
     }
 }
 
@@ -146,7 +163,13 @@ impl<O: Borrow<Object>> Policies for [O] {
 pub struct Lowered<'a>(pub &'a [std::sync::Arc<polc_compiler::ir::Rule>]);
 
 impl Policies for Lowered<'_> {
-    fn model(&self, inventory: Vec<Object>, _: &[&String], config: Config) -> Model {
+    fn model(
+        &self,
+        inventory: Vec<Object>,
+        _: &[&String],
+        outside: &[IpAddr],
+        config: Config,
+    ) -> Model {
         let (inventory, _) =
             polc_compiler::inventory::Inventory::from_objects(&inventory, &config.cluster_name);
         let mut policies = polc_compiler::ir::PolicySet {
@@ -154,7 +177,7 @@ impl Policies for Lowered<'_> {
             cidr_groups: Vec::new(),
         };
         inventory.bind_services(&mut policies);
-        Model::from_parts(policies, inventory, config)
+        Model::for_addresses(policies, inventory, config, outside)
     }
 }
 
@@ -250,7 +273,8 @@ pub(crate) fn replay<P: Policies + ?Sized>(
         dual_stack: Some(false),
         ..Config::default()
     };
-    let mut model = objects.model(inventory, &namespaces, config);
+    let outside = [IpAddr::V4(w.addr)];
+    let mut model = objects.model(inventory, &namespaces, &outside, config);
     if w.kind == KIND_WORLD {
         let at = std::net::IpAddr::V4(w.addr);
         model.dns_answers = w.dns.iter().map(|n| (n.clone(), at)).collect();

@@ -198,7 +198,9 @@ fn review_file(
             return Ok(EXIT_USAGE);
         }
     };
+    crate::timing::lap(io.stderr, "load policies");
     let reply = review::review(&body, settings, snapshot.as_ref());
+    crate::timing::lap(io.stderr, "review");
     io.stdout.write_all(&reply.body)?;
     writeln!(io.stdout)?;
     Ok(match (reply.status, reply.allowed) {
