@@ -102,6 +102,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
                         .filter(|&(jb, b)| {
                             (mine || focus.has_item(ib, jb))
                                 && !b.deny
+                                && !b.selects_nothing()
                                 && b.direction == a.direction
                                 && may_overlap(a, b)
                         })
@@ -121,12 +122,22 @@ pub(crate) fn focused<P: Policies + ?Sized>(
                 ),
                 Subject::Nodes(_) => sa.clone(),
             };
-            let subjects =
-                std::iter::once(sa.clone()).chain(plain.iter().take(8).map(|(rb, _)| both(rb)));
+            // Each plain item's rule once (a rule's items share its subject).
+            let mut seen = std::collections::HashSet::new();
+            let subjects = std::iter::once(sa.clone()).chain(
+                plain
+                    .iter()
+                    .filter(|(rb, _)| seen.insert(std::sync::Arc::as_ptr(rb)))
+                    .take(32)
+                    .map(|(rb, _)| both(rb)),
+            );
             let concrete = subjects
-                .flat_map(|x| judge.samples(&x, a, ns.unwrap_or(ANY_NAMESPACE)))
+                .flat_map(|x| {
+                    let samples = judge.samples(&x, a, ns.unwrap_or(ANY_NAMESPACE));
+                    samples.into_iter().take(4)
+                })
                 .filter(|f| judge.item_where(f, a, Some(true)) == Some(true))
-                .take(16)
+                .take(64)
                 .find_map(|f| {
                     let hits: Vec<&(&std::sync::Arc<Rule>, &Item)> = plain
                         .iter()

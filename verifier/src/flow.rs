@@ -407,6 +407,11 @@ pub fn item(v: &mut FlowVars, it: &Item) -> Encoded {
 /// (`Some(true)`), those without any redirect (`Some(false)`, where an L3-only item counts),
 /// or all of them (`None`).
 pub fn item_where(v: &mut FlowVars, it: &Item, http: Option<bool>) -> Encoded {
+    // `ingress: [{}]` and written but empty peer lists match no flow (they only turn on
+    // default deny).
+    if it.selects_nothing() {
+        return Encoded::Exact(Bool::from_bool(false));
+    }
     let Encoded::Exact(l3) = l3(v, it) else {
         return Encoded::Unknown;
     };

@@ -19,6 +19,10 @@ use std::net::Ipv4Addr;
 pub(crate) const ANY_NAMESPACE: &str = "polc-any-namespace";
 
 const NS: &str = "io.kubernetes.pod.namespace";
+/// The namespace of a sampled remote pod that cannot share the local pod's namespace.
+const PEER_NAMESPACE: &str = "polc-peer-namespace";
+/// The prefix of the labels a pod has from its namespace.
+const NS_LABELS: &str = "io.cilium.k8s.namespace.labels.";
 const NS_NAME: &str = "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name";
 const SA: &str = "io.cilium.k8s.policy.serviceaccount";
 const CLUSTER: &str = "io.cilium.k8s.policy.cluster";
@@ -113,6 +117,9 @@ impl Judge {
 
     /// Mirrors `flow::item_where`.
     pub(crate) fn item_where(&self, s: &Sample, it: &Item, http: Option<bool>) -> Option<bool> {
+        if it.selects_nothing() {
+            return Some(false);
+        }
         let l3 = self.l3(s, it)?;
         let l4 = match &it.ports {
             Ports::Any => http != Some(true),
@@ -174,9 +181,36 @@ impl Judge {
         // Labels for a remote end that is not a pod (the encoding asks for them all the same).
         let filler = pod_labels(&[], &x_ns).unwrap_or_default();
         let world = u32::from(Ipv4Addr::new(203, 0, 113, 7));
-        let pod = |reqs: &[Requirement]| pod_labels(reqs, &x_ns);
+        // A remote pod in x's namespace has the labels x has from it: one there when the
+        // peer's requirements agree with them, else one in a namespace of its own (when the
+        // requirements do not name the namespace).
+        let x_ns_labels: Vec<(&String, &String)> =
+            x.iter().filter(|(k, _)| k.starts_with(NS_LABELS)).collect();
         let add_pod = |reqs: &[Requirement], remotes: &mut Vec<_>| {
-            if let Some(p) = pod(reqs) {
+            let Some(mut p) = pod_labels(reqs, &x_ns) else {
+                return;
+            };
+            if p.get(NS) != Some(&x_ns) {
+                remotes.push((KIND_POD, p, 0));
+                return;
+            }
+            let fits = x_ns_labels
+                .iter()
+                .all(|(k, v)| p.get(*k).is_none_or(|have| have == *v));
+            let own = p
+                .keys()
+                .any(|k| k.starts_with(NS_LABELS) && !x.contains_key(k));
+            let pinned = reqs.iter().any(|r| r.bare_key() == NS && r.op == Op::In);
+            if (own || !fits)
+                && !pinned
+                && let Some(elsewhere) = pod_labels(reqs, PEER_NAMESPACE)
+            {
+                remotes.push((KIND_POD, elsewhere, 0));
+            }
+            if fits && !own {
+                for (k, v) in &x_ns_labels {
+                    p.insert((*k).clone(), (*v).clone());
+                }
                 remotes.push((KIND_POD, p, 0));
             }
         };
@@ -399,6 +433,19 @@ spec:
     toPorts: [{ports: [{port: "53", protocol: UDP}]}]
   - toEntities: [kube-apiserver]
   - toPorts: [{ports: [{port: "http", protocol: TCP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: c, namespace: shop}
+spec:
+  endpointSelector:
+    matchLabels: {"k8s:io.cilium.k8s.namespace.labels.env": prod}
+  ingress:
+  - {}
+  - fromEndpoints:
+    - matchLabels: {"k8s:io.cilium.k8s.namespace.labels.team": ml}
+      matchExpressions: [{key: "k8s:io.kubernetes.pod.namespace", operator: Exists}]
+    - matchLabels: {app: web}
 "#;
 
     /// Whether the encoding holds on the sample, as z3 sees it.
@@ -478,5 +525,46 @@ spec:
             }
         }
         assert!(compared > 500, "{compared}");
+    }
+
+    #[test]
+    fn remote_pods_share_the_namespace_labels_or_live_elsewhere() {
+        let version = CiliumVersion::V1_19;
+        let mut sources = SourceMap::new();
+        sources.add(SourceFile::new("p.yaml", POLICIES.to_string()));
+        let (objects, _) = polc_compiler::lint(&sources, &polc_compiler::Options::default());
+        let (set, _) = polc_compiler::lower::lower(&objects, version);
+        let rule = set
+            .rules
+            .iter()
+            .find(|r| r.origin.name == "c")
+            .expect("policy c");
+        let Subject::Endpoints(sel) = &rule.subject else {
+            panic!("pods");
+        };
+        let judge = Judge::new(version);
+        // `ingress: [{}]` matches no flow.
+        assert!(rule.items[0].selects_nothing());
+        assert!(judge.samples(sel, &rule.items[0], "shop").is_empty());
+        let samples = judge.samples(sel, &rule.items[1], "shop");
+        let env = "io.cilium.k8s.namespace.labels.env";
+        let team = "io.cilium.k8s.namespace.labels.team";
+        // A peer in x's namespace has its labels (env=prod); one whose namespace is labelled
+        // team=ml, which x's is not, lives in a namespace of its own.
+        let beside: Vec<&Sample> = samples.iter().filter(|s| s.p[NS] == "shop").collect();
+        let away: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.p[NS] == PEER_NAMESPACE)
+            .collect();
+        assert!(!beside.is_empty() && !away.is_empty(), "{samples:?}");
+        for s in beside {
+            assert_eq!(s.p.get(env).map(String::as_str), Some("prod"), "{s:?}");
+            assert_eq!(s.p.get(team), None, "{s:?}");
+        }
+        for s in away {
+            assert_eq!(s.p.get(env), None, "{s:?}");
+            assert_eq!(s.p.get(team).map(String::as_str), Some("ml"), "{s:?}");
+            assert_eq!(s.p[NS_NAME], PEER_NAMESPACE, "{s:?}");
+        }
     }
 }
