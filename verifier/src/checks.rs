@@ -100,14 +100,18 @@ pub fn review(change: &Change<'_>, version: CiliumVersion, limits: Limits) -> Ve
     out.extend(crate::redundant::focused(
         set, objects, version, limits, &skip, focus,
     ));
-    out.extend(crate::dns::cut_off_by(
-        set,
-        focus,
-        objects,
-        change.before,
-        version,
-        limits,
-    ));
+    // A CIDR group's addresses never match a pod, so new addresses for a group cannot cut
+    // pods off from the cluster DNS (V0403).
+    if change.changed.is_none() {
+        out.extend(crate::dns::cut_off_by(
+            set,
+            focus,
+            objects,
+            change.before,
+            version,
+            limits,
+        ));
+    }
     out
 }
 

@@ -365,6 +365,47 @@ pub fn peer(v: &mut FlowVars, p: &PeerKind) -> Encoded {
     }
 }
 
+/// Whether [`item_where`] encodes the item exactly, worked out without building anything
+/// (a subject is encoded exactly when [`subject`] sees no reserved label).
+pub fn expressible(it: &Item, http: Option<bool>) -> bool {
+    if it.selects_nothing() {
+        return true;
+    }
+    let peer = |p: &PeerKind| match p {
+        PeerKind::Endpoints(sel) => !sel.has_reserved(),
+        PeerKind::Entity(e) => matches!(
+            e,
+            Entity::All
+                | Entity::World
+                | Entity::Host
+                | Entity::RemoteNode
+                | Entity::Cluster
+                | Entity::None
+        ),
+        PeerKind::Cidr(c) => v4(&c.net).is_some() && c.except.iter().all(|e| v4(e).is_some()),
+        _ => false,
+    };
+    let peers = match &it.peers {
+        Peers::Any => true,
+        Peers::List(peers) => peers.iter().all(|p| peer(&p.kind)),
+    };
+    let ports = match &it.ports {
+        Ports::Any => true,
+        Ports::List(ports) => ports
+            .iter()
+            .filter(|p| {
+                let is_http = matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))));
+                match http {
+                    Some(true) => is_http,
+                    Some(false) => p.redirect.is_none(),
+                    None => true,
+                }
+            })
+            .all(|p| matches!(p.port, PortSpec::Range(..))),
+    };
+    peers && ports
+}
+
 /// An item's L3 part: whether one of its peers matches the remote end.
 pub fn l3(v: &mut FlowVars, it: &Item) -> Encoded {
     match &it.peers {

@@ -132,6 +132,10 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             {
                 continue;
             }
+            // Items the encoding cannot express are skipped (a finding is never a guess).
+            if subject.has_reserved() || !flow::expressible(a, None) {
+                continue;
+            }
             let keeps_enforcement = rule
                 .items
                 .iter()

@@ -446,6 +446,9 @@ spec:
     - matchLabels: {"k8s:io.cilium.k8s.namespace.labels.team": ml}
       matchExpressions: [{key: "k8s:io.kubernetes.pod.namespace", operator: Exists}]
     - matchLabels: {app: web}
+  egress:
+  - toFQDNs: [{matchName: api.example.com}]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
 "#;
 
     /// Whether the encoding holds on the sample, as z3 sees it.
@@ -513,6 +516,13 @@ spec:
                 );
                 for item in &rule.items {
                     for http in [None, Some(true), Some(false)] {
+                        let mut v = FlowVars::for_version(version);
+                        assert_eq!(
+                            flow::expressible(item, http),
+                            matches!(flow::item_where(&mut v, item, http), Encoded::Exact(_)),
+                            "{} {http:?}",
+                            item.path
+                        );
                         assert_eq!(
                             judge.item_where(s, item, http),
                             encoded(s, version, |v| flow::item_where(v, item, http)),

@@ -116,13 +116,17 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             .enumerate()
             .filter(|(_, i)| !i.deny && !i.selects_nothing())
         {
-            let ns = subject.pinned("io.kubernetes.pod.namespace");
             if visits
                 .as_ref()
                 .is_some_and(|v| v.binary_search(&(ra, ia)).is_err())
             {
                 continue;
             }
+            // Items the encoding cannot express are skipped (a finding is never a guess).
+            if subject.has_reserved() || !flow::expressible(item, None) {
+                continue;
+            }
+            let ns = subject.pinned("io.kubernetes.pod.namespace");
             let candidates: Vec<(usize, usize)> = denies
                 .near(item.direction, ns)
                 .filter(|&(ri, ii)| {
