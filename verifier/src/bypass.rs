@@ -9,7 +9,7 @@ use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::Policies;
 use crate::replay::{confirm, replay};
 use crate::sample::{ANY_NAMESPACE, Judge};
-use crate::shadow::{disjoint, may_overlap};
+use crate::shadow::{Layout, disjoint};
 use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Request, Verdict, Why, l7_allows};
@@ -50,13 +50,14 @@ pub fn check(
     version: CiliumVersion,
     limits: Limits,
 ) -> Vec<Diagnostic> {
-    focused(set, objects, version, limits, Focus::All)
+    focused(set, &Layout::new(set), objects, version, limits, Focus::All)
 }
 
 /// [`check`] for the rules of `focus`: their HTTP rules that the set bypasses, and the HTTP
 /// rules of other rules that their items bypass.
 pub(crate) fn focused<P: Policies + ?Sized>(
     set: &PolicySet,
+    layout: &Layout<'_>,
     objects: &P,
     version: CiliumVersion,
     limits: Limits,
@@ -74,20 +75,23 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             if rules.is_empty() || rules.iter().any(|l7| l7_allows(l7, &probe())) {
                 continue;
             }
-            let ns = sa.pinned("io.kubernetes.pod.namespace");
-            // Every item that could allow the same flows without L7 rules.
+            let ns = layout.ns[ia];
+            // Every item that could allow the same flows without L7 rules. Another rule's
+            // HTTP rules are this object's finding when its items bypass them (what bypassed
+            // them before is not): only the focus's rules are looked at then.
+            let mine = focus.has_item(ia, ja);
             let mut plain: Vec<(&std::sync::Arc<Rule>, &Item)> = Vec::new();
-            for (ib, rb) in set.rules.iter().enumerate() {
+            let others: Box<dyn Iterator<Item = usize>> = if mine {
+                Box::new(0..set.rules.len())
+            } else {
+                Box::new(focus.rules(set))
+            };
+            for ib in others {
+                let rb = &set.rules[ib];
                 let Subject::Endpoints(sb) = &rb.subject else {
                     continue;
                 };
-                // Another rule's HTTP rules are this object's finding when its items bypass
-                // them (what bypassed them before is not).
-                let mine = focus.has_item(ia, ja);
-                if !mine && !focus.has(ib) {
-                    continue;
-                }
-                if let (Some(x), Some(y)) = (ns, sb.pinned("io.kubernetes.pod.namespace"))
+                if let (Some(x), Some(y)) = (ns, layout.ns[ib])
                     && x != y
                 {
                     continue;
@@ -104,7 +108,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
                                 && !b.deny
                                 && !b.selects_nothing()
                                 && b.direction == a.direction
-                                && may_overlap(a, b)
+                                && layout.shapes.meet((ia, ja), (ib, jb))
                         })
                         .map(|(_, b)| (rb, b)),
                 );

@@ -29,12 +29,16 @@ fn check_here(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec
         .iter()
         .any(|r| !r.requires.ingress.is_empty() || !r.requires.egress.is_empty());
     if !requires {
-        let shadowed = crate::shadow::check(&set, objects, version, limits);
+        let layout = crate::shadow::Layout::new(&set);
+        let all = crate::Focus::All;
+        let shadowed = crate::shadow::focused(&set, &layout, objects, version, limits, all);
         let skip: HashSet<Loc> = shadowed.iter().map(|d| d.loc).collect();
         out.extend(shadowed);
-        out.extend(crate::bypass::check(&set, objects, version, limits));
-        out.extend(crate::redundant::check(
-            &set, objects, version, limits, &skip,
+        out.extend(crate::bypass::focused(
+            &set, &layout, objects, version, limits, all,
+        ));
+        out.extend(crate::redundant::focused(
+            &set, &layout, objects, version, limits, &skip, all,
         ));
         out.extend(crate::dns::check(&set, objects, version, limits));
         out.extend(crate::host::check(&set, objects, version, limits));
@@ -93,12 +97,15 @@ pub fn review(change: &Change<'_>, version: CiliumVersion, limits: Limits) -> Ve
         Some(items) => crate::Focus::Items(items),
         None => crate::Focus::First(change.own),
     };
-    let shadowed = crate::shadow::focused(set, objects, version, limits, focus);
+    let layout = crate::shadow::Layout::new(set);
+    let shadowed = crate::shadow::focused(set, &layout, objects, version, limits, focus);
     let skip: HashSet<Loc> = shadowed.iter().map(|d| d.loc).collect();
     out.extend(shadowed);
-    out.extend(crate::bypass::focused(set, objects, version, limits, focus));
+    out.extend(crate::bypass::focused(
+        set, &layout, objects, version, limits, focus,
+    ));
     out.extend(crate::redundant::focused(
-        set, objects, version, limits, &skip, focus,
+        set, &layout, objects, version, limits, &skip, focus,
     ));
     // A CIDR group's addresses never match a pod, so new addresses for a group cannot cut
     // pods off from the cluster DNS (V0403).

@@ -57,6 +57,24 @@ impl<'a> Focus<'a> {
         }
     }
 
+    /// The rules with an item reported on, in the set's order.
+    pub(crate) fn rules(
+        self,
+        set: &polc_compiler::ir::PolicySet,
+    ) -> impl Iterator<Item = usize> + use<'a> {
+        let (n, listed) = match self {
+            Focus::All => (set.rules.len(), &[][..]),
+            Focus::First(n) => (n.min(set.rules.len()), &[][..]),
+            Focus::Items(list) => (0, list),
+        };
+        let mut last = None;
+        (0..n).chain(listed.iter().map(|&(r, _)| r).filter(move |&r| {
+            let new = last != Some(r);
+            last = Some(r);
+            new
+        }))
+    }
+
     /// Whether item `ii` of rule `ri` is one reported on.
     pub(crate) fn has_item(self, ri: usize, ii: usize) -> bool {
         match self {
@@ -94,6 +112,7 @@ impl<'a> Focus<'a> {
     pub(crate) fn visits(
         self,
         set: &polc_compiler::ir::PolicySet,
+        layout: &shadow::Layout<'_>,
         index: &shadow::ItemIndex<'_>,
         reaches: impl Fn((usize, usize), (usize, usize)) -> bool,
     ) -> Option<Vec<(usize, usize)>> {
@@ -109,7 +128,10 @@ impl<'a> Focus<'a> {
                 continue;
             };
             let direction = rule.items[jf].direction;
-            for (ra, ja) in index.near(direction, t.pinned("io.kubernetes.pod.namespace")) {
+            // `reaches` asks for items that meet (their shapes do), so their kinds of remote
+            // end meet too.
+            let kinds = layout.shapes.get(rf, jf).kinds();
+            for (ra, ja) in index.near(direction, layout.ns[rf], kinds) {
                 let Subject::Endpoints(s) = &set.rules[ra].subject else {
                     continue;
                 };

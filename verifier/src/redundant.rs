@@ -16,7 +16,7 @@ use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::Policies;
 use crate::replay::replay;
 use crate::sample::Judge;
-use crate::shadow::{ItemIndex, Shapes, disjoint};
+use crate::shadow::{Layout, disjoint};
 use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::Verdict;
@@ -86,13 +86,22 @@ pub fn check(
     limits: Limits,
     skip: &HashSet<Loc>,
 ) -> Vec<Diagnostic> {
-    focused(set, objects, version, limits, skip, Focus::All)
+    focused(
+        set,
+        &Layout::new(set),
+        objects,
+        version,
+        limits,
+        skip,
+        Focus::All,
+    )
 }
 
 /// [`check`] for the rules of `focus`: their items that the set already allows, and the
 /// items of other rules that they make redundant (unless those were redundant already).
 pub(crate) fn focused<P: Policies + ?Sized>(
     set: &PolicySet,
+    layout: &Layout<'_>,
     objects: &P,
     version: CiliumVersion,
     limits: Limits,
@@ -101,10 +110,9 @@ pub(crate) fn focused<P: Policies + ?Sized>(
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let judge = Judge::new(version);
-    let allows = ItemIndex::new(set, |b| !b.deny && !b.selects_nothing());
-    let shapes = Shapes::new(set);
+    let (allows, shapes) = (&layout.allows, &layout.shapes);
     // The items a focus allow item may cover, besides the focus's own.
-    let visits = focus.visits(set, &allows, |f, a| {
+    let visits = focus.visits(set, layout, allows, |f, a| {
         let (b, a_item) = (&set.rules[f.0].items[f.1], &set.rules[a.0].items[a.1]);
         !b.deny && b.direction == a_item.direction && !b.selects_nothing() && shapes.meet(a, f)
     });
@@ -114,7 +122,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
         let Subject::Endpoints(subject) = &rule.subject else {
             continue;
         };
-        let ns = subject.pinned("io.kubernetes.pod.namespace");
+        let ns = layout.ns[ra];
         for (ia, a) in rule.items.iter().enumerate() {
             // Items that share a place (a KNP rule becomes one item per port protocol) are
             // reported once.
@@ -142,7 +150,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
                 .enumerate()
                 .any(|(j, other)| j != ia && other.direction == a.direction);
             let cands: Vec<(usize, usize)> = allows
-                .near(a.direction, ns)
+                .near(a.direction, ns, shapes.get(ra, ia).kinds())
                 .filter(|&(rb, ib)| {
                     let r = &set.rules[rb];
                     let Subject::Endpoints(t) = &r.subject else {

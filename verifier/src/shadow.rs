@@ -32,52 +32,159 @@ pub fn check(
     version: CiliumVersion,
     limits: Limits,
 ) -> Vec<Diagnostic> {
-    focused(set, objects, version, limits, Focus::All)
+    focused(set, &Layout::new(set), objects, version, limits, Focus::All)
 }
+
+/// What the flow checks look up about a policy set, worked out once per set (a review asks
+/// several checks about one set): the namespace each rule's subject pins, the allow and deny
+/// items by place, and the items' overlap shapes.
+pub(crate) struct Layout<'a> {
+    /// The namespace each rule's subject pins (`None`: it spans namespaces, or it selects
+    /// nodes).
+    pub(crate) ns: Vec<Option<&'a str>>,
+    /// The allow items that select something.
+    pub(crate) allows: ItemIndex<'a>,
+    /// The deny items.
+    pub(crate) denies: ItemIndex<'a>,
+    pub(crate) shapes: Shapes<'a>,
+}
+
+impl<'a> Layout<'a> {
+    pub(crate) fn new(set: &'a PolicySet) -> Layout<'a> {
+        let ns: Vec<Option<&str>> = set
+            .rules
+            .iter()
+            .map(|r| match &r.subject {
+                Subject::Endpoints(t) => t.pinned("io.kubernetes.pod.namespace"),
+                Subject::Nodes(_) => None,
+            })
+            .collect();
+        let allows = ItemIndex::new(set, &ns, |a| !a.deny && !a.selects_nothing());
+        let denies = ItemIndex::new(set, &ns, |d| d.deny);
+        Layout {
+            ns,
+            allows,
+            denies,
+            shapes: Shapes::new(set),
+        }
+    }
+}
+
+/// An indexed item: rule, item, and the kinds of remote end it can match ([`kinds`]).
+type Entry = (usize, usize, u8);
 
 /// Items of a set's pod rules (those a filter keeps) by direction and by the namespace their
 /// rule's subject pins (`None`: the subject spans namespaces), to find the items that can
 /// meet one without looking at the whole set.
 pub(crate) struct ItemIndex<'a> {
-    by: HashMap<Place<'a>, Vec<(usize, usize)>>,
+    /// By pinned namespace, then direction ([`slot`]); each list in the set's order.
+    pinned: HashMap<&'a str, [Vec<Entry>; 2]>,
+    /// Items of rules that pin no namespace, by direction.
+    unpinned: [Vec<Entry>; 2],
+    /// Every item of a direction, in the set's order.
+    all: [Vec<Entry>; 2],
 }
 
-/// A direction, and the namespace a rule's subject pins (`None`: any).
-type Place<'a> = (Direction, Option<&'a str>);
+fn slot(d: Direction) -> usize {
+    match d {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
 
 impl<'a> ItemIndex<'a> {
-    pub(crate) fn new(set: &'a PolicySet, keep: impl Fn(&Item) -> bool) -> ItemIndex<'a> {
-        let mut by: HashMap<_, Vec<(usize, usize)>> = HashMap::new();
+    fn new(set: &'a PolicySet, ns: &[Option<&'a str>], keep: impl Fn(&Item) -> bool) -> Self {
+        let mut pinned: HashMap<&str, [Vec<Entry>; 2]> = HashMap::new();
+        let mut unpinned: [Vec<Entry>; 2] = Default::default();
+        let mut all: [Vec<Entry>; 2] = Default::default();
         for (ri, r) in set.rules.iter().enumerate() {
-            let Subject::Endpoints(t) = &r.subject else {
+            if !matches!(r.subject, Subject::Endpoints(_)) {
                 continue;
-            };
-            let ns = t.pinned("io.kubernetes.pod.namespace");
+            }
             for (ii, item) in r.items.iter().enumerate().filter(|(_, i)| keep(i)) {
-                by.entry((item.direction, ns)).or_default().push((ri, ii));
+                let e = (ri, ii, kinds(item));
+                let d = slot(item.direction);
+                match ns[ri] {
+                    Some(n) => pinned.entry(n).or_default()[d].push(e),
+                    None => unpinned[d].push(e),
+                }
+                all[d].push(e);
             }
         }
-        ItemIndex { by }
+        ItemIndex {
+            pinned,
+            unpinned,
+            all,
+        }
     }
 
     /// The items of `direction` whose rules may apply to pods in namespace `ns` (any
-    /// namespace: `None`), as (rule, item) indexes in the set's order.
+    /// namespace: `None`) and whose peers may match a remote end of `kinds` (bits of
+    /// [`kinds`]), as (rule, item) indexes in the set's order.
     pub(crate) fn near(
         &self,
         direction: Direction,
         ns: Option<&str>,
+        kinds: u8,
     ) -> impl Iterator<Item = (usize, usize)> + use<'_> {
-        let mut out: Vec<(usize, usize)> = self
-            .by
-            .iter()
-            .filter(|((dir, at), _)| {
-                *dir == direction && (ns.is_none() || at.is_none() || *at == ns)
-            })
-            .flat_map(|(_, list)| list.iter().copied())
-            .collect();
-        out.sort_unstable();
-        out.into_iter()
+        let d = slot(direction);
+        let (a, b) = match ns {
+            None => (self.all[d].as_slice(), &[][..]),
+            Some(n) => (
+                self.pinned.get(n).map_or(&[][..], |l| l[d].as_slice()),
+                self.unpinned[d].as_slice(),
+            ),
+        };
+        Merged { a, b }
+            .filter(move |e| e.2 & kinds != 0)
+            .map(|(r, i, _)| (r, i))
     }
+}
+
+/// Two lists in the set's order, as one.
+struct Merged<'l> {
+    a: &'l [Entry],
+    b: &'l [Entry],
+}
+
+impl Iterator for Merged<'_> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        let from_a = match (self.a.first(), self.b.first()) {
+            (Some(x), Some(y)) => (x.0, x.1) <= (y.0, y.1),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let side = if from_a { &mut self.a } else { &mut self.b };
+        let (first, rest) = side.split_first()?;
+        *side = rest;
+        Some(*first)
+    }
+}
+
+/// The kinds of remote end an item's peers can match, as bits: pod (1), world (2), host
+/// (4), remote node (8).
+pub(crate) fn kinds(it: &Item) -> u8 {
+    const EVERY: u8 = 0b1111;
+    let Peers::List(peers) = &it.peers else {
+        return EVERY;
+    };
+    let mut out = 0;
+    for p in peers {
+        out |= match &p.kind {
+            PeerKind::Endpoints(s) if s.is_wildcard() || s.has_reserved() => EVERY,
+            PeerKind::Endpoints(_) => 1,
+            PeerKind::Cidr(_) | PeerKind::Fqdn(_) => 2,
+            PeerKind::Entity(Entity::All) => EVERY,
+            PeerKind::Entity(Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6) => 2,
+            PeerKind::Entity(Entity::Host) => 4,
+            PeerKind::Entity(Entity::RemoteNode) => 8,
+            PeerKind::Entity(Entity::Cluster) => 1 | 4 | 8,
+            _ => EVERY,
+        };
+    }
+    out
 }
 
 /// [`check`] for the rules of `focus`: their allow items that the set's deny items shadow,
@@ -85,25 +192,19 @@ impl<'a> ItemIndex<'a> {
 /// items shadowed those already).
 pub(crate) fn focused<P: Policies + ?Sized>(
     set: &PolicySet,
+    layout: &Layout<'_>,
     objects: &P,
     version: CiliumVersion,
     limits: Limits,
     focus: Focus<'_>,
 ) -> Vec<Diagnostic> {
-    let denies = ItemIndex::new(set, |d| d.deny);
-    let shapes = Shapes::new(set);
+    let shapes = &layout.shapes;
     let item_at = |(r, i): (usize, usize)| &set.rules[r].items[i];
     // The allow items a focus deny item may shadow, besides the focus's own.
-    // (A lint's focus is every item: no index of allow items to build.)
-    let visits = (focus != Focus::All)
-        .then(|| {
-            let allows = ItemIndex::new(set, |a| !a.deny && !a.selects_nothing());
-            focus.visits(set, &allows, |f, a| {
-                let d = item_at(f);
-                d.deny && d.direction == item_at(a).direction && shapes.meet(a, f)
-            })
-        })
-        .flatten();
+    let visits = focus.visits(set, layout, &layout.allows, |f, a| {
+        let d = item_at(f);
+        d.deny && d.direction == item_at(a).direction && shapes.meet(a, f)
+    });
     let mut out = Vec::new();
     let judge = Judge::new(version);
     for (ra, rule) in set.rules.iter().enumerate() {
@@ -126,9 +227,10 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             if subject.has_reserved() || !flow::expressible(item, None) {
                 continue;
             }
-            let ns = subject.pinned("io.kubernetes.pod.namespace");
-            let candidates: Vec<(usize, usize)> = denies
-                .near(item.direction, ns)
+            let ns = layout.ns[ra];
+            let candidates: Vec<(usize, usize)> = layout
+                .denies
+                .near(item.direction, ns, shapes.get(ra, ia).kinds())
                 .filter(|&(ri, ii)| {
                     let Subject::Endpoints(t) = &set.rules[ri].subject else {
                         return false;
@@ -265,7 +367,8 @@ pub(crate) fn disjoint(a: &Selector, b: &Selector) -> bool {
 /// its peers can match (pod, world, host, remote node), its port ranges, and its endpoint
 /// selectors or CIDRs when its peers are only those.
 pub(crate) struct Shape<'i> {
-    kinds: [bool; 4],
+    /// The kinds of remote end ([`kinds`]).
+    kinds: u8,
     /// (protocol, first, last); `None` = every protocol and port.
     ranges: Option<Vec<(u8, u16, u16)>>,
     selectors: Option<Vec<&'i Selector>>,
@@ -277,32 +380,12 @@ impl<'i> Shape<'i> {
     pub(crate) fn of(it: &'i Item) -> Shape<'i> {
         let Peers::List(peers) = &it.peers else {
             return Shape {
-                kinds: [true; 4],
+                kinds: kinds(it),
                 ranges: ranges(it),
                 selectors: None,
                 cidrs: None,
             };
         };
-        let mut kinds = [false; 4];
-        for p in peers {
-            match &p.kind {
-                PeerKind::Endpoints(s) if s.is_wildcard() || s.has_reserved() => kinds = [true; 4],
-                PeerKind::Endpoints(_) => kinds[0] = true,
-                PeerKind::Cidr(_) | PeerKind::Fqdn(_) => kinds[1] = true,
-                PeerKind::Entity(Entity::All) => kinds = [true; 4],
-                PeerKind::Entity(Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6) => {
-                    kinds[1] = true;
-                }
-                PeerKind::Entity(Entity::Host) => kinds[2] = true,
-                PeerKind::Entity(Entity::RemoteNode) => kinds[3] = true,
-                PeerKind::Entity(Entity::Cluster) => {
-                    kinds[0] = true;
-                    kinds[2] = true;
-                    kinds[3] = true;
-                }
-                _ => kinds = [true; 4],
-            }
-        }
         let selectors = peers
             .iter()
             .map(|p| match &p.kind {
@@ -318,7 +401,7 @@ impl<'i> Shape<'i> {
             })
             .collect();
         Shape {
-            kinds,
+            kinds: kinds(it),
             ranges: ranges(it),
             selectors,
             cidrs: cidrs.map(|mut c| {
@@ -331,8 +414,13 @@ impl<'i> Shape<'i> {
     /// Whether the items can match a flow in common, as far as this test can tell (same
     /// kinds of remote end, overlapping ports, selectors that may select one pod,
     /// intersecting CIDRs).
+    /// The kinds of remote end the item's peers can match ([`kinds`]).
+    pub(crate) fn kinds(&self) -> u8 {
+        self.kinds
+    }
+
     pub(crate) fn meets(&self, other: &Shape<'_>) -> bool {
-        if !(0..4).any(|i| self.kinds[i] && other.kinds[i]) {
+        if self.kinds & other.kinds == 0 {
             return false;
         }
         if let (Some(ra), Some(rd)) = (&self.ranges, &other.ranges)
@@ -400,12 +488,6 @@ fn ranges(it: &Item) -> Option<Vec<(u8, u16, u16)>> {
         }
     }
     Some(out)
-}
-
-/// A cheap test before the solver: whether item `d` can match any flow item `a` matches
-/// (see [`Shape::meets`]).
-pub(crate) fn may_overlap(a: &Item, d: &Item) -> bool {
-    Shape::of(a).meets(&Shape::of(d))
 }
 
 /// The shapes of a set's items, each worked out when first asked for.
