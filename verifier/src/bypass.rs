@@ -50,7 +50,14 @@ pub fn check(
     version: CiliumVersion,
     limits: Limits,
 ) -> Vec<Diagnostic> {
-    focused(set, &Layout::new(set), objects, version, limits, Focus::All)
+    focused(
+        set,
+        &Layout::new(set, None),
+        objects,
+        version,
+        limits,
+        Focus::All,
+    )
 }
 
 /// [`check`] for the rules of `focus`: their HTTP rules that the set bypasses, and the HTTP

@@ -29,7 +29,7 @@ fn check_here(objects: &[Object], version: CiliumVersion, limits: Limits) -> Vec
         .iter()
         .any(|r| !r.requires.ingress.is_empty() || !r.requires.egress.is_empty());
     if !requires {
-        let layout = crate::shadow::Layout::new(&set);
+        let layout = crate::shadow::Layout::new(&set, None);
         let all = crate::Focus::All;
         let shadowed = crate::shadow::focused(&set, &layout, objects, version, limits, all);
         let skip: HashSet<Loc> = shadowed.iter().map(|d| d.loc).collect();
@@ -61,6 +61,9 @@ pub struct Change<'a> {
     /// addresses): those, as (rule, item) indexes in ascending order. The questions are then
     /// about them, and their selectors are not looked at again.
     pub changed: Option<&'a [(usize, usize)]>,
+    /// What is known already of the set's rules shared with a set many reviews ask about
+    /// (see [`crate::shadow::Facts`]).
+    pub facts: Option<&'a crate::shadow::Facts>,
 }
 
 /// The findings the object under review takes part in: its selectors no pod satisfies
@@ -97,7 +100,7 @@ pub fn review(change: &Change<'_>, version: CiliumVersion, limits: Limits) -> Ve
         Some(items) => crate::Focus::Items(items),
         None => crate::Focus::First(change.own),
     };
-    let layout = crate::shadow::Layout::new(set);
+    let layout = crate::shadow::Layout::new(set, change.facts);
     let shadowed = crate::shadow::focused(set, &layout, objects, version, limits, focus);
     let skip: HashSet<Loc> = shadowed.iter().map(|d| d.loc).collect();
     out.extend(shadowed);

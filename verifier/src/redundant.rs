@@ -88,7 +88,7 @@ pub fn check(
 ) -> Vec<Diagnostic> {
     focused(
         set,
-        &Layout::new(set),
+        &Layout::new(set, None),
         objects,
         version,
         limits,

@@ -16,11 +16,13 @@ use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Verdict, Why};
 use polc_compiler::ir::{
-    Direction, Entity, Item, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Selector, Subject,
+    Direction, Entity, Item, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Rule, Selector,
+    Subject,
 };
 use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
 use std::collections::HashMap;
+use std::sync::Arc;
 use z3::SatResult;
 use z3::ast::Bool;
 
@@ -32,7 +34,14 @@ pub fn check(
     version: CiliumVersion,
     limits: Limits,
 ) -> Vec<Diagnostic> {
-    focused(set, &Layout::new(set), objects, version, limits, Focus::All)
+    focused(
+        set,
+        &Layout::new(set, None),
+        objects,
+        version,
+        limits,
+        Focus::All,
+    )
 }
 
 /// What the flow checks look up about a policy set, worked out once per set (a review asks
@@ -50,17 +59,40 @@ pub(crate) struct Layout<'a> {
 }
 
 impl<'a> Layout<'a> {
-    pub(crate) fn new(set: &'a PolicySet) -> Layout<'a> {
-        let ns: Vec<Option<&str>> = set
-            .rules
-            .iter()
-            .map(|r| match &r.subject {
-                Subject::Endpoints(t) => t.pinned("io.kubernetes.pod.namespace"),
-                Subject::Nodes(_) => None,
-            })
-            .collect();
-        let allows = ItemIndex::new(set, &ns, |a| !a.deny && !a.selects_nothing());
-        let denies = ItemIndex::new(set, &ns, |d| d.deny);
+    /// The layout of `set`, reading what `facts` (of a set that shares rules with it)
+    /// already knows of its rules instead of looking at them again.
+    pub(crate) fn new(set: &'a PolicySet, facts: Option<&'a Facts>) -> Layout<'a> {
+        let mut ns = Vec::with_capacity(set.rules.len());
+        let (mut allows, mut denies) = (ItemIndex::default(), ItemIndex::default());
+        for (ri, r) in set.rules.iter().enumerate() {
+            let known = facts.and_then(|f| f.of(r));
+            let at = match known {
+                Some(k) => k.ns.as_deref(),
+                None => RuleFacts::pinned(r),
+            };
+            ns.push(at);
+            if !matches!(r.subject, Subject::Endpoints(_)) {
+                continue;
+            }
+            let mut add = |ii: usize, f: ItemFacts| {
+                let index = if f.deny {
+                    &mut denies
+                } else if f.nothing {
+                    return;
+                } else {
+                    &mut allows
+                };
+                index.add(at, f.slot, (ri, ii, f.kinds));
+            };
+            match known {
+                Some(k) => k.items.iter().enumerate().for_each(|(ii, f)| add(ii, *f)),
+                None => r
+                    .items
+                    .iter()
+                    .enumerate()
+                    .for_each(|(ii, it)| add(ii, ItemFacts::of(it))),
+            }
+        }
         Layout {
             ns,
             allows,
@@ -70,12 +102,82 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// What a [`Layout`] reads of each rule of a policy set that many reviews share (the
+/// webhook's current set), worked out once: a review's set holds the same rules (the same
+/// `Arc`s) beside its own, found here by address.
+pub struct Facts {
+    rules: HashMap<usize, (Arc<Rule>, RuleFacts)>,
+}
+
+impl Facts {
+    /// The facts of every rule of `set` (they keep the rules alive).
+    pub fn new(set: &PolicySet) -> Facts {
+        let rules = set
+            .rules
+            .iter()
+            .map(|r| (Arc::as_ptr(r) as usize, (r.clone(), RuleFacts::of(r))))
+            .collect();
+        Facts { rules }
+    }
+
+    /// What is known of rule `r` (it must be the very rule: the same `Arc`).
+    fn of(&self, r: &Arc<Rule>) -> Option<&RuleFacts> {
+        let (rule, facts) = self.rules.get(&(Arc::as_ptr(r) as usize))?;
+        Arc::ptr_eq(rule, r).then_some(facts)
+    }
+}
+
+struct RuleFacts {
+    /// The namespace the rule's subject pins.
+    ns: Option<String>,
+    items: Vec<ItemFacts>,
+}
+
+impl RuleFacts {
+    fn of(r: &Rule) -> RuleFacts {
+        RuleFacts {
+            ns: RuleFacts::pinned(r).map(str::to_string),
+            items: r.items.iter().map(ItemFacts::of).collect(),
+        }
+    }
+
+    fn pinned(r: &Rule) -> Option<&str> {
+        match &r.subject {
+            Subject::Endpoints(t) => t.pinned("io.kubernetes.pod.namespace"),
+            Subject::Nodes(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ItemFacts {
+    /// Its direction ([`slot`]).
+    slot: usize,
+    deny: bool,
+    /// It selects nothing.
+    nothing: bool,
+    /// The kinds of remote end it can match ([`kinds`]).
+    kinds: u8,
+}
+
+impl ItemFacts {
+    fn of(it: &Item) -> ItemFacts {
+        ItemFacts {
+            slot: slot(it.direction),
+            deny: it.deny,
+            nothing: it.selects_nothing(),
+            kinds: kinds(it),
+        }
+    }
+}
+
 /// An indexed item: rule, item, and the kinds of remote end it can match ([`kinds`]).
 type Entry = (usize, usize, u8);
 
-/// Items of a set's pod rules (those a filter keeps) by direction and by the namespace their
-/// rule's subject pins (`None`: the subject spans namespaces), to find the items that can
-/// meet one without looking at the whole set.
+/// Items of a set's pod rules by direction and by the namespace their rule's subject pins
+/// (`None`: the subject spans namespaces), to find the items that can meet one without
+/// looking at the whole set.
+#[derive(Default)]
 pub(crate) struct ItemIndex<'a> {
     /// By pinned namespace, then direction ([`slot`]); each list in the set's order.
     pinned: HashMap<&'a str, [Vec<Entry>; 2]>,
@@ -93,29 +195,14 @@ fn slot(d: Direction) -> usize {
 }
 
 impl<'a> ItemIndex<'a> {
-    fn new(set: &'a PolicySet, ns: &[Option<&'a str>], keep: impl Fn(&Item) -> bool) -> Self {
-        let mut pinned: HashMap<&str, [Vec<Entry>; 2]> = HashMap::new();
-        let mut unpinned: [Vec<Entry>; 2] = Default::default();
-        let mut all: [Vec<Entry>; 2] = Default::default();
-        for (ri, r) in set.rules.iter().enumerate() {
-            if !matches!(r.subject, Subject::Endpoints(_)) {
-                continue;
-            }
-            for (ii, item) in r.items.iter().enumerate().filter(|(_, i)| keep(i)) {
-                let e = (ri, ii, kinds(item));
-                let d = slot(item.direction);
-                match ns[ri] {
-                    Some(n) => pinned.entry(n).or_default()[d].push(e),
-                    None => unpinned[d].push(e),
-                }
-                all[d].push(e);
-            }
+    /// Adds an item (after those of earlier rules) of a rule pinned to `ns`, of direction
+    /// `slot`.
+    fn add(&mut self, ns: Option<&'a str>, slot: usize, e: Entry) {
+        match ns {
+            Some(n) => self.pinned.entry(n).or_default()[slot].push(e),
+            None => self.unpinned[slot].push(e),
         }
-        ItemIndex {
-            pinned,
-            unpinned,
-            all,
-        }
+        self.all[slot].push(e);
     }
 
     /// The items of `direction` whose rules may apply to pods in namespace `ns` (any

@@ -560,6 +560,7 @@ fn check(name: &str, text: String, settings: &Settings, policies: Option<&Snapsh
                 after: &after,
                 before: &before,
                 changed: None,
+                facts: Some(&p.facts),
             };
             diags.extend(polc_verifier::checks::review(
                 &change,
@@ -642,6 +643,7 @@ fn group_changes(p: &Snapshot, group: &Object, settings: &Settings) -> (Vec<Diag
             after: &after,
             before: &before,
             changed: Some(&moved),
+            facts: Some(&p.facts),
         };
         let found = if n == 0 || moved.is_empty() {
             Vec::new()

@@ -71,6 +71,8 @@ pub struct Snapshot {
     pub objects: Vec<Object>,
     /// The objects lowered.
     pub set: PolicySet,
+    /// What the verifier's index reads of the set's rules, worked out once for every review.
+    pub facts: polc_verifier::shadow::Facts,
     /// Objects with errors (the agent rejects them; lowered as far as they go).
     pub invalid: usize,
     /// Which load this is (1 for the first [`Policies::set`]; 0 when never put in use):
@@ -99,6 +101,7 @@ impl Snapshot {
             return Ok(Snapshot {
                 objects: Vec::new(),
                 set: PolicySet::default(),
+                facts: polc_verifier::shadow::Facts::new(&PolicySet::default()),
                 invalid: 0,
                 generation: 0,
             });
@@ -142,6 +145,7 @@ impl Snapshot {
         let (set, _) = polc_compiler::lower::lower(&objects, version);
         Snapshot {
             objects,
+            facts: polc_verifier::shadow::Facts::new(&set),
             set,
             invalid,
             generation: 0,
