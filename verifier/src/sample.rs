@@ -12,8 +12,9 @@ use polc_compiler::ir::{
 };
 use polc_compiler::labels::{Label, LabelFilter};
 use polc_compiler::version::CiliumVersion;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Mutex;
 
 /// The namespace of samples whose subject spans namespaces: one no rule pins.
 pub(crate) const ANY_NAMESPACE: &str = "polc-any-namespace";
@@ -41,17 +42,27 @@ pub(crate) struct Sample {
 /// Judges samples with the label filter of one Cilium release.
 pub(crate) struct Judge {
     filter: LabelFilter,
+    /// Whether the filter keeps a label key, by key (a few keys are asked about again and
+    /// again).
+    kept: Mutex<HashMap<String, bool>>,
 }
 
 impl Judge {
     pub(crate) fn new(version: CiliumVersion) -> Self {
         Judge {
             filter: LabelFilter::default_for(version),
+            kept: Mutex::new(HashMap::new()),
         }
     }
 
     fn kept(&self, key: &str) -> bool {
-        self.filter.keeps(&Label::k8s(key, ""))
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&k) = kept.get(key) {
+            return k;
+        }
+        let k = self.filter.keeps(&Label::k8s(key, ""));
+        kept.insert(key.to_string(), k);
+        k
     }
 
     /// Mirrors `flow::requirement`.
