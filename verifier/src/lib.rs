@@ -108,7 +108,8 @@ impl<'a> Focus<'a> {
     /// item): the focus items, and the items of `index` that a focus item may reach
     /// (`reaches(focus item, item)`, by rule and item index) on pods their rules may share.
     /// Found from the focus items through the index, so that a review of one object does
-    /// not look at every item of the set.
+    /// not look at every item of the set. `reaches` must read only the terms of the focus
+    /// item (see [`shadow::same_terms`]), not which rule it belongs to.
     pub(crate) fn visits(
         self,
         set: &polc_compiler::ir::PolicySet,
@@ -122,20 +123,39 @@ impl<'a> Focus<'a> {
         }
         let focus: Vec<(usize, usize)> = self.items(set).collect();
         let mut out = focus.clone();
+        // What each focus item reaches before its rule's subject is looked at, kept for the
+        // focus items written alike (a CIDR group's users often are): `reaches` reads the
+        // focus item's terms, not its rule.
+        type At = (usize, usize);
+        let mut reached: Vec<(At, Vec<At>)> = Vec::new();
         for &(rf, jf) in &focus {
             let rule = &set.rules[rf];
             let Subject::Endpoints(t) = &rule.subject else {
                 continue;
             };
-            let direction = rule.items[jf].direction;
-            // `reaches` asks for items that meet (their shapes do), so their kinds of remote
-            // end meet too.
-            let kinds = layout.shapes.get(rf, jf).kinds();
-            for (ra, ja) in index.near(direction, layout.ns[rf], kinds) {
+            let item = &rule.items[jf];
+            let known = reached.iter().position(|((r, j), _)| {
+                layout.ns[*r] == layout.ns[rf] && shadow::same_terms(&set.rules[*r].items[*j], item)
+            });
+            let at = match known {
+                Some(at) => at,
+                None => {
+                    // `reaches` asks for items that meet (their shapes do), so their kinds of
+                    // remote end meet too.
+                    let kinds = layout.shapes.get(rf, jf).kinds();
+                    let list = index
+                        .near(item.direction, layout.ns[rf], kinds)
+                        .filter(|&a| reaches((rf, jf), a))
+                        .collect();
+                    reached.push(((rf, jf), list));
+                    reached.len() - 1
+                }
+            };
+            for &(ra, ja) in &reached[at].1 {
                 let Subject::Endpoints(s) = &set.rules[ra].subject else {
                     continue;
                 };
-                if reaches((rf, jf), (ra, ja)) && !shadow::disjoint(s, t) {
+                if !shadow::disjoint(s, t) {
                     out.push((ra, ja));
                 }
             }

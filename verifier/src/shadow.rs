@@ -250,6 +250,29 @@ impl Iterator for Merged<'_> {
     }
 }
 
+/// Whether two items (written in different places) have the same terms: direction, deny,
+/// authentication, peers and ports.
+pub(crate) fn same_terms(a: &Item, b: &Item) -> bool {
+    let peers = match (&a.peers, &b.peers) {
+        (Peers::Any, Peers::Any) => true,
+        (Peers::List(x), Peers::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.kind == q.kind)
+        }
+        _ => false,
+    };
+    let ports = match (&a.ports, &b.ports) {
+        (Ports::Any, Ports::Any) => true,
+        (Ports::List(x), Ports::List(y)) => {
+            x.len() == y.len()
+                && x.iter().zip(y).all(|(p, q)| {
+                    p.proto == q.proto && p.port == q.port && p.redirect == q.redirect
+                })
+        }
+        _ => false,
+    };
+    a.direction == b.direction && a.deny == b.deny && a.auth == b.auth && peers && ports
+}
+
 /// The kinds of remote end an item's peers can match, as bits: pod (1), world (2), host
 /// (4), remote node (8).
 pub(crate) fn kinds(it: &Item) -> u8 {
