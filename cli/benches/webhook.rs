@@ -297,6 +297,7 @@ fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    let reconnects = Arc::new(AtomicU64::new(0));
     let memory = {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -325,6 +326,7 @@ fn main() {
                     port,
                     reviews: reviews.clone(),
                     errors: errors.clone(),
+                    reconnects: reconnects.clone(),
                     seq: seq.clone(),
                     deadline,
                     every: (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate)),
@@ -369,9 +371,11 @@ fn main() {
         })
         .unwrap_or(0);
     println!(
-        "reviews: {} ({:.0}/s), errors: {failed}, answered from the memo: {memo_hits}",
+        "reviews: {} ({:.0}/s), errors: {failed}, answered from the memo: {memo_hits}, \
+         resent after the server closed an idle connection: {}",
         all.len(),
         all.len() as f64 / seconds as f64,
+        reconnects.load(Ordering::Relaxed),
     );
     assert!(!all.is_empty(), "no review was answered");
     assert_eq!(failed, 0, "reviews failed or got the wrong answer");
@@ -436,6 +440,9 @@ struct Load {
     port: u16,
     reviews: Arc<Vec<(String, Vec<u8>, bool)>>,
     errors: Arc<AtomicU64>,
+    /// Reviews sent again on a new connection: the server closed the kept-alive one while
+    /// it was idle (its header read timeout), as the review went out.
+    reconnects: Arc<AtomicU64>,
     seq: Arc<AtomicU64>,
     deadline: Instant,
     /// With RATE: how often this client sends (open loop).
@@ -453,11 +460,20 @@ impl Load {
         self.connector.connect(name, tcp).await
     }
 
+    /// Counts an error; the first few are shown.
+    fn error(&self, what: std::fmt::Arguments<'_>) {
+        if self.errors.fetch_add(1, Ordering::Relaxed) < 5 {
+            eprintln!("error: {what}");
+        }
+    }
+
     /// Client `i` of `clients`: sends reviews in turn until the deadline; returns each
     /// answered review's latency (µs) and which review it was.
     async fn run(self, i: usize, clients: usize) -> Vec<(u32, usize)> {
         let mut latencies: Vec<(u32, usize)> = Vec::new();
         let mut conn: Option<Tls> = None;
+        // Whether `conn` has carried a review already.
+        let mut used = false;
         let mut n = i;
         // With RATE, a review's latency counts from when it was due, so falling behind
         // shows.
@@ -474,9 +490,10 @@ impl Load {
             n += 1;
             if conn.is_none() {
                 conn = self.connect().await.ok();
+                used = false;
             }
             let Some(c) = conn.as_mut() else {
-                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.error(format_args!("could not connect"));
                 continue;
             };
             let t = if self.every.is_some() {
@@ -491,7 +508,19 @@ impl Load {
             if !self.repeat {
                 stamp(&mut body, self.seq.fetch_add(1, Ordering::Relaxed));
             }
-            match post(c, &body).await {
+            let mut sent = post(c, &body).await;
+            // A server may close a kept-alive connection once it has been idle a while;
+            // when that crosses a review on its way, the review goes again on a new
+            // connection, as HTTP clients (the API server's among them) do.
+            if used && sent.is_err() {
+                conn = self.connect().await.ok();
+                if let Some(c) = conn.as_mut() {
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                    sent = post(c, &body).await;
+                }
+            }
+            used = true;
+            match sent {
                 Ok((200, answer)) => {
                     let micros = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
                     latencies.push((micros, which));
@@ -503,11 +532,23 @@ impl Load {
                         b"\"allowed\":false"
                     };
                     if !answer.windows(want.len()).any(|w| w == want) {
-                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        let answer = String::from_utf8_lossy(&answer);
+                        self.error(format_args!(
+                            "{}: another answer: {answer}",
+                            self.reviews[which].0
+                        ));
                     }
                 }
-                _ => {
-                    self.errors.fetch_add(1, Ordering::Relaxed);
+                Ok((status, answer)) => {
+                    let answer = String::from_utf8_lossy(&answer);
+                    self.error(format_args!(
+                        "{}: status {status}: {answer}",
+                        self.reviews[which].0
+                    ));
+                    conn = None;
+                }
+                Err(e) => {
+                    self.error(format_args!("{}: {e}", self.reviews[which].0));
                     conn = None;
                 }
             }
