@@ -89,11 +89,31 @@ pub struct Model {
 impl Model {
     /// Lowers `objects` (policies and inventory together) into a model.
     pub fn build(objects: &[Object], config: Config) -> (Model, Vec<Diagnostic>) {
+        let (policies, inventory, diags) = Model::parts(objects, &config);
+        (Model::from_parts(policies, inventory, config), diags)
+    }
+
+    /// [`Model::build`] for judging flows between the inventory and the outside addresses
+    /// `outside` only (see [`Model::for_addresses`]).
+    pub fn build_for(
+        objects: &[Object],
+        config: Config,
+        outside: &[IpAddr],
+    ) -> (Model, Vec<Diagnostic>) {
+        let (policies, inventory, diags) = Model::parts(objects, &config);
+        (
+            Model::for_addresses(policies, inventory, config, outside),
+            diags,
+        )
+    }
+
+    /// `objects` lowered, their inventory, and the Services bound.
+    fn parts(objects: &[Object], config: &Config) -> (PolicySet, Inventory, Vec<Diagnostic>) {
         let (mut policies, mut diags) = crate::lower::lower(objects, config.version);
         let (inventory, inv_diags) = Inventory::from_objects(objects, &config.cluster_name);
         diags.extend(inv_diags);
         inventory.bind_services(&mut policies);
-        (Model::from_parts(policies, inventory, config), diags)
+        (policies, inventory, diags)
     }
 
     /// A model from lowered policies and an inventory (services already bound).

@@ -14,7 +14,6 @@ use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Request, Verdict, Why, l7_allows};
 use polc_compiler::ir::{Item, L7, PolicySet, Ports, Redirect, Rule, Subject};
-use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
 use z3::SatResult;
 use z3::ast::Bool;
@@ -43,24 +42,8 @@ fn http_rules(it: &Item) -> Vec<&L7> {
 }
 
 /// Runs the check on a lowered policy set without `fromRequires`/`toRequires` (the objects it
-/// came from serve the replays).
-pub fn check(
-    set: &PolicySet,
-    objects: &[Object],
-    version: CiliumVersion,
-    limits: Limits,
-) -> Vec<Diagnostic> {
-    focused(
-        set,
-        &Layout::new(set, None),
-        objects,
-        version,
-        limits,
-        Focus::All,
-    )
-}
-
-/// [`check`] for the rules of `focus`: their HTTP rules that the set bypasses, and the HTTP
+/// came from serve the replays), for the rules of `focus` (every rule: `Focus::All`): their
+/// HTTP rules that the set bypasses, and the HTTP
 /// rules of other rules that their items bypass.
 pub(crate) fn focused<P: Policies + ?Sized>(
     set: &PolicySet,
@@ -88,12 +71,8 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             // them before is not): only the focus's rules are looked at then.
             let mine = focus.has_item(ia, ja);
             let mut plain: Vec<(&std::sync::Arc<Rule>, &Item)> = Vec::new();
-            let others: Box<dyn Iterator<Item = usize>> = if mine {
-                Box::new(0..set.rules.len())
-            } else {
-                Box::new(focus.rules(set))
-            };
-            for ib in others {
+            let scope = if mine { Focus::All } else { focus };
+            for ib in scope.rules(set) {
                 let rb = &set.rules[ib];
                 let Subject::Endpoints(sb) = &rb.subject else {
                     continue;

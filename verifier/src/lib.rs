@@ -105,7 +105,7 @@ impl<'a> Focus<'a> {
     }
 
     /// The items a check with this focus asks about, in the set's order (`None`: every
-    /// item): the focus items, and the items of `index` that a focus item may reach
+    /// item): the focus items, and the allow items that a focus item may reach
     /// (`reaches(focus item, item)`, by rule and item index) on pods their rules may share.
     /// Found from the focus items through the index, so that a review of one object does
     /// not look at every item of the set. `reaches` must read only the terms of the focus
@@ -114,7 +114,6 @@ impl<'a> Focus<'a> {
         self,
         set: &polc_compiler::ir::PolicySet,
         layout: &shadow::Layout<'_>,
-        index: &shadow::ItemIndex<'_>,
         reaches: impl Fn((usize, usize), (usize, usize)) -> bool,
     ) -> Option<Vec<(usize, usize)>> {
         use polc_compiler::ir::Subject;
@@ -143,7 +142,8 @@ impl<'a> Focus<'a> {
                     // `reaches` asks for items that meet (their shapes do), so their kinds of
                     // remote end meet too.
                     let kinds = layout.shapes.get(rf, jf).kinds();
-                    let list = index
+                    let list = layout
+                        .allows
                         .near(item.direction, layout.ns[rf], kinds)
                         .filter(|&a| reaches((rf, jf), a))
                         .collect();

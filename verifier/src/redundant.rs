@@ -21,7 +21,6 @@ use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::Verdict;
 use polc_compiler::ir::{Item, PolicySet, PortSpec, Ports, Subject};
-use polc_compiler::raw::Object;
 use polc_compiler::source::Loc;
 use polc_compiler::version::CiliumVersion;
 use std::collections::HashSet;
@@ -77,27 +76,9 @@ fn ports_covered(a: &Item, cands: &[&Item]) -> bool {
     })
 }
 
-/// Runs the check on a lowered policy set without `fromRequires`/`toRequires`; `skip` holds
-/// the items another check already reports (shadowed ones).
-pub fn check(
-    set: &PolicySet,
-    objects: &[Object],
-    version: CiliumVersion,
-    limits: Limits,
-    skip: &HashSet<Loc>,
-) -> Vec<Diagnostic> {
-    focused(
-        set,
-        &Layout::new(set, None),
-        objects,
-        version,
-        limits,
-        skip,
-        Focus::All,
-    )
-}
-
-/// [`check`] for the rules of `focus`: their items that the set already allows, and the
+/// Runs the check on a lowered policy set without `fromRequires`/`toRequires`, for the rules
+/// of `focus` (every rule: `Focus::All`); `skip` holds the items another check already
+/// reports (shadowed ones). Reported: their items that the set already allows, and the
 /// items of other rules that they make redundant (unless those were redundant already).
 pub(crate) fn focused<P: Policies + ?Sized>(
     set: &PolicySet,
@@ -112,7 +93,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     let judge = Judge::new(version);
     let (allows, shapes) = (&layout.allows, &layout.shapes);
     // The items a focus allow item may cover, besides the focus's own.
-    let visits = focus.visits(set, layout, allows, |f, a| {
+    let visits = focus.visits(set, layout, |f, a| {
         let (b, a_item) = (&set.rules[f.0].items[f.1], &set.rules[a.0].items[a.1]);
         !b.deny && b.direction == a_item.direction && !b.selects_nothing() && shapes.meet(a, f)
     });
@@ -306,12 +287,14 @@ mod tests {
         sources.add(SourceFile::new("p.yaml", yaml.to_string()));
         let (objects, _) = polc_compiler::lint(&sources, &polc_compiler::Options::default());
         let (set, _) = polc_compiler::lower::lower(&objects, CiliumVersion::V1_19);
-        check(
+        focused(
             &set,
-            &objects,
+            &Layout::new(&set, None),
+            objects.as_slice(),
             CiliumVersion::V1_19,
             Limits::default(),
             &HashSet::new(),
+            Focus::All,
         )
     }
 

@@ -150,11 +150,7 @@ impl<O: Borrow<Object>> Policies for [O] {
             .cloned()
             .collect();
         all.extend(inventory);
-        let (mut policies, _) = polc_compiler::lower::lower(&all, config.version);
-        let (inventory, _) =
-            polc_compiler::inventory::Inventory::from_objects(&all, &config.cluster_name);
-        inventory.bind_services(&mut policies);
-        Model::for_addresses(policies, inventory, config, outside)
+        Model::build_for(&all, config, outside).0
     }
 }
 
@@ -273,28 +269,22 @@ pub(crate) fn replay<P: Policies + ?Sized>(
         dual_stack: Some(false),
         ..Config::default()
     };
-    let outside = [IpAddr::V4(w.addr)];
-    let mut model = objects.model(inventory, &namespaces, &outside, config);
+    let at = IpAddr::V4(w.addr);
+    let mut model = objects.model(inventory, &namespaces, &[at], config);
     if w.kind == KIND_WORLD {
-        let at = std::net::IpAddr::V4(w.addr);
         model.dns_answers = w.dns.iter().map(|n| (n.clone(), at)).collect();
     }
     let find = |name: &str| model.inventory.pods.iter().position(|p| p.name == name);
     let x = Peer::Pod(find("witness-x")?);
     let other = match w.kind {
         KIND_POD => Peer::Pod(find("witness-p")?),
-        KIND_WORLD => Peer::External(std::net::IpAddr::V4(w.addr)),
+        KIND_WORLD => Peer::External(at),
         KIND_HOST => Peer::Host(model.inventory.nodes.iter().position(|n| n.name == "n1")?),
         KIND_REMOTE_NODE => Peer::Host(model.inventory.nodes.iter().position(|n| n.name == "n2")?),
         _ => return None,
     };
     // A world address that is a cluster address is not the flow the solver meant.
-    if w.kind == KIND_WORLD
-        && !matches!(
-            eval::locate(&model, std::net::IpAddr::V4(w.addr)),
-            Peer::External(_)
-        )
-    {
+    if w.kind == KIND_WORLD && !matches!(eval::locate(&model, at), Peer::External(_)) {
         return None;
     }
     let proto = Proto::from_number(w.proto)?;

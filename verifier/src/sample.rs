@@ -492,13 +492,18 @@ spec:
         Some(z.check() == z3::SatResult::Sat)
     }
 
-    #[test]
-    fn the_judge_agrees_with_the_encoding_on_every_sample() {
-        let version = CiliumVersion::V1_19;
+    /// [`POLICIES`], lowered.
+    fn lowered(version: CiliumVersion) -> polc_compiler::ir::PolicySet {
         let mut sources = SourceMap::new();
         sources.add(SourceFile::new("p.yaml", POLICIES.to_string()));
         let (objects, _) = polc_compiler::lint(&sources, &polc_compiler::Options::default());
-        let (set, _) = polc_compiler::lower::lower(&objects, version);
+        polc_compiler::lower::lower(&objects, version).0
+    }
+
+    #[test]
+    fn the_judge_agrees_with_the_encoding_on_every_sample() {
+        let version = CiliumVersion::V1_19;
+        let set = lowered(version);
         let judge = Judge::new(version);
         let mut samples = Vec::new();
         for rule in &set.rules {
@@ -551,10 +556,7 @@ spec:
     #[test]
     fn remote_pods_share_the_namespace_labels_or_live_elsewhere() {
         let version = CiliumVersion::V1_19;
-        let mut sources = SourceMap::new();
-        sources.add(SourceFile::new("p.yaml", POLICIES.to_string()));
-        let (objects, _) = polc_compiler::lint(&sources, &polc_compiler::Options::default());
-        let (set, _) = polc_compiler::lower::lower(&objects, version);
+        let set = lowered(version);
         let rule = set
             .rules
             .iter()

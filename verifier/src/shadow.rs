@@ -19,30 +19,11 @@ use polc_compiler::ir::{
     Direction, Entity, Item, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Rule, Selector,
     Subject,
 };
-use polc_compiler::raw::Object;
 use polc_compiler::version::CiliumVersion;
 use std::collections::HashMap;
 use std::sync::Arc;
 use z3::SatResult;
 use z3::ast::Bool;
-
-/// Runs the check on a lowered policy set without `fromRequires`/`toRequires` (the objects it
-/// came from serve the replays).
-pub fn check(
-    set: &PolicySet,
-    objects: &[Object],
-    version: CiliumVersion,
-    limits: Limits,
-) -> Vec<Diagnostic> {
-    focused(
-        set,
-        &Layout::new(set, None),
-        objects,
-        version,
-        limits,
-        Focus::All,
-    )
-}
 
 /// What the flow checks look up about a policy set, worked out once per set (a review asks
 /// several checks about one set): the namespace each rule's subject pins, the allow and deny
@@ -297,7 +278,9 @@ pub(crate) fn kinds(it: &Item) -> u8 {
     out
 }
 
-/// [`check`] for the rules of `focus`: their allow items that the set's deny items shadow,
+/// Runs the check on a lowered policy set without `fromRequires`/`toRequires` (the objects it
+/// came from serve the replays), for the rules of `focus` (every rule: `Focus::All`): their
+/// allow items that the set's deny items shadow,
 /// and the allow items of other rules that their deny items shadow (unless the other deny
 /// items shadowed those already).
 pub(crate) fn focused<P: Policies + ?Sized>(
@@ -311,7 +294,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     let shapes = &layout.shapes;
     let item_at = |(r, i): (usize, usize)| &set.rules[r].items[i];
     // The allow items a focus deny item may shadow, besides the focus's own.
-    let visits = focus.visits(set, layout, &layout.allows, |f, a| {
+    let visits = focus.visits(set, layout, |f, a| {
         let d = item_at(f);
         d.deny && d.direction == item_at(a).direction && shapes.meet(a, f)
     });
@@ -651,7 +634,16 @@ mod tests {
                 .all(|d| d.severity != polc_compiler::diag::Severity::Error),
             "{diags:?}"
         );
-        check(&set, &objects, CiliumVersion::V1_19, Limits::default())
+        let layout = Layout::new(&set, None);
+        let limits = Limits::default();
+        focused(
+            &set,
+            &layout,
+            objects.as_slice(),
+            CiliumVersion::V1_19,
+            limits,
+            Focus::All,
+        )
     }
 
     #[test]
