@@ -152,10 +152,7 @@ pub fn lower_with_groups(
 /// Whether the policy `obj` names one of `groups` in a `cidrGroupRef` or selects one with a
 /// `cidrGroupSelector`: the policies a change of those groups changes.
 pub fn uses_cidr_groups(obj: &Object, groups: &[&CidrGroup]) -> bool {
-    let Body::CiliumPolicy(p) = &obj.body else {
-        return false;
-    };
-    let uses = |c: &CidrRule| {
+    any_cidr_rule(obj, |c| {
         if let Some(r) = &c.cidr_group_ref {
             return groups.iter().any(|g| g.name == r.value);
         }
@@ -163,11 +160,26 @@ pub fn uses_cidr_groups(obj: &Object, groups: &[&CidrGroup]) -> bool {
             let s = Selector::new(requirements(sel, "any", ""));
             groups.iter().any(|g| s.matches(&g.labels))
         })
+    })
+}
+
+/// Whether a policy names or selects any CIDR group (a change to a group can touch only
+/// such policies).
+pub fn may_use_cidr_groups(obj: &Object) -> bool {
+    any_cidr_rule(obj, |c| {
+        c.cidr_group_ref.is_some() || c.cidr_group_selector.is_some()
+    })
+}
+
+/// Whether one of a policy's `toCIDRSet`/`fromCIDRSet` entries satisfies `f`.
+fn any_cidr_rule(obj: &Object, f: impl Fn(&CidrRule) -> bool) -> bool {
+    let Body::CiliumPolicy(p) = &obj.body else {
+        return false;
     };
     p.rules().any(|(_, rule)| {
         raw_items(rule)
             .iter()
-            .any(|item| item.cidr_set.iter().flat_map(|s| s.iter()).any(&uses))
+            .any(|item| item.cidr_set.iter().flat_map(|s| s.iter()).any(&f))
     })
 }
 

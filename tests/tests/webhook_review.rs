@@ -257,3 +257,128 @@ fn without_a_policy_set_a_cidr_group_reference_is_unresolved() {
     let r = response("create-cidr-group-ref-cnp.json", &Settings::default());
     assert_eq!(warning_codes(&r), ["L0321"], "{r}");
 }
+
+/// A CIDR group update as the API server sends it: `name` goes from `old` to `new`.
+fn group_update(name: &str, old: &[&str], new: &[&str]) -> Vec<u8> {
+    let kind =
+        serde_json::json!({"group": "cilium.io", "version": "v2", "kind": "CiliumCIDRGroup"});
+    let group = |cidrs: &[&str]| {
+        serde_json::json!({
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumCIDRGroup",
+            "metadata": {"name": name},
+            "spec": {"externalCIDRs": cidrs},
+        })
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "3f0c6b1e-0d55-4a8e-9d71-5b2b8c1e7a10",
+            "kind": kind,
+            "resource": {"group": "cilium.io", "version": "v2", "resource": "ciliumcidrgroups"},
+            "name": name,
+            "operation": "UPDATE",
+            "userInfo": {"username": "ipam-sync"},
+            "object": group(new),
+            "oldObject": group(old),
+        }
+    }))
+    .unwrap()
+}
+
+/// A group's new addresses change what the policies using it do to other policies' items
+/// on those addresses: an item of another policy that the group's deny user now shadows,
+/// one that its allow user now makes redundant. Items elsewhere are not asked about again.
+#[test]
+fn cidr_group_changes_reach_the_items_on_their_addresses() {
+    let yaml = r#"
+apiVersion: cilium.io/v2
+kind: CiliumCIDRGroup
+metadata: {name: blocklist}
+spec: {externalCIDRs: ["198.51.100.0/24"]}
+---
+apiVersion: cilium.io/v2
+kind: CiliumCIDRGroup
+metadata: {name: office}
+spec: {externalCIDRs: ["203.0.113.0/24"]}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: blocklist-deny, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+  ingressDeny:
+  - fromCIDRSet: [{cidrGroupRef: blocklist}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: office-admin, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+  ingress:
+  - fromCIDRSet: [{cidrGroupRef: office}]
+    toPorts: [{ports: [{port: "8443", protocol: TCP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: partners, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+  ingress:
+  - fromCIDR: ["192.0.2.0/24"]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+  - fromCIDR: ["100.64.1.0/24"]
+    toPorts: [{ports: [{port: "8443", protocol: TCP}]}]
+  - fromCIDR: ["10.20.0.0/16"]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+"#;
+    let mut sources = polc_compiler::source::SourceMap::new();
+    sources.add(polc_compiler::source::SourceFile::new(
+        "set.yaml",
+        yaml.to_string(),
+    ));
+    let set = Snapshot::from_sources(&sources, CiliumVersion::V1_19);
+    let settings = Settings::default();
+    let warnings = |body: Vec<u8>| {
+        let (status, json) = answer_with(&body, &settings, Some(&set));
+        assert_eq!(status, 200, "{json}");
+        assert_eq!(json["response"]["allowed"], true, "{json}");
+        let list = json["response"]["warnings"].as_array().cloned();
+        list.unwrap_or_default()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    // The blocklist grows over the partners' first range: that item is shadowed.
+    let w = warnings(group_update(
+        "blocklist",
+        &["198.51.100.0/24"],
+        &["198.51.100.0/24", "192.0.2.0/24"],
+    ));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("CiliumNetworkPolicy shop/partners spec.ingress[0]: V0404 "),
+        "{w:?}"
+    );
+    // The office grows over the partners' second range: that item is redundant.
+    let w = warnings(group_update(
+        "office",
+        &["203.0.113.0/24"],
+        &["203.0.113.0/24", "100.64.0.0/16"],
+    ));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("CiliumNetworkPolicy shop/partners spec.ingress[1]: V0406 "),
+        "{w:?}"
+    );
+    // Addresses no other item holds: nothing to say.
+    assert!(
+        warnings(group_update(
+            "blocklist",
+            &["198.51.100.0/24"],
+            &["198.51.100.0/25"],
+        ))
+        .is_empty()
+    );
+}

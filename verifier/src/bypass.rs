@@ -61,8 +61,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
         };
         for (ja, a) in ra.items.iter().enumerate().filter(|(_, i)| !i.deny) {
             let rules = http_rules(a);
-            // The probe must be one the HTTP rules reject, or there is nothing to bypass.
-            if rules.is_empty() || rules.iter().any(|l7| l7_allows(l7, &probe())) {
+            if rules.is_empty() {
                 continue;
             }
             let ns = layout.ns[ia];
@@ -70,6 +69,9 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             // HTTP rules are this object's finding when its items bypass them (what bypassed
             // them before is not): only the focus's rules are looked at then.
             let mine = focus.has_item(ia, ja);
+            if !focus.may_change(layout, (ia, ja)) {
+                continue;
+            }
             let mut plain: Vec<(&std::sync::Arc<Rule>, &Item)> = Vec::new();
             let scope = if mine { Focus::All } else { focus };
             for ib in scope.rules(set) {
@@ -99,7 +101,8 @@ pub(crate) fn focused<P: Policies + ?Sized>(
                         .map(|(_, b)| (rb, b)),
                 );
             }
-            if plain.is_empty() {
+            // The probe must be one the HTTP rules reject, or there is nothing to bypass.
+            if plain.is_empty() || rules.iter().any(|l7| l7_allows(l7, &probe())) {
                 continue;
             }
             // A concrete flow of the HTTP port rules that a plain item matches, replayed with a

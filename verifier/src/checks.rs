@@ -61,6 +61,9 @@ pub struct Change<'a> {
     /// addresses): those, as (rule, item) indexes in ascending order. The questions are then
     /// about them, and their selectors are not looked at again.
     pub changed: Option<&'a [(usize, usize)]>,
+    /// With `changed`: the only remote addresses whose flows those items match otherwise
+    /// now (see [`crate::addresses::Addresses::moved`]); `None`: any.
+    pub moved: Option<&'a crate::addresses::Addresses>,
     /// What is known already of the set's rules shared with a set many reviews ask about
     /// (see [`crate::shadow::Facts`]).
     pub facts: Option<&'a crate::shadow::Facts>,
@@ -97,7 +100,7 @@ pub fn review(change: &Change<'_>, version: CiliumVersion, limits: Limits) -> Ve
         return out;
     }
     let focus = match change.changed {
-        Some(items) => crate::Focus::Items(items),
+        Some(items) => crate::Focus::Items(items, change.moved),
         None => crate::Focus::First(change.own),
     };
     let layout = crate::shadow::Layout::new(set, change.facts);

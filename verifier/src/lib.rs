@@ -8,6 +8,7 @@
 //! rests the first check, a selector no pod can ever satisfy ([`selector::satisfiable`]).
 //! Addresses, ports, protocols and HTTP requests join the encoding with the rule checks.
 
+pub mod addresses;
 pub mod bypass;
 pub mod capacity;
 pub mod checks;
@@ -40,8 +41,9 @@ pub(crate) enum Focus<'a> {
     All,
     /// The first `n` rules.
     First(usize),
-    /// These items, as (rule, item) indexes in ascending order.
-    Items(&'a [(usize, usize)]),
+    /// These items, as (rule, item) indexes in ascending order; when only the flows to and
+    /// from some addresses changed, those.
+    Items(&'a [(usize, usize)], Option<&'a addresses::Addresses>),
 }
 
 impl<'a> Focus<'a> {
@@ -50,7 +52,7 @@ impl<'a> Focus<'a> {
         match self {
             Focus::All => true,
             Focus::First(n) => ri < n,
-            Focus::Items(list) => {
+            Focus::Items(list, _) => {
                 let at = list.partition_point(|&(r, _)| r < ri);
                 list.get(at).is_some_and(|&(r, _)| r == ri)
             }
@@ -65,7 +67,7 @@ impl<'a> Focus<'a> {
         let (n, listed) = match self {
             Focus::All => (set.rules.len(), &[][..]),
             Focus::First(n) => (n.min(set.rules.len()), &[][..]),
-            Focus::Items(list) => (0, list),
+            Focus::Items(list, _) => (0, list),
         };
         let mut last = None;
         (0..n).chain(listed.iter().map(|&(r, _)| r).filter(move |&r| {
@@ -78,7 +80,7 @@ impl<'a> Focus<'a> {
     /// Whether item `ii` of rule `ri` is one reported on.
     pub(crate) fn has_item(self, ri: usize, ii: usize) -> bool {
         match self {
-            Focus::Items(list) => list.binary_search(&(ri, ii)).is_ok(),
+            Focus::Items(list, _) => list.binary_search(&(ri, ii)).is_ok(),
             _ => self.has(ri),
         }
     }
@@ -91,10 +93,10 @@ impl<'a> Focus<'a> {
         let rules = match self {
             Focus::All => set.rules.len(),
             Focus::First(n) => n.min(set.rules.len()),
-            Focus::Items(_) => 0,
+            Focus::Items(..) => 0,
         };
         let listed = match self {
-            Focus::Items(list) => list,
+            Focus::Items(list, _) => list,
             _ => &[][..],
         };
         let whole = set.rules[..rules]
@@ -145,7 +147,7 @@ impl<'a> Focus<'a> {
                     let list = layout
                         .allows
                         .near(item.direction, layout.ns[rf], kinds)
-                        .filter(|&a| reaches((rf, jf), a))
+                        .filter(|&a| self.may_change(layout, a) && reaches((rf, jf), a))
                         .collect();
                     reached.push(((rf, jf), list));
                     reached.len() - 1
@@ -163,6 +165,17 @@ impl<'a> Focus<'a> {
         out.sort_unstable();
         out.dedup();
         Some(out)
+    }
+
+    /// Whether the flows item `ii` of rule `ri` matches may be judged otherwise now: it is a
+    /// focus item, or its remote end may be one of the addresses whose flows changed.
+    pub(crate) fn may_change(self, layout: &shadow::Layout<'_>, (ri, ii): (usize, usize)) -> bool {
+        match self {
+            Focus::Items(_, Some(moved)) => {
+                self.has_item(ri, ii) || layout.shapes.get(ri, ii).may_hold(moved)
+            }
+            _ => true,
+        }
     }
 
     /// Whether a question about item `ii` of rule `ri` that involves the items `others`

@@ -99,180 +99,182 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     });
     let mut removed: HashSet<(usize, usize)> = HashSet::new();
     let mut reported: HashSet<Loc> = HashSet::new();
-    for (ra, rule) in set.rules.iter().enumerate() {
+    let every = || {
+        (set.rules.iter().enumerate())
+            .flat_map(|(ri, r)| (0..r.items.len()).map(move |ii| (ri, ii)))
+    };
+    let order: Box<dyn Iterator<Item = (usize, usize)>> = match &visits {
+        Some(v) => Box::new(v.iter().copied()),
+        None => Box::new(every()),
+    };
+    for (ra, ia) in order {
+        let rule = &set.rules[ra];
         let Subject::Endpoints(subject) = &rule.subject else {
             continue;
         };
         let ns = layout.ns[ra];
-        for (ia, a) in rule.items.iter().enumerate() {
-            // Items that share a place (a KNP rule becomes one item per port protocol) are
-            // reported once.
-            if a.deny
-                || a.selects_nothing()
-                || redirected(a)
-                || skip.contains(&a.loc)
-                || reported.contains(&a.loc)
-            {
+        let a = &rule.items[ia];
+        // Items that share a place (a KNP rule becomes one item per port protocol) are
+        // reported once.
+        if a.deny
+            || a.selects_nothing()
+            || redirected(a)
+            || skip.contains(&a.loc)
+            || reported.contains(&a.loc)
+        {
+            continue;
+        }
+        // Items the encoding cannot express are skipped (a finding is never a guess).
+        if subject.has_reserved() || !flow::expressible(a, None) {
+            continue;
+        }
+        let keeps_enforcement = rule
+            .items
+            .iter()
+            .enumerate()
+            .any(|(j, other)| j != ia && other.direction == a.direction);
+        let cands: Vec<(usize, usize)> = allows
+            .near(a.direction, ns, shapes.get(ra, ia).kinds())
+            .filter(|&(rb, ib)| {
+                let r = &set.rules[rb];
+                let Subject::Endpoints(t) = &r.subject else {
+                    return false;
+                };
+                (rb, ib) != (ra, ia)
+                    && (keeps_enforcement || r.default_deny(a.direction))
+                    && !removed.contains(&(rb, ib))
+                    && shapes.meet((ra, ia), (rb, ib))
+                    && !disjoint(subject, t)
+            })
+            .collect();
+        let items: Vec<&Item> = cands
+            .iter()
+            .map(|&(rb, ib)| &set.rules[rb].items[ib])
+            .collect();
+        if cands.is_empty()
+            || !focus.involves((ra, ia), cands.iter().copied())
+            || !ports_covered(a, &items)
+            // Most items are not covered: a flow of the item that no candidate matches
+            // answers without the solver.
+            || judge.escapes(set, subject, a, ns, &cands, Some(false))
+        {
+            continue;
+        }
+        let mut v = FlowVars::for_version(version);
+        let wf = v.well_formed("default");
+        let (Encoded::Exact(s), Encoded::Exact(fa)) =
+            (flow::subject(&mut v, subject), flow::item(&mut v, a))
+        else {
+            continue;
+        };
+        let covered = |cands: &[(usize, usize)], v: &mut FlowVars| {
+            if judge.escapes(set, subject, a, ns, cands, Some(false)) {
+                return Ok(false);
+            }
+            let mut covers = Vec::new();
+            for &(rb, ib) in cands {
+                let r = &set.rules[rb];
+                let Subject::Endpoints(t) = &r.subject else {
+                    continue;
+                };
+                if let (Encoded::Exact(ts), Encoded::Exact(fb)) = (
+                    flow::subject(v, t),
+                    flow::item_where(v, &r.items[ib], Some(false)),
+                ) {
+                    covers.push(Bool::and(&[ts, fb]));
+                }
+            }
+            if covers.is_empty() {
+                return Ok(false);
+            }
+            let z = solver(limits);
+            z.assert(&wf);
+            z.assert(&s);
+            z.assert(&fa);
+            z.assert(Bool::or(&covers).not());
+            match crate::check("redundant", &z) {
+                SatResult::Unsat => Ok(true),
+                SatResult::Unknown => Err(crate::undecided(a.loc, "redundant-allow", &z)),
+                SatResult::Sat => Ok(false),
+            }
+        };
+        match covered(&cands, &mut v) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(d) => {
+                out.push(d);
                 continue;
             }
-            if visits
-                .as_ref()
-                .is_some_and(|v| v.binary_search(&(ra, ia)).is_err())
-            {
-                continue;
-            }
-            // Items the encoding cannot express are skipped (a finding is never a guess).
-            if subject.has_reserved() || !flow::expressible(a, None) {
-                continue;
-            }
-            let keeps_enforcement = rule
-                .items
+        }
+        // Another rule's item is this object's finding only if the other items did not
+        // cover it already.
+        if !focus.has_item(ra, ia) {
+            let before: Vec<(usize, usize)> = cands
                 .iter()
-                .enumerate()
-                .any(|(j, other)| j != ia && other.direction == a.direction);
-            let cands: Vec<(usize, usize)> = allows
-                .near(a.direction, ns, shapes.get(ra, ia).kinds())
-                .filter(|&(rb, ib)| {
-                    let r = &set.rules[rb];
-                    let Subject::Endpoints(t) = &r.subject else {
-                        return false;
-                    };
-                    (rb, ib) != (ra, ia)
-                        && (keeps_enforcement || r.default_deny(a.direction))
-                        && !removed.contains(&(rb, ib))
-                        && shapes.meet((ra, ia), (rb, ib))
-                        && !disjoint(subject, t)
-                })
+                .copied()
+                .filter(|&(rb, ib)| !focus.has_item(rb, ib))
                 .collect();
-            let items: Vec<&Item> = cands
+            let before_items: Vec<&Item> = before
                 .iter()
                 .map(|&(rb, ib)| &set.rules[rb].items[ib])
                 .collect();
-            if cands.is_empty()
-                || !focus.involves((ra, ia), cands.iter().copied())
-                || !ports_covered(a, &items)
-                // Most items are not covered: a flow of the item that no candidate matches
-                // answers without the solver.
-                || judge.escapes(set, subject, a, ns, &cands, Some(false))
+            if !before.is_empty()
+                && ports_covered(a, &before_items)
+                && !matches!(covered(&before, &mut v), Ok(false))
             {
                 continue;
             }
-            let mut v = FlowVars::for_version(version);
-            let wf = v.well_formed("default");
-            let (Encoded::Exact(s), Encoded::Exact(fa)) =
-                (flow::subject(&mut v, subject), flow::item(&mut v, a))
-            else {
-                continue;
-            };
-            let covered = |cands: &[(usize, usize)], v: &mut FlowVars| {
-                if judge.escapes(set, subject, a, ns, cands, Some(false)) {
-                    return Ok(false);
-                }
-                let mut covers = Vec::new();
-                for &(rb, ib) in cands {
-                    let r = &set.rules[rb];
-                    let Subject::Endpoints(t) = &r.subject else {
-                        continue;
-                    };
-                    if let (Encoded::Exact(ts), Encoded::Exact(fb)) = (
-                        flow::subject(v, t),
-                        flow::item_where(v, &r.items[ib], Some(false)),
-                    ) {
-                        covers.push(Bool::and(&[ts, fb]));
-                    }
-                }
-                if covers.is_empty() {
-                    return Ok(false);
-                }
-                let z = solver(limits);
-                z.assert(&wf);
-                z.assert(&s);
-                z.assert(&fa);
-                z.assert(Bool::or(&covers).not());
-                match crate::check("redundant", &z) {
-                    SatResult::Unsat => Ok(true),
-                    SatResult::Unknown => Err(crate::undecided(a.loc, "redundant-allow", &z)),
-                    SatResult::Sat => Ok(false),
-                }
-            };
-            match covered(&cands, &mut v) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(d) => {
-                    out.push(d);
-                    continue;
-                }
-            }
-            // Another rule's item is this object's finding only if the other items did not
-            // cover it already.
-            if !focus.has_item(ra, ia) {
-                let before: Vec<(usize, usize)> = cands
-                    .iter()
-                    .copied()
-                    .filter(|&(rb, ib)| !focus.has_item(rb, ib))
-                    .collect();
-                let before_items: Vec<&Item> = before
-                    .iter()
-                    .map(|&(rb, ib)| &set.rules[rb].items[ib])
-                    .collect();
-                if !before.is_empty()
-                    && ports_covered(a, &before_items)
-                    && !matches!(covered(&before, &mut v), Ok(false))
-                {
-                    continue;
-                }
-            }
-            // An example flow of the item, allowed by another item too in the reference
-            // evaluator.
-            let me = (rule.origin.describe(), a.path.clone());
-            let others_of = |r: &crate::replay::Replay| {
-                let d = r.at_x(a.direction)?;
-                let others: Vec<_> = d
-                    .rules
-                    .iter()
-                    .filter(|x| (x.policy.clone(), x.path.clone()) != me)
-                    .cloned()
-                    .collect();
-                (d.verdict == Verdict::Allow && !others.is_empty()).then_some(others)
-            };
-            let replayed = crate::item_examples("redundant", subject, a, ns, version, limits)
-                .find_map(|w| {
-                    let r = replay(objects, version, &w, a.direction, None)?;
-                    let others = others_of(&r)?;
-                    Some((r, others))
-                });
-            let Some((r, others)) = replayed else {
-                continue;
-            };
-            removed.insert((ra, ia));
-            reported.insert(a.loc);
-            let names: Vec<String> = others
-                .iter()
-                .take(3)
-                .map(|x| format!("{} {}", x.policy, x.path))
-                .collect();
-            let mut diag = Diagnostic::new(
-                Code::RedundantAllow,
-                a.loc,
-                format!(
-                    "every flow this {} item allows is already allowed by other rules (such as \
-                     {})",
-                    a.direction.name(),
-                    names.join(", ")
-                ),
-            )
-            .label("redundant allow")
-            .help(format!(
-                "removing the item changes no verdict; for example {} is allowed by {} as well. \
-                 Remove it, or narrow the other rules if they allow more than intended",
-                r.text,
-                names.join(", ")
-            ));
-            for x in others.iter().take(3) {
-                diag = diag.related(x.loc, "also allows these flows");
-            }
-            out.push(diag);
         }
+        // An example flow of the item, allowed by another item too in the reference
+        // evaluator.
+        let me = (rule.origin.describe(), a.path.clone());
+        let others_of = |r: &crate::replay::Replay| {
+            let d = r.at_x(a.direction)?;
+            let others: Vec<_> = d
+                .rules
+                .iter()
+                .filter(|x| (x.policy.clone(), x.path.clone()) != me)
+                .cloned()
+                .collect();
+            (d.verdict == Verdict::Allow && !others.is_empty()).then_some(others)
+        };
+        let replayed =
+            crate::item_examples("redundant", subject, a, ns, version, limits).find_map(|w| {
+                let r = replay(objects, version, &w, a.direction, None)?;
+                let others = others_of(&r)?;
+                Some((r, others))
+            });
+        let Some((r, others)) = replayed else {
+            continue;
+        };
+        removed.insert((ra, ia));
+        reported.insert(a.loc);
+        let names: Vec<String> = others
+            .iter()
+            .take(3)
+            .map(|x| format!("{} {}", x.policy, x.path))
+            .collect();
+        let mut diag = Diagnostic::new(
+            Code::RedundantAllow,
+            a.loc,
+            format!(
+                "every flow this {} item allows is already allowed by other rules (such as \
+                 {})",
+                a.direction.name(),
+                names.join(", ")
+            ),
+        )
+        .label("redundant allow")
+        .help(format!(
+            "removing the item changes no verdict; for example {} is allowed by {} as well. \
+             Remove it, or narrow the other rules if they allow more than intended",
+            r.text,
+            names.join(", ")
+        ));
+        for x in others.iter().take(3) {
+            diag = diag.related(x.loc, "also allows these flows");
+        }
+        out.push(diag);
     }
     out
 }

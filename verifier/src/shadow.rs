@@ -489,7 +489,7 @@ impl<'i> Shape<'i> {
         let cidrs: Option<Vec<(u8, u128, u128)>> = peers
             .iter()
             .map(|p| match &p.kind {
-                PeerKind::Cidr(c) => Some(span(&c.net)),
+                PeerKind::Cidr(c) => Some(crate::addresses::span(&c.net)),
                 _ => None,
             })
             .collect();
@@ -510,6 +510,16 @@ impl<'i> Shape<'i> {
     /// The kinds of remote end the item's peers can match ([`kinds`]).
     pub(crate) fn kinds(&self) -> u8 {
         self.kinds
+    }
+
+    /// Whether the item's remote end may be one of `addresses` (as far as this test can
+    /// tell: an item with other peers than CIDRs that may match the world may).
+    pub(crate) fn may_hold(&self, addresses: &crate::addresses::Addresses) -> bool {
+        const WORLD: u8 = 2;
+        if self.kinds & WORLD == 0 {
+            return false;
+        }
+        self.cidrs.as_ref().is_none_or(|c| addresses.meets(c))
     }
 
     pub(crate) fn meets(&self, other: &Shape<'_>) -> bool {
@@ -538,20 +548,8 @@ impl<'i> Shape<'i> {
     }
 }
 
-/// A prefix as (family, first, last address).
-fn span(net: &ipnet::IpNet) -> (u8, u128, u128) {
-    match net {
-        ipnet::IpNet::V4(n) => (
-            4,
-            u128::from(u32::from(n.network())),
-            u128::from(u32::from(n.broadcast())),
-        ),
-        ipnet::IpNet::V6(n) => (6, u128::from(n.network()), u128::from(n.broadcast())),
-    }
-}
-
 /// Whether two sorted lists of address spans have an address in common: one sweep.
-fn intersect(a: &[(u8, u128, u128)], b: &[(u8, u128, u128)]) -> bool {
+pub(crate) fn intersect(a: &[(u8, u128, u128)], b: &[(u8, u128, u128)]) -> bool {
     let (mut i, mut j) = (0, 0);
     while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
         if x.0 == y.0 && x.1 <= y.2 && y.1 <= x.2 {
@@ -676,7 +674,7 @@ mod tests {
             })
             .collect();
         let spans = |l: &[ipnet::IpNet]| {
-            let mut s: Vec<_> = l.iter().map(span).collect();
+            let mut s: Vec<_> = l.iter().map(crate::addresses::span).collect();
             s.sort_unstable();
             s
         };

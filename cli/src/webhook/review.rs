@@ -560,6 +560,7 @@ fn check(name: &str, text: String, settings: &Settings, policies: Option<&Snapsh
                 after: &after,
                 before: &before,
                 changed: None,
+                moved: None,
                 facts: Some(&p.facts),
             };
             diags.extend(polc_verifier::checks::review(
@@ -588,6 +589,7 @@ fn check(name: &str, text: String, settings: &Settings, policies: Option<&Snapsh
 /// addresses change.
 fn group_changes(p: &Snapshot, group: &Object, settings: &Settings) -> (Vec<Diagnostic>, View) {
     use polc_compiler::lower::{cidr_groups, lower_with_groups, uses_cidr_groups};
+    use polc_verifier::addresses::Addresses;
     let version = settings.version;
     let name = group.name();
     let mut groups = cidr_groups(std::slice::from_ref(group));
@@ -597,9 +599,8 @@ fn group_changes(p: &Snapshot, group: &Object, settings: &Settings) -> (Vec<Diag
         .iter()
         .chain(p.set.cidr_groups.iter().filter(|g| g.name == name))
         .collect();
-    let users: Vec<Object> = p
-        .objects
-        .iter()
+    let users: Vec<Object> = (p.group_users.iter())
+        .map(|&i| &p.objects[i])
         .filter(|o| uses_cidr_groups(o, &changed))
         .cloned()
         .collect();
@@ -616,17 +617,29 @@ fn group_changes(p: &Snapshot, group: &Object, settings: &Settings) -> (Vec<Diag
     let with_old: Vec<_> = p.set.rules.iter().filter(|r| used(r)).cloned().collect();
     // The items whose peers the new addresses change (the same objects lower to the same
     // rules and items, in the same order).
+    // The addresses whose flows they match otherwise now (any, when the rules do not line up).
     let mut moved: Vec<(usize, usize)> = Vec::new();
+    let mut addresses = Some(Addresses::default());
     for (ri, new) in with_new.rules.iter().enumerate() {
         let old = with_old.get(ri).map(|r| &r.items);
         for (ii, item) in new.items.iter().enumerate() {
-            if old
-                .and_then(|o| o.get(ii))
-                .is_none_or(|o| o.peers != item.peers)
-            {
+            let was = old.and_then(|o| o.get(ii));
+            if was.is_none_or(|o| o.peers != item.peers) {
                 moved.push((ri, ii));
+                addresses = match (addresses, was.and_then(|o| Addresses::moved(o, item))) {
+                    (Some(a), Some(b)) => Some(a.union(&b)),
+                    _ => None,
+                };
             }
         }
+    }
+    if with_old.len() != with_new.rules.len()
+        || with_old
+            .iter()
+            .zip(&with_new.rules)
+            .any(|(o, n)| o.items.len() != n.items.len())
+    {
+        addresses = None;
     }
     let findings = |own: Vec<std::sync::Arc<polc_compiler::ir::Rule>>| {
         let n = own.len();
@@ -643,6 +656,7 @@ fn group_changes(p: &Snapshot, group: &Object, settings: &Settings) -> (Vec<Diag
             after: &after,
             before: &before,
             changed: Some(&moved),
+            moved: addresses.as_ref(),
             facts: Some(&p.facts),
         };
         let found = if n == 0 || moved.is_empty() {

@@ -73,6 +73,9 @@ pub struct Snapshot {
     pub set: PolicySet,
     /// What the verifier's index reads of the set's rules, worked out once for every review.
     pub facts: polc_verifier::shadow::Facts,
+    /// The objects (by index) that name or select a CIDR group: the only ones a change to
+    /// a group can touch.
+    pub group_users: Vec<usize>,
     /// Objects with errors (the agent rejects them; lowered as far as they go).
     pub invalid: usize,
     /// Which load this is (1 for the first [`Policies::set`]; 0 when never put in use):
@@ -102,6 +105,7 @@ impl Snapshot {
                 objects: Vec::new(),
                 set: PolicySet::default(),
                 facts: polc_verifier::shadow::Facts::new(&PolicySet::default()),
+                group_users: Vec::new(),
                 invalid: 0,
                 generation: 0,
             });
@@ -143,8 +147,13 @@ impl Snapshot {
             .count();
         let objects: Vec<Object> = objects.into_iter().filter(|o| o.kind.is_policy()).collect();
         let (set, _) = polc_compiler::lower::lower(&objects, version);
+        let group_users = (objects.iter().enumerate())
+            .filter(|(_, o)| polc_compiler::lower::may_use_cidr_groups(o))
+            .map(|(i, _)| i)
+            .collect();
         Snapshot {
             objects,
+            group_users,
             facts: polc_verifier::shadow::Facts::new(&set),
             set,
             invalid,
