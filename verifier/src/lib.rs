@@ -178,6 +178,22 @@ impl<'a> Focus<'a> {
         }
     }
 
+    /// The items a check walks, in the set's order: those of `visits` (see
+    /// [`Focus::visits`]), or every item when that is `None`.
+    pub(crate) fn walk<'s>(
+        self,
+        set: &'s polc_compiler::ir::PolicySet,
+        visits: Option<&'s [(usize, usize)]>,
+    ) -> Box<dyn Iterator<Item = (usize, usize)> + 's> {
+        match visits {
+            Some(v) => Box::new(v.iter().copied()),
+            None => Box::new(
+                (set.rules.iter().enumerate())
+                    .flat_map(|(ri, r)| (0..r.items.len()).map(move |ii| (ri, ii))),
+            ),
+        }
+    }
+
     /// Whether a question about item `ii` of rule `ri` that involves the items `others`
     /// (rule and item indexes) is worth asking: it is about a focus item, or one takes part.
     pub(crate) fn involves(

@@ -99,15 +99,7 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     });
     let mut removed: HashSet<(usize, usize)> = HashSet::new();
     let mut reported: HashSet<Loc> = HashSet::new();
-    let every = || {
-        (set.rules.iter().enumerate())
-            .flat_map(|(ri, r)| (0..r.items.len()).map(move |ii| (ri, ii)))
-    };
-    let order: Box<dyn Iterator<Item = (usize, usize)>> = match &visits {
-        Some(v) => Box::new(v.iter().copied()),
-        None => Box::new(every()),
-    };
-    for (ra, ia) in order {
+    for (ra, ia) in focus.walk(set, visits.as_deref()) {
         let rule = &set.rules[ra];
         let Subject::Endpoints(subject) = &rule.subject else {
             continue;

@@ -300,139 +300,131 @@ pub(crate) fn focused<P: Policies + ?Sized>(
     });
     let mut out = Vec::new();
     let judge = Judge::new(version);
-    for (ra, rule) in set.rules.iter().enumerate() {
+    for (ra, ia) in focus.walk(set, visits.as_deref()) {
+        let rule = &set.rules[ra];
         let Subject::Endpoints(subject) = &rule.subject else {
             continue;
         };
-        for (ia, item) in rule
-            .items
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| !i.deny && !i.selects_nothing())
-        {
-            if visits
-                .as_ref()
-                .is_some_and(|v| v.binary_search(&(ra, ia)).is_err())
-            {
-                continue;
-            }
-            // Items the encoding cannot express are skipped (a finding is never a guess).
-            if subject.has_reserved() || !flow::expressible(item, None) {
-                continue;
-            }
-            let ns = layout.ns[ra];
-            let candidates: Vec<(usize, usize)> = layout
-                .denies
-                .near(item.direction, ns, shapes.get(ra, ia).kinds())
-                .filter(|&(ri, ii)| {
-                    let Subject::Endpoints(t) = &set.rules[ri].subject else {
-                        return false;
-                    };
-                    shapes.meet((ra, ia), (ri, ii)) && !disjoint(subject, t)
-                })
-                .collect();
-            if candidates.is_empty() || !focus.involves((ra, ia), candidates.iter().copied()) {
-                continue;
-            }
-            // A flow of the item that no deny item matches answers without the solver.
-            if judge.escapes(set, subject, item, ns, &candidates, None) {
-                continue;
-            }
-            let mut v = FlowVars::for_version(version);
-            let wf = v.well_formed("default");
-            let (Encoded::Exact(s), Encoded::Exact(a)) =
-                (flow::subject(&mut v, subject), flow::item(&mut v, item))
-            else {
-                continue;
-            };
-            // Shadowed: no flow of the item escapes the denies.
-            let shadowed = |cands: &[(usize, usize)], v: &mut FlowVars| {
-                if judge.escapes(set, subject, item, ns, cands, None) {
-                    return Ok(None);
-                }
-                let mut denies = Vec::new();
-                let mut deny_refs = Vec::new();
-                for &(ri, ii) in cands {
-                    let r = &set.rules[ri];
-                    let d = &r.items[ii];
-                    let Subject::Endpoints(t) = &r.subject else {
-                        continue;
-                    };
-                    if let (Encoded::Exact(ts), Encoded::Exact(dd)) =
-                        (flow::subject(v, t), flow::item(v, d))
-                    {
-                        denies.push(Bool::and(&[ts, dd]));
-                        deny_refs.push((r.origin.describe(), d.path.clone(), d.loc));
-                    }
-                }
-                if denies.is_empty() {
-                    return Ok(None);
-                }
-                let z = solver(limits);
-                z.assert(&wf);
-                z.assert(&s);
-                z.assert(&a);
-                z.assert(Bool::or(&denies).not());
-                match crate::check("shadow", &z) {
-                    SatResult::Unsat => Ok(Some(deny_refs)),
-                    SatResult::Unknown => Err(crate::undecided(item.loc, "shadowed-allow", &z)),
-                    SatResult::Sat => Ok(None),
-                }
-            };
-            let deny_refs = match shadowed(&candidates, &mut v) {
-                Ok(Some(refs)) => refs,
-                Ok(None) => continue,
-                Err(d) => {
-                    out.push(d);
-                    continue;
-                }
-            };
-            // Another rule's item is this object's finding only if its own deny items did
-            // not shadow it already.
-            if !focus.has_item(ra, ia) {
-                let before: Vec<(usize, usize)> = candidates
-                    .iter()
-                    .copied()
-                    .filter(|&(ri, ii)| !focus.has_item(ri, ii))
-                    .collect();
-                if !before.is_empty() && !matches!(shadowed(&before, &mut v), Ok(None)) {
-                    continue;
-                }
-            }
-            // An example flow of the item (it exists unless the item is empty), denied by
-            // a deny rule in the reference evaluator.
-            let replayed = crate::item_examples("shadow", subject, item, ns, version, limits)
-                .find_map(|w| {
-                    let r = replay(objects, version, &w, item.direction, None)?;
-                    let d = r.at_x(item.direction)?;
-                    (d.verdict == Verdict::Deny && d.why == Why::DenyRule).then_some(r.text)
-                });
-            let Some(text) = replayed else {
-                continue;
-            };
-            let mut d = Diagnostic::new(
-                Code::ShadowedAllow,
-                item.loc,
-                format!(
-                    "every flow this {} item allows is denied by {}",
-                    item.direction.name(),
-                    deny_refs
-                        .iter()
-                        .map(|(p, path, _)| format!("{p} {path}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-            .label("shadowed by deny rules")
-            .help(format!(
-                "deny wins over allow, so this item has no effect; for example {text}. Remove \
-                 it, or narrow the deny rules"
-            ));
-            for (_, _, loc) in &deny_refs {
-                d = d.related(*loc, "deny item");
-            }
-            out.push(d);
+        let item = &rule.items[ia];
+        if item.deny || item.selects_nothing() {
+            continue;
         }
+        // Items the encoding cannot express are skipped (a finding is never a guess).
+        if subject.has_reserved() || !flow::expressible(item, None) {
+            continue;
+        }
+        let ns = layout.ns[ra];
+        let candidates: Vec<(usize, usize)> = layout
+            .denies
+            .near(item.direction, ns, shapes.get(ra, ia).kinds())
+            .filter(|&(ri, ii)| {
+                let Subject::Endpoints(t) = &set.rules[ri].subject else {
+                    return false;
+                };
+                shapes.meet((ra, ia), (ri, ii)) && !disjoint(subject, t)
+            })
+            .collect();
+        if candidates.is_empty() || !focus.involves((ra, ia), candidates.iter().copied()) {
+            continue;
+        }
+        // A flow of the item that no deny item matches answers without the solver.
+        if judge.escapes(set, subject, item, ns, &candidates, None) {
+            continue;
+        }
+        let mut v = FlowVars::for_version(version);
+        let wf = v.well_formed("default");
+        let (Encoded::Exact(s), Encoded::Exact(a)) =
+            (flow::subject(&mut v, subject), flow::item(&mut v, item))
+        else {
+            continue;
+        };
+        // Shadowed: no flow of the item escapes the denies.
+        let shadowed = |cands: &[(usize, usize)], v: &mut FlowVars| {
+            if judge.escapes(set, subject, item, ns, cands, None) {
+                return Ok(None);
+            }
+            let mut denies = Vec::new();
+            let mut deny_refs = Vec::new();
+            for &(ri, ii) in cands {
+                let r = &set.rules[ri];
+                let d = &r.items[ii];
+                let Subject::Endpoints(t) = &r.subject else {
+                    continue;
+                };
+                if let (Encoded::Exact(ts), Encoded::Exact(dd)) =
+                    (flow::subject(v, t), flow::item(v, d))
+                {
+                    denies.push(Bool::and(&[ts, dd]));
+                    deny_refs.push((r.origin.describe(), d.path.clone(), d.loc));
+                }
+            }
+            if denies.is_empty() {
+                return Ok(None);
+            }
+            let z = solver(limits);
+            z.assert(&wf);
+            z.assert(&s);
+            z.assert(&a);
+            z.assert(Bool::or(&denies).not());
+            match crate::check("shadow", &z) {
+                SatResult::Unsat => Ok(Some(deny_refs)),
+                SatResult::Unknown => Err(crate::undecided(item.loc, "shadowed-allow", &z)),
+                SatResult::Sat => Ok(None),
+            }
+        };
+        let deny_refs = match shadowed(&candidates, &mut v) {
+            Ok(Some(refs)) => refs,
+            Ok(None) => continue,
+            Err(d) => {
+                out.push(d);
+                continue;
+            }
+        };
+        // Another rule's item is this object's finding only if its own deny items did
+        // not shadow it already.
+        if !focus.has_item(ra, ia) {
+            let before: Vec<(usize, usize)> = candidates
+                .iter()
+                .copied()
+                .filter(|&(ri, ii)| !focus.has_item(ri, ii))
+                .collect();
+            if !before.is_empty() && !matches!(shadowed(&before, &mut v), Ok(None)) {
+                continue;
+            }
+        }
+        // An example flow of the item (it exists unless the item is empty), denied by
+        // a deny rule in the reference evaluator.
+        let replayed =
+            crate::item_examples("shadow", subject, item, ns, version, limits).find_map(|w| {
+                let r = replay(objects, version, &w, item.direction, None)?;
+                let d = r.at_x(item.direction)?;
+                (d.verdict == Verdict::Deny && d.why == Why::DenyRule).then_some(r.text)
+            });
+        let Some(text) = replayed else {
+            continue;
+        };
+        let mut d = Diagnostic::new(
+            Code::ShadowedAllow,
+            item.loc,
+            format!(
+                "every flow this {} item allows is denied by {}",
+                item.direction.name(),
+                deny_refs
+                    .iter()
+                    .map(|(p, path, _)| format!("{p} {path}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .label("shadowed by deny rules")
+        .help(format!(
+            "deny wins over allow, so this item has no effect; for example {text}. Remove \
+             it, or narrow the deny rules"
+        ));
+        for (_, _, loc) in &deny_refs {
+            d = d.related(*loc, "deny item");
+        }
+        out.push(d);
     }
     out
 }
