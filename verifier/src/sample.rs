@@ -87,6 +87,16 @@ impl Judge {
         reqs.iter().all(|r| self.requirement(labels, r))
     }
 
+    /// The plainest pod `subject` selects (in namespace `ns` when it pins none), as its
+    /// labels; `None` when that pod does not satisfy it (its requirements on one key
+    /// contradict, or a label filter drops a key it asks for).
+    pub(crate) fn pod(&self, subject: &Selector, ns: &str) -> Option<BTreeMap<String, String>> {
+        if subject.has_reserved() {
+            return None;
+        }
+        pod_labels(&subject.reqs, ns).filter(|x| self.requirements(x, &subject.reqs))
+    }
+
     /// Mirrors `flow::subject`.
     pub(crate) fn subject(&self, s: &Sample, sel: &Selector) -> Option<bool> {
         (!sel.has_reserved()).then(|| self.requirements(&s.x, &sel.reqs))
