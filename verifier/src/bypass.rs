@@ -60,6 +60,13 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             continue;
         };
         for (ja, a) in ra.items.iter().enumerate().filter(|(_, i)| !i.deny) {
+            // Most items have no HTTP rules: a look before gathering them.
+            let http = |p: &polc_compiler::ir::PortRule| {
+                matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))))
+            };
+            if !matches!(&a.ports, Ports::List(p) if p.iter().any(http)) {
+                continue;
+            }
             let rules = http_rules(a);
             if rules.is_empty() {
                 continue;

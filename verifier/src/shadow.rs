@@ -44,9 +44,11 @@ impl<'a> Layout<'a> {
     /// already knows of its rules instead of looking at them again.
     pub(crate) fn new(set: &'a PolicySet, facts: Option<&'a Facts>) -> Layout<'a> {
         let mut ns = Vec::with_capacity(set.rules.len());
+        let mut knowns = Vec::with_capacity(set.rules.len());
         let (mut allows, mut denies) = (ItemIndex::default(), ItemIndex::default());
         for (ri, r) in set.rules.iter().enumerate() {
             let known = facts.and_then(|f| f.of(r));
+            knowns.push(known);
             let at = match known {
                 Some(k) => k.ns.as_deref(),
                 None => RuleFacts::pinned(r),
@@ -78,7 +80,7 @@ impl<'a> Layout<'a> {
             ns,
             allows,
             denies,
-            shapes: Shapes::new(set),
+            shapes: Shapes::new(set, knowns),
         }
     }
 }
@@ -108,10 +110,12 @@ impl Facts {
     }
 }
 
-struct RuleFacts {
+pub(crate) struct RuleFacts {
     /// The namespace the rule's subject pins.
     ns: Option<String>,
     items: Vec<ItemFacts>,
+    /// Its items' shapes.
+    shapes: Vec<Shape>,
 }
 
 impl RuleFacts {
@@ -119,6 +123,7 @@ impl RuleFacts {
         RuleFacts {
             ns: RuleFacts::pinned(r).map(str::to_string),
             items: r.items.iter().map(ItemFacts::of).collect(),
+            shapes: r.items.iter().map(Shape::of).collect(),
         }
     }
 
@@ -449,35 +454,29 @@ pub(crate) fn disjoint(a: &Selector, b: &Selector) -> bool {
 }
 
 /// What the cheap overlap test reads of an item, worked out once: the kinds of remote end
-/// its peers can match (pod, world, host, remote node), its port ranges, and its endpoint
-/// selectors or CIDRs when its peers are only those.
-pub(crate) struct Shape<'i> {
+/// its peers can match (pod, world, host, remote node), its port ranges, and whether its
+/// peers are only endpoint selectors, or only CIDRs (then their spans).
+pub(crate) struct Shape {
     /// The kinds of remote end ([`kinds`]).
     kinds: u8,
     /// (protocol, first, last); `None` = every protocol and port.
     ranges: Option<Vec<(u8, u16, u16)>>,
-    selectors: Option<Vec<&'i Selector>>,
+    /// Its peers are all endpoint selectors.
+    pods: bool,
     /// (family, first, last address), sorted.
     cidrs: Option<Vec<(u8, u128, u128)>>,
 }
 
-impl<'i> Shape<'i> {
-    pub(crate) fn of(it: &'i Item) -> Shape<'i> {
+impl Shape {
+    pub(crate) fn of(it: &Item) -> Shape {
         let Peers::List(peers) = &it.peers else {
             return Shape {
                 kinds: kinds(it),
                 ranges: ranges(it),
-                selectors: None,
+                pods: false,
                 cidrs: None,
             };
         };
-        let selectors = peers
-            .iter()
-            .map(|p| match &p.kind {
-                PeerKind::Endpoints(s) => Some(s),
-                _ => None,
-            })
-            .collect();
         let cidrs: Option<Vec<(u8, u128, u128)>> = peers
             .iter()
             .map(|p| match &p.kind {
@@ -488,7 +487,9 @@ impl<'i> Shape<'i> {
         Shape {
             kinds: kinds(it),
             ranges: ranges(it),
-            selectors,
+            pods: peers
+                .iter()
+                .all(|p| matches!(p.kind, PeerKind::Endpoints(_))),
             cidrs: cidrs.map(|mut c| {
                 c.sort_unstable();
                 c
@@ -496,9 +497,6 @@ impl<'i> Shape<'i> {
         }
     }
 
-    /// Whether the items can match a flow in common, as far as this test can tell (same
-    /// kinds of remote end, overlapping ports, selectors that may select one pod,
-    /// intersecting CIDRs).
     /// The kinds of remote end the item's peers can match ([`kinds`]).
     pub(crate) fn kinds(&self) -> u8 {
         self.kinds
@@ -514,7 +512,10 @@ impl<'i> Shape<'i> {
         self.cidrs.as_ref().is_none_or(|c| addresses.meets(c))
     }
 
-    pub(crate) fn meets(&self, other: &Shape<'_>) -> bool {
+    /// Whether item `a` (of this shape) and item `b` (of shape `other`) can match a flow in
+    /// common, as far as this test can tell (same kinds of remote end, overlapping ports,
+    /// selectors that may select one pod, intersecting CIDRs).
+    fn meets(&self, a: &Item, other: &Shape, b: &Item) -> bool {
         if self.kinds & other.kinds == 0 {
             return false;
         }
@@ -526,10 +527,19 @@ impl<'i> Shape<'i> {
         {
             return false;
         }
-        if let (Some(sa), Some(sd)) = (&self.selectors, &other.selectors)
-            && !sa.iter().any(|x| sd.iter().any(|y| !disjoint(x, y)))
+        if self.pods
+            && other.pods
+            && let (Peers::List(pa), Peers::List(pb)) = (&a.peers, &b.peers)
         {
-            return false;
+            let may_share = pa.iter().any(|x| {
+                pb.iter().any(|y| match (&x.kind, &y.kind) {
+                    (PeerKind::Endpoints(x), PeerKind::Endpoints(y)) => !disjoint(x, y),
+                    _ => true,
+                })
+            });
+            if !may_share {
+                return false;
+            }
         }
         if let (Some(ca), Some(cd)) = (&self.cidrs, &other.cidrs)
             && !intersect(ca, cd)
@@ -573,38 +583,48 @@ fn ranges(it: &Item) -> Option<Vec<(u8, u16, u16)>> {
     Some(out)
 }
 
-/// The shapes of a set's items, each worked out when first asked for.
+/// The shapes of a set's items: those of rules a [`Facts`] knows from there, the others
+/// each worked out when first asked for.
 pub(crate) struct Shapes<'s> {
     set: &'s PolicySet,
+    /// What is known of each rule.
+    known: Vec<Option<&'s RuleFacts>>,
     /// Where each rule's items start in `cells`.
     start: Vec<usize>,
-    cells: Vec<std::cell::OnceCell<Shape<'s>>>,
+    cells: Vec<std::cell::OnceCell<Shape>>,
 }
 
 impl<'s> Shapes<'s> {
-    pub(crate) fn new(set: &'s PolicySet) -> Shapes<'s> {
+    fn new(set: &'s PolicySet, known: Vec<Option<&'s RuleFacts>>) -> Shapes<'s> {
         let mut start = Vec::with_capacity(set.rules.len());
         let mut n = 0;
-        for r in &set.rules {
+        for (r, k) in set.rules.iter().zip(&known) {
             start.push(n);
-            n += r.items.len();
+            if k.is_none() {
+                n += r.items.len();
+            }
         }
         Shapes {
             set,
+            known,
             start,
             cells: (0..n).map(|_| std::cell::OnceCell::new()).collect(),
         }
     }
 
     /// The shape of item `ii` of rule `ri`.
-    pub(crate) fn get(&self, ri: usize, ii: usize) -> &Shape<'s> {
+    pub(crate) fn get(&self, ri: usize, ii: usize) -> &Shape {
+        if let Some(k) = self.known[ri] {
+            return &k.shapes[ii];
+        }
         let item = &self.set.rules[ri].items[ii];
         self.cells[self.start[ri] + ii].get_or_init(|| Shape::of(item))
     }
 
     /// Whether items (`ri`, `ii`) and (`rj`, `ij`) may match a flow in common.
     pub(crate) fn meet(&self, (ri, ii): (usize, usize), (rj, ij): (usize, usize)) -> bool {
-        self.get(ri, ii).meets(self.get(rj, ij))
+        let (a, b) = (&self.set.rules[ri].items[ii], &self.set.rules[rj].items[ij]);
+        self.get(ri, ii).meets(a, self.get(rj, ij), b)
     }
 }
 
