@@ -11,10 +11,10 @@
 use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::witness;
 use crate::sample::{ANY_NAMESPACE, Judge};
-use crate::shadow::disjoint;
+use crate::shadow::{disjoint, wider};
 use crate::{Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
-use polc_compiler::ir::{Direction, Op, PolicySet, Requirement, Selector, Subject};
+use polc_compiler::ir::{Direction, PolicySet, Selector, Subject};
 use polc_compiler::version::CiliumVersion;
 use std::collections::BTreeMap;
 use z3::SatResult;
@@ -151,38 +151,10 @@ fn solve(
     Ok(z.get_model().and_then(|m| witness(&v, &m)).map(|w| w.x))
 }
 
-/// Whether every pod `s` selects, `t` selects too, as far as their requirements tell on
-/// their face: each requirement of `t` follows from one of `s`.
-fn wider(t: &Selector, s: &Selector) -> bool {
-    if t.has_reserved() || s.has_reserved() {
-        return false;
-    }
-    let same_key = |a: &Requirement, b: &Requirement| {
-        a.key == b.key
-            || (a.bare_key() == b.bare_key()
-                && matches!(a.source(), "k8s" | "any")
-                && matches!(b.source(), "k8s" | "any"))
-    };
-    let follows = |have: &Requirement, need: &Requirement| {
-        let within = |a: &[String], b: &[String]| a.iter().all(|v| b.contains(v));
-        same_key(have, need)
-            && match (need.op, have.op) {
-                (Op::In, Op::In) => within(&have.values, &need.values),
-                (Op::Exists, Op::In | Op::Exists) => true,
-                (Op::NotIn, Op::In) => !have.values.iter().any(|v| need.values.contains(v)),
-                (Op::NotIn, Op::NotIn) => within(&need.values, &have.values),
-                (Op::NotIn | Op::DoesNotExist, Op::DoesNotExist) => true,
-                _ => false,
-            }
-    };
-    t.reqs
-        .iter()
-        .all(|need| s.reqs.iter().any(|have| follows(have, need)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use polc_compiler::ir::{Op, Requirement};
     use polc_compiler::source::{SourceFile, SourceMap};
 
     fn findings(deleted: &str, remaining: &str) -> Vec<Diagnostic> {

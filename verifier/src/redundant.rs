@@ -16,7 +16,7 @@ use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::Policies;
 use crate::replay::replay;
 use crate::sample::Judge;
-use crate::shadow::{Layout, disjoint};
+use crate::shadow::{Layout, contains, disjoint};
 use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::Verdict;
@@ -162,6 +162,15 @@ pub(crate) fn focused<P: Policies + ?Sized>(
         let covered = |cands: &[(usize, usize)], v: &mut FlowVars| {
             if judge.escapes(set, subject, a, ns, cands, Some(false)) {
                 return Ok(false);
+            }
+            // One item that holds this one on its face answers without the solver.
+            let whole = cands.iter().any(|&(rb, ib)| {
+                let r = &set.rules[rb];
+                matches!(&r.subject, Subject::Endpoints(t)
+                    if contains((t, &r.items[ib]), (subject, a), Some(false)))
+            });
+            if whole {
+                return Ok(true);
             }
             let mut covers = Vec::new();
             for &(rb, ib) in cands {

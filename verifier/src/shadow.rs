@@ -16,8 +16,8 @@ use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Verdict, Why};
 use polc_compiler::ir::{
-    Direction, Entity, Item, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Rule, Selector,
-    Subject,
+    Direction, Entity, Item, L7, Op, PeerKind, Peers, PolicySet, PortRule, PortSpec, Ports,
+    Redirect, Requirement, Rule, Selector, Subject,
 };
 use polc_compiler::version::CiliumVersion;
 use std::collections::HashMap;
@@ -348,6 +348,19 @@ pub(crate) fn focused<P: Policies + ?Sized>(
             if judge.escapes(set, subject, item, ns, cands, None) {
                 return Ok(None);
             }
+            // One deny item that holds the item on its face answers without the solver.
+            let whole = cands.iter().find_map(|&(ri, ii)| {
+                let r = &set.rules[ri];
+                let Subject::Endpoints(t) = &r.subject else {
+                    return None;
+                };
+                let d = &r.items[ii];
+                contains((t, d), (subject, item), None)
+                    .then(|| (r.origin.describe(), d.path.clone(), d.loc))
+            });
+            if let Some(d) = whole {
+                return Ok(Some(vec![d]));
+            }
             let mut denies = Vec::new();
             let mut deny_refs = Vec::new();
             for &(ri, ii) in cands {
@@ -451,6 +464,124 @@ pub(crate) fn disjoint(a: &Selector, b: &Selector) -> bool {
                 }
         })
     })
+}
+
+/// Whether every pod `s` selects, `t` selects too, as far as their requirements tell on
+/// their face: each requirement of `t` follows from one of `s`.
+pub(crate) fn wider(t: &Selector, s: &Selector) -> bool {
+    if t.has_reserved() || s.has_reserved() {
+        return false;
+    }
+    let same_key = |a: &Requirement, b: &Requirement| {
+        a.key == b.key
+            || (a.bare_key() == b.bare_key()
+                && matches!(a.source(), "k8s" | "any")
+                && matches!(b.source(), "k8s" | "any"))
+    };
+    let follows = |have: &Requirement, need: &Requirement| {
+        let within = |a: &[String], b: &[String]| a.iter().all(|v| b.contains(v));
+        same_key(have, need)
+            && match (need.op, have.op) {
+                (Op::In, Op::In) => within(&have.values, &need.values),
+                (Op::Exists, Op::In | Op::Exists) => true,
+                (Op::NotIn, Op::In) => !have.values.iter().any(|v| need.values.contains(v)),
+                (Op::NotIn, Op::NotIn) => within(&need.values, &have.values),
+                (Op::NotIn | Op::DoesNotExist, Op::DoesNotExist) => true,
+                _ => false,
+            }
+    };
+    t.reqs
+        .iter()
+        .all(|need| s.reqs.iter().any(|have| follows(have, need)))
+}
+
+/// A cheap test before the solver: whether item `outer` of a rule with subject `t` matches
+/// every flow that item `inner` of a rule with subject `s` matches, on their face: `t` asks
+/// for less than `s` ([`wider`]), each peer of `inner` lies within a peer of `outer`, and
+/// each port rule of `inner` within one of the port rules of `outer` that `http` picks (as
+/// [`flow::item_where`] does). False whenever it cannot tell.
+pub(crate) fn contains(
+    (t, outer): (&Selector, &Item),
+    (s, inner): (&Selector, &Item),
+    http: Option<bool>,
+) -> bool {
+    if outer.direction != inner.direction
+        || inner.selects_nothing()
+        || outer.selects_nothing()
+        || !wider(t, s)
+        || !flow::expressible(outer, http)
+        || !flow::expressible(inner, None)
+    {
+        return false;
+    }
+    let every = |k: &PeerKind| match k {
+        PeerKind::Entity(Entity::All) => true,
+        PeerKind::Endpoints(sel) => sel.is_wildcard() && !sel.has_reserved(),
+        _ => false,
+    };
+    let within = |a: &PeerKind, b: &PeerKind| {
+        a == b
+            || every(b)
+            || match (a, b) {
+                (PeerKind::Endpoints(x), PeerKind::Endpoints(y)) => {
+                    !x.is_wildcard() && !y.is_wildcard() && wider(y, x)
+                }
+                (PeerKind::Endpoints(x), PeerKind::Entity(Entity::Cluster)) => {
+                    !x.is_wildcard() && !x.has_reserved()
+                }
+                (
+                    PeerKind::Entity(Entity::Host | Entity::RemoteNode),
+                    PeerKind::Entity(Entity::Cluster),
+                ) => true,
+                (PeerKind::Cidr(_), PeerKind::Entity(Entity::World)) => true,
+                (PeerKind::Cidr(x), PeerKind::Cidr(y)) => {
+                    y.net.contains(&x.net)
+                        && y.except
+                            .iter()
+                            .all(|e| !e.contains(&x.net.network()) && !x.net.contains(&e.network()))
+                }
+                _ => false,
+            }
+    };
+    let peers = match (&inner.peers, &outer.peers) {
+        (_, Peers::Any) => true,
+        (Peers::Any, Peers::List(b)) => b.iter().any(|q| every(&q.kind)),
+        (Peers::List(a), Peers::List(b)) => {
+            a.iter().all(|p| b.iter().any(|q| within(&p.kind, &q.kind)))
+        }
+    };
+    let picked = |p: &&PortRule| {
+        let is_http = matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))));
+        match http {
+            Some(true) => is_http,
+            Some(false) => p.redirect.is_none(),
+            None => true,
+        }
+    };
+    let ports = match (&inner.ports, &outer.ports) {
+        (_, Ports::Any) => http != Some(true),
+        (Ports::Any, Ports::List(_)) => false,
+        (Ports::List(a), Ports::List(b)) => a.iter().all(|p| {
+            let PortSpec::Range(lo, hi) = p.port else {
+                return false;
+            };
+            b.iter().filter(picked).any(|q| {
+                let PortSpec::Range(qlo, qhi) = q.port else {
+                    return false;
+                };
+                let whole = |lo: u16, hi: u16| {
+                    if (lo, hi) == (0, 0) {
+                        (0, u16::MAX)
+                    } else {
+                        (lo, hi.max(lo))
+                    }
+                };
+                let ((lo, hi), (qlo, qhi)) = (whole(lo, hi), whole(qlo, qhi));
+                q.proto == p.proto && qlo <= lo && hi <= qhi
+            })
+        }),
+    };
+    peers && ports
 }
 
 /// What the cheap overlap test reads of an item, worked out once: the kinds of remote end
@@ -732,5 +863,135 @@ mod tests {
         // World denies never cover pods.
         let f = findings(&deny("  - fromEntities: [world]\n"));
         assert!(f.is_empty(), "{f:?}");
+    }
+}
+
+#[cfg(test)]
+mod contains_tests {
+    use super::*;
+    use polc_compiler::source::{SourceFile, SourceMap};
+
+    /// Items that hold one another in many ways, and many that do not.
+    const POLICIES: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: web}}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+  - fromEndpoints: [{matchLabels: {app: web, tier: front}}]
+    toPorts: [{ports: [{port: "8081", protocol: TCP}]}]
+  - fromCIDR: [10.1.0.0/16]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+  - fromCIDRSet: [{cidr: 10.0.0.0/8, except: [10.1.2.0/24]}]
+  - fromEntities: [host]
+  - icmps: [{fields: [{type: 8}]}]
+  egress:
+  - toEndpoints: [{matchLabels: {app: db}}]
+    toPorts: [{ports: [{port: "5432", protocol: TCP}]}]
+  - toCIDR: [192.0.2.0/24]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: b, namespace: shop}
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromEndpoints: [{}]
+    toPorts: [{ports: [{port: "8080", endPort: 8090, protocol: TCP}]}]
+  - fromEntities: [world]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+  - fromEntities: [cluster]
+  - fromEndpoints: [{matchExpressions: [{key: app, operator: In, values: [web, api]}]}]
+  - fromEntities: [all]
+    toPorts: [{ports: [{port: "0", protocol: ANY}]}]
+  egressDeny:
+  - toEndpoints: [{matchExpressions: [{key: app, operator: Exists}]}]
+  - toEntities: [world]
+---
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: c}
+spec:
+  endpointSelector: {matchExpressions: [{key: app, operator: NotIn, values: [db]}]}
+  ingress:
+  - fromCIDR: [10.0.0.0/8]
+  - fromEndpoints: [{matchLabels: {app: web}}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}], rules: {http: [{method: GET}]}}]
+  egress:
+  - toCIDRSet: [{cidr: 192.0.0.0/8, except: [192.0.2.128/25]}]
+"#;
+
+    /// Whenever [`contains`] says an item holds another, the encoding agrees: no flow of
+    /// the inner item escapes the outer one.
+    #[test]
+    fn containment_on_the_face_holds_in_the_encoding() {
+        let version = CiliumVersion::V1_19;
+        let mut sources = SourceMap::new();
+        sources.add(SourceFile::new("p.yaml", POLICIES.to_string()));
+        let (objects, diags) = polc_compiler::lint(&sources, &polc_compiler::Options::default());
+        assert!(
+            diags
+                .iter()
+                .all(|d| d.severity != polc_compiler::diag::Severity::Error),
+            "{diags:?}"
+        );
+        let (set, _) = polc_compiler::lower::lower(&objects, version);
+        let items: Vec<(String, &Selector, &Item)> = set
+            .rules
+            .iter()
+            .filter_map(|r| match &r.subject {
+                Subject::Endpoints(s) => Some(
+                    (r.items.iter()).map(move |i| (format!("{} {}", r.origin.name, i.path), s, i)),
+                ),
+                Subject::Nodes(_) => None,
+            })
+            .flatten()
+            .collect();
+        let mut held = Vec::new();
+        for (name_o, t, outer) in &items {
+            for (name_i, s, inner) in &items {
+                for http in [None, Some(false)] {
+                    if !contains((t, outer), (s, inner), http) {
+                        continue;
+                    }
+                    let mut v = FlowVars::for_version(version);
+                    let wf = v.well_formed("default");
+                    let terms = (
+                        flow::subject(&mut v, s),
+                        flow::item(&mut v, inner),
+                        flow::subject(&mut v, t),
+                        flow::item_where(&mut v, outer, http),
+                    );
+                    let (
+                        Encoded::Exact(s),
+                        Encoded::Exact(i),
+                        Encoded::Exact(t),
+                        Encoded::Exact(o),
+                    ) = terms
+                    else {
+                        panic!("{name_i} in {name_o}: not expressible");
+                    };
+                    let z = z3::Solver::new();
+                    z.assert(&wf);
+                    z.assert(&s);
+                    z.assert(&i);
+                    z.assert(Bool::and(&[t, o]).not());
+                    assert_eq!(
+                        z.check(),
+                        SatResult::Unsat,
+                        "{name_o} said to hold {name_i} ({http:?})"
+                    );
+                    if http.is_none() {
+                        held.push((name_o.clone(), name_i.clone()));
+                    }
+                }
+            }
+        }
+        // Besides each item in itself, the ways written above.
+        let across = held.iter().filter(|(o, i)| o != i).count();
+        assert!(across >= 15, "{held:#?}");
     }
 }
