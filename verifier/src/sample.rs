@@ -44,14 +44,14 @@ pub(crate) struct Judge {
     filter: LabelFilter,
     /// Whether the filter keeps a label key, by key (a few keys are asked about again and
     /// again).
-    kept: Mutex<HashMap<String, bool>>,
+    kept: Mutex<HashMap<String, bool, foldhash::fast::RandomState>>,
 }
 
 impl Judge {
     pub(crate) fn new(version: CiliumVersion) -> Self {
         Judge {
             filter: LabelFilter::default_for(version),
-            kept: Mutex::new(HashMap::new()),
+            kept: Mutex::new(HashMap::default()),
         }
     }
 
