@@ -556,10 +556,14 @@ fn http_allows(rule: &HttpRule, req: &Request) -> bool {
         && field(&rule.path, path)
         && field(&rule.host, host)
         && rule.headers.iter().all(|(name, want)| {
-            headers
+            // A header sent more than once is matched as its values joined with commas, as
+            // Envoy does.
+            let values: Vec<&str> = headers
                 .iter()
                 .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-                .any(|(_, v)| want.as_ref().is_none_or(|w| w == v))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            !values.is_empty() && want.as_ref().is_none_or(|w| *w == values.join(","))
         })
 }
 

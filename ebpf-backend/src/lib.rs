@@ -3,6 +3,7 @@
 //! ```text
 //! mapstate::EndpointPolicy --layout--> cilium_policy_v2_<ep> keys and values (1.17/1.18, 1.19)
 //!                          --npds----> cilium.NetworkPolicy for Envoy (protobuf JSON)
+//!                                      --l7--> read back: the proxy's verdict on a request
 //! identity::IpcacheEntry   --ipcache-> cilium_ipcache / cilium_ipcache_v2 keys and values
 //! records: whole maps as binary record files and as readable JSON
 //! ```
@@ -21,6 +22,7 @@
 pub mod abi;
 pub mod error;
 pub mod ipcache;
+pub mod l7;
 pub mod layout;
 pub mod loader;
 pub mod npds;
