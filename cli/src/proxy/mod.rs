@@ -1,0 +1,395 @@
+//! polc's L7 proxy: HTTP/1.1 connections the datapath hands over, judged request by request
+//! with the endpoint's proxy rules ([`polc_ebpf::l7`]) and forwarded to where the client was
+//! going, or answered `403 Access denied` as Cilium's proxy does.
+//!
+//! A connection arrives with its original destination (the listener's socket address, as the
+//! datapath's socket assignment keeps it). For ingress, the endpoint is the destination and
+//! the remote end the client; for egress, the other way round. Identities come from the
+//! ipcache ([`Identities`]). An address with no rules denies everything, as Cilium's proxy does
+//! for an endpoint it has no policy for. Rules are swapped whole ([`Proxy::set_rules`]);
+//! connections in flight judge their next request with the new ones.
+
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use polc_compiler::ir::Direction;
+use polc_ebpf::l7::{EndpointRules, HttpRequest, Verdict};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// What Cilium's proxy answers a denied request with.
+pub const DENIED_BODY: &str = "Access denied\r\n";
+
+/// The numeric identity of an address (the ipcache's answer).
+pub trait Identities: Send + Sync {
+    /// The identity of `ip`; `world` (2) when the ipcache has no entry.
+    fn identity(&self, ip: IpAddr) -> u32;
+}
+
+impl Identities for HashMap<IpAddr, u32> {
+    fn identity(&self, ip: IpAddr) -> u32 {
+        self.get(&ip)
+            .copied()
+            .unwrap_or(polc_compiler::identity::WORLD)
+    }
+}
+
+/// The rules of the node's endpoints, by endpoint address.
+#[derive(Default)]
+pub struct Rules {
+    by_ip: HashMap<IpAddr, Arc<EndpointRules>>,
+}
+
+impl Rules {
+    /// The rules of these endpoints.
+    pub fn new(endpoints: Vec<EndpointRules>) -> Rules {
+        let mut by_ip = HashMap::new();
+        for e in endpoints {
+            let e = Arc::new(e);
+            for ip in &e.endpoint_ips {
+                by_ip.insert(*ip, e.clone());
+            }
+        }
+        Rules { by_ip }
+    }
+}
+
+/// Requests judged since the proxy started.
+#[derive(Default)]
+pub struct Counters {
+    /// Forwarded.
+    pub allowed: AtomicU64,
+    /// Answered 403.
+    pub denied: AtomicU64,
+    /// The original destination could not be reached (502).
+    pub unreachable: AtomicU64,
+}
+
+/// The proxy's shared state.
+pub struct Proxy {
+    rules: RwLock<Arc<Rules>>,
+    identities: Arc<dyn Identities>,
+    /// What it has done.
+    pub counters: Counters,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+}
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+impl Proxy {
+    /// A proxy with these rules and identities.
+    pub fn new(rules: Rules, identities: Arc<dyn Identities>) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            rules: RwLock::new(Arc::new(rules)),
+            identities,
+            counters: Counters::default(),
+            header_timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Puts new rules in use.
+    pub fn set_rules(&self, rules: Rules) {
+        let mut current = self.rules.write().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(rules);
+    }
+
+    fn rules(&self) -> Arc<Rules> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The verdict on a request on a connection from `client` to `target`, handled by the
+    /// listener of `direction`.
+    pub fn judge(
+        &self,
+        direction: Direction,
+        client: SocketAddr,
+        target: SocketAddr,
+        req: &HttpRequest<'_>,
+    ) -> Verdict {
+        let (local, remote) = match direction {
+            Direction::Ingress => (target.ip(), client.ip()),
+            Direction::Egress => (client.ip(), target.ip()),
+        };
+        let rules = self.rules();
+        match rules.by_ip.get(&local) {
+            Some(e) => e.http(
+                direction,
+                target.port(),
+                self.identities.identity(remote),
+                req,
+            ),
+            None => Verdict::Denied(polc_ebpf::l7::Denial::NoPort),
+        }
+    }
+
+    /// Serves one client connection whose original destination is `target`, until either
+    /// side closes it.
+    pub async fn serve(
+        self: Arc<Proxy>,
+        direction: Direction,
+        client: TcpStream,
+        target: SocketAddr,
+    ) {
+        let Ok(peer) = client.peer_addr() else {
+            return;
+        };
+        let upstream: Arc<tokio::sync::Mutex<Option<Upstream>>> = Arc::default();
+        let proxy = self.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (proxy, upstream) = (proxy.clone(), upstream.clone());
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    proxy.handle(direction, peer, target, req, &upstream).await,
+                )
+            }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .max_buf_size(64 * 1024);
+        let _ = builder
+            .serve_connection(TokioIo::new(client), service)
+            .await;
+    }
+
+    async fn handle(
+        &self,
+        direction: Direction,
+        client: SocketAddr,
+        target: SocketAddr,
+        req: Request<Incoming>,
+        upstream: &tokio::sync::Mutex<Option<Upstream>>,
+    ) -> Response<Body> {
+        let headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .filter(|(k, _)| *k != hyper::header::HOST)
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into(),
+                )
+            })
+            .collect();
+        let authority = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let verdict = self.judge(
+            direction,
+            client,
+            target,
+            &HttpRequest {
+                method: req.method().as_str(),
+                path: &path,
+                authority: &authority,
+                headers: &headers,
+            },
+        );
+        if let Verdict::Denied(_) = verdict {
+            self.counters.denied.fetch_add(1, Ordering::Relaxed);
+            return text(StatusCode::FORBIDDEN, DENIED_BODY);
+        }
+        self.counters.allowed.fetch_add(1, Ordering::Relaxed);
+        let mut req = req;
+        hop_by_hop(req.headers_mut());
+        match forward(upstream, target, req).await {
+            Ok(mut r) => {
+                hop_by_hop(r.headers_mut());
+                r.map(|b| b.boxed())
+            }
+            Err(e) => {
+                self.counters.unreachable.fetch_add(1, Ordering::Relaxed);
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("polc proxy: {target} cannot be reached: {e}\n"),
+                )
+            }
+        }
+    }
+}
+
+/// A connection to the original destination, kept for the client connection's requests.
+type Upstream = hyper::client::conn::http1::SendRequest<Incoming>;
+
+async fn forward(
+    slot: &tokio::sync::Mutex<Option<Upstream>>,
+    target: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, String> {
+    let mut slot = slot.lock().await;
+    let reusable = match slot.as_mut() {
+        Some(s) => s.ready().await.is_ok(),
+        None => false,
+    };
+    if !reusable {
+        let tcp = TcpStream::connect(target)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        *slot = Some(send);
+    }
+    let send = slot.as_mut().ok_or("no upstream connection")?;
+    send.send_request(req).await.map_err(|e| e.to_string())
+}
+
+/// Drops the headers that describe one hop (RFC 9110 §7.6.1): those the `Connection` header
+/// names and the standard ones; each side's framing is its own connection's.
+fn hop_by_hop(headers: &mut hyper::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio::net::TcpListener;
+
+    /// A server that answers every request with its method, path and body.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let line = format!("{} {} ", req.method(), req.uri());
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let mut out = line.into_bytes();
+                    out.extend_from_slice(&body);
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(out))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        addr
+    }
+
+    fn rules(port: u16, methods: &str) -> Rules {
+        let regex = |name: &str, re: &str| json!({"name": name, "stringMatch": {"safeRegex": {"regex": re}}});
+        let e = EndpointRules::from_json(&json!({
+            "endpointIps": ["127.0.0.1"],
+            "endpointId": "7",
+            "ingressPerPortPolicies": [{"port": port, "protocol": "TCP", "rules": [
+                {"remotePolicies": [12345], "httpRules": {"httpRules": [
+                    {"headers": [regex(":method", methods), regex(":path", "/api")]}
+                ]}}
+            ]}],
+            "egressPerPortPolicies": [{"port": 0, "protocol": "TCP"}],
+        }))
+        .unwrap();
+        Rules::new(vec![e])
+    }
+
+    /// One kept-alive client connection: allowed requests reach the server, denied ones get
+    /// Cilium's 403, and new rules apply to the next request.
+    #[tokio::test]
+    async fn requests_are_forwarded_or_refused_one_by_one() {
+        let server = echo().await;
+        let ids: HashMap<IpAddr, u32> = [("127.0.0.1".parse().unwrap(), 12345)].into();
+        let proxy = Proxy::new(rules(server.port(), "GET"), Arc::new(ids));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(p.clone().serve(Direction::Ingress, tcp, server));
+            }
+        });
+        let tcp = TcpStream::connect(at).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut ask = async |method: &str, path: &str, body: &str| {
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "api.shop")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap();
+            let r = send.send_request(req).await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        };
+        assert_eq!(ask("GET", "/api", "").await, (200, "GET /api ".into()));
+        assert_eq!(ask("GET", "/api/x", "").await, (403, DENIED_BODY.into()));
+        assert_eq!(ask("POST", "/api", "hi").await, (403, DENIED_BODY.into()));
+        // The same connection, new rules: POST is allowed now, its body forwarded.
+        proxy.set_rules(rules(server.port(), "GET|POST"));
+        assert_eq!(
+            ask("POST", "/api", "hi").await,
+            (200, "POST /api hi".into())
+        );
+        assert_eq!(proxy.counters.allowed.load(Ordering::Relaxed), 2);
+        assert_eq!(proxy.counters.denied.load(Ordering::Relaxed), 2);
+        // Another endpoint's address: no rules, nothing allowed.
+        let other: SocketAddr = "127.0.0.2:80".parse().unwrap();
+        let req = HttpRequest {
+            method: "GET",
+            path: "/api",
+            authority: "",
+            headers: &[],
+        };
+        let v = proxy.judge(Direction::Ingress, at, other, &req);
+        assert!(matches!(v, Verdict::Denied(_)), "{v}");
+    }
+}
