@@ -366,9 +366,12 @@ fn peers(model: &Model) -> Vec<Peer> {
     out
 }
 
-/// Whether a rule with `enableDefaultDeny: false` in `dir` has L7 rules there. Cilium adds an
-/// L7 allow-all rule for such a rule's ports (cilium/cilium#38841, in 1.16.10 and 1.17.4 on):
-/// `eval` does not yet, so the proxy is not compared with it there.
+/// Whether a rule with `enableDefaultDeny: false` in `dir` has L7 rules there. Where no
+/// policy makes the endpoint's direction default-deny, `eval` follows the policy-language
+/// spec (§4.1: such L7 rules still reject unmatched requests), while the NPDS rules say what
+/// the agent sends for an unenforced direction (allow all). Newer agents also let every
+/// request through there (cilium/cilium#38841, 1.16.10 and 1.17.4 on); until polc settles
+/// which to follow, the proxy is not compared with `eval` on such endpoints.
 fn lenient_l7(model: &Model, dir: polc_compiler::ir::Direction) -> bool {
     model.policies.rules.iter().any(|r| {
         r.has_direction(dir)
