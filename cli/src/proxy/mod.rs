@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use polc_compiler::ir::Direction;
 use polc_ebpf::l7::{EndpointRules, HttpRequest, Verdict};
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -70,12 +71,69 @@ pub struct Counters {
     pub unreachable: AtomicU64,
 }
 
+/// What the proxy made of a request.
+#[derive(Clone, Debug)]
+pub struct Judged {
+    /// The local endpoint's ID (`None`: the address has no rules).
+    pub endpoint: Option<u64>,
+    /// The other end's identity.
+    pub remote_identity: u32,
+    /// Forwarded or refused, and by which rule.
+    pub verdict: Verdict,
+}
+
+/// One request, as the access log writes it.
+struct AccessEntry<'a> {
+    direction: Direction,
+    client: SocketAddr,
+    target: SocketAddr,
+    method: &'a str,
+    path: &'a str,
+    authority: &'a str,
+    judged: &'a Judged,
+}
+
+impl AccessEntry<'_> {
+    /// One JSON object: when, which endpoint and direction, both ends and the remote
+    /// identity, the request, the verdict and the rule behind it.
+    fn json(&self) -> serde_json::Value {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let (verdict, rule) = match &self.judged.verdict {
+            Verdict::Allowed(rule) => ("forwarded", rule.clone()),
+            Verdict::Denied(polc_ebpf::l7::Denial::DenyRule(rule)) => {
+                ("denied", Some(rule.clone()))
+            }
+            Verdict::Denied(_) => ("denied", None),
+        };
+        serde_json::json!({
+            "timeMs": ms,
+            "direction": self.direction.name(),
+            "endpointId": self.judged.endpoint,
+            "source": self.client.to_string(),
+            "destination": self.target.to_string(),
+            "remoteIdentity": self.judged.remote_identity,
+            "method": self.method,
+            "path": self.path,
+            "host": self.authority,
+            "verdict": verdict,
+            "rule": rule,
+            "reason": self.judged.verdict.to_string(),
+        })
+    }
+}
+
 /// The proxy's shared state.
 pub struct Proxy {
     rules: RwLock<Arc<Rules>>,
     identities: Arc<dyn Identities>,
     /// What it has done.
     pub counters: Counters,
+    /// Requests each rule decided, by `endpoint/rule`: (allowed, denied).
+    by_rule: std::sync::Mutex<HashMap<String, [u64; 2]>>,
+    /// Where the access log goes (a JSON object per line), if anywhere.
+    log: Option<std::sync::Mutex<Box<dyn std::io::Write + Send>>>,
     /// How long a client may take to send a request's headers.
     pub header_timeout: Duration,
 }
@@ -83,12 +141,18 @@ pub struct Proxy {
 type Body = BoxBody<Bytes, hyper::Error>;
 
 impl Proxy {
-    /// A proxy with these rules and identities.
-    pub fn new(rules: Rules, identities: Arc<dyn Identities>) -> Arc<Proxy> {
+    /// A proxy with these rules and identities, writing its access log to `log`.
+    pub fn new(
+        rules: Rules,
+        identities: Arc<dyn Identities>,
+        log: Option<Box<dyn std::io::Write + Send>>,
+    ) -> Arc<Proxy> {
         Arc::new(Proxy {
             rules: RwLock::new(Arc::new(rules)),
             identities,
             counters: Counters::default(),
+            by_rule: std::sync::Mutex::default(),
+            log: log.map(std::sync::Mutex::new),
             header_timeout: Duration::from_secs(30),
         })
     }
@@ -111,20 +175,59 @@ impl Proxy {
         client: SocketAddr,
         target: SocketAddr,
         req: &HttpRequest<'_>,
-    ) -> Verdict {
+    ) -> Judged {
         let (local, remote) = match direction {
             Direction::Ingress => (target.ip(), client.ip()),
             Direction::Egress => (client.ip(), target.ip()),
         };
         let rules = self.rules();
-        match rules.by_ip.get(&local) {
-            Some(e) => e.http(
-                direction,
-                target.port(),
-                self.identities.identity(remote),
-                req,
+        let identity = self.identities.identity(remote);
+        let (endpoint, verdict) = match rules.by_ip.get(&local) {
+            Some(e) => (
+                Some(e.endpoint_id),
+                e.http(direction, target.port(), identity, req),
             ),
-            None => Verdict::Denied(polc_ebpf::l7::Denial::NoPort),
+            None => (None, Verdict::Denied(polc_ebpf::l7::Denial::NoPort)),
+        };
+        Judged {
+            endpoint,
+            remote_identity: identity,
+            verdict,
+        }
+    }
+
+    /// Requests each rule decided, as (allowed, denied), by `endpoint/rule` (the rule as
+    /// [`polc_ebpf::l7`] names it: `ingress/8080/0`).
+    pub fn rule_counts(&self) -> Vec<(String, u64, u64)> {
+        let counts = self.by_rule.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, u64, u64)> = counts
+            .iter()
+            .map(|(k, v)| (k.clone(), v[0], v[1]))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Counts a verdict and writes its access log line.
+    fn record(&self, entry: &AccessEntry<'_>) {
+        let (counter, rule) = match &entry.judged.verdict {
+            Verdict::Allowed(rule) => (&self.counters.allowed, rule.as_deref().map(|r| (r, 0))),
+            Verdict::Denied(polc_ebpf::l7::Denial::DenyRule(rule)) => {
+                (&self.counters.denied, Some((rule.as_str(), 1)))
+            }
+            Verdict::Denied(_) => (&self.counters.denied, None),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let (Some((rule, at)), Some(ep)) = (rule, entry.judged.endpoint) {
+            let mut counts = self.by_rule.lock().unwrap_or_else(|e| e.into_inner());
+            counts.entry(format!("{ep}/{rule}")).or_default()[at] += 1;
+        }
+        if let Some(log) = &self.log {
+            let mut line = entry.json().to_string();
+            line.push('\n');
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            // A log that cannot be written must not stop the traffic.
+            let _ = log.write_all(line.as_bytes());
         }
     }
 
@@ -201,11 +304,19 @@ impl Proxy {
                 headers: &headers,
             },
         );
-        if let Verdict::Denied(_) = verdict {
-            self.counters.denied.fetch_add(1, Ordering::Relaxed);
+        let entry = AccessEntry {
+            direction,
+            client,
+            target,
+            method: req.method().as_str(),
+            path: &path,
+            authority: &authority,
+            judged: &verdict,
+        };
+        self.record(&entry);
+        if let Verdict::Denied(_) = verdict.verdict {
             return text(StatusCode::FORBIDDEN, DENIED_BODY);
         }
-        self.counters.allowed.fetch_add(1, Ordering::Relaxed);
         let mut req = req;
         hop_by_hop(req.headers_mut());
         match forward(upstream, target, req).await {
@@ -344,7 +455,12 @@ mod tests {
     async fn requests_are_forwarded_or_refused_one_by_one() {
         let server = echo().await;
         let ids: HashMap<IpAddr, u32> = [("127.0.0.1".parse().unwrap(), 12345)].into();
-        let proxy = Proxy::new(rules(server.port(), "GET"), Arc::new(ids));
+        let log = SharedLog::default();
+        let proxy = Proxy::new(
+            rules(server.port(), "GET"),
+            Arc::new(ids),
+            Some(Box::new(log.clone())),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let at = listener.local_addr().unwrap();
         let p = proxy.clone();
@@ -390,6 +506,45 @@ mod tests {
             headers: &[],
         };
         let v = proxy.judge(Direction::Ingress, at, other, &req);
-        assert!(matches!(v, Verdict::Denied(_)), "{v}");
+        assert!(matches!(v.verdict, Verdict::Denied(_)), "{}", v.verdict);
+        // Per rule: the GET rule allowed one, then the GET|POST rule one.
+        assert_eq!(
+            proxy.rule_counts(),
+            [(
+                "7/ingress/".to_string() + &server.port().to_string() + "/0",
+                2,
+                0
+            )]
+        );
+        // One JSON line per request, in order.
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let verdicts: Vec<&str> = lines
+            .iter()
+            .map(|l| l["verdict"].as_str().unwrap())
+            .collect();
+        assert_eq!(verdicts, ["forwarded", "denied", "denied", "forwarded"]);
+        assert_eq!(lines[1]["path"], "/api/x");
+        assert_eq!(lines[1]["remoteIdentity"], 12345);
+        assert_eq!(lines[1]["endpointId"], 7);
+        assert_eq!(lines[0]["direction"], "ingress");
+    }
+
+    /// An access log the test can read back.
+    #[derive(Clone, Default)]
+    struct SharedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedLog {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }
