@@ -40,6 +40,32 @@ impl Identities for HashMap<IpAddr, u32> {
     }
 }
 
+/// The ipcache's prefixes and their identities, for the proxy's lookups: the longest prefix
+/// holding an address names its identity, as the datapath's LPM map does.
+pub struct Ipcache {
+    /// Longest prefixes first.
+    entries: Vec<(ipnet::IpNet, u32)>,
+}
+
+impl Ipcache {
+    /// The ipcache of these entries (as the compiler emits them).
+    pub fn new(entries: &[polc_compiler::identity::IpcacheEntry]) -> Ipcache {
+        let mut entries: Vec<(ipnet::IpNet, u32)> =
+            entries.iter().map(|e| (e.prefix, e.identity)).collect();
+        entries.sort_by_key(|(p, _)| std::cmp::Reverse(p.prefix_len()));
+        Ipcache { entries }
+    }
+}
+
+impl Identities for Ipcache {
+    fn identity(&self, ip: IpAddr) -> u32 {
+        self.entries
+            .iter()
+            .find(|(p, _)| p.contains(&ip))
+            .map_or(polc_compiler::identity::WORLD, |(_, id)| *id)
+    }
+}
+
 /// The rules of the node's endpoints, by endpoint address.
 #[derive(Default)]
 pub struct Rules {
@@ -531,6 +557,27 @@ mod tests {
         assert_eq!(lines[1]["remoteIdentity"], 12345);
         assert_eq!(lines[1]["endpointId"], 7);
         assert_eq!(lines[0]["direction"], "ingress");
+    }
+
+    #[test]
+    fn the_longest_prefix_names_the_identity() {
+        let entry = |prefix: &str, identity: u32| polc_compiler::identity::IpcacheEntry {
+            prefix: prefix.parse().unwrap(),
+            identity,
+            tunnel_endpoint: None,
+        };
+        let ipcache = Ipcache::new(&[
+            entry("10.0.0.0/8", 16_777_217),
+            entry("10.0.1.5/32", 12345),
+            entry("fd00::/64", 16_777_218),
+        ]);
+        let id = |ip: &str| ipcache.identity(ip.parse().unwrap());
+        assert_eq!(id("10.0.1.5"), 12345);
+        assert_eq!(id("10.2.3.4"), 16_777_217);
+        assert_eq!(id("fd00::9"), 16_777_218);
+        // Not in the ipcache: the world.
+        assert_eq!(id("8.8.8.8"), polc_compiler::identity::WORLD);
+        assert_eq!(id("2001:db8::1"), polc_compiler::identity::WORLD);
     }
 
     /// An access log the test can read back.
