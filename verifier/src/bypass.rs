@@ -28,17 +28,15 @@ fn probe() -> Request {
     }
 }
 
-fn http_rules(it: &Item) -> Vec<&L7> {
-    match &it.ports {
-        Ports::List(p) => p
-            .iter()
-            .filter_map(|p| match &p.redirect {
-                Some(Redirect::L7(l7 @ L7::Http(_))) => Some(l7),
-                _ => None,
-            })
-            .collect(),
-        Ports::Any => Vec::new(),
-    }
+fn http_rules(it: &Item) -> impl Iterator<Item = &L7> {
+    let ports = match &it.ports {
+        Ports::List(p) => p.as_slice(),
+        Ports::Any => &[],
+    };
+    ports.iter().filter_map(|p| match &p.redirect {
+        Some(Redirect::L7(l7 @ L7::Http(_))) => Some(l7),
+        _ => None,
+    })
 }
 
 /// Runs the check on a lowered policy set without `fromRequires`/`toRequires` (the objects it
@@ -61,16 +59,10 @@ pub(crate) fn focused<P: Policies + ?Sized>(
         };
         for (ja, a) in ra.items.iter().enumerate().filter(|(_, i)| !i.deny) {
             // Most items have no HTTP rules: a look before gathering them.
-            let http = |p: &polc_compiler::ir::PortRule| {
-                matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))))
-            };
-            if !matches!(&a.ports, Ports::List(p) if p.iter().any(http)) {
+            if http_rules(a).next().is_none() {
                 continue;
             }
-            let rules = http_rules(a);
-            if rules.is_empty() {
-                continue;
-            }
+            let rules: Vec<&L7> = http_rules(a).collect();
             let ns = layout.ns[ia];
             // Every item that could allow the same flows without L7 rules. Another rule's
             // HTTP rules are this object's finding when its items bypass them (what bypassed

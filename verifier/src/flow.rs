@@ -393,14 +393,7 @@ pub fn expressible(it: &Item, http: Option<bool>) -> bool {
         Ports::Any => true,
         Ports::List(ports) => ports
             .iter()
-            .filter(|p| {
-                let is_http = matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))));
-                match http {
-                    Some(true) => is_http,
-                    Some(false) => p.redirect.is_none(),
-                    None => true,
-                }
-            })
+            .filter(|p| picks(p, http))
             .all(|p| matches!(p.port, PortSpec::Range(..))),
     };
     peers && ports
@@ -444,6 +437,22 @@ pub fn item(v: &mut FlowVars, it: &Item) -> Encoded {
     item_where(v, it, None)
 }
 
+/// Whether a port rule carries HTTP rules.
+pub(crate) fn is_http(p: &PortRule) -> bool {
+    matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))))
+}
+
+/// Whether the choice of port rules `http` takes `p` (see [`item_where`]): those with an
+/// HTTP redirect (`Some(true)`), those without any redirect (`Some(false)`), or all of them
+/// (`None`).
+pub(crate) fn picks(p: &PortRule, http: Option<bool>) -> bool {
+    match http {
+        Some(true) => is_http(p),
+        Some(false) => p.redirect.is_none(),
+        None => true,
+    }
+}
+
 /// An item's L3 part with only some of its port rules: those with an HTTP redirect
 /// (`Some(true)`), those without any redirect (`Some(false)`, where an L3-only item counts),
 /// or all of them (`None`).
@@ -460,13 +469,7 @@ pub fn item_where(v: &mut FlowVars, it: &Item, http: Option<bool>) -> Encoded {
         Ports::Any => Bool::from_bool(http != Some(true)),
         Ports::List(ports) => {
             let mut any = Vec::new();
-            for p in ports {
-                let is_http = matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))));
-                match http {
-                    Some(true) if !is_http => continue,
-                    Some(false) if p.redirect.is_some() => continue,
-                    _ => {}
-                }
+            for p in ports.iter().filter(|p| picks(p, http)) {
                 match port_rule(v, p) {
                     Encoded::Exact(b) => any.push(b),
                     Encoded::Unknown => return Encoded::Unknown,

@@ -7,8 +7,8 @@
 
 use crate::flow::{KIND_HOST, KIND_POD, KIND_REMOTE_NODE, KIND_WORLD};
 use polc_compiler::ir::{
-    CidrPeer, Entity, Item, L7, Op, PeerKind, Peers, PolicySet, PortRule, PortSpec, Ports,
-    Redirect, Requirement, Selector, Subject,
+    CidrPeer, Entity, Item, Op, PeerKind, Peers, PolicySet, PortRule, PortSpec, Ports, Requirement,
+    Selector, Subject,
 };
 use polc_compiler::labels::{Label, LabelFilter};
 use polc_compiler::version::CiliumVersion;
@@ -146,13 +146,7 @@ impl Judge {
             Ports::Any => http != Some(true),
             Ports::List(ports) => {
                 let mut any = false;
-                for p in ports {
-                    let is_http = matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))));
-                    match http {
-                        Some(true) if !is_http => continue,
-                        Some(false) if p.redirect.is_some() => continue,
-                        _ => {}
-                    }
+                for p in ports.iter().filter(|p| crate::flow::picks(p, http)) {
                     any |= port_rule(s, p)?;
                 }
                 any

@@ -16,8 +16,8 @@ use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::{Verdict, Why};
 use polc_compiler::ir::{
-    Direction, Entity, Item, L7, Op, PeerKind, Peers, PolicySet, PortRule, PortSpec, Ports,
-    Redirect, Requirement, Rule, Selector, Subject,
+    Direction, Entity, Item, Op, PeerKind, Peers, PolicySet, PortSpec, Ports, Requirement, Rule,
+    Selector, Subject,
 };
 use polc_compiler::version::CiliumVersion;
 use std::collections::HashMap;
@@ -550,14 +550,6 @@ pub(crate) fn contains(
             a.iter().all(|p| b.iter().any(|q| within(&p.kind, &q.kind)))
         }
     };
-    let picked = |p: &&PortRule| {
-        let is_http = matches!(&p.redirect, Some(Redirect::L7(L7::Http(_))));
-        match http {
-            Some(true) => is_http,
-            Some(false) => p.redirect.is_none(),
-            None => true,
-        }
-    };
     let ports = match (&inner.ports, &outer.ports) {
         (_, Ports::Any) => http != Some(true),
         (Ports::Any, Ports::List(_)) => false,
@@ -565,7 +557,7 @@ pub(crate) fn contains(
             let PortSpec::Range(lo, hi) = p.port else {
                 return false;
             };
-            b.iter().filter(picked).any(|q| {
+            b.iter().filter(|q| flow::picks(q, http)).any(|q| {
                 let PortSpec::Range(qlo, qhi) = q.port else {
                     return false;
                 };
