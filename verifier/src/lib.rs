@@ -179,18 +179,19 @@ impl<'a> Focus<'a> {
     }
 
     /// The items a check walks, in the set's order: those of `visits` (see
-    /// [`Focus::visits`]), or every item when that is `None`.
+    /// [`Focus::visits`]), or the focus's own when that is `None` (every item, since only
+    /// [`Focus::All`] visits everything).
     pub(crate) fn walk<'s>(
         self,
         set: &'s polc_compiler::ir::PolicySet,
         visits: Option<&'s [(usize, usize)]>,
-    ) -> Box<dyn Iterator<Item = (usize, usize)> + 's> {
+    ) -> Box<dyn Iterator<Item = (usize, usize)> + 's>
+    where
+        'a: 's,
+    {
         match visits {
             Some(v) => Box::new(v.iter().copied()),
-            None => Box::new(
-                (set.rules.iter().enumerate())
-                    .flat_map(|(ri, r)| (0..r.items.len()).map(move |ii| (ri, ii))),
-            ),
+            None => Box::new(self.items(set)),
         }
     }
 

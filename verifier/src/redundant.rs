@@ -16,11 +16,11 @@ use crate::flow::{self, Encoded, FlowVars};
 use crate::replay::Policies;
 use crate::replay::replay;
 use crate::sample::Judge;
-use crate::shadow::{Layout, contains, disjoint};
+use crate::shadow::{Layout, contains, disjoint, ranges};
 use crate::{Focus, Limits, solver};
 use polc_compiler::diag::{Code, Diagnostic};
 use polc_compiler::eval::Verdict;
-use polc_compiler::ir::{Item, PolicySet, PortSpec, Ports, Subject};
+use polc_compiler::ir::{Item, PolicySet, Ports, Subject};
 use polc_compiler::source::Loc;
 use polc_compiler::version::CiliumVersion;
 use std::collections::HashSet;
@@ -30,22 +30,6 @@ use z3::ast::Bool;
 /// Whether an item has a redirect on any of its ports.
 fn redirected(it: &Item) -> bool {
     matches!(&it.ports, Ports::List(p) if p.iter().any(|p| p.redirect.is_some()))
-}
-
-/// Per protocol, the port ranges of an item (`None`: every protocol and port, or a named
-/// port).
-fn ranges(it: &Item) -> Option<Vec<(u8, u16, u16)>> {
-    let Ports::List(ports) = &it.ports else {
-        return None;
-    };
-    ports
-        .iter()
-        .map(|p| match p.port {
-            PortSpec::Range(0, 0) => Some((p.proto.number(), 0, u16::MAX)),
-            PortSpec::Range(a, b) => Some((p.proto.number(), a, b.max(a))),
-            PortSpec::Named(_) => None,
-        })
-        .collect()
 }
 
 /// A cheap necessary condition: the candidates' ports together cover every port of `a`.

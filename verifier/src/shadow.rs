@@ -554,23 +554,13 @@ pub(crate) fn contains(
         (_, Ports::Any) => http != Some(true),
         (Ports::Any, Ports::List(_)) => false,
         (Ports::List(a), Ports::List(b)) => a.iter().all(|p| {
-            let PortSpec::Range(lo, hi) = p.port else {
+            let Some((proto, lo, hi)) = port_range(p) else {
                 return false;
             };
-            b.iter().filter(|q| flow::picks(q, http)).any(|q| {
-                let PortSpec::Range(qlo, qhi) = q.port else {
-                    return false;
-                };
-                let whole = |lo: u16, hi: u16| {
-                    if (lo, hi) == (0, 0) {
-                        (0, u16::MAX)
-                    } else {
-                        (lo, hi.max(lo))
-                    }
-                };
-                let ((lo, hi), (qlo, qhi)) = (whole(lo, hi), whole(qlo, qhi));
-                q.proto == p.proto && qlo <= lo && hi <= qhi
-            })
+            b.iter()
+                .filter(|q| flow::picks(q, http))
+                .filter_map(port_range)
+                .any(|(qproto, qlo, qhi)| qproto == proto && qlo <= lo && hi <= qhi)
         }),
     };
     peers && ports
@@ -690,20 +680,22 @@ pub(crate) fn intersect(a: &[(u8, u128, u128)], b: &[(u8, u128, u128)]) -> bool 
     false
 }
 
-/// The (protocol, first, last) port ranges of an item; `None` = every protocol and port.
-fn ranges(it: &Item) -> Option<Vec<(u8, u16, u16)>> {
+/// The (protocol, first, last) port ranges of an item; `None` = every protocol and port, or
+/// a named port among them.
+pub(crate) fn ranges(it: &Item) -> Option<Vec<(u8, u16, u16)>> {
     let Ports::List(ports) = &it.ports else {
         return None;
     };
-    let mut out = Vec::new();
-    for p in ports {
-        match p.port {
-            PortSpec::Range(0, 0) => out.push((p.proto.number(), 0, u16::MAX)),
-            PortSpec::Range(a, b) => out.push((p.proto.number(), a, b.max(a))),
-            PortSpec::Named(_) => return None,
-        }
+    ports.iter().map(port_range).collect()
+}
+
+/// A port rule's (protocol, first, last) ports; `None` for a named port.
+fn port_range(p: &polc_compiler::ir::PortRule) -> Option<(u8, u16, u16)> {
+    match p.port {
+        PortSpec::Range(0, 0) => Some((p.proto.number(), 0, u16::MAX)),
+        PortSpec::Range(a, b) => Some((p.proto.number(), a, b.max(a))),
+        PortSpec::Named(_) => None,
     }
-    Some(out)
 }
 
 /// The shapes of a set's items: those of rules a [`Facts`] knows from there, the others
