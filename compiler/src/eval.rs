@@ -556,15 +556,19 @@ fn http_allows(rule: &HttpRule, req: &Request) -> bool {
         && field(&rule.path, path)
         && field(&rule.host, host)
         && rule.headers.iter().all(|(name, want)| {
-            // A header sent more than once is matched as its values joined with commas, as
-            // Envoy does.
-            let values: Vec<&str> = headers
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-                .collect();
-            !values.is_empty() && want.as_ref().is_none_or(|w| *w == values.join(","))
+            header_value(headers, name).is_some_and(|v| want.as_ref().is_none_or(|w| *w == v))
         })
+}
+
+/// The value a header matcher sees for header `name` (any case): the header's values joined
+/// with commas when it is sent more than once, as Envoy does; `None` when it is absent.
+pub fn header_value(headers: &[(String, String)], name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
 }
 
 /// A DNS name in the form the proxy compares: lower case with a trailing dot.

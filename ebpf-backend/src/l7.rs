@@ -112,6 +112,17 @@ pub enum Denial {
     NoRule,
 }
 
+impl Verdict {
+    /// The rule that decided (an allow rule, or the deny rule that refused).
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Verdict::Allowed(rule) => rule.as_deref(),
+            Verdict::Denied(Denial::DenyRule(rule)) => Some(rule),
+            Verdict::Denied(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -234,27 +245,15 @@ impl EndpointRules {
 
 impl HeaderMatch {
     fn holds(&self, req: &HttpRequest<'_>) -> bool {
-        let pseudo = match self.name.as_str() {
-            ":method" => Some(req.method),
-            ":path" => Some(req.path),
-            ":authority" => Some(req.authority),
-            _ => None,
+        let value = match self.name.as_str() {
+            ":method" => Some(req.method.to_string()),
+            ":path" => Some(req.path.to_string()),
+            ":authority" => Some(req.authority.to_string()),
+            name => polc_compiler::eval::header_value(req.headers, name),
         };
-        let values: Vec<&str> = match pseudo {
-            Some(v) => vec![v],
-            None => req
-                .headers
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case(&self.name))
-                .map(|(_, v)| v.as_str())
-                .collect(),
-        };
-        if values.is_empty() {
+        let Some(value) = value else {
             return false;
-        }
-        // A header sent more than once is matched as its values joined with commas, as Envoy
-        // does.
-        let value = values.join(",");
+        };
         match &self.how {
             How::Present => true,
             How::Exact(want) => value == *want,

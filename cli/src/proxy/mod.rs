@@ -126,13 +126,11 @@ impl AccessEntry<'_> {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let (verdict, rule) = match &self.judged.verdict {
-            Verdict::Allowed(rule) => ("forwarded", rule.clone()),
-            Verdict::Denied(polc_ebpf::l7::Denial::DenyRule(rule)) => {
-                ("denied", Some(rule.clone()))
-            }
-            Verdict::Denied(_) => ("denied", None),
+        let verdict = match &self.judged.verdict {
+            Verdict::Allowed(_) => "forwarded",
+            Verdict::Denied(_) => "denied",
         };
+        let rule = self.judged.verdict.rule();
         serde_json::json!({
             "timeMs": ms,
             "direction": self.direction.name(),
@@ -236,15 +234,13 @@ impl Proxy {
 
     /// Counts a verdict and writes its access log line.
     fn record(&self, entry: &AccessEntry<'_>) {
-        let (counter, rule) = match &entry.judged.verdict {
-            Verdict::Allowed(rule) => (&self.counters.allowed, rule.as_deref().map(|r| (r, 0))),
-            Verdict::Denied(polc_ebpf::l7::Denial::DenyRule(rule)) => {
-                (&self.counters.denied, Some((rule.as_str(), 1)))
-            }
-            Verdict::Denied(_) => (&self.counters.denied, None),
+        let verdict = &entry.judged.verdict;
+        let (counter, at) = match verdict {
+            Verdict::Allowed(_) => (&self.counters.allowed, 0),
+            Verdict::Denied(_) => (&self.counters.denied, 1),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if let (Some((rule, at)), Some(ep)) = (rule, entry.judged.endpoint) {
+        if let (Some(rule), Some(ep)) = (verdict.rule(), entry.judged.endpoint) {
             let mut counts = self.by_rule.lock().unwrap_or_else(|e| e.into_inner());
             counts.entry(format!("{ep}/{rule}")).or_default()[at] += 1;
         }
