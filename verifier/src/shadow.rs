@@ -748,17 +748,23 @@ mod tests {
     use super::*;
     use polc_compiler::source::{SourceFile, SourceMap};
 
-    fn findings(yaml: &str) -> Vec<Diagnostic> {
+    /// The objects of `yaml` (valid, or the test fails) and their rules.
+    pub(super) fn lowered(yaml: &str) -> (Vec<polc_compiler::raw::Object>, PolicySet) {
         let mut sources = SourceMap::new();
         sources.add(SourceFile::new("p.yaml", yaml.to_string()));
         let (objects, diags) = polc_compiler::lint(&sources, &polc_compiler::Options::default());
-        let (set, _) = polc_compiler::lower::lower(&objects, CiliumVersion::V1_19);
         assert!(
             diags
                 .iter()
                 .all(|d| d.severity != polc_compiler::diag::Severity::Error),
             "{diags:?}"
         );
+        let (set, _) = polc_compiler::lower::lower(&objects, CiliumVersion::V1_19);
+        (objects, set)
+    }
+
+    fn findings(yaml: &str) -> Vec<Diagnostic> {
+        let (objects, set) = lowered(yaml);
         let layout = Layout::new(&set, None);
         let limits = Limits::default();
         focused(
@@ -853,7 +859,6 @@ mod tests {
 #[cfg(test)]
 mod contains_tests {
     use super::*;
-    use polc_compiler::source::{SourceFile, SourceMap};
 
     /// Items that hold one another in many ways, and many that do not.
     const POLICIES: &str = r#"
@@ -913,16 +918,7 @@ spec:
     #[test]
     fn containment_on_the_face_holds_in_the_encoding() {
         let version = CiliumVersion::V1_19;
-        let mut sources = SourceMap::new();
-        sources.add(SourceFile::new("p.yaml", POLICIES.to_string()));
-        let (objects, diags) = polc_compiler::lint(&sources, &polc_compiler::Options::default());
-        assert!(
-            diags
-                .iter()
-                .all(|d| d.severity != polc_compiler::diag::Severity::Error),
-            "{diags:?}"
-        );
-        let (set, _) = polc_compiler::lower::lower(&objects, version);
+        let (_, set) = super::tests::lowered(POLICIES);
         let items: Vec<(String, &Selector, &Item)> = set
             .rules
             .iter()
