@@ -61,6 +61,9 @@ pub enum Command {
     /// A policy lab on this machine: the inventory's pods as network namespaces with the
     /// datapath loaded, probed with real packets (needs root).
     Lab(commands::lab::LabArgs),
+    /// polc's L7 proxy on a node: enforces the HTTP and DNS rules of the flows the datapath
+    /// redirects to it (needs root; `polc lab up` starts one per lab node).
+    Proxy(commands::proxy::ProxyArgs),
     /// A validating admission webhook over HTTPS: denies policies the Cilium agent would
     /// reject, warns about suspicious ones.
     Webhook(commands::webhook::WebhookArgs),
@@ -110,6 +113,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
         Command::Unload(args) => commands::unload::run(&args, io),
         Command::Status(args) => commands::status::run(&args, io),
         Command::Lab(args) => commands::lab::run(&args, io),
+        Command::Proxy(args) => commands::proxy::run(&args, io),
         Command::Webhook(args) => commands::webhook::run(&args, io),
         Command::Gen(args) => commands::r#gen::run(&args, io),
     };

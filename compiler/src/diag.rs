@@ -642,6 +642,14 @@ codes! {
          there), so the probe says nothing about policy. A flow whose end is a pod without an \
          address, or whose two ends share a network namespace, is not probed and is not an \
          error.";
+    ProxyFailed = "B0511", "proxy-failed", Error,
+        "polc's L7 proxy could not start.",
+        "`polc proxy` (started by `polc lab up` on every lab node) listens transparently on \
+         the proxy ports its configuration names (HTTP ingress and egress, DNS over UDP and \
+         TCP) and needs root for it. The message names what failed: an unreadable or invalid \
+         `proxy.json`, a port another program holds, or a network namespace that does not \
+         exist. While no proxy listens, the datapath drops the flows its policy sends to \
+         one: an L7 rule never turns into an L4 allow.";
     DuplicateInventoryObject = "L0323", "duplicate-inventory-object", Warning,
         "Two inventory objects name the same Pod, Node or Service, or two pods share an address.",
         "An inventory is one cluster's state: a pod name in a namespace, a node name and a pod \

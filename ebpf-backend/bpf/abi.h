@@ -87,6 +87,24 @@ struct iface_info {
  * node-side peer of a pod's veth, where TC ingress carries what the pod sends (its egress).
  */
 #define IFACE_F_ENDPOINT_SIDE 0x01
+/*
+ * Set for an interface that serves no endpoint (a node's uplink): the programs only hand the
+ * packets of the proxy's connections to its sockets there, and pass everything else.
+ */
+#define IFACE_F_UPLINK 0x02
+
+/*
+ * skb->mark values shared with the L7 proxy and the node's routing (Cilium's, bpf/lib/common.h).
+ * TO_PROXY: the packet goes to a local proxy socket; the node routes it locally
+ * (`ip rule fwmark 0x200/0xf00 lookup 2004`, table 2004: `local default dev lo`). When the
+ * egress hook turns a packet around for the ingress proxy, the proxy port rides in the upper
+ * 16 bits. PROXY_INGRESS / PROXY_EGRESS: sent by the proxy (its sockets' SO_MARK) after it
+ * judged the request; the ingress proxy's packets to its endpoint skip the ingress policy.
+ */
+#define MARK_MAGIC_MASK 0x0f00
+#define MARK_MAGIC_TO_PROXY 0x0200
+#define MARK_MAGIC_PROXY_INGRESS 0x0a00
+#define MARK_MAGIC_PROXY_EGRESS 0x0b00
 
 /* polc_endpoints: what `polc status` shows about an endpoint (never read by the programs). */
 #define ENDPOINT_NAME_LEN 120
@@ -149,6 +167,7 @@ struct ct_entry {
 #define CT_F_FIN_REV 0x04
 #define CT_F_RST 0x08
 #define CT_F_REDIRECT 0x10 /* created by an entry with a proxy port */
+#define CT_F_PROXY_PORT_SHIFT 16 /* a redirected flow's proxy port: flags >> 16 */
 
 #define CT_LIFETIME_TCP_SYN_S 60
 #define CT_LIFETIME_TCP_S 21600
@@ -171,7 +190,7 @@ struct counter {
 
 /* Indices of polc_counters. Passes below 16, drops from 16; drop names follow Cilium. */
 #define REASON_PASS_POLICY 0          /* a policy entry allowed a new flow */
-#define REASON_PASS_REDIRECT 1        /* allowed by an entry with a proxy port (proxy not enforced) */
+#define REASON_PASS_REDIRECT 1        /* allowed by a proxy-port entry, protocol without a proxy */
 #define REASON_PASS_AUTH 2            /* allowed by an entry requiring auth (auth not enforced) */
 #define REASON_PASS_CT_ESTABLISHED 3  /* conntrack: established flow */
 #define REASON_PASS_CT_REPLY 4        /* conntrack: reply of an allowed flow */
@@ -179,10 +198,13 @@ struct counter {
 #define REASON_PASS_ICMP_IMPLICIT 6   /* ICMP fragmentation-needed, ICMPv6 neighbour discovery */
 #define REASON_PASS_NOT_IP 7          /* not IPv4/IPv6 (ARP, ...) */
 #define REASON_PASS_UNMANAGED 8       /* interface or endpoint unknown to polc */
+#define REASON_PASS_TO_PROXY 9        /* handed to a socket of the local L7 proxy */
+#define REASON_PASS_FROM_PROXY 10     /* sent by the ingress proxy after it judged the request */
 #define REASON_DROP_POLICY 16         /* Cilium DROP_POLICY (-133): no entry */
 #define REASON_DROP_POLICY_DENY 17    /* Cilium DROP_POLICY_DENY (-181): a deny entry */
 #define REASON_DROP_FRAG_NOSUPPORT 18 /* Cilium DROP_FRAG_NOSUPPORT (-157) */
 #define REASON_DROP_INVALID 19        /* Cilium DROP_INVALID (-134): truncated headers */
+#define REASON_DROP_PROXY 20          /* Cilium DROP_PROXY_LOOKUP_FAILED: no proxy listens */
 #define REASON_MAX 32
 
 /* Map sizes. The policy maps' capacity is chosen by the loader (polc_meta.policy_map_max). */

@@ -28,8 +28,20 @@
  *      of two hits the higher precedence wins, then the longer prefix, then the peer's.
  *      No hit: DROP_POLICY. A deny: DROP_POLICY_DENY. Non-first fragments only match entries
  *      without port bits (DROP_FRAG_NOSUPPORT otherwise).
- *   5. allowed: a conntrack entry is created. Entries with a proxy port are allowed and counted
- *      (the L7 proxy is not part of polc's datapath yet); auth requirements likewise.
+ *   5. allowed: a conntrack entry is created. Auth requirements are not enforced (counted).
+ *
+ * The L7 proxy (datapath spec §2.7; `polc proxy`): an allowed TCP or UDP flow whose entry
+ * carries a proxy port goes to the proxy's transparent listener on that port, with the
+ * client's view of the destination unchanged. On a TC ingress hook the packet is given to the
+ * listener with bpf_sk_assign and marked TO_PROXY, which the node routes locally; on an egress
+ * hook (a pod's ingress) it is first turned around to the same device's ingress
+ * (bpf_redirect with BPF_F_INGRESS), the proxy port in the mark. No listener: dropped, so an
+ * L7 rule never silently becomes an L4 allow. The flow's conntrack entry keeps the port, and
+ * its next packets follow. Packets of connections the proxy holds (a proxied connection, or
+ * a reply to one of the proxy's upstream connections, which keep the client's address) are
+ * recognised on every TC ingress hook, uplinks included, by a socket bound to exactly their
+ * destination, and handed to it. What the ingress proxy sends to its endpoint (SO_MARK
+ * PROXY_INGRESS) was judged by the proxy and passes the ingress policy.
  * Counters: `polc_stats` per policy entry (packets and bytes of the flows it decided),
  * `polc_counters` per pass/drop reason.
  */
@@ -529,6 +541,122 @@ static __always_inline void stats_key_of(struct stats_key *s, __u16 ep, __u32 id
 	}
 }
 
+/* ---- the L7 proxy's sockets ---------------------------------------------------------------- */
+
+/*
+ * A 32-bit field of a socket, read with one load at its offset from the socket pointer: the
+ * verifier refuses arithmetic on socket pointers, which clang otherwise emits for nearby
+ * fields. `tail` ends the TCP and the UDP variant differently (a no-op move in one), so clang
+ * cannot merge the two into one instruction: the verifier refuses a load used with both a
+ * sock_common (TCP lookups) and a full socket (UDP lookups).
+ */
+#define sock_field(sk, field, tail)                                                            \
+	({                                                                                     \
+		__u32 __v;                                                                     \
+		asm volatile("%[v] = *(u32 *)(%[s] + %[o])" tail                              \
+			     : [v] "=r"(__v)                                                   \
+			     : [s] "r"(sk), [o] "i"(__builtin_offsetof(struct bpf_sock, field))); \
+		__v;                                                                           \
+	})
+#define SOCK_TCP ""
+#define SOCK_UDP "\n\t%[v] = %[v]"
+
+/* Whether `sk` is bound to exactly the packet's destination address (not a wildcard) and is
+ * not a listener: a socket of one connection. */
+#define sock_owns(sk, t, tail)                                                                 \
+	({                                                                                     \
+		__u32 __d[4];                                                                  \
+		int __own = 0;                                                                 \
+                                                                                               \
+		__builtin_memcpy(__d, (t)->daddr, 16);                                         \
+		if (sock_field(sk, state, tail) != BPF_TCP_LISTEN) {                           \
+			if ((t)->family == IPCACHE_FAMILY_IPV4)                                \
+				__own = sock_field(sk, src_ip4, tail) == __d[0];               \
+			else                                                                   \
+				__own = sock_field(sk, src_ip6[0], tail) == __d[0] &&          \
+					sock_field(sk, src_ip6[1], tail) == __d[1] &&          \
+					sock_field(sk, src_ip6[2], tail) == __d[2] &&          \
+					sock_field(sk, src_ip6[3], tail) == __d[3];            \
+		}                                                                              \
+		__own;                                                                         \
+	})
+
+/*
+ * The proxy socket for a packet: the socket of its own connection (see sock_owns), else, when
+ * `proxy_port` is not 0, the listener on that port (looked up with the port in the tuple).
+ * Hands the packet to it; 1 when done, 0 when there is no socket and no port, -1 otherwise.
+ */
+#define steer_with(skb, bt, size, t, proxy_port, lookup, tail)                                 \
+	({                                                                                     \
+		struct bpf_sock *__sk = lookup(skb, bt, size, BPF_F_CURRENT_NETNS, 0);         \
+		int __r = -1;                                                                  \
+                                                                                               \
+		if (__sk && !sock_owns(__sk, t, tail)) {                                       \
+			bpf_sk_release(__sk);                                                  \
+			__sk = NULL;                                                           \
+		}                                                                              \
+		if (!__sk && proxy_port) {                                                     \
+			if ((t)->family == IPCACHE_FAMILY_IPV4)                                \
+				(bt)->ipv4.dport = bpf_htons(proxy_port);                      \
+			else                                                                   \
+				(bt)->ipv6.dport = bpf_htons(proxy_port);                      \
+			__sk = lookup(skb, bt, size, BPF_F_CURRENT_NETNS, 0);                  \
+		}                                                                              \
+		if (__sk) {                                                                    \
+			if (bpf_sk_assign(skb, __sk, 0) == 0)                                  \
+				__r = 1;                                                       \
+			bpf_sk_release(__sk);                                                  \
+		} else if (!proxy_port) {                                                      \
+			__r = 0;                                                               \
+		}                                                                              \
+		__r;                                                                           \
+	})
+
+/*
+ * Hands a TCP or UDP packet on a TC ingress hook to a local socket of the proxy (steer_with).
+ * Returns 1 when a socket took the packet (marked TO_PROXY), 0 when none was found and no
+ * proxy port was given, -1 when none was found for a proxy port or the kernel refused.
+ */
+static __always_inline int steer(struct __sk_buff *skb, const struct tuple *t, __u16 proxy_port)
+{
+	struct bpf_sock_tuple bt;
+	__u32 size;
+	int ret;
+
+	if (t->protocol != IPPROTO_TCP && t->protocol != IPPROTO_UDP)
+		return proxy_port ? -1 : 0;
+	__builtin_memset(&bt, 0, sizeof(bt));
+	if (t->family == IPCACHE_FAMILY_IPV4) {
+		__builtin_memcpy(&bt.ipv4.saddr, t->saddr, 4);
+		__builtin_memcpy(&bt.ipv4.daddr, t->daddr, 4);
+		bt.ipv4.sport = t->sport;
+		bt.ipv4.dport = t->dport;
+		size = sizeof(bt.ipv4);
+	} else {
+		__builtin_memcpy(bt.ipv6.saddr, t->saddr, 16);
+		__builtin_memcpy(bt.ipv6.daddr, t->daddr, 16);
+		bt.ipv6.sport = t->sport;
+		bt.ipv6.dport = t->dport;
+		size = sizeof(bt.ipv6);
+	}
+	/* TCP: skc_lookup also finds connections still in their handshake (request sockets). */
+	if (t->protocol == IPPROTO_TCP)
+		ret = steer_with(skb, &bt, size, t, proxy_port, bpf_skc_lookup_tcp, SOCK_TCP);
+	else
+		ret = steer_with(skb, &bt, size, t, proxy_port, bpf_sk_lookup_udp, SOCK_UDP);
+	if (ret > 0)
+		skb->mark = MARK_MAGIC_TO_PROXY;
+	return ret;
+}
+
+/* Turns a packet on an egress hook around to the device's ingress, for the proxy on `port`. */
+static __always_inline int hairpin(struct __sk_buff *skb, __u16 port, __u32 len)
+{
+	skb->mark = MARK_MAGIC_TO_PROXY | ((__u32)port << 16);
+	count(REASON_PASS_TO_PROXY, len);
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
 /* ---- the classifier ------------------------------------------------------------------------ */
 
 static __always_inline int handle(struct __sk_buff *skb, int tc_ingress)
@@ -574,6 +702,27 @@ static __always_inline int handle(struct __sk_buff *skb, int tc_ingress)
 		return DROP;
 	}
 
+	if (tc_ingress && !p.nonfirst_frag) {
+		__u16 port = 0;
+
+		/* Turned around by the egress hook for the ingress proxy: the port is in the mark. */
+		if ((skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_TO_PROXY)
+			port = skb->mark >> 16;
+		ret = steer(skb, &p.t, port);
+		if (ret > 0) {
+			count(REASON_PASS_TO_PROXY, len);
+			return TC_ACT_OK;
+		}
+		if (ret < 0) {
+			count(REASON_DROP_PROXY, len);
+			return DROP;
+		}
+	}
+	if (iface->flags & IFACE_F_UPLINK) {
+		count(REASON_PASS_UNMANAGED, len);
+		return PASS;
+	}
+
 	if (is_icmp(p.t.family, p.t.protocol) && !p.nonfirst_frag) {
 		if ((p.t.family == IPCACHE_FAMILY_IPV6 && p.icmp_type >= ICMPV6_NDISC_FIRST &&
 		     p.icmp_type <= ICMPV6_NDISC_LAST) ||
@@ -592,7 +741,19 @@ static __always_inline int handle(struct __sk_buff *skb, int tc_ingress)
 		ct_key_of(&ck, &p.t, iface->endpoint_id, dir);
 		ce = ct_get(&ck, now);
 		if (ce) {
+			__u16 port = ce->flags >> CT_F_PROXY_PORT_SHIFT;
+
 			ct_touch(ce, &p, 0, now, len);
+			if (ce->flags & CT_F_REDIRECT && port) {
+				if (!tc_ingress)
+					return hairpin(skb, port, len);
+				if (steer(skb, &p.t, port) > 0) {
+					count(REASON_PASS_TO_PROXY, len);
+					return TC_ACT_OK;
+				}
+				count(REASON_DROP_PROXY, len);
+				return DROP;
+			}
 			count(REASON_PASS_CT_ESTABLISHED, len);
 			return PASS;
 		}
@@ -617,6 +778,21 @@ static __always_inline int handle(struct __sk_buff *skb, int tc_ingress)
 				}
 			}
 		}
+	}
+
+	if (!tc_ingress && dir == DIR_INGRESS && !p.nonfirst_frag &&
+	    (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_INGRESS) {
+		/* The ingress proxy forwarding a request it allowed: tracked, no policy. */
+		struct ct_entry n;
+
+		__builtin_memset(&n, 0, sizeof(n));
+		n.expires = now + ct_lifetime(p.t.protocol, 0);
+		n.packets = 1;
+		n.bytes = len;
+		ct_key_of(&ck, &p.t, iface->endpoint_id, dir);
+		bpf_map_update_elem(&polc_ct, &ck, &n, BPF_ANY);
+		count(REASON_PASS_FROM_PROXY, len);
+		return PASS;
 	}
 
 	ep_key = iface->endpoint_id;
@@ -655,9 +831,16 @@ static __always_inline int handle(struct __sk_buff *skb, int tc_ingress)
 		   p.icmp_type == (p.t.family == IPCACHE_FAMILY_IPV4 ? ICMP_ECHO : ICMPV6_ECHO_REQUEST)) {
 		/* Flows are tracked; ICMP only for echo (errors are matched as related). */
 		struct ct_entry n;
+		__u16 proxy = bpf_ntohs(entry->proxy_port);
+		int to_proxy = proxy && (p.t.protocol == IPPROTO_TCP || p.t.protocol == IPPROTO_UDP);
 
+		if (to_proxy && tc_ingress && steer(skb, &p.t, proxy) <= 0) {
+			/* No proxy listens: fail closed, and track nothing. */
+			count(REASON_DROP_PROXY, len);
+			return DROP;
+		}
 		__builtin_memset(&n, 0, sizeof(n));
-		n.flags = entry->proxy_port ? CT_F_REDIRECT : 0;
+		n.flags = proxy ? CT_F_REDIRECT | ((__u32)proxy << CT_F_PROXY_PORT_SHIFT) : 0;
 		if (p.tcp_flags & TCP_FLAG_RST)
 			n.flags |= CT_F_RST;
 		n.expires = now + ct_lifetime(p.t.protocol, n.flags);
@@ -666,6 +849,12 @@ static __always_inline int handle(struct __sk_buff *skb, int tc_ingress)
 		n.entry = sk;
 		ct_key_of(&ck, &p.t, iface->endpoint_id, dir);
 		bpf_map_update_elem(&polc_ct, &ck, &n, BPF_ANY);
+		if (to_proxy) {
+			if (!tc_ingress)
+				return hairpin(skb, proxy, len);
+			count(REASON_PASS_TO_PROXY, len);
+			return TC_ACT_OK;
+		}
 	}
 	if (entry->proxy_port)
 		count(REASON_PASS_REDIRECT, len);

@@ -23,6 +23,21 @@ pub const DIR_EGRESS: u8 = 1;
 /// `IFACE_F_ENDPOINT_SIDE`: the interface is the endpoint's own device (TC ingress is the
 /// endpoint's ingress); clear for the node-side end of a pod's veth.
 pub const IFACE_F_ENDPOINT_SIDE: u8 = 0x01;
+/// `IFACE_F_UPLINK`: the interface serves no endpoint (a node's uplink); the programs only
+/// hand the packets of the L7 proxy's connections to its sockets there.
+pub const IFACE_F_UPLINK: u8 = 0x02;
+
+/// `MARK_MAGIC_MASK`: the bits of `skb->mark` the marks below use.
+pub const MARK_MAGIC_MASK: u32 = 0x0f00;
+/// `MARK_MAGIC_TO_PROXY`: a packet for a local proxy socket, routed locally by the node
+/// (`ip rule fwmark 0x200/0xf00 lookup 2004`).
+pub const MARK_MAGIC_TO_PROXY: u32 = 0x0200;
+/// `MARK_MAGIC_PROXY_INGRESS`: the ingress proxy's upstream sockets (`SO_MARK`).
+pub const MARK_MAGIC_PROXY_INGRESS: u32 = 0x0a00;
+/// `MARK_MAGIC_PROXY_EGRESS`: the egress proxy's upstream sockets (`SO_MARK`).
+pub const MARK_MAGIC_PROXY_EGRESS: u32 = 0x0b00;
+/// The routing table that delivers `MARK_MAGIC_TO_PROXY` packets locally (Cilium's).
+pub const PROXY_ROUTE_TABLE: u32 = 2004;
 
 /// `ENDPOINT_F_INGRESS_ENFORCED`.
 pub const ENDPOINT_F_INGRESS_ENFORCED: u8 = 0x01;
@@ -350,7 +365,7 @@ impl Counter {
 pub enum Reason {
     /// A policy entry allowed a new flow.
     PassPolicy = 0,
-    /// Allowed by an entry with a proxy port; the L7 proxy is not enforced.
+    /// Allowed by an entry with a proxy port, of a protocol no proxy serves.
     PassRedirect = 1,
     /// Allowed by an entry that requires authentication; auth is not enforced.
     PassAuth = 2,
@@ -367,6 +382,10 @@ pub enum Reason {
     PassNotIp = 7,
     /// The interface or its endpoint is not known to polc.
     PassUnmanaged = 8,
+    /// Handed to a socket of the local L7 proxy.
+    PassToProxy = 9,
+    /// Sent by the ingress proxy after it judged the request.
+    PassFromProxy = 10,
     /// No policy entry (Cilium `DROP_POLICY`, -133).
     DropPolicy = 16,
     /// A deny entry (Cilium `DROP_POLICY_DENY`, -181).
@@ -375,11 +394,13 @@ pub enum Reason {
     DropFragNoSupport = 18,
     /// Truncated or malformed headers (`DROP_INVALID`, -134).
     DropInvalid = 19,
+    /// A redirect to a proxy port no proxy listens on (`DROP_PROXY_LOOKUP_FAILED`).
+    DropProxy = 20,
 }
 
 impl Reason {
     /// Every reason, in slot order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 16] = [
         Reason::PassPolicy,
         Reason::PassRedirect,
         Reason::PassAuth,
@@ -389,10 +410,13 @@ impl Reason {
         Reason::PassIcmpImplicit,
         Reason::PassNotIp,
         Reason::PassUnmanaged,
+        Reason::PassToProxy,
+        Reason::PassFromProxy,
         Reason::DropPolicy,
         Reason::DropPolicyDeny,
         Reason::DropFragNoSupport,
         Reason::DropInvalid,
+        Reason::DropProxy,
     ];
 
     /// The slot in `polc_counters`.
@@ -409,7 +433,7 @@ impl Reason {
     pub fn name(self) -> &'static str {
         match self {
             Reason::PassPolicy => "allowed-by-policy",
-            Reason::PassRedirect => "allowed-proxy-redirect-not-enforced",
+            Reason::PassRedirect => "allowed-redirect-without-proxy",
             Reason::PassAuth => "allowed-auth-not-enforced",
             Reason::PassCtEstablished => "conntrack-established",
             Reason::PassCtReply => "conntrack-reply",
@@ -417,10 +441,13 @@ impl Reason {
             Reason::PassIcmpImplicit => "icmp-implicit",
             Reason::PassNotIp => "not-ip",
             Reason::PassUnmanaged => "unmanaged",
+            Reason::PassToProxy => "to-proxy",
+            Reason::PassFromProxy => "from-ingress-proxy",
             Reason::DropPolicy => "policy-denied",
             Reason::DropPolicyDeny => "policy-deny-entry",
             Reason::DropFragNoSupport => "fragment-not-supported",
             Reason::DropInvalid => "invalid-packet",
+            Reason::DropProxy => "proxy-lookup-failed",
         }
     }
 
@@ -436,10 +463,13 @@ impl Reason {
             Reason::PassIcmpImplicit => "REASON_PASS_ICMP_IMPLICIT",
             Reason::PassNotIp => "REASON_PASS_NOT_IP",
             Reason::PassUnmanaged => "REASON_PASS_UNMANAGED",
+            Reason::PassToProxy => "REASON_PASS_TO_PROXY",
+            Reason::PassFromProxy => "REASON_PASS_FROM_PROXY",
             Reason::DropPolicy => "REASON_DROP_POLICY",
             Reason::DropPolicyDeny => "REASON_DROP_POLICY_DENY",
             Reason::DropFragNoSupport => "REASON_DROP_FRAG_NOSUPPORT",
             Reason::DropInvalid => "REASON_DROP_INVALID",
+            Reason::DropProxy => "REASON_DROP_PROXY",
         }
     }
 }
@@ -538,6 +568,17 @@ pub fn constants() -> Vec<(&'static str, u64)> {
         ("DIR_INGRESS", u64::from(DIR_INGRESS)),
         ("DIR_EGRESS", u64::from(DIR_EGRESS)),
         ("IFACE_F_ENDPOINT_SIDE", u64::from(IFACE_F_ENDPOINT_SIDE)),
+        ("IFACE_F_UPLINK", u64::from(IFACE_F_UPLINK)),
+        ("MARK_MAGIC_MASK", u64::from(MARK_MAGIC_MASK)),
+        ("MARK_MAGIC_TO_PROXY", u64::from(MARK_MAGIC_TO_PROXY)),
+        (
+            "MARK_MAGIC_PROXY_INGRESS",
+            u64::from(MARK_MAGIC_PROXY_INGRESS),
+        ),
+        (
+            "MARK_MAGIC_PROXY_EGRESS",
+            u64::from(MARK_MAGIC_PROXY_EGRESS),
+        ),
         (
             "ENDPOINT_F_INGRESS_ENFORCED",
             u64::from(ENDPOINT_F_INGRESS_ENFORCED),

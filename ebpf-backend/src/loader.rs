@@ -224,6 +224,9 @@ pub enum Side {
     Node,
     /// The endpoint's own device (a host endpoint's uplink, or the pod's end of the veth).
     Endpoint,
+    /// A device that serves no endpoint (a node's uplink, `endpoint_id` ignored): only the
+    /// packets of the L7 proxy's connections are picked out there, for its sockets.
+    Uplink,
 }
 
 /// An interface, by name or index, in the caller's network namespace.
@@ -795,7 +798,7 @@ impl Loader {
     ) -> Result<BTreeMap<u32, IfaceInfo>, LoadError> {
         let mut out = BTreeMap::new();
         for a in attachments {
-            if !desired.endpoints.contains_key(&a.endpoint_id) {
+            if a.side != Side::Uplink && !desired.endpoints.contains_key(&a.endpoint_id) {
                 return Err(LoadError::Interface(format!(
                     "interface `{}` is given for endpoint {}, which is not on this node",
                     a.interface, a.endpoint_id
@@ -812,10 +815,15 @@ impl Loader {
                 }
             };
             let info = IfaceInfo {
-                endpoint_id: a.endpoint_id,
+                endpoint_id: if a.side == Side::Uplink {
+                    0
+                } else {
+                    a.endpoint_id
+                },
                 flags: match a.side {
                     Side::Node => 0,
                     Side::Endpoint => abi::IFACE_F_ENDPOINT_SIDE,
+                    Side::Uplink => abi::IFACE_F_UPLINK,
                 },
                 pad: 0,
             };

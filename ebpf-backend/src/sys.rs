@@ -208,3 +208,115 @@ pub fn in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> io::Resu
         .map_err(|_| io::Error::other("the thread in the network namespace panicked"))?
     })
 }
+
+/// `IP_RECVORIGDSTADDR` / `IPV6_RECVORIGDSTADDR` on a UDP socket: every datagram it receives
+/// then carries the destination it was sent to, which for a transparent proxy's socket is
+/// the original one ([`recv_with_destination`]).
+pub fn set_recv_destination(fd: BorrowedFd<'_>, v6: bool) -> io::Result<()> {
+    let (level, name) = if v6 {
+        (libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR)
+    } else {
+        (libc::SOL_IP, libc::IP_RECVORIGDSTADDR)
+    };
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a valid c_int for the duration of the call and its size is passed.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A socket address from a `sockaddr_in` / `sockaddr_in6` at `ptr` of `len` bytes.
+///
+/// # Safety
+/// `ptr` must point at `len` readable bytes.
+unsafe fn socket_addr(ptr: *const u8, len: usize) -> Option<std::net::SocketAddr> {
+    if len < std::mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    // SAFETY: the caller gives `len` readable bytes; every read below checks `len` first and
+    // is unaligned.
+    unsafe {
+        let family = std::ptr::read_unaligned(ptr.cast::<libc::sa_family_t>());
+        match libc::c_int::from(family) {
+            libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+                let a = std::ptr::read_unaligned(ptr.cast::<libc::sockaddr_in>());
+                Some(std::net::SocketAddr::new(
+                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(),
+                    u16::from_be(a.sin_port),
+                ))
+            }
+            libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+                let a = std::ptr::read_unaligned(ptr.cast::<libc::sockaddr_in6>());
+                Some(std::net::SocketAddr::new(
+                    std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into(),
+                    u16::from_be(a.sin6_port),
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Receives one datagram into `buf` (non-blocking sockets answer `WouldBlock`): its length,
+/// its source and, when the socket has [`set_recv_destination`], its original destination.
+pub fn recv_with_destination(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, std::net::SocketAddr, Option<std::net::SocketAddr>)> {
+    // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
+    let mut source: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut source as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: every pointer in `msg` points at a live buffer of the length given with it.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel wrote `msg_namelen` bytes of `source`.
+    let from = unsafe {
+        socket_addr(
+            (&source as *const libc::sockaddr_storage).cast(),
+            msg.msg_namelen as usize,
+        )
+    }
+    .ok_or_else(|| io::Error::other("a datagram without a source address"))?;
+    let mut destination = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+    // `msg_controllen`; CMSG_DATA points inside the header's `cmsg_len`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let h = &*c;
+            let wanted = (h.cmsg_level == libc::SOL_IP && h.cmsg_type == libc::IP_ORIGDSTADDR)
+                || (h.cmsg_level == libc::SOL_IPV6 && h.cmsg_type == libc::IPV6_ORIGDSTADDR);
+            if wanted {
+                let header = libc::CMSG_LEN(0) as usize;
+                let len = (h.cmsg_len as usize).saturating_sub(header);
+                destination = socket_addr(libc::CMSG_DATA(c), len);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, from, destination))
+}

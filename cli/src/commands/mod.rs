@@ -11,6 +11,7 @@ pub mod graph;
 pub mod lab;
 pub mod lint;
 pub mod load;
+pub mod proxy;
 pub mod status;
 pub mod symbolic;
 pub mod test;

@@ -23,6 +23,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+pub mod config;
+pub mod dns;
+pub mod run;
+pub mod wire;
+
 /// What Cilium's proxy answers a denied request with.
 pub const DENIED_BODY: &str = "Access denied\r\n";
 
@@ -95,6 +100,8 @@ pub struct Counters {
     pub denied: AtomicU64,
     /// The original destination could not be reached (502).
     pub unreachable: AtomicU64,
+    /// Connections closed on arrival: too many at once.
+    pub overloaded: AtomicU64,
 }
 
 /// What the proxy made of a request.
@@ -151,7 +158,7 @@ impl AccessEntry<'_> {
 /// The proxy's shared state.
 pub struct Proxy {
     rules: RwLock<Arc<Rules>>,
-    identities: Arc<dyn Identities>,
+    identities: RwLock<Arc<dyn Identities>>,
     /// What it has done.
     pub counters: Counters,
     /// Requests each rule decided, by `endpoint/rule`: (allowed, denied).
@@ -160,6 +167,9 @@ pub struct Proxy {
     log: Option<std::sync::Mutex<Box<dyn std::io::Write + Send>>>,
     /// How long a client may take to send a request's headers.
     pub header_timeout: Duration,
+    /// Whether connections to the original destination keep the client's address (bound
+    /// transparently) and carry the proxy's mark, as on a node; else they are plain.
+    pub transparent: bool,
 }
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -170,21 +180,28 @@ impl Proxy {
         rules: Rules,
         identities: Arc<dyn Identities>,
         log: Option<Box<dyn std::io::Write + Send>>,
-    ) -> Arc<Proxy> {
-        Arc::new(Proxy {
+    ) -> Proxy {
+        Proxy {
             rules: RwLock::new(Arc::new(rules)),
-            identities,
+            identities: RwLock::new(identities),
             counters: Counters::default(),
             by_rule: std::sync::Mutex::default(),
             log: log.map(std::sync::Mutex::new),
             header_timeout: Duration::from_secs(30),
-        })
+            transparent: false,
+        }
     }
 
     /// Puts new rules in use.
     pub fn set_rules(&self, rules: Rules) {
         let mut current = self.rules.write().unwrap_or_else(|e| e.into_inner());
         *current = Arc::new(rules);
+    }
+
+    /// Puts a new ipcache in use.
+    pub fn set_identities(&self, identities: Arc<dyn Identities>) {
+        let mut current = self.identities.write().unwrap_or_else(|e| e.into_inner());
+        *current = identities;
     }
 
     fn rules(&self) -> Arc<Rules> {
@@ -205,7 +222,11 @@ impl Proxy {
             Direction::Egress => (client.ip(), target.ip()),
         };
         let rules = self.rules();
-        let identity = self.identities.identity(remote);
+        let identity = self
+            .identities
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .identity(remote);
         let (endpoint, verdict) = match rules.by_ip.get(&local) {
             Some(e) => (
                 Some(e.endpoint_id),
@@ -230,6 +251,25 @@ impl Proxy {
             .collect();
         out.sort();
         out
+    }
+
+    /// What it has done, for the status file: the counters and the requests per rule.
+    pub fn status(&self) -> serde_json::Value {
+        let c = &self.counters;
+        let rules: Vec<serde_json::Value> = self
+            .rule_counts()
+            .into_iter()
+            .map(|(rule, allowed, denied)| {
+                serde_json::json!({"rule": rule, "allowed": allowed, "denied": denied})
+            })
+            .collect();
+        serde_json::json!({
+            "allowed": c.allowed.load(Ordering::Relaxed),
+            "denied": c.denied.load(Ordering::Relaxed),
+            "unreachable": c.unreachable.load(Ordering::Relaxed),
+            "overloaded": c.overloaded.load(Ordering::Relaxed),
+            "rules": rules,
+        })
     }
 
     /// Counts a verdict and writes its access log line.
@@ -341,7 +381,14 @@ impl Proxy {
         }
         let mut req = req;
         hop_by_hop(req.headers_mut());
-        match forward(upstream, target, req).await {
+        let via = self.transparent.then(|| Via {
+            source: client.ip(),
+            mark: match direction {
+                Direction::Ingress => polc_ebpf::abi::MARK_MAGIC_PROXY_INGRESS,
+                Direction::Egress => polc_ebpf::abi::MARK_MAGIC_PROXY_EGRESS,
+            },
+        });
+        match forward(upstream, target, via, req).await {
             Ok(mut r) => {
                 hop_by_hop(r.headers_mut());
                 r.map(|b| b.boxed())
@@ -360,9 +407,40 @@ impl Proxy {
 /// A connection to the original destination, kept for the client connection's requests.
 type Upstream = hyper::client::conn::http1::SendRequest<Incoming>;
 
+/// How a node's proxy reaches the original destination: from the client's address, bound
+/// transparently, its packets marked as the proxy's so the datapath knows them.
+#[derive(Clone, Copy, Debug)]
+pub struct Via {
+    /// The client's address.
+    pub source: IpAddr,
+    /// `SO_MARK`.
+    pub mark: u32,
+}
+
+/// Opens a connection to `target`, as `via` says when given.
+pub async fn connect(target: SocketAddr, via: Option<Via>) -> std::io::Result<TcpStream> {
+    let Some(via) = via else {
+        return TcpStream::connect(target).await;
+    };
+    let domain = socket2::Domain::for_address(target);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if target.is_ipv6() {
+        s.set_ip_transparent_v6(true)?;
+    } else {
+        s.set_ip_transparent_v4(true)?;
+    }
+    s.set_mark(via.mark)?;
+    s.bind(&SocketAddr::new(via.source, 0).into())?;
+    s.set_nonblocking(true)?;
+    tokio::net::TcpSocket::from_std_stream(s.into())
+        .connect(target)
+        .await
+}
+
 async fn forward(
     slot: &tokio::sync::Mutex<Option<Upstream>>,
     target: SocketAddr,
+    via: Option<Via>,
     req: Request<Incoming>,
 ) -> Result<Response<Incoming>, String> {
     let mut slot = slot.lock().await;
@@ -371,9 +449,7 @@ async fn forward(
         None => false,
     };
     if !reusable {
-        let tcp = TcpStream::connect(target)
-            .await
-            .map_err(|e| e.to_string())?;
+        let tcp = connect(target, via).await.map_err(|e| e.to_string())?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| e.to_string())?;
@@ -478,11 +554,11 @@ mod tests {
         let server = echo().await;
         let ids: HashMap<IpAddr, u32> = [("127.0.0.1".parse().unwrap(), 12345)].into();
         let log = SharedLog::default();
-        let proxy = Proxy::new(
+        let proxy = Arc::new(Proxy::new(
             rules(server.port(), "GET"),
             Arc::new(ids),
             Some(Box::new(log.clone())),
-        );
+        ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let at = listener.local_addr().unwrap();
         let p = proxy.clone();

@@ -1,0 +1,239 @@
+//! What a node's proxy is given: its listeners' ports, the node's ipcache and every local
+//! endpoint's proxy rules (NPDS `NetworkPolicy`, as `polc compile` writes them). One JSON file,
+//! `proxy.json`, written by `polc compile` (per node) and by `polc lab`, read by `polc proxy`,
+//! which reads it again whenever it changes.
+
+use super::{Ipcache, Rules};
+use polc_compiler::compile::Compilation;
+use polc_compiler::identity::IpcacheEntry;
+use polc_compiler::mapstate::ProxyPorts;
+use polc_compiler::model::Model;
+use polc_ebpf::l7::EndpointRules;
+use polc_ebpf::npds;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+
+/// The ports the proxy listens on (its listeners are transparent: the datapath hands them
+/// connections whose destination is the original one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ports {
+    /// `cilium-http-ingress`.
+    pub http_ingress: u16,
+    /// `cilium-http-egress`.
+    pub http_egress: u16,
+    /// `cilium-dns-egress` (UDP and TCP).
+    pub dns_egress: u16,
+}
+
+impl From<&ProxyPorts> for Ports {
+    fn from(p: &ProxyPorts) -> Ports {
+        Ports {
+            http_ingress: p.http_ingress,
+            http_egress: p.http_egress,
+            dns_egress: p.dns_egress,
+        }
+    }
+}
+
+/// One ipcache prefix.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpcacheRow {
+    /// The prefix.
+    pub prefix: ipnet::IpNet,
+    /// Its identity.
+    pub identity: u32,
+}
+
+/// The proxy's input for one node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// The node.
+    pub node: String,
+    /// Listener ports.
+    pub ports: Ports,
+    /// The node's ipcache.
+    pub ipcache: Vec<IpcacheRow>,
+    /// Each local endpoint's `cilium.NetworkPolicy` (protobuf JSON).
+    pub endpoints: Vec<Value>,
+    /// Each local endpoint's DNS rules (NPDS leaves DNS to the DNS proxy).
+    #[serde(default)]
+    pub dns: Vec<DnsEndpoint>,
+}
+
+/// One endpoint's egress DNS rules.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsEndpoint {
+    /// The endpoint's ID.
+    pub endpoint_id: u16,
+    /// Its addresses.
+    pub endpoint_ips: Vec<std::net::IpAddr>,
+    /// Its egress ports with DNS rules.
+    pub ports: Vec<DnsPort>,
+}
+
+/// The selectors of one egress port (or range) that carries DNS rules.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsPort {
+    /// First port (0: every port).
+    pub port: u16,
+    /// Last port of a range (0: `port` alone).
+    pub end_port: u16,
+    /// `TCP` or `UDP`; absent: both.
+    pub protocol: Option<String>,
+    /// Per selector.
+    pub selectors: Vec<DnsSelector>,
+}
+
+/// What one selector allows on a DNS port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsSelector {
+    /// The DNS servers' identities it selects (absent: every identity).
+    pub remotes: Option<Vec<u32>>,
+    /// `matchName`s (lower case, trailing dot).
+    pub names: Vec<String>,
+    /// `matchPattern`s (lower case, trailing dot).
+    pub patterns: Vec<String>,
+    /// Whether every name is allowed (no DNS rules on the selector, or an empty list).
+    pub any_name: bool,
+    /// The rule it comes from.
+    pub policy: String,
+}
+
+/// The DNS rules of one endpoint's policy, `None` when it has none.
+pub fn dns_endpoint(
+    endpoint_id: u16,
+    endpoint_ips: Vec<std::net::IpAddr>,
+    policy: &polc_compiler::mapstate::EndpointPolicy,
+) -> Option<DnsEndpoint> {
+    use polc_compiler::ir::{Direction, DnsRule, L7, Proto, Redirect};
+    let mut ports = Vec::new();
+    for f in &policy.filters {
+        if f.direction != Direction::Egress
+            || matches!(f.proto, Some(p) if p != Proto::Tcp && p != Proto::Udp)
+        {
+            continue;
+        }
+        let has_dns = f
+            .selectors
+            .iter()
+            .any(|s| matches!(s.redirect, Some(Redirect::L7(L7::Dns(_)))));
+        if !has_dns {
+            continue;
+        }
+        let selectors = f
+            .selectors
+            .iter()
+            .filter(|s| !s.deny)
+            .map(|s| {
+                let mut sel = DnsSelector {
+                    remotes: s.identities.as_ref().map(|ids| ids.to_vec()),
+                    names: Vec::new(),
+                    patterns: Vec::new(),
+                    any_name: true,
+                    policy: s.origin.what.clone(),
+                };
+                if let Some(Redirect::L7(L7::Dns(rules))) = &s.redirect
+                    && !rules.is_empty()
+                {
+                    sel.any_name = false;
+                    for r in rules {
+                        match r {
+                            DnsRule::Name(n, _) => sel.names.push(n.clone()),
+                            DnsRule::Pattern(p, _) => sel.patterns.push(p.clone()),
+                        }
+                    }
+                }
+                sel
+            })
+            .collect();
+        ports.push(DnsPort {
+            port: f.port,
+            end_port: f.end_port,
+            protocol: f.proto.map(|p| p.name().to_string()),
+            selectors,
+        });
+    }
+    (!ports.is_empty()).then_some(DnsEndpoint {
+        endpoint_id,
+        endpoint_ips,
+        ports,
+    })
+}
+
+impl Config {
+    /// The configuration of node `node` of `model`, with the default proxy ports (those the
+    /// policy maps' redirect entries carry).
+    pub fn of_node(model: &Model, node: &str) -> Config {
+        let compilation = Compilation::new(model, Some(node), ProxyPorts::default());
+        let mut endpoints = Vec::new();
+        let mut dns = Vec::new();
+        for e in &compilation.endpoints {
+            let policy = compilation.materialize(model, e);
+            endpoints.push(npds::network_policy(
+                model,
+                e.endpoint,
+                e.endpoint_id,
+                &policy,
+            ));
+            let ips = model.pod(e.endpoint).map_or(Vec::new(), |p| p.ips.clone());
+            dns.extend(dns_endpoint(e.endpoint_id, ips, &policy));
+        }
+        let ipcache = model
+            .identities
+            .ipcache(&model.inventory, node)
+            .into_iter()
+            .map(|e| IpcacheRow {
+                prefix: e.prefix,
+                identity: e.identity,
+            })
+            .collect();
+        Config {
+            node: node.to_string(),
+            ports: Ports::from(&compilation.proxy_ports),
+            ipcache,
+            endpoints,
+            dns,
+        }
+    }
+
+    /// Reads a configuration file.
+    pub fn read(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The rules and the ipcache the proxy judges with.
+    pub fn tables(&self) -> Result<(Rules, Ipcache), String> {
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|v| EndpointRules::from_json(v).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let entries: Vec<IpcacheEntry> = self
+            .ipcache
+            .iter()
+            .map(|r| IpcacheEntry {
+                prefix: r.prefix,
+                identity: r.identity,
+                tunnel_endpoint: None,
+            })
+            .collect();
+        Ok((Rules::new(endpoints), Ipcache::new(&entries)))
+    }
+
+    /// Writes the configuration (atomically: a reader sees the old file or the new one).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+}

@@ -1,0 +1,237 @@
+//! The proxy on a node: transparent listeners on the configured ports (IPv4 and IPv6), the
+//! configuration file read again when it changes (connections in flight stay and judge their
+//! next request with the new rules), and a status file `polc status` reads.
+//!
+//! The datapath hands a listener the connections whose policy entry carries its port, with
+//! their original destination as the accepted socket's local address (`bpf_sk_assign`), so
+//! the listeners are `IP_TRANSPARENT` and bound to the wildcard address.
+
+use super::config::Config;
+use super::dns;
+use super::{Proxy, Via};
+use polc_compiler::ir::Direction;
+use serde_json::json;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpListener;
+
+/// At most this many client connections at once; more are closed as they arrive.
+const MAX_CONNECTIONS: usize = 8192;
+/// How often the configuration file is looked at and the status file written.
+const TICK: Duration = Duration::from_millis(250);
+
+/// What `polc proxy` is told.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The configuration file (see [`Config`]).
+    pub config: PathBuf,
+    /// Where the access log goes (appended, a JSON object per line).
+    pub access_log: Option<PathBuf>,
+    /// Where the status goes (rewritten every few hundred milliseconds).
+    pub status: Option<PathBuf>,
+}
+
+/// A transparent listening socket on `addr`.
+pub fn transparent_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+        s.set_ip_transparent_v6(true)?;
+    } else {
+        s.set_ip_transparent_v4(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// The wildcard addresses of both families at `port`.
+pub fn wildcards(port: u16) -> [SocketAddr; 2] {
+    [
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+    ]
+}
+
+async fn accept_loop(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    direction: Direction,
+    slots: Arc<tokio::sync::Semaphore>,
+) {
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                // Out of descriptors or the like: wait instead of spinning.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            proxy
+                .counters
+                .overloaded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
+        let Ok(target) = tcp.local_addr() else {
+            continue;
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            proxy.serve(direction, tcp, target).await;
+            drop(permit);
+        });
+    }
+}
+
+/// The access log, opened for appending (each line is one write, so the HTTP and the DNS
+/// proxy can share it).
+fn open_log(opts: &Options) -> Result<Option<Box<dyn Write + Send>>, String> {
+    let Some(p) = &opts.access_log else {
+        return Ok(None);
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .map_err(|e| format!("cannot open {}: {e}", p.display()))?;
+    Ok(Some(Box::new(LineWriter(file))))
+}
+
+/// Writes whole lines in one `write` each.
+struct LineWriter(std::fs::File);
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(buf).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Runs the proxy until the process is stopped. Returns early only when it cannot start
+/// (an unreadable configuration, a port taken).
+pub fn run(opts: &Options) -> Result<(), String> {
+    let config = Config::read(&opts.config)?;
+    let (rules, ipcache) = config.tables()?;
+    let mut proxy = Proxy::new(rules, Arc::new(ipcache), open_log(opts)?);
+    proxy.transparent = true;
+    let proxy = Arc::new(proxy);
+    let dns = Arc::new(dns::DnsProxy::new(&config, open_log(opts)?));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(serve(opts, config, proxy, dns))
+}
+
+async fn serve(
+    opts: &Options,
+    config: Config,
+    proxy: Arc<Proxy>,
+    dns: Arc<dns::DnsProxy>,
+) -> Result<(), String> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut listening = Vec::new();
+    let mut warnings = Vec::new();
+    for (port, direction) in [
+        (config.ports.http_ingress, Direction::Ingress),
+        (config.ports.http_egress, Direction::Egress),
+    ] {
+        for addr in wildcards(port) {
+            match transparent_listener(addr).and_then(TcpListener::from_std) {
+                Ok(l) => {
+                    tokio::spawn(accept_loop(proxy.clone(), l, direction, slots.clone()));
+                    listening.push(format!("http-{} tcp {addr}", direction.name()));
+                }
+                // A node without IPv6 has no IPv6 flows to proxy.
+                Err(e) if addr.is_ipv6() => warnings.push(format!("{addr}: {e}")),
+                Err(e) => return Err(format!("cannot listen on {addr} (TCP): {e}")),
+            }
+        }
+    }
+    for addr in wildcards(config.ports.dns_egress) {
+        match dns.clone().listen(addr, slots.clone()) {
+            Ok(what) => listening.extend(what),
+            Err(e) if addr.is_ipv6() => warnings.push(format!("{addr}: {e}")),
+            Err(e) => return Err(format!("cannot listen on {addr} (DNS): {e}")),
+        }
+    }
+    let started = SystemTime::now();
+    let mut seen = modified(&opts.config);
+    let mut reload_error: Option<String> = None;
+    let mut reloads = 0u64;
+    loop {
+        if let Some(path) = &opts.status {
+            let status = json!({
+                "pid": std::process::id(),
+                "node": config.node,
+                "config": opts.config,
+                "startedMs": ms(started),
+                "listening": listening,
+                "warnings": warnings,
+                "reloads": reloads,
+                "reloadError": reload_error,
+                "http": proxy.status(),
+                "dns": dns.status(),
+            });
+            let _ = write_atomically(path, &status.to_string());
+        }
+        tokio::time::sleep(TICK).await;
+        let now = modified(&opts.config);
+        if now != seen {
+            seen = now;
+            match Config::read(&opts.config).and_then(|c| c.tables().map(|t| (c, t))) {
+                Ok((c, (rules, ipcache))) => {
+                    proxy.set_rules(rules);
+                    proxy.set_identities(Arc::new(ipcache));
+                    dns.set_config(&c);
+                    reloads += 1;
+                    reload_error = None;
+                }
+                // The rules in use stay; the status says why the new ones were not taken.
+                Err(e) => reload_error = Some(e),
+            }
+        }
+    }
+}
+
+fn ms(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The upstream `Via` of a node's proxy for a client at `source` and `direction`.
+pub fn via(source: IpAddr, direction: Direction) -> Via {
+    Via {
+        source,
+        mark: match direction {
+            Direction::Ingress => polc_ebpf::abi::MARK_MAGIC_PROXY_INGRESS,
+            Direction::Egress => polc_ebpf::abi::MARK_MAGIC_PROXY_EGRESS,
+        },
+    }
+}
