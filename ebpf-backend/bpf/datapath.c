@@ -652,6 +652,20 @@ static __always_inline int steer(struct __sk_buff *skb, const struct tuple *t, _
 /* Turns a packet on an egress hook around to the device's ingress, for the proxy on `port`. */
 static __always_inline int hairpin(struct __sk_buff *skb, __u16 port, __u32 len)
 {
+	__u8 macs[12], swapped[12];
+
+	/* Received on this device, the frame must be addressed to it (or the stack drops it as
+	 * another host's): what it sends comes from its own address, so swap the two. */
+	if (bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)) < 0) {
+		count(REASON_DROP_INVALID, len);
+		return DROP;
+	}
+	__builtin_memcpy(swapped, macs + 6, 6);
+	__builtin_memcpy(swapped + 6, macs, 6);
+	if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) < 0) {
+		count(REASON_DROP_INVALID, len);
+		return DROP;
+	}
 	skb->mark = MARK_MAGIC_TO_PROXY | ((__u32)port << 16);
 	count(REASON_PASS_TO_PROXY, len);
 	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);

@@ -53,6 +53,20 @@ pub struct ExplainArgs {
     /// ICMP type (ICMP, ICMPv6).
     #[arg(long, value_name = "N")]
     pub icmp_type: Option<u8>,
+    /// The L7 request the flow carries, if any.
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// Check every flow of a flows file against its `expect`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to"])]
+    pub flows: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExplainFormat::Human)]
+    pub format: ExplainFormat,
+}
+
+/// The L7 request of a flow given on the command line (`polc explain`, `polc lab probe`).
+#[derive(Debug, Default, clap::Args)]
+pub struct RequestArgs {
     /// HTTP request method.
     #[arg(long, value_name = "M")]
     pub http_method: Option<String>,
@@ -66,7 +80,7 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "K: V")]
     pub http_header: Vec<String>,
     /// DNS query name (a request to a DNS server on port 53).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", visible_alias = "dns")]
     pub dns_query: Option<String>,
     /// Kafka request API key (`produce`, `fetch`, ...).
     #[arg(long, value_name = "KEY")]
@@ -80,12 +94,55 @@ pub struct ExplainArgs {
     /// Kafka request topic.
     #[arg(long, value_name = "TOPIC")]
     pub kafka_topic: Option<String>,
-    /// Check every flow of a flows file against its `expect`.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to"])]
-    pub flows: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = ExplainFormat::Human)]
-    pub format: ExplainFormat,
+}
+
+impl RequestArgs {
+    /// The request these flags describe (`None` without any), or why they describe none.
+    pub(crate) fn request(&self) -> Result<Option<Request>, QueryError> {
+        let http = self.http_method.is_some()
+            || self.http_path.is_some()
+            || self.http_host.is_some()
+            || !self.http_header.is_empty();
+        let kafka = self.kafka_api_key.is_some()
+            || self.kafka_api_version.is_some()
+            || self.kafka_client_id.is_some()
+            || self.kafka_topic.is_some();
+        if [http, self.dns_query.is_some(), kafka]
+            .iter()
+            .filter(|b| **b)
+            .count()
+            > 1
+        {
+            return Err(bad(
+                Code::InvalidFlow,
+                "a flow carries one request: HTTP, DNS or Kafka, not several",
+                None,
+            ));
+        }
+        let mut headers = Vec::new();
+        for h in &self.http_header {
+            headers.push(parse_header(h, None)?);
+        }
+        Ok(if http {
+            Some(Request::Http {
+                method: self.http_method.clone().unwrap_or_else(|| "GET".into()),
+                path: self.http_path.clone().unwrap_or_else(|| "/".into()),
+                host: self.http_host.clone().unwrap_or_default(),
+                headers,
+            })
+        } else if kafka {
+            Some(Request::Kafka {
+                api_key: self.kafka_api_key.clone().unwrap_or_default(),
+                api_version: self.kafka_api_version,
+                client_id: self.kafka_client_id.clone().unwrap_or_default(),
+                topic: self.kafka_topic.clone().unwrap_or_default(),
+            })
+        } else {
+            self.dns_query
+                .as_ref()
+                .map(|q| Request::Dns { query: q.clone() })
+        })
+    }
 }
 
 impl From<ExplainFormat> for Format {
@@ -520,49 +577,7 @@ pub(crate) fn build_flow(model: &Model, p: FlowParts<'_>) -> Result<Flow, QueryE
 }
 
 fn single_flow(model: &Model, args: &ExplainArgs) -> Result<Flow, QueryError> {
-    let http = args.http_method.is_some()
-        || args.http_path.is_some()
-        || args.http_host.is_some()
-        || !args.http_header.is_empty();
-    let kafka = args.kafka_api_key.is_some()
-        || args.kafka_api_version.is_some()
-        || args.kafka_client_id.is_some()
-        || args.kafka_topic.is_some();
-    if [http, args.dns_query.is_some(), kafka]
-        .iter()
-        .filter(|b| **b)
-        .count()
-        > 1
-    {
-        return Err(bad(
-            Code::InvalidFlow,
-            "a flow carries one request: HTTP, DNS or Kafka, not several",
-            None,
-        ));
-    }
-    let mut headers = Vec::new();
-    for h in &args.http_header {
-        headers.push(parse_header(h, None)?);
-    }
-    let request = if http {
-        Some(Request::Http {
-            method: args.http_method.clone().unwrap_or_else(|| "GET".into()),
-            path: args.http_path.clone().unwrap_or_else(|| "/".into()),
-            host: args.http_host.clone().unwrap_or_default(),
-            headers,
-        })
-    } else if kafka {
-        Some(Request::Kafka {
-            api_key: args.kafka_api_key.clone().unwrap_or_default(),
-            api_version: args.kafka_api_version,
-            client_id: args.kafka_client_id.clone().unwrap_or_default(),
-            topic: args.kafka_topic.clone().unwrap_or_default(),
-        })
-    } else {
-        args.dns_query
-            .as_ref()
-            .map(|q| Request::Dns { query: q.clone() })
-    };
+    let request = args.request.request()?;
     build_flow(
         model,
         FlowParts {

@@ -12,7 +12,7 @@ use crate::lab::probe::{self, End, L4, Observed, Outcome, Servers};
 use crate::lab::{self, LabError, State};
 use crate::{EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, Io};
 use polc_compiler::diag::Code;
-use polc_compiler::eval::{self, Flow, Peer, Verdict};
+use polc_compiler::eval::{self, Flow, Peer, Request, Verdict};
 use polc_compiler::flows::FlowSpec;
 use polc_compiler::ir::Proto;
 use polc_compiler::source::SourceMap;
@@ -110,6 +110,9 @@ pub struct ProbeArgs {
     /// ICMP type (ICMP, ICMPv6; default: echo request).
     #[arg(long, value_name = "N")]
     pub icmp_type: Option<u8>,
+    /// The L7 request to send (HTTP over TCP, DNS over UDP or TCP; Kafka is not sent).
+    #[command(flatten)]
+    pub request: explain::RequestArgs,
     /// Probe every flow of a flows file (the `polc explain --flows` format).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to"])]
     pub flows: Option<PathBuf>,
@@ -283,7 +286,8 @@ fn up(args: &UpArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
                 &state.pins,
                 state.policy_map_max,
             )
-        });
+        })
+        .and_then(|r| lab::start_proxies(&state.plan, &loaded.model).map(|()| r));
     let reports = match result {
         Ok(r) => r,
         Err(e) => {
@@ -398,7 +402,9 @@ fn apply(args: &ApplyArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         &loaded.model,
         &state.pins,
         state.policy_map_max,
-    ) {
+    )
+    .and_then(|r| lab::start_proxies(&state.plan, &loaded.model).map(|()| r))
+    {
         Ok(r) => r,
         Err(e) => return Ok(lab_error(&e, io.stderr)),
     };
@@ -448,6 +454,7 @@ struct Task {
     src: End,
     dst: End,
     l4: L4,
+    request: Option<Request>,
 }
 
 /// How a flow is probed, or why it is not.
@@ -525,6 +532,13 @@ fn plan_flow(
             "both ends are in one network namespace: the packets never leave it".into(),
         );
     }
+    if let Some(Request::Kafka { .. }) = flow.request {
+        return Probing::Skip(
+            "Kafka requests are not sent: polc's proxy does not enforce Kafka rules (deprecated \
+             upstream), so ports with Kafka rules fail closed in the lab"
+                .into(),
+        );
+    }
     let l4 = match flow.proto {
         Proto::Tcp => L4::Tcp(flow.port),
         Proto::Udp => L4::Udp(flow.port),
@@ -550,6 +564,7 @@ fn plan_flow(
                     addr: *d,
                 },
                 l4,
+                request: flow.request.clone(),
             });
         }
     }
@@ -566,7 +581,11 @@ fn run_tasks(servers: &Servers, tasks: &[&Task], timeout: Duration) -> Vec<Obser
         let results: Vec<Observed> = std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .iter()
-                .map(|t| s.spawn(move || probe::probe(servers, &t.src, &t.dst, t.l4, timeout)))
+                .map(|t| {
+                    s.spawn(move || {
+                        probe::probe(servers, &t.src, &t.dst, t.l4, t.request.as_ref(), timeout)
+                    })
+                })
                 .collect();
             handles
                 .into_iter()
@@ -596,8 +615,6 @@ struct Wanted<'a> {
 /// The result of one flow.
 struct FlowResult {
     eval: Verdict,
-    /// `eval` without the L7 request, for flows that carry one.
-    eval_l4: Option<Verdict>,
     /// Per probe: family and observation.
     probes: Vec<(IpAddr, IpAddr, Observed)>,
     skipped: Option<String>,
@@ -617,11 +634,6 @@ impl FlowResult {
         any.then_some(Verdict::Allow)
     }
 
-    /// The verdict the kernel must agree with.
-    fn compared(&self) -> Verdict {
-        self.eval_l4.unwrap_or(self.eval)
-    }
-
     fn failed(&self) -> bool {
         self.probes
             .iter()
@@ -629,7 +641,7 @@ impl FlowResult {
     }
 
     fn agrees(&self) -> bool {
-        self.observed().is_none_or(|o| o == self.compared())
+        self.observed().is_none_or(|o| o == self.eval)
     }
 }
 
@@ -697,13 +709,20 @@ fn probe_cmd(args: &ProbeArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
                 }),
                 (None, false) => None,
             };
+            let request = match args.request.request() {
+                Ok(r) => r,
+                Err(e) => {
+                    explain::report(io, &SourceMap::new(), &e);
+                    return Ok(EXIT_USAGE);
+                }
+            };
             let parts = FlowParts {
                 from: &from,
                 to: &to,
                 proto: &args.proto,
                 port: args.port.map(i64::from),
                 icmp_type,
-                request: None,
+                request,
                 loc: None,
             };
             match explain::build_flow(model, parts) {
@@ -767,16 +786,8 @@ fn probe_cmd(args: &ProbeArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let mut k = 0;
     for (w, p) in wanted.iter().zip(&plans) {
         let eval = eval::decide(model, &w.flow).verdict;
-        let eval_l4 = w.flow.request.as_ref().map(|_| {
-            let l4 = Flow {
-                request: None,
-                ..w.flow.clone()
-            };
-            eval::decide(model, &l4).verdict
-        });
         let mut r = FlowResult {
             eval,
-            eval_l4,
             probes: Vec::new(),
             skipped: None,
         };
@@ -796,7 +807,7 @@ fn probe_cmd(args: &ProbeArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     for (i, (r, p)) in results.iter().zip(&plans).enumerate() {
         if let Probing::Tasks(ts) = p {
             for (j, t) in ts.iter().enumerate() {
-                if r.probes[j].2.outcome == Outcome::Dropped && r.compared() == Verdict::Allow {
+                if r.probes[j].2.outcome == Outcome::Dropped && r.eval == Verdict::Allow {
                     again.push((i, j));
                     again_tasks.push(t);
                 }
@@ -822,6 +833,7 @@ fn outcome_text(o: &Observed) -> String {
     let mut s = match &o.outcome {
         Outcome::Failed(e) => format!("error: {e}"),
         Outcome::Dropped => format!("dropped (nothing after {ms:.0} ms)"),
+        Outcome::Denied(how) => format!("denied by the proxy ({how}) in {ms:.2} ms"),
         other => format!("{} in {ms:.2} ms", other.name()),
     };
     if let Some(d) = &o.detail {
@@ -848,9 +860,6 @@ fn probes_json(r: &FlowResult) -> Value {
             .collect(),
     )
 }
-
-const L7_NOTE: &str = "the request was not sent: judged at L4 only (the L7 proxy is not part of \
-                       polc's datapath yet)";
 
 fn report_single(
     format: ProbeFormat,
@@ -924,9 +933,7 @@ fn report_flows(
     let mut mismatch = false;
     for (w, r) in wanted.iter().zip(results) {
         let observed = r.observed();
-        // For an L7 flow the file's `expect` is about the request, which is not sent.
-        let expect_ok =
-            r.eval_l4.is_some() || w.expect.is_none_or(|e| observed.is_none_or(|o| o == e));
+        let expect_ok = w.expect.is_none_or(|e| observed.is_none_or(|o| o == e));
         let ok = r.agrees() && expect_ok;
         if observed.is_some() {
             if ok {
@@ -938,7 +945,7 @@ fn report_flows(
         } else if r.skipped.is_some() {
             skipped += 1;
         }
-        if r.eval_l4.is_some() {
+        if w.flow.request.is_some() && observed.is_some() {
             l7 += 1;
         }
         let line = w.spec.map_or(0, |s| fsrc.line_col(s.loc).line);
@@ -966,10 +973,6 @@ fn report_flows(
                     }
                     if let Some(n) = w.spec.and_then(|s| s.name.as_ref()) {
                         m.insert("name".into(), json!(n.value));
-                    }
-                    if let Some(v) = r.eval_l4 {
-                        m.insert("eval_l4".into(), json!(v.name()));
-                        m.insert("l7".into(), json!(L7_NOTE));
                     }
                     if let Some(why) = &r.skipped {
                         m.insert("skipped".into(), json!(why));
@@ -1010,25 +1013,10 @@ fn report_flows(
                         observed.map_or("-", Verdict::name),
                         probes.join("; ")
                     );
-                    match r.eval_l4 {
-                        Some(l4) => {
-                            let _ = write!(
-                                out,
-                                ", eval at L4 {} (with the request {})",
-                                l4.name(),
-                                r.eval.name()
-                            );
-                        }
-                        None => {
-                            let _ = write!(out, ", eval {}", r.eval.name());
-                        }
-                    }
+                    let _ = write!(out, ", eval {}", r.eval.name());
                 }
                 if let Some(e) = w.expect {
                     let _ = write!(out, ", expect {}", e.name());
-                }
-                if r.eval_l4.is_some() {
-                    let _ = write!(out, " [{L7_NOTE}]");
                 }
                 out.push('\n');
             }
@@ -1043,7 +1031,7 @@ fn report_flows(
             let _ = writeln!(
                 out,
                 "{} flows: {agree} agree with eval, {differ} differ, {skipped} not probed; \
-                 {l7} with an L7 request judged at L4 only",
+                 {l7} sent an L7 request through the proxy",
                 wanted.len()
             );
         }

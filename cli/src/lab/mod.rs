@@ -144,13 +144,18 @@ pub struct Removed {
     pub nodes: usize,
     /// Whether a state file was removed.
     pub state: bool,
+    /// Proxies stopped.
+    pub proxies: usize,
 }
 
 /// Removes everything lab `name` made, whatever state it is in: the datapaths pinned under its
 /// pin directory, every namespace named with its prefix (and those its state lists), and the
 /// state file.
 pub fn teardown(name: &str) -> Result<Removed, LabError> {
-    let mut removed = Removed::default();
+    let mut removed = Removed {
+        proxies: stop_proxies(name),
+        ..Removed::default()
+    };
     let state = State::read(name).ok().flatten();
     let pins = pin_dir(name);
     for dir in loader::instances(&pins) {
@@ -206,6 +211,7 @@ pub fn build(plan: &Plan) -> Result<(), LabError> {
     net::ip_batch(Some(&plan.world), &plan.world_bridge_script(), false)?;
     for (i, n) in plan.nodes.iter().enumerate() {
         net::ip_batch(Some(&n.router), &plan.router_script(i), false)?;
+        net::ip6_batch(&n.router, &Plan::router_script_v6())?;
         net::ip_batch(Some(&n.host), &Plan::endpoint_script(&n.ips), false)?;
     }
     for p in &plan.pods {
@@ -247,6 +253,12 @@ pub fn install(
                 side: Side::Node,
             });
         }
+        // Replies to the proxy's upstream connections come back through the uplink.
+        attachments.push(Attachment {
+            endpoint_id: 0,
+            interface: Interface::Name(plan::UPLINK.into()),
+            side: Side::Uplink,
+        });
         let dir = node_dir(pins, &n.name).ok_or_else(|| LabError::Setup {
             what: format!("node `{}`", n.name),
             detail: "the name cannot name a pin directory".into(),
@@ -303,4 +315,147 @@ pub fn router_of(dir: &Path) -> Option<String> {
         .iter()
         .find(|n| node_dir(&state.pins, &n.name).as_deref() == Some(dir))
         .map(|n| n.router.clone())
+}
+
+// ---- the proxies ---------------------------------------------------------------------------
+
+/// Where node `index` of lab `name` keeps its proxy's files: `proxy.json` (the
+/// configuration), `status.json`, `access.log`, `proxy.err` and `pid`.
+pub fn proxy_dir(name: &str, index: usize) -> PathBuf {
+    Path::new(STATE_DIR)
+        .join(format!("{name}.d"))
+        .join(format!("n{index}"))
+}
+
+/// The `polc` executable that runs the proxies: `POLC_PROXY_BIN`, else this one, else (for
+/// test binaries under `target/*/deps`) the `polc` built next to them.
+fn polc_executable() -> PathBuf {
+    if let Some(p) = std::env::var_os("POLC_PROXY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("polc"));
+    if exe.file_name().is_some_and(|n| n == "polc") {
+        return exe;
+    }
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("polc"))
+        .filter(|p| p.exists())
+        .unwrap_or(exe)
+}
+
+/// The pid of a running proxy of `dir`, if one runs.
+fn running_proxy(dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // The pid is ours only while its command line names this directory's configuration.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let config = dir.join("proxy.json");
+    let wanted = config.as_os_str().as_encoded_bytes();
+    cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg == wanted)
+        .then_some(pid)
+}
+
+/// Writes every node's proxy configuration for `model`; a running proxy reads it again by
+/// itself. Starts the proxies that do not run yet and waits until they listen.
+pub fn start_proxies(plan: &Plan, model: &Model) -> Result<(), LabError> {
+    let err = |what: String| {
+        move |e: std::io::Error| LabError::Setup {
+            what: what.clone(),
+            detail: e.to_string(),
+        }
+    };
+    let mut started = Vec::new();
+    for (i, n) in plan.nodes.iter().enumerate() {
+        let dir = proxy_dir(&plan.lab, i);
+        std::fs::create_dir_all(&dir).map_err(err(format!("creating {}", dir.display())))?;
+        let config = crate::proxy::config::Config::of_node(model, &n.name);
+        let path = dir.join("proxy.json");
+        config
+            .write(&path)
+            .map_err(err(format!("writing {}", path.display())))?;
+        if running_proxy(&dir).is_some() {
+            continue;
+        }
+        let _ = std::fs::remove_file(dir.join("status.json"));
+        let stderr = std::fs::File::create(dir.join("proxy.err"))
+            .map_err(err(format!("creating {}", dir.join("proxy.err").display())))?;
+        let mut cmd = std::process::Command::new(polc_executable());
+        cmd.arg("proxy")
+            .arg("--config")
+            .arg(&path)
+            .arg("--netns")
+            .arg(&n.router)
+            .arg("--access-log")
+            .arg(dir.join("access.log"))
+            .arg("--status")
+            .arg(dir.join("status.json"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr);
+        // Its own process group: a terminal's Ctrl-C for `polc lab up` does not reach it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .map_err(err(format!("starting the proxy of node `{}`", n.name)))?;
+        std::fs::write(dir.join("pid"), child.id().to_string())
+            .map_err(err(format!("writing {}", dir.join("pid").display())))?;
+        started.push((n.name.clone(), dir, child));
+    }
+    for (node, dir, mut child) in started {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if dir.join("status.json").exists() {
+                // The child is left to run; a reaper is not needed once we exit.
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let why = std::fs::read_to_string(dir.join("proxy.err")).unwrap_or_default();
+                return Err(LabError::Setup {
+                    what: format!("starting the proxy of node `{node}`"),
+                    detail: format!("it exited ({status}): {}", why.trim()),
+                });
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(LabError::Setup {
+                    what: format!("starting the proxy of node `{node}`"),
+                    detail: "it did not start listening within 10 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// Stops the proxies of lab `name` and removes their files; returns how many ran.
+pub fn stop_proxies(name: &str) -> usize {
+    let root = Path::new(STATE_DIR).join(format!("{name}.d"));
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return 0;
+    };
+    let mut stopped = 0;
+    for e in entries.filter_map(Result::ok) {
+        let dir = e.path();
+        if let Some(pid) = running_proxy(&dir) {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while Path::new(&format!("/proc/{pid}")).exists()
+                && running_proxy(&dir).is_some()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            stopped += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    stopped
 }

@@ -26,10 +26,20 @@ fn setup_error(what: impl Into<String>, detail: impl Into<String>) -> LabError {
 
 /// Runs `ip [-n NS] [-force] -batch -` with `script` on its standard input.
 pub fn ip_batch(ns: Option<&str>, script: &str, force: bool) -> Result<(), LabError> {
+    run_batch(&[], ns, script, force)
+}
+
+/// Runs `ip -6 -n NS -batch -` with `script` (rules whose family the batch line cannot say).
+pub fn ip6_batch(ns: &str, script: &str) -> Result<(), LabError> {
+    run_batch(&["-6"], Some(ns), script, false)
+}
+
+fn run_batch(opts: &[&str], ns: Option<&str>, script: &str, force: bool) -> Result<(), LabError> {
     if script.trim().is_empty() {
         return Ok(());
     }
     let mut cmd = Command::new("ip");
+    cmd.args(opts);
     if let Some(ns) = ns {
         cmd.args(["-n", ns]);
     }

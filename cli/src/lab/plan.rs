@@ -33,6 +33,12 @@ const ENDPOINT_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
 /// The world namespace's bridge.
 const WORLD_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xffff);
 
+/// A router's link to the world namespace.
+pub const UPLINK: &str = "up0";
+const TO_PROXY: u32 = polc_ebpf::abi::MARK_MAGIC_TO_PROXY;
+const MARK_MASK: u32 = polc_ebpf::abi::MARK_MAGIC_MASK;
+const PROXY_TABLE: u32 = polc_ebpf::abi::PROXY_ROUTE_TABLE;
+
 /// The uplink address of node `index`'s router (`fe80::1:<index+1>`).
 fn uplink_ll(index: usize) -> Ipv6Addr {
     // Checked by `Plan::new`: fewer than 65,535 nodes.
@@ -260,7 +266,7 @@ impl Plan {
             veth(&mut s, &pod.lxc, "eth0", &pod.netns, ROUTER_LL);
         }
         veth(&mut s, "hst0", "eth0", &n.host, ROUTER_LL);
-        veth(&mut s, "up0", &format!("u{i}"), &self.world, uplink_ll(i));
+        veth(&mut s, UPLINK, &format!("u{i}"), &self.world, uplink_ll(i));
         for pod in self.pods_of(i) {
             for ip in &pod.ips {
                 route(&mut s, *ip, ENDPOINT_LL, &pod.lxc);
@@ -279,7 +285,21 @@ impl Plan {
         }
         let _ = writeln!(s, "route add 0.0.0.0/0 via inet6 {WORLD_LL} dev up0");
         let _ = writeln!(s, "route add ::/0 via {WORLD_LL} dev up0");
+        // Packets the datapath hands to a proxy socket (marked TO_PROXY) are delivered
+        // locally, whatever their destination (Cilium's rule and table).
+        let _ = writeln!(
+            s,
+            "rule add fwmark {TO_PROXY:#x}/{MARK_MASK:#x} lookup {PROXY_TABLE}"
+        );
+        let _ = writeln!(s, "route add local 0.0.0.0/0 dev lo table {PROXY_TABLE}");
+        let _ = writeln!(s, "route add local ::/0 dev lo table {PROXY_TABLE}");
         s
+    }
+
+    /// The router's IPv6 policy rule (`ip -6`: a batch line cannot choose the family of a
+    /// rule).
+    pub fn router_script_v6() -> String {
+        format!("rule add fwmark {TO_PROXY:#x}/{MARK_MASK:#x} lookup {PROXY_TABLE}\n")
     }
 
     /// The script of an endpoint namespace (a pod's or a host's): its end of the veth, its

@@ -10,9 +10,15 @@
 //! - Other ICMP types and SCTP: one packet, and a raw socket on the destination that sees it
 //!   arrive (*delivered*); nothing answers them.
 //!
+//! - L7: an HTTP request over TCP, or a DNS query over UDP or TCP; the destination's TCP
+//!   listener answers HTTP (`200`) and its UDP and TCP listeners answer DNS (from the lab's
+//!   records) besides echoing. *Denied* when the proxy refused the request (`403 Access
+//!   denied`, `REFUSED`), *connected* when the destination answered it.
+//!
 //! *Refused* means the destination answered with a reset or an ICMP error (the packets got
 //! through); *dropped* means nothing came back in time.
 
+use polc_compiler::eval::Request;
 use polc_ebpf::sys;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeMap;
@@ -83,6 +89,8 @@ pub enum Outcome {
     Refused,
     /// Nothing came back in time.
     Dropped,
+    /// The L7 proxy refused the request (how it said so).
+    Denied(String),
     /// The probe could not be run.
     Failed(String),
 }
@@ -95,6 +103,7 @@ impl Outcome {
             Outcome::Delivered => "delivered",
             Outcome::Refused => "refused",
             Outcome::Dropped => "dropped",
+            Outcome::Denied(_) => "denied",
             Outcome::Failed(_) => "error",
         }
     }
@@ -103,7 +112,7 @@ impl Outcome {
     pub fn allowed(&self) -> Option<bool> {
         match self {
             Outcome::Connected | Outcome::Delivered | Outcome::Refused => Some(true),
-            Outcome::Dropped => Some(false),
+            Outcome::Dropped | Outcome::Denied(_) => Some(false),
             Outcome::Failed(_) => None,
         }
     }
@@ -264,6 +273,9 @@ type ServerKey = (End, u8, u16, Option<IpAddr>);
 
 /// The listeners and sinks of a set of probes, stopped together.
 pub struct Servers {
+    /// The names the lab's DNS servers answer (lower case, trailing dot), and their
+    /// addresses.
+    records: Arc<Vec<(String, IpAddr)>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     sinks: BTreeMap<ServerKey, Arc<Sink>>,
@@ -280,10 +292,24 @@ impl Servers {
     /// No servers yet.
     pub fn new() -> Servers {
         Servers {
+            records: Arc::default(),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
             sinks: BTreeMap::new(),
             ready: BTreeMap::new(),
+        }
+    }
+
+    /// Servers whose DNS answers hold these records (name, address).
+    pub fn with_records(records: Vec<(String, IpAddr)>) -> Servers {
+        Servers {
+            records: Arc::new(
+                records
+                    .into_iter()
+                    .map(|(n, ip)| (polc_compiler::eval::fqdn(&n), ip))
+                    .collect(),
+            ),
+            ..Servers::new()
         }
     }
 
@@ -328,11 +354,13 @@ impl Servers {
             .map_err(|e| format!("cannot listen on {} (TCP): {e}", fmt_addr(dst.addr, port)))?;
         let listener = TcpListener::from(s);
         let stop = self.stop.clone();
+        let records = self.records.clone();
         self.threads.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        std::thread::spawn(move || echo_tcp(conn));
+                        let records = records.clone();
+                        std::thread::spawn(move || echo_tcp(conn, &records));
                     }
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                     Err(_) => std::thread::sleep(POLL),
@@ -354,11 +382,16 @@ impl Servers {
             .map_err(|e| format!("cannot listen on {} (UDP): {e}", fmt_addr(dst.addr, port)))?;
         let socket = UdpSocket::from(s);
         let stop = self.stop.clone();
+        let records = self.records.clone();
         self.threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::Relaxed) {
                 if let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(&buf[..n], peer);
+                    // A token comes back as it came; a DNS query gets an answer.
+                    let answer = (n != TOKEN)
+                        .then(|| dns_answer(&buf[..n], &records))
+                        .flatten();
+                    let _ = socket.send_to(answer.as_deref().unwrap_or(&buf[..n]), peer);
                 }
             }
         }));
@@ -407,13 +440,28 @@ impl Servers {
     }
 }
 
-fn echo_tcp(mut conn: TcpStream) {
+/// Echoes a TCP connection; a connection that starts with an HTTP request line is served
+/// as HTTP, one that starts with a length-prefixed DNS query as DNS.
+fn echo_tcp(mut conn: TcpStream, records: &[(String, IpAddr)]) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = [0u8; 4096];
+    let mut first = true;
     loop {
         match conn.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                if first && buf[0].is_ascii_uppercase() {
+                    return serve_http(conn, buf[..n].to_vec());
+                }
+                if first && n > 2 && usize::from(u16::from_be_bytes([buf[0], buf[1]])) == n - 2 {
+                    if let Some(answer) = dns_answer(&buf[2..n], records) {
+                        let mut out = (answer.len() as u16).to_be_bytes().to_vec();
+                        out.extend_from_slice(&answer);
+                        let _ = conn.write_all(&out);
+                        return;
+                    }
+                }
+                first = false;
                 if conn.write_all(&buf[..n]).is_err() {
                     return;
                 }
@@ -422,15 +470,109 @@ fn echo_tcp(mut conn: TcpStream) {
     }
 }
 
+/// Answers HTTP/1.1 requests on `conn` (`got` holds what was read already) with `200` and
+/// the request line, until the client closes or says `Connection: close`.
+fn serve_http(mut conn: TcpStream, mut got: Vec<u8>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if got.len() > 64 * 1024 {
+                return;
+            }
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).into_owned();
+        let header = |name: &str| {
+            head.lines().skip(1).find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+        };
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        // The body, read and dropped.
+        let mut rest = got.split_off(end + 4);
+        while rest.len() < length {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => rest.extend_from_slice(&buf[..n]),
+            }
+        }
+        got = rest.split_off(length);
+        let line = head.lines().next().unwrap_or_default();
+        let body = format!("polc lab: {line}\n");
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if conn.write_all(answer.as_bytes()).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// The lab DNS server's answer to a query: the records of the name (`NXDOMAIN` without any);
+/// `None` when `msg` is not a query.
+fn dns_answer(msg: &[u8], records: &[(String, IpAddr)]) -> Option<Vec<u8>> {
+    use crate::proxy::wire;
+    let q = wire::query(msg)?;
+    let ips: Vec<(IpAddr, u32)> = records
+        .iter()
+        .filter(|(name, ip)| {
+            *name == q.name
+                && match q.qtype {
+                    wire::TYPE_A => ip.is_ipv4(),
+                    wire::TYPE_AAAA => ip.is_ipv6(),
+                    _ => false,
+                }
+        })
+        .map(|(_, ip)| (*ip, 30))
+        .collect();
+    let known = records.iter().any(|(name, _)| *name == q.name);
+    let rcode = if known { 0 } else { wire::RCODE_NXDOMAIN };
+    Some(wire::build_response(msg, &q, rcode, &ips))
+}
+
 fn fmt_addr(ip: IpAddr, port: u16) -> String {
     SocketAddr::new(ip, port).to_string()
 }
 
-/// Runs one probe from `src` to `dst` (the destination's server must be prepared).
-pub fn probe(servers: &Servers, src: &End, dst: &End, l4: L4, timeout: Duration) -> Observed {
+/// Runs one probe from `src` to `dst`, with the L7 request `request` if any (the
+/// destination's server must be prepared).
+pub fn probe(
+    servers: &Servers,
+    src: &End,
+    dst: &End,
+    l4: L4,
+    request: Option<&Request>,
+    timeout: Duration,
+) -> Observed {
     let v6 = dst.addr.is_ipv6();
     if src.addr.is_ipv6() != v6 {
         return Observed::failed("the two addresses are of different families");
+    }
+    match (l4, request) {
+        (L4::Tcp(port), Some(r @ Request::Http { .. })) => {
+            return probe_http(src, dst, port, r, timeout);
+        }
+        (L4::Tcp(port), Some(Request::Dns { query })) => {
+            return probe_dns(src, dst, L4::Tcp(port), query, timeout);
+        }
+        (L4::Udp(port), Some(Request::Dns { query })) => {
+            return probe_dns(src, dst, L4::Udp(port), query, timeout);
+        }
+        (_, Some(_)) => {
+            return Observed::failed("the lab sends HTTP over TCP and DNS over UDP or TCP only");
+        }
+        (_, None) => {}
     }
     match l4 {
         L4::Tcp(port) => probe_tcp(src, dst, port, timeout),
@@ -483,6 +625,171 @@ fn probe_tcp(src: &End, dst: &End, port: u16, timeout: Duration) -> Observed {
         let mut o = Observed::new(Outcome::Dropped, start);
         o.detail = Some("the handshake completed but the echo did not come back".into());
         o
+    }
+}
+
+/// A TCP connection from `src` to `dst`, or the outcome that stopped it.
+fn connect_tcp(src: &End, dst: &End, port: u16, timeout: Duration) -> Result<TcpStream, Observed> {
+    let s = connected_socket(src, dst, Type::STREAM, Protocol::TCP)
+        .map_err(|e| Observed::failed(format!("TCP socket on {}: {e}", src.addr)))?;
+    let start = Instant::now();
+    match s.connect_timeout(&sockaddr(dst.addr, port), timeout) {
+        Ok(()) => Ok(TcpStream::from(s)),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            Err(Observed::new(Outcome::Refused, start))
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+            Err(Observed::new(Outcome::Dropped, start))
+        }
+        Err(e) => Err(Observed::failed(format!("connecting to {}: {e}", dst.addr))),
+    }
+}
+
+/// Reads from `stream` until `done` says the bytes are complete, the peer closes, or the
+/// deadline.
+fn read_until(stream: &mut TcpStream, deadline: Instant, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&got) && got.len() < 256 * 1024 {
+        let _ = stream.set_read_timeout(Some(remaining(deadline)));
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    got
+}
+
+/// An HTTP/1.1 request; the answer decides: `403` with Cilium's `Access denied` body is the
+/// proxy's refusal, any other answer the destination's.
+fn probe_http(src: &End, dst: &End, port: u16, req: &Request, timeout: Duration) -> Observed {
+    let Request::Http {
+        method,
+        path,
+        host,
+        headers,
+    } = req
+    else {
+        return Observed::failed("not an HTTP request");
+    };
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut stream = match connect_tcp(src, dst, port, timeout) {
+        Ok(s) => s,
+        Err(o) => return o,
+    };
+    // The host as the flow gives it (empty when it gives none), as eval judges it.
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+    if stream.write_all(text.as_bytes()).is_err() {
+        let mut o = Observed::new(Outcome::Dropped, start);
+        o.detail = Some("the connection broke before the request was sent".into());
+        return o;
+    }
+    let answer = read_until(&mut stream, deadline, |_| false);
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer
+        .lines()
+        .next()
+        .and_then(|l| {
+            l.strip_prefix("HTTP/1.1 ")
+                .or_else(|| l.strip_prefix("HTTP/1.0 "))
+        })
+        .and_then(|l| l.get(..3))
+        .and_then(|c| c.parse::<u16>().ok());
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    match status {
+        Some(403) if body.starts_with("Access denied") => {
+            Observed::new(Outcome::Denied("403 Access denied".into()), start)
+        }
+        Some(code) => {
+            let mut o = Observed::new(Outcome::Connected, start);
+            o.detail = Some(format!("HTTP {code}"));
+            o
+        }
+        None => {
+            let mut o = Observed::new(Outcome::Dropped, start);
+            o.detail = Some("the connection was made but no HTTP answer came".into());
+            o
+        }
+    }
+}
+
+/// A DNS query for `name` (type A, AAAA from an IPv6 source); `REFUSED` is the proxy's
+/// refusal, any other answer the server's.
+fn probe_dns(src: &End, dst: &End, l4: L4, name: &str, timeout: Duration) -> Observed {
+    use crate::proxy::wire;
+    let t = token();
+    let id = u16::from_be_bytes([t[14], t[15]]);
+    let qtype = if dst.addr.is_ipv6() {
+        wire::TYPE_AAAA
+    } else {
+        wire::TYPE_A
+    };
+    let query = wire::build_query(id, name, qtype);
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let answer = match l4 {
+        L4::Tcp(port) => {
+            let mut stream = match connect_tcp(src, dst, port, timeout) {
+                Ok(s) => s,
+                Err(o) => return o,
+            };
+            let mut msg = (query.len() as u16).to_be_bytes().to_vec();
+            msg.extend_from_slice(&query);
+            if stream.write_all(&msg).is_err() {
+                return Observed::new(Outcome::Dropped, start);
+            }
+            let got = read_until(&mut stream, deadline, |b| {
+                b.len() >= 2 && b.len() >= 2 + usize::from(u16::from_be_bytes([b[0], b[1]]))
+            });
+            got.get(2..).map(<[u8]>::to_vec)
+        }
+        L4::Udp(port) => {
+            let s = match connected_socket(src, dst, Type::DGRAM, Protocol::UDP)
+                .and_then(|s| s.connect(&sockaddr(dst.addr, port)).map(|()| s))
+            {
+                Ok(s) => UdpSocket::from(s),
+                Err(e) => return Observed::failed(format!("UDP socket on {}: {e}", src.addr)),
+            };
+            if let Err(e) = s.send(&query) {
+                return Observed::failed(format!("sending to {}: {e}", dst.addr));
+            }
+            let mut buf = [0u8; 4096];
+            let mut got = None;
+            while got.is_none() && Instant::now() < deadline {
+                let _ = s.set_read_timeout(Some(remaining(deadline)));
+                match s.recv(&mut buf) {
+                    Ok(n) if n >= 2 && buf[..2] == query[..2] => got = Some(buf[..n].to_vec()),
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                        return Observed::new(Outcome::Refused, start);
+                    }
+                    _ => {}
+                }
+            }
+            got
+        }
+        _ => return Observed::failed("DNS goes over UDP or TCP"),
+    };
+    match answer.as_deref().and_then(wire::response) {
+        Some((wire::RCODE_REFUSED, _)) => Observed::new(Outcome::Denied("REFUSED".into()), start),
+        Some((rcode, addrs)) => {
+            let mut o = Observed::new(Outcome::Connected, start);
+            let ips: Vec<String> = addrs.iter().map(|a| a.ip.to_string()).collect();
+            o.detail = Some(format!(
+                "rcode {rcode}, {} address(es) {}",
+                ips.len(),
+                ips.join(" ")
+            ));
+            o
+        }
+        None => Observed::new(Outcome::Dropped, start),
     }
 }
 

@@ -8,6 +8,8 @@ pub const HEADER: usize = 12;
 pub const TYPE_A: u16 = 1;
 /// `AAAA`.
 pub const TYPE_AAAA: u16 = 28;
+/// `NXDOMAIN`.
+pub const RCODE_NXDOMAIN: u8 = 3;
 /// `SERVFAIL`.
 pub const RCODE_SERVFAIL: u8 = 2;
 /// `REFUSED`.
