@@ -549,7 +549,14 @@ fn direction_policies(
     enforced: bool,
     filters: &[Filter],
 ) -> Vec<Value> {
-    if !enforced {
+    // A direction without default deny (`enableDefaultDeny: false`) still proxies its L7
+    // ports and refuses the requests no L7 rule allows (policy-language §4.1): its redirected
+    // ports keep their rules, with no allow-all twin (Cilium #38841 adds one from 1.16.10 /
+    // 1.17.4; polc follows the specification, as `eval` does).
+    let redirected = filters
+        .iter()
+        .any(|f| f.direction == dir && f.selectors.iter().any(|s| !s.deny && s.redirect.is_some()));
+    if !enforced && !redirected {
         return vec![json!({"port": 0, "protocol": "TCP"})];
     }
     let mut groups: BTreeMap<(u16, u16), Vec<PeerPolicy>> = BTreeMap::new();

@@ -366,24 +366,6 @@ fn peers(model: &Model) -> Vec<Peer> {
     out
 }
 
-/// Whether a rule with `enableDefaultDeny: false` in `dir` has L7 rules there. Where no
-/// policy makes the endpoint's direction default-deny, `eval` follows the policy-language
-/// spec (§4.1: such L7 rules still reject unmatched requests), while the NPDS rules say what
-/// the agent sends for an unenforced direction (allow all). Newer agents also let every
-/// request through there (cilium/cilium#38841, 1.16.10 and 1.17.4 on); until polc settles
-/// which to follow, the proxy is not compared with `eval` on such endpoints.
-fn lenient_l7(model: &Model, dir: polc_compiler::ir::Direction) -> bool {
-    model.policies.rules.iter().any(|r| {
-        r.has_direction(dir)
-            && *r.enable_default_deny.get(dir) == Some(false)
-            && r.items.iter().any(|i| {
-                i.direction == dir
-                    && matches!(&i.ports, polc_compiler::ir::Ports::List(p)
-                        if p.iter().any(|p| p.redirect.is_some()))
-            })
-    })
-}
-
 /// Checks every flow between every pair of ends for a few ports and protocols, and the HTTP
 /// requests of the flows the map redirects to the proxy; returns how many of each were
 /// compared, or the first disagreement.
@@ -443,7 +425,6 @@ fn check(model: &Model) -> Result<(usize, usize), String> {
                     if !bad
                         && proto == Proto::Tcp
                         && hit.is_some_and(|(_, e)| !e.deny && e.proxy.is_some())
-                        && !lenient_l7(model, d.direction)
                     {
                         let npds = npds::network_policy(model, d.endpoint, 1, policy);
                         let rules = l7::EndpointRules::from_json(&npds).map_err(|e| {

@@ -532,12 +532,12 @@ fn plan_flow(
             "both ends are in one network namespace: the packets never leave it".into(),
         );
     }
-    if let Some(Request::Kafka { .. }) = flow.request {
-        return Probing::Skip(
-            "Kafka requests are not sent: polc's proxy does not enforce Kafka rules (deprecated \
-             upstream), so ports with Kafka rules fail closed in the lab"
-                .into(),
-        );
+    if let Some(parser) = unenforced_parser(model, flow) {
+        return Probing::Skip(format!(
+            "the port is redirected to the `{parser}` proxy, which polc does not run (Kafka and \
+             generic L7 are deprecated upstream; TLS interception and Envoy listeners are not \
+             polc's): the datapath fails closed there"
+        ));
     }
     let l4 = match flow.proto {
         Proto::Tcp => L4::Tcp(flow.port),
@@ -572,6 +572,20 @@ fn plan_flow(
         return Probing::Skip("the two ends have no address family in common".into());
     }
     Probing::Tasks(tasks)
+}
+
+/// The L7 parser a flow's port is redirected to, when polc's proxy does not enforce it
+/// (anything but HTTP and DNS): such ports fail closed in the lab.
+fn unenforced_parser(model: &polc_compiler::model::Model, flow: &Flow) -> Option<String> {
+    let l4 = Flow {
+        request: None,
+        ..flow.clone()
+    };
+    eval::decide(model, &l4)
+        .decisions
+        .into_iter()
+        .filter_map(|d| d.proxy)
+        .find(|p| p != "http" && p != "dns")
 }
 
 /// Runs `tasks` (at most 16 at a time) and returns their observations in order.

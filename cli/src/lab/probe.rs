@@ -34,6 +34,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const POLL: Duration = Duration::from_millis(20);
 /// Token length: every probe carries its own.
 const TOKEN: usize = 16;
+/// The first two bytes of every token.
+const DNS_TCP_LENGTH: u16 = (TOKEN - 2) as u16;
+
+/// Whether `answer` to a probe that carried `token` (and no request) came from the L7 proxy
+/// holding the port rather than from the destination: an HTTP answer, or a DNS answer to the
+/// token read as a query (over TCP with its length in front).
+fn proxy_answer(answer: &[u8], token: &[u8; TOKEN], tcp: bool) -> Option<&'static str> {
+    if answer.starts_with(b"HTTP/1.") {
+        return Some("the HTTP proxy on the port answered (the probe is not HTTP)");
+    }
+    // The ID is the header's first two bytes: the token's own over UDP, those after the
+    // length over TCP.
+    let (id_at, msg) = if tcp {
+        (2, answer.get(2..)?)
+    } else {
+        (0, answer)
+    };
+    let dns = msg.len() >= 12 && msg[..2] == token[id_at..id_at + 2] && msg[2] & 0x80 != 0;
+    dns.then_some("the DNS proxy on the port answered (the probe is not a DNS query)")
+}
 
 /// What a probe sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -155,6 +175,12 @@ fn token() -> [u8; TOKEN] {
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let mut t = [0u8; TOKEN];
     t[..8].copy_from_slice(&now.to_be_bytes());
+    // Bytes 0-1 read as a DNS-over-TCP length (the 14 bytes that follow) and bytes 2-15 as
+    // a DNS header whose QR bit is clear: a DNS proxy on the port (the flow has no request)
+    // answers it FORMERR, which the probe can tell from silence.
+    t[..2].copy_from_slice(&DNS_TCP_LENGTH.to_be_bytes());
+    t[2] &= 0x7f; // QR of the datagram read as a DNS header
+    t[4] &= 0x7f; // QR of the 14 bytes after the length
     t[8..12].copy_from_slice(&std::process::id().to_be_bytes());
     // Bytes 12-15 are an ICMP echo's identifier and sequence number: the identifier is never
     // 0, or the echo's conntrack entry (identifier, 0) would match every other ICMP type
@@ -453,7 +479,9 @@ fn echo_tcp(mut conn: TcpStream, records: &[(String, IpAddr)]) {
                 if first && buf[0].is_ascii_uppercase() {
                     return serve_http(conn, buf[..n].to_vec());
                 }
-                if first && n > 2 && usize::from(u16::from_be_bytes([buf[0], buf[1]])) == n - 2 {
+                let framed =
+                    usize::from(u16::from_be_bytes([buf[0], buf[1]])) == n.saturating_sub(2);
+                if first && n > 2 && n != TOKEN && framed {
                     if let Some(answer) = dns_answer(&buf[2..n], records) {
                         let mut out = (answer.len() as u16).to_be_bytes().to_vec();
                         out.extend_from_slice(&answer);
@@ -616,11 +644,19 @@ fn probe_tcp(src: &End, dst: &End, port: u16, timeout: Duration) -> Observed {
     }
     let mut stream = TcpStream::from(s);
     let t = token();
-    let _ = stream.set_read_timeout(Some(remaining(deadline)));
-    let mut back = [0u8; TOKEN];
-    let echoed = stream.write_all(&t).is_ok() && stream.read_exact(&mut back).is_ok();
-    if echoed && back == t {
+    let back = if stream.write_all(&t).is_ok() {
+        read_until(&mut stream, deadline, |b| {
+            b.len() >= TOKEN || proxy_answer(b, &t, true).is_some()
+        })
+    } else {
+        Vec::new()
+    };
+    if back.get(..TOKEN) == Some(&t[..]) {
         Observed::new(Outcome::Connected, start)
+    } else if let Some(who) = proxy_answer(&back, &t, true) {
+        let mut o = Observed::new(Outcome::Connected, start);
+        o.detail = Some(who.into());
+        o
     } else {
         let mut o = Observed::new(Outcome::Dropped, start);
         o.detail = Some("the handshake completed but the echo did not come back".into());
@@ -811,6 +847,11 @@ fn probe_udp(src: &End, dst: &End, port: u16, timeout: Duration) -> Observed {
         let _ = s.set_read_timeout(Some(remaining(deadline)));
         match s.recv(&mut buf) {
             Ok(n) if buf[..n] == t => return Observed::new(Outcome::Connected, start),
+            Ok(n) if proxy_answer(&buf[..n], &t, false).is_some() => {
+                let mut o = Observed::new(Outcome::Connected, start);
+                o.detail = proxy_answer(&buf[..n], &t, false).map(Into::into);
+                return o;
+            }
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                 return Observed::new(Outcome::Refused, start);
@@ -923,6 +964,30 @@ mod tests {
         assert!(L4::Icmp(8).one_way(true));
         assert!(!L4::Icmp(128).one_way(true));
         assert!(L4::Sctp(1).one_way(false));
+    }
+
+    /// A token reads as a DNS query header over UDP and, after its length, over TCP; the
+    /// DNS proxy's FORMERR to either (and an HTTP proxy's answer) is recognised, an echo is
+    /// not. (Each probe has its own socket, so answers need not carry the token.)
+    #[test]
+    fn a_proxy_answering_a_token_is_recognised() {
+        use crate::proxy::wire;
+        let t = token();
+        assert_eq!(usize::from(u16::from_be_bytes([t[0], t[1]])), TOKEN - 2);
+        assert!(wire::query(&t).is_none() && wire::query(&t[2..]).is_none());
+        let udp = wire::format_error(&t).unwrap();
+        assert!(proxy_answer(&udp, &t, false).is_some());
+        let mut tcp = ((udp.len()) as u16).to_be_bytes().to_vec();
+        tcp.extend(wire::format_error(&t[2..]).unwrap());
+        assert!(proxy_answer(&tcp, &t, true).is_some());
+        assert!(proxy_answer(b"HTTP/1.1 400 Bad Request\r\n", &t, true).is_some());
+        assert!(
+            proxy_answer(&t, &t, false).is_none(),
+            "an echo is the destination's"
+        );
+        // A query coming back (QR clear) is no answer; nor is a short one.
+        assert!(proxy_answer(&t[..12], &t, false).is_none());
+        assert!(proxy_answer(&udp[..11], &t, false).is_none());
     }
 
     #[test]

@@ -216,7 +216,8 @@ impl DnsProxy {
     ) -> Option<Vec<u8>> {
         let Some(q) = wire::query(msg) else {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
+            // A query's header with nothing readable after it: FORMERR, as servers answer.
+            return wire::format_error(msg);
         };
         let verdict = self.judge(client.ip(), server, tcp, &q.name);
         if let DnsVerdict::Refused(_) = verdict {

@@ -8,6 +8,8 @@ pub const HEADER: usize = 12;
 pub const TYPE_A: u16 = 1;
 /// `AAAA`.
 pub const TYPE_AAAA: u16 = 28;
+/// `FORMERR`.
+pub const RCODE_FORMERR: u8 = 1;
 /// `NXDOMAIN`.
 pub const RCODE_NXDOMAIN: u8 = 3;
 /// `SERVFAIL`.
@@ -120,6 +122,20 @@ pub fn answer_with(query: &[u8], q: &Question, rcode: u8) -> Vec<u8> {
     // One question, no records.
     out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     out
+}
+
+/// The `FORMERR` answer to a message that has a query's header but no question the proxy
+/// can read: the header alone, with the message's ID; `None` without a query's header.
+pub fn format_error(m: &[u8]) -> Option<Vec<u8>> {
+    let header = m.get(..HEADER)?;
+    if header[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut out = header.to_vec();
+    out[2] = 0x80 | (header[2] & 0x79);
+    out[3] = RCODE_FORMERR;
+    out[4..12].copy_from_slice(&[0; 8]);
+    Some(out)
 }
 
 /// One address record of a response.
@@ -279,6 +295,12 @@ mod tests {
         let mut r = build_response(&q, &parsed, 0, &[("10.0.0.1".parse().unwrap(), 1)]);
         r.truncate(r.len() - 2);
         assert_eq!(response(&r), None);
+        // A query's header with no readable question: FORMERR with its ID.
+        let formerr = format_error(&q[..HEADER + 2]).unwrap();
+        assert_eq!(&formerr[..2], &[0, 1]);
+        assert_eq!(formerr[3], RCODE_FORMERR);
+        assert_eq!(format_error(&formerr), None, "a response is not answered");
+        assert_eq!(format_error(&q[..5]), None);
         // Odd bytes in a label cannot pass for a dot.
         let mut odd = build_query(1, "a", TYPE_A);
         odd[13] = b'.';
