@@ -229,5 +229,6 @@ pub fn identity_kind(kind: &IdentityKind) -> String {
         IdentityKind::Pods => "pods".into(),
         IdentityKind::Cidr(net) => format!("cidr {net}"),
         IdentityKind::Node(n) => format!("node {n}"),
+        IdentityKind::Fqdn(ip) => format!("fqdn {ip}"),
     }
 }

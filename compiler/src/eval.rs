@@ -243,8 +243,14 @@ fn remote_view<'a>(model: &'a Model, ep: EndpointRef, other: Peer) -> Remote<'a>
                     tunnel_endpoint: None,
                 })
                 .collect();
-            let identity =
-                ipcache_lookup(&cidrs, &ip).unwrap_or_else(|| model.identities.world_of(&ip));
+            // An address learnt from a DNS answer has its own identity (a /32 or /128).
+            let identity = model
+                .identities
+                .fqdns
+                .get(&ip)
+                .copied()
+                .or_else(|| ipcache_lookup(&cidrs, &ip))
+                .unwrap_or_else(|| model.identities.world_of(&ip));
             Remote {
                 labels: model.identities.labels_on(identity, local),
                 identity,

@@ -56,6 +56,21 @@ pub enum IdentityKind {
     Cidr(IpNet),
     /// One node (only with node-selector identities).
     Node(String),
+    /// Addresses the DNS proxy learnt for `toFQDNs` selectors (datapath spec §1.6): one
+    /// identity per label set (`fqdn:` labels of the selectors that select a name resolving
+    /// to the address, the world label, and the `cidr:` labels of the policy prefixes holding
+    /// it); one of its addresses, which all lie in the same policy prefixes.
+    Fqdn(IpAddr),
+}
+
+/// The label a `toFQDNs` selector (as lowered: `matchName: NAME`, `matchPattern: PATTERN`)
+/// gives the addresses it selects: `fqdn:NAME` / `fqdn:PATTERN`.
+pub fn fqdn_label(selector: &str) -> Label {
+    let text = selector
+        .strip_prefix("matchName: ")
+        .or_else(|| selector.strip_prefix("matchPattern: "))
+        .unwrap_or(selector);
+    Label::new("fqdn", &text.trim().to_ascii_lowercase(), "")
 }
 
 /// One identity.
@@ -103,6 +118,8 @@ pub struct IdentityTable {
     pub pod_identity: Vec<Option<u32>>,
     /// CIDR identities by prefix.
     pub cidrs: BTreeMap<IpNet, u32>,
+    /// Identities of addresses learnt from DNS answers (`toFQDNs`).
+    pub fqdns: BTreeMap<IpAddr, u32>,
     /// Per-node identities, when policies select nodes by label.
     pub node_identity: BTreeMap<String, u32>,
     /// Whether the cluster is dual-stack (world split into 9 and 10).
@@ -249,10 +266,87 @@ impl IdentityTable {
             by_labels,
             pod_identity,
             cidrs,
+            fqdns: BTreeMap::new(),
             node_identity,
             dual_stack,
             cluster_name: inventory.cluster_name.clone(),
         }
+    }
+
+    /// Gives the addresses of DNS `answers` (name, address) that a `toFQDNs` selector of
+    /// `selectors` selects their identities (datapath spec §1.6), after the identities that
+    /// exist (an address keeps its identity while its label set stays; a new label set gets
+    /// the next local number). `prefixes` are the policies' CIDR prefixes, whose `cidr:`
+    /// labels an address inside them carries too. Addresses no selector selects, and those of
+    /// pods and nodes, get none.
+    pub fn learn_fqdns(
+        &mut self,
+        answers: &[(String, IpAddr)],
+        selectors: &[String],
+        prefixes: &[IpNet],
+        inventory: &Inventory,
+    ) {
+        let mut labels_of: BTreeMap<IpAddr, LabelSet> = BTreeMap::new();
+        for (name, ip) in answers {
+            let matching: Vec<&String> = selectors
+                .iter()
+                .filter(|s| crate::eval::fqdn_selects(s, name))
+                .collect();
+            if matching.is_empty() {
+                continue;
+            }
+            let set = labels_of.entry(*ip).or_default();
+            for s in matching {
+                set.insert(fqdn_label(s));
+            }
+        }
+        let in_cluster: std::collections::HashSet<IpAddr> = inventory
+            .pods
+            .iter()
+            .flat_map(|p| p.ips.iter().copied())
+            .chain(inventory.nodes.iter().flat_map(|n| n.ips.iter().copied()))
+            .collect();
+        let mut next = self
+            .identities
+            .iter()
+            .filter(|i| i.id & LOCAL_SCOPE != 0 && i.id < NODE_SCOPE)
+            .map(|i| (i.id & !LOCAL_SCOPE) + 1)
+            .max()
+            .unwrap_or(1);
+        let mut fqdns = BTreeMap::new();
+        for (ip, mut labels) in labels_of {
+            if in_cluster.contains(&ip) {
+                continue;
+            }
+            labels.insert(Label::reserved(match (self.dual_stack, ip) {
+                (false, _) => "world",
+                (true, IpAddr::V4(_)) => "world-ipv4",
+                (true, IpAddr::V6(_)) => "world-ipv6",
+            }));
+            for p in prefixes
+                .iter()
+                .filter(|p| p.prefix_len() > 0 && p.contains(&ip))
+            {
+                labels.insert(cidr_label(p));
+            }
+            let id = match self.by_labels.get(&labels) {
+                Some(id) => *id,
+                None => {
+                    let id = LOCAL_SCOPE | next;
+                    next += 1;
+                    self.by_labels.insert(labels.clone(), id);
+                    self.by_id.insert(id, self.identities.len());
+                    self.identities.push(Identity {
+                        id,
+                        labels,
+                        kind: IdentityKind::Fqdn(ip),
+                    });
+                    id
+                }
+            };
+            fqdns.insert(ip, id);
+        }
+        self.fqdns = fqdns;
     }
 
     /// Every identity, by number.
@@ -346,6 +440,9 @@ impl IdentityTable {
         for (net, id) in &self.cidrs {
             add(*net, *id, None);
         }
+        for (ip, id) in &self.fqdns {
+            add(IpNet::from(*ip), *id, None);
+        }
         let (v4, v6) = if self.dual_stack {
             (WORLD_IPV4, WORLD_IPV6)
         } else {
@@ -403,6 +500,7 @@ pub fn peer_selects(
         }
         PeerKind::Cidr(c) => match table.get(id).map(|i| &i.kind) {
             Some(IdentityKind::Cidr(net)) => c.contains_net(net),
+            Some(IdentityKind::Fqdn(ip)) => c.contains_addr(ip),
             Some(IdentityKind::Reserved) if c.net.prefix_len() == 0 => {
                 let has = |n: &str| {
                     labels
@@ -422,7 +520,11 @@ pub fn peer_selects(
             }
             _ => false,
         },
-        PeerKind::Fqdn(_) | PeerKind::Service(_) | PeerKind::Unresolved(_) => false,
+        PeerKind::Fqdn(selector) => {
+            matches!(table.get(id).map(|i| &i.kind), Some(IdentityKind::Fqdn(_)))
+                && labels.iter().any(|l| *l == fqdn_label(selector))
+        }
+        PeerKind::Service(_) | PeerKind::Unresolved(_) => false,
     }
 }
 

@@ -818,6 +818,26 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
+    /// Every `toFQDNs` selector the rules name (as lowered: `matchName: NAME`,
+    /// `matchPattern: PATTERN`), sorted and deduplicated.
+    pub fn fqdn_selectors(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            for item in &rule.items {
+                if let Peers::List(peers) = &item.peers {
+                    for p in peers {
+                        if let PeerKind::Fqdn(s) = &p.kind {
+                            out.push(s.clone());
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Every CIDR prefix the policies name (peers and their exceptions), sorted and
     /// deduplicated: each gets a CIDR identity on the nodes.
     pub fn prefixes(&self) -> Vec<IpNet> {

@@ -356,8 +356,10 @@ fn candidates(
         PeerKind::Entity(
             crate::ir::Entity::All | crate::ir::Entity::Cluster | crate::ir::Entity::ClusterMesh,
         ) => None,
-        PeerKind::Entity(_) | PeerKind::Cidr(_) | PeerKind::Nodes(_) => Some(not_pods.to_vec()),
-        PeerKind::Fqdn(_) | PeerKind::Service(_) | PeerKind::Unresolved(_) => Some(Vec::new()),
+        PeerKind::Entity(_) | PeerKind::Cidr(_) | PeerKind::Nodes(_) | PeerKind::Fqdn(_) => {
+            Some(not_pods.to_vec())
+        }
+        PeerKind::Service(_) | PeerKind::Unresolved(_) => Some(Vec::new()),
     }
 }
 

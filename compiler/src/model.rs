@@ -121,6 +121,21 @@ impl Model {
         Model::with_prefixes(policies, inventory, config, None)
     }
 
+    /// Takes DNS answers (name, address) as the DNS proxy's: `toFQDNs` peers select the
+    /// addresses of the names they match ([`Model::dns_answers`]), which get identities
+    /// ([`IdentityTable::learn_fqdns`]). Replaces the answers given before.
+    pub fn learn_dns(&mut self, answers: Vec<(String, IpAddr)>) {
+        let answers: Vec<(String, IpAddr)> = answers
+            .into_iter()
+            .map(|(n, ip)| (crate::eval::fqdn(&n), ip))
+            .collect();
+        let selectors = self.policies.fqdn_selectors();
+        let prefixes = self.policies.prefixes();
+        self.identities
+            .learn_fqdns(&answers, &selectors, &prefixes, &self.inventory);
+        self.dns_answers = answers;
+    }
+
     /// [`Model::from_parts`] for judging flows between the inventory and the outside
     /// addresses `outside` only: the CIDR identities are those of the policies' prefixes that
     /// hold one of these or of the inventory's addresses. The identity of an address is that

@@ -362,6 +362,16 @@ pub fn identities_json(table: &IdentityTable) -> Value {
                         obj.insert("kind".into(), json!("node"));
                         obj.insert("node".into(), json!(name));
                     }
+                    IdentityKind::Fqdn(_) => {
+                        obj.insert("kind".into(), json!("fqdn"));
+                        let ips: Vec<String> = table
+                            .fqdns
+                            .iter()
+                            .filter(|(_, i)| **i == id.id)
+                            .map(|(ip, _)| ip.to_string())
+                            .collect();
+                        obj.insert("addresses".into(), json!(ips));
+                    }
                 }
                 Value::Object(obj)
             })

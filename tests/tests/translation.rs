@@ -553,6 +553,102 @@ spec:
     assert!(checked > 100 && l7_checked >= 6, "{checked} {l7_checked}");
 }
 
+/// Addresses learnt from DNS answers get identities that the `toFQDNs` selectors matching
+/// their names select (and CIDR selectors holding them), in the map as in `eval`; names no
+/// selector matches give their address nothing.
+#[test]
+fn learnt_fqdn_addresses_are_allowed_by_the_map_as_by_eval() {
+    let pods: Vec<PodGen> = (0..2)
+        .map(|i| PodGen {
+            ns: 0,
+            app: i,
+            tier: false,
+            node: 0,
+        })
+        .collect();
+    let mut text = inventory_yaml(&pods);
+    text.push_str(
+        r#"---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: f, namespace: a}
+spec:
+  endpointSelector: {}
+  egress:
+  - toFQDNs: [{matchName: api.example.com}, {matchPattern: "*.cdn.example.com"}]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+  - toCIDR: [198.51.100.0/24]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+"#,
+    );
+    let mut sources = SourceMap::new();
+    sources.add(SourceFile::new("fqdn.yaml", text));
+    let (objects, diags) = polc_compiler::lint(&sources, &Options::default());
+    assert!(
+        diags
+            .iter()
+            .all(|d| d.severity != polc_compiler::diag::Severity::Error),
+        "{diags:?}"
+    );
+    let (mut model, _) = Model::build(&objects, Config::default());
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let judge = |model: &Model, to: &str, port: u16| {
+        let flow = Flow {
+            src: Peer::Pod(0),
+            dst: Peer::External(ip(to)),
+            proto: Proto::Tcp,
+            port,
+            request: None,
+        };
+        let outcome = eval::decide(model, &flow);
+        let mut cache = SelectorCache::new(model);
+        let d = &outcome.decisions[0];
+        let policy = mapstate::compute(
+            model,
+            &mut cache,
+            d.endpoint,
+            &ProxyPorts::default(),
+            &mapstate::listeners(model),
+        );
+        let hit = mapstate::lookup(&policy.map, d.direction, d.remote_identity, 6, port);
+        let map = mapstate::verdict_of(hit);
+        assert_eq!(map, outcome.verdict, "{to}:{port}: map and eval differ");
+        (outcome.verdict, d.remote_identity)
+    };
+    // Before any answer, toFQDNs selects nothing.
+    assert_eq!(judge(&model, "203.0.113.10", 443).0, Verdict::Deny);
+    model.learn_dns(vec![
+        ("API.example.com".into(), ip("203.0.113.10")),
+        ("img.cdn.example.com".into(), ip("198.51.100.7")),
+        ("x.img.cdn.example.com".into(), ip("192.0.2.99")),
+        ("other.org".into(), ip("192.0.2.9")),
+    ]);
+    let (v, api) = judge(&model, "203.0.113.10", 443);
+    assert_eq!(v, Verdict::Allow);
+    assert_ne!(api, polc_compiler::identity::WORLD);
+    // Inside a policy prefix: the CIDR rule selects the learnt identity too.
+    let (v, cdn) = judge(&model, "198.51.100.7", 443);
+    assert_eq!(v, Verdict::Allow);
+    assert_eq!(judge(&model, "198.51.100.7", 80).0, Verdict::Allow);
+    assert_ne!(api, cdn, "different label sets, different identities");
+    // `*` is one label; a name no selector matches gets no identity.
+    assert_eq!(judge(&model, "192.0.2.99", 443).0, Verdict::Deny);
+    assert_eq!(judge(&model, "192.0.2.9", 443).0, Verdict::Deny);
+    assert_eq!(judge(&model, "203.0.113.10", 80).0, Verdict::Deny);
+    // Learning again keeps the numbers.
+    model.learn_dns(vec![
+        ("api.example.com".into(), ip("203.0.113.10")),
+        ("api.example.com".into(), ip("203.0.113.11")),
+    ]);
+    assert_eq!(judge(&model, "203.0.113.10", 443), (Verdict::Allow, api));
+    assert_eq!(judge(&model, "203.0.113.11", 443), (Verdict::Allow, api));
+    assert_eq!(
+        judge(&model, "198.51.100.7", 443).0,
+        Verdict::Deny,
+        "no longer learnt"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 512,

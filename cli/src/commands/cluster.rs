@@ -32,6 +32,26 @@ pub struct ClusterArgs {
     /// Largest input file polc reads, in bytes (inventory dumps of big clusters are large).
     #[arg(long, default_value_t = 1024 * 1024 * 1024, value_name = "BYTES")]
     pub max_file_size: u64,
+    /// A DNS answer the DNS proxy has seen, `NAME=ADDRESS` (repeatable): `toFQDNs` peers
+    /// select the addresses of the names they match. Without any, they select nothing. In
+    /// `polc lab up`, the lab's DNS servers answer these names.
+    #[arg(long = "dns-answer", value_name = "NAME=IP", value_parser = dns_answer_arg)]
+    pub dns_answers: Vec<(String, std::net::IpAddr)>,
+}
+
+fn dns_answer_arg(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (name, ip) = s
+        .split_once('=')
+        .ok_or("write NAME=ADDRESS, for example api.example.com=203.0.113.10")?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!("`{name}` is not a DNS name"));
+    }
+    let ip = ip
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{}` is not an IP address", ip.trim()))?;
+    Ok((name.to_string(), ip))
 }
 
 /// A loaded cluster.
@@ -81,7 +101,10 @@ pub fn load(
     let config = config(args.cilium_version, &args.cluster_name);
     let mut policies = checked.policies;
     inventory.bind_services(&mut policies);
-    let model = Model::from_parts(policies, inventory, config);
+    let mut model = Model::from_parts(policies, inventory, config);
+    if !args.dns_answers.is_empty() {
+        model.learn_dns(args.dns_answers.clone());
+    }
     crate::timing::lap(stderr, "build model");
     // The extra files are the last ones read, one per path.
     let ids: Vec<FileId> = inputs.sources.files().map(|(id, _)| id).collect();

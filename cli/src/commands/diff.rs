@@ -170,6 +170,7 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             cilium_version: args.cilium_version,
             cluster_name: "default".into(),
             max_file_size: 1024 * 1024 * 1024,
+            dns_answers: Vec::new(),
         };
         cluster::load(&cargs, &[], io.stdin, io.stderr)
     };
@@ -220,6 +221,7 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         cilium_version: args.cilium_version,
         cluster_name: "default".into(),
         max_file_size: 1024 * 1024 * 1024,
+        dns_answers: Vec::new(),
     };
     let Some((old, new)) = cluster::load_pair(
         std::slice::from_ref(&old_path),

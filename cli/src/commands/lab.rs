@@ -40,7 +40,7 @@ pub enum LabCommand {
     /// Build the inventory's pods and nodes as network namespaces and load the policies.
     Up(Box<UpArgs>),
     /// Send real packets between the lab's pods (one flow, or every flow of a flows file).
-    Probe(ProbeArgs),
+    Probe(Box<ProbeArgs>),
     /// Replace the policies of a running lab (the network stays).
     Apply(ApplyArgs),
     /// Remove everything a lab made (also after a crash).
@@ -206,6 +206,8 @@ fn cluster_of(state: &State, policies: Option<&[PathBuf]>) -> ClusterArgs {
             .unwrap_or_default(),
         cluster_name: state.cluster_name.clone(),
         max_file_size: 1024 * 1024 * 1024,
+        // The datapath learns answers from DNS traffic, not from the command line.
+        dns_answers: Vec::new(),
     }
 }
 
@@ -240,9 +242,12 @@ fn up(args: &UpArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
-    let Some(loaded) = cluster::load(&args.cluster, &[], io.stdin, io.stderr) else {
+    let Some(mut loaded) = cluster::load(&args.cluster, &[], io.stdin, io.stderr) else {
         return Ok(EXIT_USAGE);
     };
+    // `--dns-answer`s are the lab DNS servers' records; the datapath learns them from DNS
+    // traffic through the proxy, as a node does.
+    loaded.model.learn_dns(Vec::new());
     let plan = match Plan::new(&args.name, &loaded.model) {
         Ok(p) => p,
         Err(e) => {
@@ -275,6 +280,7 @@ fn up(args: &UpArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         policy_map_max: args.policy_map_max,
         world_addrs: Vec::new(),
         ready: false,
+        dns_records: args.cluster.dns_answers.clone(),
     };
     let result = state
         .write()
@@ -287,7 +293,7 @@ fn up(args: &UpArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
                 state.policy_map_max,
             )
         })
-        .and_then(|r| lab::start_proxies(&state.plan, &loaded.model).map(|()| r));
+        .and_then(|r| lab::start_proxies(&state, &loaded.model).map(|()| r));
     let reports = match result {
         Ok(r) => r,
         Err(e) => {
@@ -397,18 +403,21 @@ fn apply(args: &ApplyArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     if let Err(e) = same_network(&state, &loaded) {
         return Ok(lab_error(&e, io.stderr));
     }
+    let old_policies = std::mem::replace(&mut state.policies, policies);
     let reports = match lab::install(
         &state.plan,
         &loaded.model,
         &state.pins,
         state.policy_map_max,
     )
-    .and_then(|r| lab::start_proxies(&state.plan, &loaded.model).map(|()| r))
+    .and_then(|r| lab::start_proxies(&state, &loaded.model).map(|()| r))
     {
         Ok(r) => r,
-        Err(e) => return Ok(lab_error(&e, io.stderr)),
+        Err(e) => {
+            state.policies = old_policies;
+            return Ok(lab_error(&e, io.stderr));
+        }
     };
-    state.policies = policies;
     if let Err(e) = state.write() {
         return Ok(lab_error(&e, io.stderr));
     }
@@ -617,6 +626,43 @@ fn run_tasks(servers: &Servers, tasks: &[&Task], timeout: Duration) -> Vec<Obser
     out
 }
 
+/// The model as each lab node's DNS proxy has learnt it (`toFQDNs` addresses): a flow is
+/// judged with what its source's node knows, which decides its egress.
+struct LearntModels {
+    by_node: Vec<Option<polc_compiler::model::Model>>,
+    plain: polc_compiler::model::Model,
+}
+
+impl LearntModels {
+    fn new(state: &State, model: &polc_compiler::model::Model) -> LearntModels {
+        let by_node = (0..state.plan.nodes.len())
+            .map(|i| {
+                let answers = lab::learnt_answers(&state.plan.lab, i);
+                (!answers.is_empty()).then(|| {
+                    let mut m = model.clone();
+                    m.learn_dns(answers);
+                    m
+                })
+            })
+            .collect();
+        LearntModels {
+            by_node,
+            plain: model.clone(),
+        }
+    }
+
+    fn of(&self, state: &State, flow: &Flow) -> &polc_compiler::model::Model {
+        let node = match flow.src {
+            Peer::Pod(i) => state.plan.pods.iter().find(|p| p.pod == i).map(|p| p.node),
+            Peer::Host(n) => state.plan.nodes.iter().position(|x| x.inventory == Some(n)),
+            Peer::External(_) => None,
+        };
+        node.and_then(|n| self.by_node.get(n))
+            .and_then(Option::as_ref)
+            .unwrap_or(&self.plain)
+    }
+}
+
 /// A flow to probe, as written.
 struct Wanted<'a> {
     from: String,
@@ -774,7 +820,7 @@ fn probe_cmd(args: &ProbeArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     if let Err(e) = lab::add_world(&mut state, &world.into_iter().collect::<Vec<_>>()) {
         return Ok(lab_error(&e, io.stderr));
     }
-    let mut servers = Servers::new();
+    let mut servers = Servers::with_records(state.dns_records.clone());
     let mut server_errors: Vec<Option<String>> = Vec::new();
     let tasks: Vec<&Task> = plans
         .iter()
@@ -788,7 +834,17 @@ fn probe_cmd(args: &ProbeArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         server_errors.push(servers.prepare(&t.src, &t.dst, t.l4).err());
     }
     let timeout = Duration::from_millis(args.timeout);
-    let mut observed = run_tasks(&servers, &tasks, timeout);
+    // DNS queries first: what the proxies learn from them decides the flows to `toFQDNs`
+    // addresses after them, as on a node.
+    let (dns_first, rest): (Vec<usize>, Vec<usize>) =
+        (0..tasks.len()).partition(|&i| matches!(tasks[i].request, Some(Request::Dns { .. })));
+    let mut observed: Vec<Observed> = vec![Observed::default(); tasks.len()];
+    for batch in [dns_first, rest] {
+        let some: Vec<&Task> = batch.iter().map(|&i| tasks[i]).collect();
+        for (i, o) in batch.into_iter().zip(run_tasks(&servers, &some, timeout)) {
+            observed[i] = o;
+        }
+    }
     for (o, err) in observed.iter_mut().zip(&server_errors) {
         if let Some(e) = err {
             o.outcome = Outcome::Failed(e.clone());
@@ -798,8 +854,9 @@ fn probe_cmd(args: &ProbeArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     // Assemble per flow; a drop that disagrees with eval is probed again with more time.
     let mut results = Vec::new();
     let mut k = 0;
+    let learnt = LearntModels::new(&state, model);
     for (w, p) in wanted.iter().zip(&plans) {
-        let eval = eval::decide(model, &w.flow).verdict;
+        let eval = eval::decide(learnt.of(&state, &w.flow), &w.flow).verdict;
         let mut r = FlowResult {
             eval,
             probes: Vec::new(),

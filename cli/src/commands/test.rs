@@ -147,6 +147,7 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             cilium_version: args.cilium_version,
             cluster_name: "default".into(),
             max_file_size: 1024 * 1024 * 1024,
+            dns_answers: Vec::new(),
         };
         let Some(loaded) = cluster::load(&cargs, &[], io.stdin, io.stderr) else {
             return Ok(EXIT_USAGE);

@@ -83,6 +83,9 @@ pub struct State {
     pub world_addrs: Vec<IpAddr>,
     /// Whether the lab was completely built.
     pub ready: bool,
+    /// Names the lab's DNS servers answer (`--dns-answer`), and their addresses.
+    #[serde(default)]
+    pub dns_records: Vec<(String, IpAddr)>,
 }
 
 /// The state file of lab `name`.
@@ -363,7 +366,8 @@ fn running_proxy(dir: &Path) -> Option<i32> {
 
 /// Writes every node's proxy configuration for `model`; a running proxy reads it again by
 /// itself. Starts the proxies that do not run yet and waits until they listen.
-pub fn start_proxies(plan: &Plan, model: &Model) -> Result<(), LabError> {
+pub fn start_proxies(state: &State, model: &Model) -> Result<(), LabError> {
+    let plan = &state.plan;
     let err = |what: String| {
         move |e: std::io::Error| LabError::Setup {
             what: what.clone(),
@@ -374,7 +378,16 @@ pub fn start_proxies(plan: &Plan, model: &Model) -> Result<(), LabError> {
     for (i, n) in plan.nodes.iter().enumerate() {
         let dir = proxy_dir(&plan.lab, i);
         std::fs::create_dir_all(&dir).map_err(err(format!("creating {}", dir.display())))?;
-        let config = crate::proxy::config::Config::of_node(model, &n.name);
+        let mut config = crate::proxy::config::Config::of_node(model, &n.name);
+        config.datapath =
+            node_dir(&state.pins, &n.name).map(|pins| crate::proxy::config::Datapath {
+                policies: state.policies.clone(),
+                inventory: state.inventory.clone(),
+                cilium_version: state.cilium_version.clone(),
+                cluster_name: state.cluster_name.clone(),
+                pins,
+                policy_map_max: state.policy_map_max,
+            });
         let path = dir.join("proxy.json");
         config
             .write(&path)
@@ -431,6 +444,28 @@ pub fn start_proxies(plan: &Plan, model: &Model) -> Result<(), LabError> {
         }
     }
     Ok(())
+}
+
+/// The DNS answers node `index`'s proxy has learnt (from its status file).
+pub fn learnt_answers(name: &str, index: usize) -> Vec<(String, IpAddr)> {
+    let path = proxy_dir(name, index).join("status.json");
+    let Some(status) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return Vec::new();
+    };
+    status["fqdn"]["learnt"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["address"].as_str()?.parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Stops the proxies of lab `name` and removes their files; returns how many ran.

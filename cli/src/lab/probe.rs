@@ -149,6 +149,12 @@ pub struct Observed {
     pub detail: Option<String>,
 }
 
+impl Default for Observed {
+    fn default() -> Observed {
+        Observed::failed("the probe did not run")
+    }
+}
+
 impl Observed {
     fn new(outcome: Outcome, start: Instant) -> Observed {
         Observed {
@@ -481,13 +487,16 @@ fn echo_tcp(mut conn: TcpStream, records: &[(String, IpAddr)]) {
                 }
                 let framed =
                     usize::from(u16::from_be_bytes([buf[0], buf[1]])) == n.saturating_sub(2);
-                if first && n > 2 && n != TOKEN && framed {
-                    if let Some(answer) = dns_answer(&buf[2..n], records) {
-                        let mut out = (answer.len() as u16).to_be_bytes().to_vec();
-                        out.extend_from_slice(&answer);
-                        let _ = conn.write_all(&out);
-                        return;
-                    }
+                if first
+                    && n > 2
+                    && n != TOKEN
+                    && framed
+                    && let Some(answer) = dns_answer(&buf[2..n], records)
+                {
+                    let mut out = (answer.len() as u16).to_be_bytes().to_vec();
+                    out.extend_from_slice(&answer);
+                    let _ = conn.write_all(&out);
+                    return;
                 }
                 first = false;
                 if conn.write_all(&buf[..n]).is_err() {

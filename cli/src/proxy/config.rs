@@ -62,6 +62,32 @@ pub struct Config {
     /// Each local endpoint's DNS rules (NPDS leaves DNS to the DNS proxy).
     #[serde(default)]
     pub dns: Vec<DnsEndpoint>,
+    /// Every `toFQDNs` selector of the policies: the DNS proxy learns the addresses of the
+    /// names they match.
+    #[serde(default)]
+    pub fqdn_selectors: Vec<String>,
+    /// The cluster and the node's pinned datapath, which learnt addresses are compiled into
+    /// (without it the DNS proxy learns nothing).
+    #[serde(default)]
+    pub datapath: Option<Datapath>,
+}
+
+/// The inputs the proxy compiles the node from, and where the node's datapath is pinned.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Datapath {
+    /// Policy paths.
+    pub policies: Vec<std::path::PathBuf>,
+    /// Inventory paths.
+    pub inventory: Vec<std::path::PathBuf>,
+    /// `--cilium-version`.
+    pub cilium_version: String,
+    /// `--cluster-name`.
+    pub cluster_name: String,
+    /// The node's pin directory.
+    pub pins: std::path::PathBuf,
+    /// Capacity of each policy map.
+    pub policy_map_max: u32,
 }
 
 /// One endpoint's egress DNS rules.
@@ -200,6 +226,8 @@ impl Config {
             ipcache,
             endpoints,
             dns,
+            fqdn_selectors: model.policies.fqdn_selectors(),
+            datapath: None,
         }
     }
 

@@ -49,9 +49,16 @@ pub struct DnsCounters {
     pub failed: AtomicU64,
 }
 
+/// Called with the (name, address, TTL) of a forwarded answer whose names a `toFQDNs`
+/// selector matches, before the answer goes to the client; returns when the node knows them.
+pub type LearnHook = Arc<dyn Fn(Vec<(String, IpAddr, u32)>) + Send + Sync>;
+
 /// The DNS proxy's state.
 pub struct DnsProxy {
     by_ip: RwLock<Arc<HashMap<IpAddr, Arc<DnsEndpoint>>>>,
+    selectors: RwLock<Arc<Vec<String>>>,
+    /// Where learnt addresses go.
+    pub learn: RwLock<Option<LearnHook>>,
     identities: RwLock<Arc<Ipcache>>,
     /// What it has done.
     pub counters: DnsCounters,
@@ -87,6 +94,8 @@ impl DnsProxy {
     pub fn new(config: &Config, log: Option<Box<dyn Write + Send>>) -> DnsProxy {
         DnsProxy {
             by_ip: RwLock::new(index(config)),
+            selectors: RwLock::new(Arc::new(config.fqdn_selectors.clone())),
+            learn: RwLock::new(None),
             identities: RwLock::new(ipcache_of(config)),
             counters: DnsCounters::default(),
             log: log.map(Mutex::new),
@@ -96,6 +105,8 @@ impl DnsProxy {
     /// Puts a new configuration in use.
     pub fn set_config(&self, config: &Config) {
         *self.by_ip.write().unwrap_or_else(|e| e.into_inner()) = index(config);
+        *self.selectors.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(config.fqdn_selectors.clone());
         *self.identities.write().unwrap_or_else(|e| e.into_inner()) = ipcache_of(config);
     }
 
@@ -233,6 +244,7 @@ impl DnsProxy {
         match answer {
             Ok(a) => {
                 self.record(client, server, &q, &verdict, Some(&a));
+                self.learn_from(&q.name, &a).await;
                 Some(a)
             }
             Err(_) => {
@@ -241,6 +253,39 @@ impl DnsProxy {
                 Some(wire::answer_with(msg, &q, wire::RCODE_SERVFAIL))
             }
         }
+    }
+
+    /// Hands the addresses of an answer to the learn hook, for the names (the question's and
+    /// the records' own, after CNAMEs) a `toFQDNs` selector matches; waits until it is done.
+    async fn learn_from(&self, question: &str, answer: &[u8]) {
+        let Some(hook) = self.learn.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let Some((_, addrs)) = wire::response(answer) else {
+            return;
+        };
+        let selectors = self
+            .selectors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let selected = |name: &str| {
+            selectors
+                .iter()
+                .any(|s| polc_compiler::eval::fqdn_selects(s, name))
+        };
+        let mut learnt = Vec::new();
+        for a in &addrs {
+            for name in [question, a.name.as_str()] {
+                if selected(name) && !learnt.iter().any(|(n, ip, _)| n == name && *ip == a.ip) {
+                    learnt.push((name.to_string(), a.ip, a.ttl));
+                }
+            }
+        }
+        if learnt.is_empty() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || hook(learnt)).await;
     }
 
     /// Listens on `addr` (UDP and TCP, transparently); returns what it listens on.
@@ -456,6 +501,8 @@ mod tests {
                     },
                 ],
             }],
+            fqdn_selectors: Vec::new(),
+            datapath: None,
         }
     }
 

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 
 pub mod config;
 pub mod dns;
+pub mod learn;
 pub mod run;
 pub mod wire;
 

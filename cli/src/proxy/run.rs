@@ -8,6 +8,7 @@
 
 use super::config::Config;
 use super::dns;
+use super::learn::Learner;
 use super::{Proxy, Via};
 use polc_compiler::ir::Direction;
 use serde_json::json;
@@ -135,12 +136,37 @@ pub fn run(opts: &Options) -> Result<(), String> {
     proxy.transparent = true;
     let proxy = Arc::new(proxy);
     let dns = Arc::new(dns::DnsProxy::new(&config, open_log(opts)?));
+    let learner = Learner::new(&config).map(Arc::new);
+    let learnt = Arc::new(tokio::sync::Notify::new());
+    if let Some(l) = &learner {
+        let (proxy, dns_weak) = (proxy.clone(), Arc::downgrade(&dns));
+        let (l, learnt) = (l.clone(), learnt.clone());
+        let hook: dns::LearnHook = Arc::new(move |answers| {
+            if let Some(tables) = l.learn(&answers) {
+                install(&proxy, dns_weak.upgrade().as_deref(), &tables);
+                // The status file says so at once.
+                learnt.notify_one();
+            }
+        });
+        *dns.learn.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(serve(opts, config, proxy, dns))
+    runtime.block_on(serve(opts, config, proxy, dns, learner, learnt))
+}
+
+/// Puts new tables in use in both proxies.
+fn install(proxy: &Proxy, dns: Option<&dns::DnsProxy>, tables: &Config) {
+    if let Ok((rules, ipcache)) = tables.tables() {
+        proxy.set_rules(rules);
+        proxy.set_identities(Arc::new(ipcache));
+    }
+    if let Some(dns) = dns {
+        dns.set_config(tables);
+    }
 }
 
 async fn serve(
@@ -148,6 +174,8 @@ async fn serve(
     config: Config,
     proxy: Arc<Proxy>,
     dns: Arc<dns::DnsProxy>,
+    learner: Option<Arc<Learner>>,
+    learnt: Arc<tokio::sync::Notify>,
 ) -> Result<(), String> {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut listening = Vec::new();
@@ -192,10 +220,16 @@ async fn serve(
                 "reloadError": reload_error,
                 "http": proxy.status(),
                 "dns": dns.status(),
+                "fqdn": learner.as_ref().map(|l| l.status()),
             });
             let _ = write_atomically(path, &status.to_string());
         }
-        tokio::time::sleep(TICK).await;
+        let _ = tokio::time::timeout(TICK, learnt.notified()).await;
+        if let Some(l) = learner.clone()
+            && let Ok(Some(tables)) = tokio::task::spawn_blocking(move || l.expire()).await
+        {
+            install(&proxy, Some(&dns), &tables);
+        }
         let now = modified(&opts.config);
         if now != seen {
             seen = now;
@@ -204,6 +238,15 @@ async fn serve(
                     proxy.set_rules(rules);
                     proxy.set_identities(Arc::new(ipcache));
                     dns.set_config(&c);
+                    // New policies: what was learnt goes into them again.
+                    if let Some(l) = learner.clone() {
+                        let c = c.clone();
+                        if let Ok(Some(tables)) =
+                            tokio::task::spawn_blocking(move || l.reload(&c)).await
+                        {
+                            install(&proxy, Some(&dns), &tables);
+                        }
+                    }
                     reloads += 1;
                     reload_error = None;
                 }
