@@ -427,7 +427,9 @@ codes! {
     DeprecatedL7 = "L0310", "deprecated-l7", Warning,
         "Kafka or generic (`l7proto`) L7 rules are deprecated.",
         "Kafka L7 rules are deprecated since Cilium 1.18 and removed from the CRDs in 1.20; \
-         plan to move away from them.";
+         plan to move away from them. polc compiles them (map entries, NPDS rules) but its \
+         own L7 proxy does not enforce them: on polc's datapath a port with such rules fails \
+         closed (its traffic is dropped), and `polc status` counts those drops.";
     RequiresAgentFlag = "L0311", "requires-agent-flag", Warning,
         "The construct only works when the Cilium agent runs with a non-default setting.",
         "`fromNodes`/`toNodes` need `enable-node-selector-labels=true`; the extended IP \

@@ -1218,8 +1218,10 @@ pub struct EndpointStatus {
     pub egress_enforced: bool,
     /// Policy-map entries.
     pub entries: usize,
-    /// Entries with a proxy port (allowed without the L7 proxy).
+    /// Entries with a proxy port (redirected to the L7 proxy).
     pub redirect_entries: usize,
+    /// Those entries by proxy port.
+    pub proxy_ports: BTreeMap<u16, usize>,
     /// Interfaces serving it: (ifindex, name if it still exists).
     pub interfaces: Vec<(u32, Option<String>)>,
 }
@@ -1279,11 +1281,17 @@ impl Status {
             let (id, v) = item.map_err(|e| kernel("reading polc_endpoints", chain(&e)))?;
             let info = EndpointInfo::from_bytes(&v);
             let ep = info.endpoint_id;
+            let mut proxy_ports: BTreeMap<u16, usize> = BTreeMap::new();
             let (entries, redirect_entries) = match outer.get(&id, 0) {
                 Ok(m) => {
                     let p = read_policy(&m)?;
-                    let redirects = p.values().filter(|v| v[0] != 0 || v[1] != 0).count();
-                    (p.len(), redirects)
+                    for v in p.values() {
+                        let port = u16::from_be_bytes([v[0], v[1]]);
+                        if port != 0 {
+                            *proxy_ports.entry(port).or_default() += 1;
+                        }
+                    }
+                    (p.len(), proxy_ports.values().sum())
                 }
                 Err(_) => (0, 0),
             };
@@ -1295,6 +1303,7 @@ impl Status {
                 egress_enforced: info.flags & abi::ENDPOINT_F_EGRESS_ENFORCED != 0,
                 entries,
                 redirect_entries,
+                proxy_ports,
                 interfaces: by_ep.remove(&ep).unwrap_or_default(),
             });
         }

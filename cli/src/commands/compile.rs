@@ -13,9 +13,11 @@
 //! nodes/<node>/endpoints/<id>/<map name>.bin  key || value records (cilium_policy_v2_<id>)
 //! nodes/<node>/endpoints/<id>/policy.json     the same entries, readable
 //! nodes/<node>/endpoints/<id>/npds.json       the proxy rules (cilium.NetworkPolicy)
+//! nodes/<node>/proxy.json                     the node's `polc proxy` configuration
 //! ```
 
 use super::cluster::{self, ClusterArgs};
+use crate::proxy::config::Config as ProxyConfig;
 use crate::render;
 use crate::{EXIT_CLEAN, EXIT_USAGE, Io};
 use anyhow::Context;
@@ -79,6 +81,7 @@ pub fn run(args: &CompileArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     for e in &compilation.endpoints {
         *nodes.entry(e.node.as_str()).or_default() += 1;
     }
+    let mut proxies: BTreeMap<&str, ProxyConfig> = BTreeMap::new();
     for node in nodes.keys() {
         let dir = args.out.join("nodes").join(node);
         std::fs::create_dir_all(&dir)
@@ -90,6 +93,10 @@ pub fn run(args: &CompileArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         let doc = records::ipcache_json(&cache, ip_layout, 0)
             .map_err(|e| anyhow::anyhow!("ipcache of node {node}: {e}"))?;
         write_json(&dir.join("ipcache.json"), &doc)?;
+        proxies.insert(
+            node,
+            ProxyConfig::new(model, node, &compilation.proxy_ports, &cache),
+        );
     }
 
     let mut per_endpoint = Vec::new();
@@ -116,10 +123,11 @@ pub fn run(args: &CompileArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             &dir.join("policy.json"),
             &records::policy_map_document(e.endpoint_id, &policy, layout, max_entries),
         )?;
-        write_json(
-            &dir.join("npds.json"),
-            &npds::network_policy(model, e.endpoint, e.endpoint_id, &policy),
-        )?;
+        let rules = npds::network_policy(model, e.endpoint, e.endpoint_id, &policy);
+        write_json(&dir.join("npds.json"), &rules)?;
+        if let Some(proxy) = proxies.get_mut(e.node.as_str()) {
+            proxy.add_endpoint(model, e.endpoint, e.endpoint_id, rules, &policy);
+        }
         let (what, ips, loc) = match e.endpoint {
             EndpointRef::Pod(i) => {
                 let p = &model.inventory.pods[i];
@@ -178,6 +186,12 @@ pub fn run(args: &CompileArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             "entries": entries,
             "overflow": entries > max_entries,
         }));
+    }
+    for (node, proxy) in &proxies {
+        let path = args.out.join("nodes").join(node).join("proxy.json");
+        proxy
+            .write(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let max = per_endpoint
         .iter()

@@ -1,14 +1,17 @@
 //! `polc status`: what polc's datapath has installed on this machine (per node: endpoints,
 //! their policy-map entries and interfaces, the ipcache, tracked connections) and what it
-//! did (packets by pass/drop reason, packets and bytes per policy entry). Entries with an L7
-//! proxy port are allowed without the proxy, and the status says so.
+//! did (packets by pass/drop reason, packets and bytes per policy entry), and what the node's
+//! L7 proxy did (requests per rule, DNS queries, learnt `toFQDNs` addresses). Entries whose
+//! proxy port no polc proxy serves (Kafka, generic L7, Envoy listeners, or no proxy running)
+//! fail closed, and the status says so.
 
 use super::load::{node_dir, report_error};
 use crate::{EXIT_CLEAN, EXIT_USAGE, Io};
 use polc_compiler::diag::Code;
-use polc_ebpf::abi::{Reason, StatsKey};
+use polc_ebpf::abi::StatsKey;
 use polc_ebpf::loader::{self, LoadError, Status};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Output formats of `polc status`.
@@ -71,7 +74,39 @@ fn node_of(s: &Status) -> String {
         .unwrap_or_default()
 }
 
+/// The status file of the proxy of the node pinned at `s.dir`, and whether it still runs.
+fn proxy_of(s: &Status) -> Option<(serde_json::Value, bool)> {
+    let path = crate::lab::proxy_status_of(&s.dir)
+        .or_else(|| crate::proxy::run::default_status(&node_of(s)))?;
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let running = v["pid"]
+        .as_u64()
+        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    Some((v, running))
+}
+
+/// What a proxy port is, with the default ports (those `polc compile` and `polc lab` use).
+fn port_role(port: u16) -> (&'static str, bool) {
+    let p = polc_compiler::mapstate::ProxyPorts::default();
+    match port {
+        x if x == p.http_ingress => ("HTTP ingress", true),
+        x if x == p.http_egress => ("HTTP egress", true),
+        x if x == p.dns_egress => ("DNS", true),
+        x if x == p.kafka.0 || x == p.kafka.1 => ("Kafka", false),
+        x if x == p.generic.0 || x == p.generic.1 => ("generic L7", false),
+        x if x >= p.listener_base => ("Envoy listener", false),
+        _ => ("unknown", false),
+    }
+}
+
 fn json_of(s: &Status) -> serde_json::Value {
+    let proxy = proxy_of(s);
+    let mut ports: BTreeMap<u16, usize> = BTreeMap::new();
+    for e in &s.endpoints {
+        for (p, n) in &e.proxy_ports {
+            *ports.entry(*p).or_default() += n;
+        }
+    }
     json!({
         "node": node_of(s),
         "dir": s.dir.display().to_string(),
@@ -98,7 +133,16 @@ fn json_of(s: &Status) -> serde_json::Value {
             "packets": c.packets,
             "bytes": c.bytes,
         })).collect::<Vec<_>>(),
-        "proxy_enforced": false,
+        "proxy_ports": ports.iter().map(|(p, n)| {
+            let (role, served) = port_role(*p);
+            json!({
+                "port": p,
+                "role": role,
+                "entries": n,
+                "enforced": served && proxy.as_ref().is_some_and(|(_, running)| *running),
+            })
+        }).collect::<Vec<_>>(),
+        "proxy": proxy.map(|(v, running)| json!({"running": running, "status": v})),
     })
 }
 
@@ -180,19 +224,82 @@ fn write_text(s: &Status, out: &mut dyn std::io::Write) -> std::io::Result<()> {
             )?;
         }
     }
-    let redirects: usize = s.endpoints.iter().map(|e| e.redirect_entries).sum();
-    let redirected = s
-        .counters
-        .iter()
-        .find(|(r, _)| *r == Reason::PassRedirect)
-        .map_or(0, |(_, c)| c.packets);
-    if redirects > 0 || redirected > 0 {
+    write_proxy(s, out)
+}
+
+fn write_proxy(s: &Status, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut ports: BTreeMap<u16, usize> = BTreeMap::new();
+    for e in &s.endpoints {
+        for (p, n) in &e.proxy_ports {
+            *ports.entry(*p).or_default() += n;
+        }
+    }
+    let proxy = proxy_of(s);
+    let running = proxy.as_ref().is_some_and(|(_, r)| *r);
+    if !ports.is_empty() {
+        writeln!(out, "  proxy ports in the policy maps:")?;
+        for (p, n) in &ports {
+            let (role, served) = port_role(*p);
+            let state = match (served, running) {
+                (true, true) => "enforced by polc's proxy",
+                (true, false) => "no polc proxy runs: its traffic is dropped (fail closed)",
+                (false, _) => {
+                    "polc's proxy does not serve it: its traffic is dropped (fail closed)"
+                }
+            };
+            writeln!(out, "    {p:>5} {role:<15} {n:>6} entries  {state}")?;
+        }
+    }
+    let Some((v, running)) = proxy else {
+        return Ok(());
+    };
+    let pid = v["pid"].as_u64().unwrap_or(0);
+    let http = &v["http"];
+    let dns = &v["dns"];
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+    writeln!(
+        out,
+        "  L7 proxy (pid {pid}, {}): HTTP {} forwarded, {} denied (403), {} unreachable; DNS {} \
+         forwarded, {} refused, {} malformed, {} unanswered",
+        if running { "running" } else { "not running" },
+        n(&http["allowed"]),
+        n(&http["denied"]),
+        n(&http["unreachable"]),
+        n(&dns["forwarded"]),
+        n(&dns["refused"]),
+        n(&dns["malformed"]),
+        n(&dns["failed"]),
+    )?;
+    for r in http["rules"].as_array().into_iter().flatten() {
+        let policies: Vec<&str> = r["policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect();
         writeln!(
             out,
-            "  note: {redirects} entries carry an L7 proxy port; polc's datapath has no L7 proxy \
-             yet, so it allows their traffic at L3/L4 without enforcing the L7 rules \
-             ({redirected} packets so far)"
+            "    rule {:<24} {:>8} allowed {:>8} denied  {}",
+            r["rule"].as_str().unwrap_or(""),
+            n(&r["allowed"]),
+            n(&r["denied"]),
+            policies.join("; ")
         )?;
+    }
+    for l in v["fqdn"]["learnt"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "    learnt {} -> {} (for {} s more)",
+            l["name"].as_str().unwrap_or(""),
+            l["address"].as_str().unwrap_or(""),
+            n(&l["expiresInS"])
+        )?;
+    }
+    if let Some(e) = v["fqdn"]["error"].as_str() {
+        writeln!(out, "    learning failed: {e}")?;
+    }
+    if let Some(e) = v["reloadError"].as_str() {
+        writeln!(out, "    the last configuration was not taken: {e}")?;
     }
     Ok(())
 }

@@ -446,6 +446,20 @@ pub fn start_proxies(state: &State, model: &Model) -> Result<(), LabError> {
     Ok(())
 }
 
+/// The status file of the proxy of the lab node whose datapath is pinned in `dir`, if `dir`
+/// is a lab node's.
+pub fn proxy_status_of(dir: &Path) -> Option<PathBuf> {
+    let rel = dir.strip_prefix(PIN_ROOT).ok()?;
+    let lab = rel.iter().next()?.to_str()?;
+    let state = State::read(lab).ok().flatten()?;
+    let index = state
+        .plan
+        .nodes
+        .iter()
+        .position(|n| node_dir(&state.pins, &n.name).as_deref() == Some(dir))?;
+    Some(proxy_dir(lab, index).join("status.json"))
+}
+
 /// The DNS answers node `index`'s proxy has learnt (from its status file).
 pub fn learnt_answers(name: &str, index: usize) -> Vec<(String, IpAddr)> {
     let path = proxy_dir(name, index).join("status.json");

@@ -62,6 +62,10 @@ pub struct Config {
     /// Each local endpoint's DNS rules (NPDS leaves DNS to the DNS proxy).
     #[serde(default)]
     pub dns: Vec<DnsEndpoint>,
+    /// The policies whose L7 rules apply on each redirected port of an endpoint, keyed
+    /// `ENDPOINT/DIRECTION/PORT[-END]` (port 0: every port), for the access log.
+    #[serde(default)]
+    pub policies: std::collections::BTreeMap<String, Vec<String>>,
     /// Every `toFQDNs` selector of the policies: the DNS proxy learns the addresses of the
     /// names they match.
     #[serde(default)]
@@ -198,37 +202,71 @@ impl Config {
     /// policy maps' redirect entries carry).
     pub fn of_node(model: &Model, node: &str) -> Config {
         let compilation = Compilation::new(model, Some(node), ProxyPorts::default());
-        let mut endpoints = Vec::new();
-        let mut dns = Vec::new();
+        let cache = model.identities.ipcache(&model.inventory, node);
+        let mut config = Config::new(model, node, &compilation.proxy_ports, &cache);
         for e in &compilation.endpoints {
             let policy = compilation.materialize(model, e);
-            endpoints.push(npds::network_policy(
-                model,
-                e.endpoint,
-                e.endpoint_id,
-                &policy,
-            ));
-            let ips = model.pod(e.endpoint).map_or(Vec::new(), |p| p.ips.clone());
-            dns.extend(dns_endpoint(e.endpoint_id, ips, &policy));
+            let rules = npds::network_policy(model, e.endpoint, e.endpoint_id, &policy);
+            config.add_endpoint(model, e.endpoint, e.endpoint_id, rules, &policy);
         }
-        let ipcache = model
-            .identities
-            .ipcache(&model.inventory, node)
-            .into_iter()
-            .map(|e| IpcacheRow {
-                prefix: e.prefix,
-                identity: e.identity,
-            })
-            .collect();
+        config
+    }
+
+    /// A configuration of node `node` with its ipcache and no endpoints yet.
+    pub fn new(model: &Model, node: &str, ports: &ProxyPorts, cache: &[IpcacheEntry]) -> Config {
         Config {
             node: node.to_string(),
-            ports: Ports::from(&compilation.proxy_ports),
-            ipcache,
-            endpoints,
-            dns,
+            ports: Ports::from(ports),
+            ipcache: cache
+                .iter()
+                .map(|e| IpcacheRow {
+                    prefix: e.prefix,
+                    identity: e.identity,
+                })
+                .collect(),
+            endpoints: Vec::new(),
+            dns: Vec::new(),
+            policies: std::collections::BTreeMap::new(),
             fqdn_selectors: model.policies.fqdn_selectors(),
             datapath: None,
         }
+    }
+
+    /// Adds an endpoint: its NPDS rules and its DNS rules.
+    pub fn add_endpoint(
+        &mut self,
+        model: &Model,
+        ep: polc_compiler::model::EndpointRef,
+        endpoint_id: u16,
+        npds_rules: Value,
+        policy: &polc_compiler::mapstate::EndpointPolicy,
+    ) {
+        self.endpoints.push(npds_rules);
+        for f in &policy.filters {
+            let origins: Vec<String> = f
+                .selectors
+                .iter()
+                .filter(|s| !s.deny && s.redirect.is_some())
+                .map(|s| s.origin.what.clone())
+                .collect();
+            if origins.is_empty() {
+                continue;
+            }
+            let range = if f.end_port > f.port {
+                format!("{}-{}", f.port, f.end_port)
+            } else {
+                f.port.to_string()
+            };
+            let key = format!("{endpoint_id}/{}/{range}", f.direction.name());
+            let list = self.policies.entry(key).or_default();
+            for o in origins {
+                if !list.contains(&o) {
+                    list.push(o);
+                }
+            }
+        }
+        let ips = model.pod(ep).map_or(Vec::new(), |p| p.ips.clone());
+        self.dns.extend(dns_endpoint(endpoint_id, ips, policy));
     }
 
     /// Reads a configuration file.
@@ -254,7 +292,9 @@ impl Config {
                 tunnel_endpoint: None,
             })
             .collect();
-        Ok((Rules::new(endpoints), Ipcache::new(&entries)))
+        let mut rules = Rules::new(endpoints);
+        rules.policies = self.policies.clone();
+        Ok((rules, Ipcache::new(&entries)))
     }
 
     /// Writes the configuration (atomically: a reader sees the old file or the new one).

@@ -76,6 +76,8 @@ impl Identities for Ipcache {
 #[derive(Default)]
 pub struct Rules {
     by_ip: HashMap<IpAddr, Arc<EndpointRules>>,
+    /// The policies with L7 rules on each redirected port (see [`config::Config::policies`]).
+    pub policies: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Rules {
@@ -88,7 +90,37 @@ impl Rules {
                 by_ip.insert(*ip, e.clone());
             }
         }
-        Rules { by_ip }
+        Rules {
+            by_ip,
+            policies: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The policies whose L7 rules apply to `endpoint`'s `port` in `direction`.
+    pub fn policies_at(&self, endpoint: u64, direction: Direction, port: u16) -> Vec<String> {
+        let prefix = format!("{endpoint}/{}/", direction.name());
+        let mut out: Vec<String> = Vec::new();
+        for (k, v) in self.policies.range(prefix.clone()..) {
+            let Some(range) = k.strip_prefix(&prefix) else {
+                break;
+            };
+            let (first, last) = match range.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap_or(1), b.parse().unwrap_or(0)),
+                None => {
+                    let p = range.parse().unwrap_or(1);
+                    (p, p)
+                }
+            };
+            if first == 0 || (first..=last).contains(&port) {
+                out.extend(
+                    v.iter()
+                        .filter(|p| !out.contains(p))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        out
     }
 }
 
@@ -114,6 +146,8 @@ pub struct Judged {
     pub remote_identity: u32,
     /// Forwarded or refused, and by which rule.
     pub verdict: Verdict,
+    /// The policies with L7 rules on the port.
+    pub policies: Vec<String>,
 }
 
 /// One request, as the access log writes it.
@@ -151,6 +185,7 @@ impl AccessEntry<'_> {
             "host": self.authority,
             "verdict": verdict,
             "rule": rule,
+            "policies": self.judged.policies,
             "reason": self.judged.verdict.to_string(),
         })
     }
@@ -235,10 +270,14 @@ impl Proxy {
             ),
             None => (None, Verdict::Denied(polc_ebpf::l7::Denial::NoPort)),
         };
+        let policies = endpoint.map_or_else(Vec::new, |ep| {
+            rules.policies_at(ep, direction, target.port())
+        });
         Judged {
             endpoint,
             remote_identity: identity,
             verdict,
+            policies,
         }
     }
 
@@ -257,11 +296,27 @@ impl Proxy {
     /// What it has done, for the status file: the counters and the requests per rule.
     pub fn status(&self) -> serde_json::Value {
         let c = &self.counters;
+        let tables = self.rules();
         let rules: Vec<serde_json::Value> = self
             .rule_counts()
             .into_iter()
             .map(|(rule, allowed, denied)| {
-                serde_json::json!({"rule": rule, "allowed": allowed, "denied": denied})
+                // `ENDPOINT/DIRECTION/PORT/INDEX`
+                let parts: Vec<&str> = rule.split('/').collect();
+                let policies = match parts.as_slice() {
+                    [ep, dir, port, ..] => {
+                        let dir = if *dir == "egress" {
+                            Direction::Egress
+                        } else {
+                            Direction::Ingress
+                        };
+                        tables.policies_at(ep.parse().unwrap_or(0), dir, port.parse().unwrap_or(0))
+                    }
+                    _ => Vec::new(),
+                };
+                serde_json::json!({
+                    "rule": rule, "allowed": allowed, "denied": denied, "policies": policies,
+                })
             })
             .collect();
         serde_json::json!({

@@ -24,6 +24,15 @@ const MAX_CONNECTIONS: usize = 8192;
 /// How often the configuration file is looked at and the status file written.
 const TICK: Duration = Duration::from_millis(250);
 
+/// Where a proxy keeps its status when not told (`<node>.json`), and where `polc status`
+/// looks for it.
+pub const STATUS_DIR: &str = "/run/polc/proxy";
+
+/// The default status file of node `node`'s proxy.
+pub fn default_status(node: &str) -> Option<PathBuf> {
+    crate::commands::load::node_dir(Path::new(STATUS_DIR), node).map(|p| p.with_extension("json"))
+}
+
 /// What `polc proxy` is told.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -31,7 +40,8 @@ pub struct Options {
     pub config: PathBuf,
     /// Where the access log goes (appended, a JSON object per line).
     pub access_log: Option<PathBuf>,
-    /// Where the status goes (rewritten every few hundred milliseconds).
+    /// Where the status goes (rewritten every few hundred milliseconds; default
+    /// [`default_status`]).
     pub status: Option<PathBuf>,
 }
 
@@ -132,6 +142,15 @@ fn modified(path: &Path) -> Option<SystemTime> {
 pub fn run(opts: &Options) -> Result<(), String> {
     let config = Config::read(&opts.config)?;
     let (rules, ipcache) = config.tables()?;
+    let mut opts = opts.clone();
+    if opts.status.is_none() {
+        opts.status = default_status(&config.node);
+        if let Some(dir) = opts.status.as_ref().and_then(|p| p.parent()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+    }
+    let opts = &opts;
     let mut proxy = Proxy::new(rules, Arc::new(ipcache), open_log(opts)?);
     proxy.transparent = true;
     let proxy = Arc::new(proxy);

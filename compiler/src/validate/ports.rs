@@ -437,8 +437,12 @@ fn check_l7(
                     "generic `l7proto` rules are deprecated since Cilium 1.18 and removed in 1.20"
                 },
             )
-            .label("deprecated")
-            .help("plan a replacement before upgrading to Cilium 1.20"),
+            .label("deprecated; polc's proxy does not enforce it")
+            .help(
+                "plan a replacement before upgrading to Cilium 1.20; on polc's datapath \
+                 (`polc load`, `polc lab`) no proxy serves this port, so its traffic is \
+                 dropped (fail closed)",
+            ),
         );
     }
     for h in rules.http.iter().flat_map(|h| h.iter()) {
