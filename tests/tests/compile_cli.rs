@@ -141,9 +141,27 @@ fn check_output(
         let nd = out.join("nodes").join(node);
         assert_eq!(
             names_in(&nd),
-            BTreeSet::from(["ipcache.bin", "ipcache.json", "endpoints"].map(String::from)),
+            BTreeSet::from(
+                ["ipcache.bin", "ipcache.json", "endpoints", "proxy.json"].map(String::from)
+            ),
             "{node}"
         );
+        // The proxy's configuration: every endpoint's NPDS rules, the node's ipcache.
+        let proxy = read_json(&nd.join("proxy.json"));
+        assert_eq!(proxy["node"], node.as_str());
+        assert_eq!(
+            proxy["endpoints"].as_array().unwrap().len(),
+            names_in(&nd.join("endpoints")).len(),
+            "{node}"
+        );
+        assert_eq!(
+            proxy["ipcache"].as_array().unwrap().len(),
+            read_json(&nd.join("ipcache.json"))["entries"]
+                .as_array()
+                .map_or(0, Vec::len),
+            "{node}"
+        );
+        assert_eq!(proxy["ports"]["httpIngress"], 15000);
         // ipcache: 24-byte keys, a value per layout, the same records as its JSON.
         let bin = std::fs::read(nd.join("ipcache.bin")).unwrap();
         let rec = IPCACHE_KEY + ipcache_value;
