@@ -107,10 +107,21 @@ fn load_status_unload() {
     let coredns = eps.iter().find(|e| e["endpoint"] == COREDNS).unwrap();
     assert_eq!(coredns["interfaces"][0]["name"], "lxc1");
     assert!(coredns["entries"].as_u64().unwrap() > 0);
-    assert_eq!(node["proxy_enforced"], false);
+    // No proxy runs for this node: its DNS port fails closed, and the status says so.
+    assert!(node["proxy"].is_null(), "{node}");
+    let dns = node["proxy_ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == 15053)
+        .unwrap_or_else(|| panic!("{node}"));
+    assert_eq!(dns["enforced"], false);
     let (code, out, _) = polc_in(&g, &["status", "--bpffs-root", pins]);
     assert_eq!(code, 0);
-    assert!(out.contains("L7 proxy port"), "the proxy note: {out}");
+    assert!(
+        out.contains("15053 DNS") && out.contains("no polc proxy runs"),
+        "the proxy note: {out}"
+    );
 
     // Dropping an interface detaches it.
     let (code, out, err) = load(&g, &["--interfaces", &map1]);
