@@ -1,7 +1,8 @@
 //! `polc lab` end to end, as root: the demo and every scenario of `tests/scenarios` (and the
 //! lab's own under `tests/lab`) brought up as network namespaces with the datapath loaded,
-//! every flow probed with real packets and held to `eval` (flows with an L7 request at L4,
-//! since the proxy is not part of the datapath); then a TCP stream and a stream of new
+//! every flow probed with real packets and held to `eval`, HTTP requests and DNS queries
+//! through the lab nodes' L7 proxies; the proxies' counters, access log and status, a port
+//! that fails closed when its proxy is gone; then a TCP stream and a stream of new
 //! connections that must survive 100 policy replacements without a policy drop.
 //!
 //! Each lab has a unique name and is removed by a guard, also when a test fails.
@@ -116,6 +117,33 @@ impl Lab {
             .collect()
     }
 
+    /// Each node's proxy status.
+    fn proxy_status(&self) -> Vec<Value> {
+        self.proxy_files("status.json")
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect()
+    }
+
+    /// Every access log line of every node's proxy.
+    fn access_log(&self) -> Vec<Value> {
+        self.proxy_files("access.log")
+            .iter()
+            .flat_map(|t| t.lines().map(|l| serde_json::from_str(l).unwrap()))
+            .collect::<Vec<Value>>()
+    }
+
+    fn proxy_files(&self, name: &str) -> Vec<String> {
+        let dir = PathBuf::from(format!("/run/polc-lab/{}.d", self.name));
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            if let Ok(t) = std::fs::read_to_string(e.unwrap().path().join(name)) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
     fn counter(&self, reasons: &[Reason]) -> u64 {
         self.statuses()
             .iter()
@@ -135,8 +163,8 @@ impl Drop for Lab {
     }
 }
 
-/// Checks every probed flow of `list` against eval (at L4 for flows with a request) and
-/// returns (probed flows, disagreements).
+/// Checks every probed flow of `list` against eval (with its request, if any) and returns
+/// (probed flows, disagreements).
 fn check(what: &str, list: &[Value]) -> (usize, Vec<String>) {
     let mut probed = 0;
     let mut bad = Vec::new();
@@ -153,7 +181,7 @@ fn check(what: &str, list: &[Value]) -> (usize, Vec<String>) {
             assert!(!f[key].is_null(), "{what}: no `{key}` in {f}");
         }
         assert!(!f["port"].is_null() || !f["icmpType"].is_null(), "{f}");
-        let want = f["eval_l4"].as_str().or(f["eval"].as_str()).unwrap();
+        let want = f["eval"].as_str().unwrap();
         if observed != want {
             bad.push(format!(
                 "{what}:{} {} -> {} {} {}: kernel {observed}, eval {want} ({})",
@@ -192,6 +220,46 @@ fn the_demo_agrees_with_eval_and_replies_pass_through_conntrack() {
     assert!(lab.counter(&[Reason::PassCtEstablished]) > 0);
     assert!(lab.counter(&[Reason::DropPolicy, Reason::DropPolicyDeny]) > 0);
 
+    // The L7 flows went through the proxies: some requests were refused by them (403,
+    // REFUSED), the others reached the destination.
+    let results: Vec<&str> = list
+        .iter()
+        .flat_map(|f| f["probes"].as_array().unwrap().iter())
+        .filter_map(|p| p["result"].as_str())
+        .collect();
+    assert!(results.contains(&"denied"), "{results:?}");
+    assert!(lab.counter(&[Reason::PassToProxy]) > 0);
+    let status = lab.proxy_status();
+    let sum = |key: &str, field: &str| -> u64 {
+        status
+            .iter()
+            .map(|s| s[key][field].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert!(sum("http", "denied") >= 4, "{status:?}");
+    assert!(sum("http", "allowed") >= 4, "{status:?}");
+    assert!(sum("dns", "forwarded") >= 1, "{status:?}");
+    let log = lab.access_log();
+    assert!(
+        log.iter().any(|l| l["verdict"] == "denied"
+            && l["method"] == "DELETE"
+            && l["policies"][0]
+                .as_str()
+                .is_some_and(|p| p.contains("shop/backend-ingress-http"))),
+        "{log:?}"
+    );
+    let (code, out, _) = polc(
+        &[
+            "status",
+            "--bpffs-root",
+            &format!("/sys/fs/bpf/polc-lab/{}", lab.name),
+        ],
+        b"",
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("enforced by polc's proxy"), "{out}");
+    assert!(out.contains("L7 proxy (pid"), "{out}");
+
     // One probe on its own.
     let (code, out, err) = polc(
         &[
@@ -213,6 +281,66 @@ fn the_demo_agrees_with_eval_and_replies_pass_through_conntrack() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("connected in"), "{out}");
     assert!(out.contains("eval: allow"), "{out}");
+}
+
+/// Without its proxy an L7 port fails closed: the datapath drops what it would redirect,
+/// and counts it. `lab apply` starts the proxy again, and the request gets through.
+#[test]
+fn an_l7_port_fails_closed_while_its_proxy_is_gone() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let lab = Lab::new();
+    let dir = root().join("tests/scenarios/054-http-method-path-anchored");
+    lab.up(&dir.join("policies.yaml"), &dir.join("inventory.yaml"), &[]);
+    let probe = || {
+        let (code, out, err) = polc(
+            &[
+                "lab",
+                "probe",
+                "--name",
+                &lab.name,
+                "--from",
+                "app/client",
+                "--to",
+                "app/api",
+                "--port",
+                "8080",
+                "--http-method",
+                "GET",
+                "--http-path",
+                "/api",
+                "--format",
+                "json",
+            ],
+            b"",
+        );
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+        (code, v)
+    };
+    let (code, v) = probe();
+    assert_eq!((code, v["observed"].as_str()), (0, Some("allow")), "{v}");
+    let stopped = std::fs::read_dir(format!("/run/polc-lab/{}.d", lab.name))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("pid")).ok())
+        .map(|pid| {
+            std::process::Command::new("kill")
+                .arg(pid.trim())
+                .status()
+                .unwrap()
+        })
+        .count();
+    assert!(stopped > 0);
+    common::eventually("the proxies stop", Duration::from_secs(5), || {
+        let (_, v) = probe();
+        v["observed"] == "deny"
+    });
+    assert!(lab.counter(&[Reason::DropProxy]) > 0);
+    let (code, _, err) = polc(&["lab", "apply", "--name", &lab.name], b"");
+    assert_eq!(code, 0, "{err}");
+    let (code, v) = probe();
+    assert_eq!((code, v["observed"].as_str()), (0, Some("allow")), "{v}");
 }
 
 /// Every scenario directory with flows.
