@@ -501,6 +501,7 @@ mod tests {
                     },
                 ],
             }],
+            policies: Default::default(),
             fqdn_selectors: Vec::new(),
             datapath: None,
         }
