@@ -321,16 +321,14 @@ fn an_l7_port_fails_closed_while_its_proxy_is_gone() {
     };
     let (code, v) = probe();
     assert_eq!((code, v["observed"].as_str()), (0, Some("allow")), "{v}");
-    let stopped = std::fs::read_dir(format!("/run/polc-lab/{}.d", lab.name))
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("pid")).ok())
-        .map(|pid| {
-            std::process::Command::new("kill")
-                .arg(pid.trim())
-                .status()
-                .unwrap()
-        })
-        .count();
+    let mut stopped = 0;
+    for e in std::fs::read_dir(format!("/run/polc-lab/{}.d", lab.name)).unwrap() {
+        if let Ok(pid) = std::fs::read_to_string(e.unwrap().path().join("pid")) {
+            let status = std::process::Command::new("kill").arg(pid.trim()).status();
+            assert!(status.unwrap().success());
+            stopped += 1;
+        }
+    }
     assert!(stopped > 0);
     common::eventually("the proxies stop", Duration::from_secs(5), || {
         let (_, v) = probe();
