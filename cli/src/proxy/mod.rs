@@ -29,6 +29,9 @@ pub mod learn;
 pub mod run;
 pub mod wire;
 
+/// The largest request head (URI and headers) the proxy reads; larger ones get 431.
+const MAX_HEAD: usize = 64 * 1024;
+
 /// What Cilium's proxy answers a denied request with.
 pub const DENIED_BODY: &str = "Access denied\r\n";
 
@@ -371,10 +374,15 @@ impl Proxy {
             }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
+        // Bounded: a request head fits in 64 KiB (larger ones get 431), a client that is
+        // slow to send one is dropped, a client that closes its side after the request still
+        // gets the answer. Pipelined requests are answered in order. (Not `pipeline_flush`:
+        // with it hyper 1.12 never flushes its automatic 400/431 answers.)
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout)
-            .max_buf_size(64 * 1024);
+            .max_buf_size(MAX_HEAD)
+            .half_close(true);
         let _ = builder
             .serve_connection(TokioIo::new(client), service)
             .await;
@@ -388,6 +396,18 @@ impl Proxy {
         req: Request<Incoming>,
         upstream: &tokio::sync::Mutex<Option<Upstream>>,
     ) -> Response<Body> {
+        let head: usize = req.uri().to_string().len()
+            + req
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if head > MAX_HEAD {
+            return text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "polc proxy: the request head is larger than 64 KiB\n",
+            );
+        }
         let headers: Vec<(String, String)> = req
             .headers()
             .iter()
@@ -685,6 +705,111 @@ mod tests {
         assert_eq!(lines[1]["remoteIdentity"], 12345);
         assert_eq!(lines[1]["endpointId"], 7);
         assert_eq!(lines[0]["direction"], "ingress");
+    }
+
+    /// A proxy in front of a new echo server, with the rules `rules` makes for the server's
+    /// port; returns the proxy and where it listens.
+    async fn proxy_in_front(
+        rules: impl FnOnce(u16) -> Rules,
+        header_timeout: Duration,
+    ) -> (Arc<Proxy>, SocketAddr) {
+        let server = echo().await;
+        let ids: HashMap<IpAddr, u32> = [("127.0.0.1".parse().unwrap(), 12345)].into();
+        let mut proxy = Proxy::new(rules(server.port()), Arc::new(ids), None);
+        proxy.header_timeout = header_timeout;
+        let proxy = Arc::new(proxy);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(p.clone().serve(Direction::Ingress, tcp, server));
+            }
+        });
+        (proxy, at)
+    }
+
+    /// Sends raw bytes, optionally closes the write side, and reads until the proxy closes
+    /// (or 5 s).
+    async fn raw(at: SocketAddr, bytes: &[u8], shutdown: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = TcpStream::connect(at).await.unwrap();
+        tcp.write_all(bytes).await.unwrap();
+        if shutdown {
+            tcp.shutdown().await.unwrap();
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Bad input never reaches the server and never stops the proxy: a malformed request
+    /// gets 400, an oversized head 431, a slow client is dropped; a half-closed client still
+    /// gets its answer; pipelined requests are judged and answered one by one, in order; a
+    /// chunked body is forwarded whole.
+    #[tokio::test]
+    async fn bad_and_unusual_clients_get_clear_answers() {
+        let (proxy, at) =
+            proxy_in_front(|port| rules(port, "GET|POST"), Duration::from_millis(300)).await;
+        for garbage in [
+            &b"NOT HTTP AT ALL\r\n\r\n"[..],
+            b"GET /a b c d\r\n\r\n",
+            b"\x00\x01\x02garbage\r\n\r\n",
+        ] {
+            let got = raw(at, garbage, false).await;
+            assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+        }
+        let mut huge = b"GET /api HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', 100 * 1024));
+        huge.extend(b"\r\n\r\n");
+        let got = raw(at, &huge, false).await;
+        assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+        // Slow: half a request head, then nothing; the proxy closes within its timeout.
+        let start = std::time::Instant::now();
+        let got = raw(at, b"GET /api HTTP/1.1\r\nHo", false).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(!got.contains("200"), "{got}");
+        assert_eq!(proxy.counters.allowed.load(Ordering::Relaxed), 0);
+        assert_eq!(proxy.counters.denied.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn half_closed_pipelined_and_chunked_requests_are_served() {
+        let (proxy, at) =
+            proxy_in_front(|port| rules(port, "GET|POST"), Duration::from_secs(5)).await;
+        // Half-closed after the request.
+        let got = raw(at, b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n", true).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert!(got.ends_with("GET /api "), "{got}");
+        // Pipelined: allowed, denied, allowed, answered in order on one connection.
+        let got = raw(
+            at,
+            b"GET /api HTTP/1.1\r\nHost: x\r\n\r\nDELETE /api HTTP/1.1\r\nHost: x\r\n\r\n\
+              POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+            false,
+        )
+        .await;
+        let statuses: Vec<&str> = got
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| &got[i + 9..i + 12])
+            .collect();
+        assert_eq!(statuses, ["200", "403", "200"], "{got}");
+        assert!(got.contains("POST /api hi"), "{got}");
+        // Chunked: the body arrives whole.
+        let got = raw(
+            at,
+            b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+              Connection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            false,
+        )
+        .await;
+        assert!(got.contains("POST /api abcde"), "{got}");
+        assert_eq!(proxy.counters.allowed.load(Ordering::Relaxed), 4);
+        assert_eq!(proxy.counters.denied.load(Ordering::Relaxed), 1);
     }
 
     #[test]
