@@ -373,16 +373,24 @@ impl Proxy {
                 )
             }
         });
-        let mut builder = hyper::server::conn::http1::Builder::new();
+        // HTTP/1.1 or cleartext HTTP/2 (prior knowledge), as the client speaks.
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         // Bounded: a request head fits in 64 KiB (larger ones get 431), a client that is
         // slow to send one is dropped, a client that closes its side after the request still
         // gets the answer. Pipelined requests are answered in order. (Not `pipeline_flush`:
         // with it hyper 1.12 never flushes its automatic 400/431 answers.)
         builder
+            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout)
             .max_buf_size(MAX_HEAD)
             .half_close(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD as u32)
+            .max_concurrent_streams(256);
         let _ = builder
             .serve_connection(TokioIo::new(client), service)
             .await;
@@ -480,8 +488,12 @@ impl Proxy {
     }
 }
 
-/// A connection to the original destination, kept for the client connection's requests.
-type Upstream = hyper::client::conn::http1::SendRequest<Incoming>;
+/// A connection to the original destination, kept for the client connection's requests:
+/// HTTP/1.1, or HTTP/2 when the client spoke HTTP/2.
+enum Upstream {
+    H1(hyper::client::conn::http1::SendRequest<Incoming>),
+    H2(hyper::client::conn::http2::SendRequest<Incoming>),
+}
 
 /// How a node's proxy reaches the original destination: from the client's address, bound
 /// transparently, its packets marked as the proxy's so the datapath knows them.
@@ -519,21 +531,36 @@ async fn forward(
     via: Option<Via>,
     req: Request<Incoming>,
 ) -> Result<Response<Incoming>, String> {
+    let h2 = req.version() == hyper::Version::HTTP_2;
     let mut slot = slot.lock().await;
     let reusable = match slot.as_mut() {
-        Some(s) => s.ready().await.is_ok(),
-        None => false,
+        Some(Upstream::H1(s)) if !h2 => s.ready().await.is_ok(),
+        Some(Upstream::H2(s)) if h2 => s.ready().await.is_ok(),
+        _ => false,
     };
     if !reusable {
         let tcp = connect(target, via).await.map_err(|e| e.to_string())?;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        *slot = Some(send);
+        let io = TokioIo::new(tcp);
+        *slot = Some(if h2 {
+            let (send, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Upstream::H2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Upstream::H1(send)
+        });
     }
-    let send = slot.as_mut().ok_or("no upstream connection")?;
-    send.send_request(req).await.map_err(|e| e.to_string())
+    match slot.as_mut() {
+        Some(Upstream::H1(send)) => send.send_request(req).await.map_err(|e| e.to_string()),
+        Some(Upstream::H2(send)) => send.send_request(req).await.map_err(|e| e.to_string()),
+        None => Err("no upstream connection".into()),
+    }
 }
 
 /// Drops the headers that describe one hop (RFC 9110 §7.6.1): those the `Connection` header
@@ -598,10 +625,13 @@ mod tests {
                     out.extend_from_slice(&body);
                     Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(out))))
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service),
-                );
+                tokio::spawn(async move {
+                    // HTTP/1.1 or HTTP/2, as the proxy speaks to it.
+                    let builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                });
             }
         });
         addr
@@ -809,6 +839,47 @@ mod tests {
         .await;
         assert!(got.contains("POST /api abcde"), "{got}");
         assert_eq!(proxy.counters.allowed.load(Ordering::Relaxed), 4);
+        assert_eq!(proxy.counters.denied.load(Ordering::Relaxed), 1);
+    }
+
+    /// Cleartext HTTP/2 (prior knowledge): the requests of one connection are judged one by
+    /// one and the allowed ones forwarded over HTTP/2.
+    #[tokio::test]
+    async fn cleartext_http2_requests_are_judged_one_by_one() {
+        let (proxy, at) =
+            proxy_in_front(|port| rules(port, "GET|POST"), Duration::from_secs(5)).await;
+        let tcp = TcpStream::connect(at).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let ask = |method: &str, path: &str| {
+            let mut send = send.clone();
+            let req = Request::builder()
+                .method(method)
+                .uri(format!("http://api.shop{path}"))
+                .body(Full::new(Bytes::from_static(b"hi")))
+                .unwrap();
+            async move {
+                let r = send.send_request(req).await.unwrap();
+                assert_eq!(r.version(), hyper::Version::HTTP_2);
+                let status = r.status().as_u16();
+                let body = r.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let (a, b, c) = tokio::join!(
+            ask("GET", "/api"),
+            ask("DELETE", "/api"),
+            ask("POST", "/api")
+        );
+        assert_eq!(a, (200, "GET http://api.shop/api hi".into()));
+        assert_eq!(b, (403, DENIED_BODY.into()));
+        assert_eq!(c, (200, "POST http://api.shop/api hi".into()));
+        assert_eq!(proxy.counters.allowed.load(Ordering::Relaxed), 2);
         assert_eq!(proxy.counters.denied.load(Ordering::Relaxed), 1);
     }
 
