@@ -347,6 +347,19 @@ fn polc_executable() -> PathBuf {
         .unwrap_or(exe)
 }
 
+/// How many times the proxy of `dir` has read its configuration again (its status file).
+fn proxy_reloads(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("status.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v["reloads"]
+                .as_u64()
+                .or_else(|| v["reloadError"].as_str().map(|_| u64::MAX))
+        })
+        .unwrap_or(0)
+}
+
 /// The pid of a running proxy of `dir`, if one runs.
 fn running_proxy(dir: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(dir.join("pid"))
@@ -389,10 +402,17 @@ pub fn start_proxies(state: &State, model: &Model) -> Result<(), LabError> {
                 policy_map_max: state.policy_map_max,
             });
         let path = dir.join("proxy.json");
+        let reloads = proxy_reloads(&dir);
         config
             .write(&path)
             .map_err(err(format!("writing {}", path.display())))?;
         if running_proxy(&dir).is_some() {
+            // It reads the file again by itself; wait until it has, so that what follows
+            // (probes) meets the new rules.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while proxy_reloads(&dir) <= reloads && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             continue;
         }
         let _ = std::fs::remove_file(dir.join("status.json"));

@@ -21,8 +21,10 @@ use tokio::net::TcpListener;
 
 /// At most this many client connections at once; more are closed as they arrive.
 const MAX_CONNECTIONS: usize = 8192;
-/// How often the configuration file is looked at and the status file written.
-const TICK: Duration = Duration::from_millis(250);
+/// How often the configuration file is looked at.
+const TICK: Duration = Duration::from_millis(25);
+/// The status file is written every this many ticks, and at once after a change.
+const STATUS_EVERY: u32 = 10;
 
 /// Where a proxy keeps its status when not told (`<node>.json`), and where `polc status`
 /// looks for it.
@@ -226,8 +228,14 @@ async fn serve(
     let mut seen = modified(&opts.config);
     let mut reload_error: Option<String> = None;
     let mut reloads = 0u64;
+    let (mut tick, mut changed) = (0u32, true);
     loop {
-        if let Some(path) = &opts.status {
+        tick = tick.wrapping_add(1);
+        if let Some(path) = opts
+            .status
+            .as_ref()
+            .filter(|_| changed || tick % STATUS_EVERY == 0)
+        {
             let status = json!({
                 "pid": std::process::id(),
                 "node": config.node,
@@ -243,11 +251,12 @@ async fn serve(
             });
             let _ = write_atomically(path, &status.to_string());
         }
-        let _ = tokio::time::timeout(TICK, learnt.notified()).await;
-        if let Some(l) = learner.clone()
+        changed = tokio::time::timeout(TICK, learnt.notified()).await.is_ok();
+        if let Some(l) = learner.clone().filter(|_| tick % STATUS_EVERY == 0)
             && let Ok(Some(tables)) = tokio::task::spawn_blocking(move || l.expire()).await
         {
             install(&proxy, Some(&dns), &tables);
+            changed = true;
         }
         let now = modified(&opts.config);
         if now != seen {
@@ -272,6 +281,7 @@ async fn serve(
                 // The rules in use stay; the status says why the new ones were not taken.
                 Err(e) => reload_error = Some(e),
             }
+            changed = true;
         }
     }
 }
