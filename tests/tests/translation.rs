@@ -424,7 +424,12 @@ fn check(model: &Model) -> Result<(usize, usize), String> {
                     // decides each request as the evaluator does.
                     if !bad
                         && proto == Proto::Tcp
-                        && hit.is_some_and(|(_, e)| !e.deny && e.proxy.is_some())
+                        && hit.is_some_and(|(_, e)| {
+                            !e.deny
+                                && e.proxy
+                                    .as_ref()
+                                    .is_some_and(|p| p.listener.starts_with("cilium-http"))
+                        })
                     {
                         let npds = npds::network_policy(model, d.endpoint, 1, policy);
                         let rules = l7::EndpointRules::from_json(&npds).map_err(|e| {
@@ -470,6 +475,17 @@ fn check(model: &Model) -> Result<(usize, usize), String> {
                             }
                         }
                     }
+                    // A redirected DNS flow: the DNS proxy, reading the endpoint's DNS
+                    // rules, decides each query as the evaluator does.
+                    let dns_port = ProxyPorts::default().dns_egress;
+                    if !bad
+                        && d.direction == polc_compiler::ir::Direction::Egress
+                        && hit.is_some_and(|(_, e)| {
+                            !e.deny && e.proxy.as_ref().is_some_and(|p| p.port == dns_port)
+                        })
+                    {
+                        l7_checked += check_dns(model, policy, d, &flow)?;
+                    }
                     if bad {
                         return Err(format!(
                             "{:?} -> {:?} {:?}/{port}: at {:?} {:?} eval says {:?} ({:?}, \
@@ -494,6 +510,71 @@ fn check(model: &Model) -> Result<(usize, usize), String> {
         }
     }
     Ok((checked, l7_checked))
+}
+
+/// The DNS proxy's verdict on a few names for a flow the map redirects to it, against
+/// `eval`'s; returns how many were compared.
+fn check_dns(
+    model: &Model,
+    policy: &mapstate::EndpointPolicy,
+    d: &eval::Decision,
+    flow: &Flow,
+) -> Result<usize, String> {
+    use polc_cli::proxy::config::{Config as ProxyConfig, dns_endpoint};
+    use polc_cli::proxy::dns::{DnsProxy, DnsVerdict};
+    let (Some(pod), Some(node)) = (model.pod(d.endpoint), model.node_of(d.endpoint)) else {
+        return Ok(0);
+    };
+    let Some(client) = pod.ips.first().copied() else {
+        return Ok(0);
+    };
+    let server = match flow.dst {
+        Peer::Pod(i) => model.inventory.pods[i].ips.first().copied(),
+        Peer::Host(n) => model.inventory.nodes[n].ips.first().copied(),
+        Peer::External(ip) => Some(ip),
+    };
+    let Some(server) = server else {
+        return Ok(0);
+    };
+    let cache = model.identities.ipcache(&model.inventory, &node.name);
+    let mut config = ProxyConfig::new(model, &node.name, &ProxyPorts::default(), &cache);
+    config.dns.extend(dns_endpoint(1, pod.ips.clone(), policy));
+    let proxy = DnsProxy::new(&config, None);
+    let mut n = 0;
+    for name in [
+        "api.example.com",
+        "x.cdn.example.com",
+        "a.b.cdn.example.com",
+        "evil.org",
+    ] {
+        let asked = Flow {
+            request: Some(eval::Request::Dns { query: name.into() }),
+            ..flow.clone()
+        };
+        let outcome = eval::decide(model, &asked);
+        let Some(at) = outcome
+            .decisions
+            .iter()
+            .find(|x| (x.endpoint, x.direction) == (d.endpoint, d.direction))
+        else {
+            continue;
+        };
+        let verdict = proxy.judge(
+            client,
+            std::net::SocketAddr::new(server, flow.port),
+            flow.proto == Proto::Tcp,
+            name,
+        );
+        n += 1;
+        if matches!(verdict, DnsVerdict::Allowed(_)) != (at.verdict == Verdict::Allow) {
+            return Err(format!(
+                "{:?} -> {:?} {:?}/{} DNS {name}: eval says {:?} ({:?}) but the DNS proxy \
+                 {verdict:?}\n{:#?}",
+                flow.src, flow.dst, flow.proto, flow.port, at.verdict, at.why, config.dns
+            ));
+        }
+    }
+    Ok(n)
 }
 
 /// HTTP rules per peer and port: the proxy, reading what `npds` emits, decides as `eval`.
@@ -551,6 +632,51 @@ spec:
     let (model, _) = Model::build(&objects, config);
     let (checked, l7_checked) = check(&model).unwrap_or_else(|e| panic!("{e}"));
     assert!(checked > 100 && l7_checked >= 6, "{checked} {l7_checked}");
+}
+
+/// DNS rules per server and port: the DNS proxy, reading the rules the node's proxy
+/// configuration carries, decides each query as `eval`.
+#[test]
+fn the_dns_proxy_decides_queries_as_eval_does() {
+    let pods: Vec<PodGen> = (0..6)
+        .map(|i| PodGen {
+            ns: i % 2,
+            app: i % 3,
+            tier: i % 2 == 0,
+            node: i % 2,
+        })
+        .collect();
+    let mut text = inventory_yaml(&pods);
+    text.push_str(
+        r#"---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: d, namespace: a}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: db}}]
+    toPorts: [{ports: [{port: "53", protocol: ANY}], rules: {dns: [{matchName: api.example.com}, {matchPattern: "*.cdn.example.com"}]}}]
+  - toEndpoints: [{matchLabels: {app: api}}]
+    toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "*"}]}}]
+  - toEndpoints: [{matchLabels: {tier: back}}]
+    toPorts: [{ports: [{port: "53", protocol: TCP}]}]
+  - toCIDR: [203.0.113.0/24]
+    toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "**.example.com"}]}}]
+"#,
+    );
+    let mut sources = SourceMap::new();
+    sources.add(SourceFile::new("dns.yaml", text));
+    let (objects, diags) = polc_compiler::lint(&sources, &Options::default());
+    assert!(
+        diags
+            .iter()
+            .all(|d| d.severity != polc_compiler::diag::Severity::Error),
+        "{diags:?}"
+    );
+    let (model, _) = Model::build(&objects, Config::default());
+    let (checked, l7_checked) = check(&model).unwrap_or_else(|e| panic!("{e}"));
+    assert!(checked > 100 && l7_checked >= 16, "{checked} {l7_checked}");
 }
 
 /// Addresses learnt from DNS answers get identities that the `toFQDNs` selectors matching
