@@ -106,6 +106,19 @@ pub(crate) fn node_state(
     model: &Model,
     node: &str,
 ) -> anyhow::Result<(NodeState, BTreeMap<String, u16>)> {
+    node_state_with(model, node, |_, _| {})
+}
+
+/// [`node_state`], handing every endpoint's compiled policy to `each` as well (what the
+/// proxy's configuration is made of), so one compile serves both.
+pub(crate) fn node_state_with(
+    model: &Model,
+    node: &str,
+    mut each: impl FnMut(
+        &polc_compiler::compile::CompiledEndpoint,
+        &polc_compiler::mapstate::EndpointPolicy,
+    ),
+) -> anyhow::Result<(NodeState, BTreeMap<String, u16>)> {
     let compilation = Compilation::new(model, Some(node), ProxyPorts::default());
     let cache = model.identities.ipcache(&model.inventory, node);
     let mut state = NodeState::new(&cache).map_err(|e| anyhow::anyhow!("ipcache: {e}"))?;
@@ -113,6 +126,7 @@ pub(crate) fn node_state(
     for e in &compilation.endpoints {
         let name = endpoint_name(model, e.endpoint);
         let policy = compilation.materialize(model, e);
+        each(e, &policy);
         state.insert_endpoint(
             e.endpoint_id,
             EndpointState::from_policy(&name, e.identity, &policy),

@@ -31,8 +31,11 @@ struct LearnState {
     model: Option<Model>,
     /// (name, address) and when it expires.
     learnt: BTreeMap<(String, IpAddr), Instant>,
-    /// Syncs done, and the last failure.
+    /// The node's datapath, opened at the first sync and kept.
+    loader: Option<Loader>,
+    /// Syncs done, how long the last took (compile and sync), and the last failure.
     syncs: u64,
+    last_sync: Duration,
     error: Option<String>,
 }
 
@@ -50,7 +53,9 @@ impl Learner {
             state: Mutex::new(LearnState {
                 model: None,
                 learnt: BTreeMap::new(),
+                loader: None,
                 syncs: 0,
+                last_sync: Duration::ZERO,
                 error: None,
             }),
         };
@@ -62,6 +67,8 @@ impl Learner {
     /// tables with what was learnt, when anything was.
     pub fn reload(&self, config: &Config) -> Option<Tables> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Whoever wrote the new configuration changed the maps too: read them again.
+        st.loader = None;
         if let Some(d) = &config.datapath {
             let args = ClusterArgs {
                 policies: d.policies.clone(),
@@ -122,29 +129,50 @@ impl Learner {
 
     /// Compiles the node with the learnt answers and syncs its datapath.
     fn apply(&self, st: &mut LearnState) -> Option<Tables> {
+        let start = Instant::now();
         let answers: Vec<(String, IpAddr)> = st.learnt.keys().cloned().collect();
+        let st = &mut *st;
         let model = st.model.as_mut()?;
         model.learn_dns(answers);
-        let result = crate::commands::load::node_state(model, &self.node)
-            .map_err(|e| e.to_string())
-            .and_then(|(desired, _)| {
-                let options = Options {
-                    policy_map_max: self.datapath.policy_map_max,
-                    ..Options::default()
-                };
-                Loader::open(&self.datapath.pins, &options)
-                    .and_then(|mut l| l.sync(&desired))
-                    .map_err(|e| e.to_string())
-            });
+        let cache = model.identities.ipcache(&model.inventory, &self.node);
+        let mut tables = Config::new(
+            model,
+            &self.node,
+            &polc_compiler::mapstate::ProxyPorts::default(),
+            &cache,
+        );
+        tables.datapath = Some(self.datapath.clone());
+        let desired = crate::commands::load::node_state_with(model, &self.node, |e, policy| {
+            let rules = polc_ebpf::npds::network_policy(model, e.endpoint, e.endpoint_id, policy);
+            tables.add_endpoint(model, e.endpoint, e.endpoint_id, rules, policy);
+        });
+        if st.loader.is_none() {
+            let options = Options {
+                policy_map_max: self.datapath.policy_map_max,
+                ..Options::default()
+            };
+            st.loader = Loader::open(&self.datapath.pins, &options).ok();
+        }
+        let result = match (desired, st.loader.as_mut()) {
+            (Ok((desired, _)), Some(loader)) => loader.sync(&desired).map_err(|e| e.to_string()),
+            (Err(e), _) => Err(e.to_string()),
+            (_, None) => Err(format!(
+                "cannot open the datapath pinned at {}",
+                self.datapath.pins.display()
+            )),
+        };
+        if result.is_err() {
+            // Opened again next time: the pins may have been replaced (`lab up`).
+            st.loader = None;
+        }
         match result {
             Ok(_) => {
                 st.syncs += 1;
+                st.last_sync = start.elapsed();
                 st.error = None;
             }
             Err(e) => st.error = Some(e),
         }
-        let mut tables = Config::of_node(model, &self.node);
-        tables.datapath = Some(self.datapath.clone());
         Some(tables)
     }
 
@@ -163,6 +191,11 @@ impl Learner {
                 })
             })
             .collect();
-        json!({"learnt": learnt, "syncs": st.syncs, "error": st.error})
+        json!({
+            "learnt": learnt,
+            "syncs": st.syncs,
+            "lastSyncMs": st.last_sync.as_secs_f64() * 1e3,
+            "error": st.error,
+        })
     }
 }
