@@ -901,9 +901,14 @@ fn redirect(pr: &rp::PortRule) -> Option<Redirect> {
 fn http_rule(h: &rp::HttpRule) -> HttpRule {
     let mut headers: Vec<(String, Option<String>)> = Vec::new();
     for s in h.headers.iter().flat_map(|v| v.iter()) {
-        match s.value.split_once(':') {
-            Some((k, v)) => headers.push((k.trim().to_string(), Some(v.trim().to_string()))),
-            None => headers.push((s.value.trim().to_string(), None)),
+        // As the agent reads it (`getHTTPRule`): split at the first space; then the name
+        // (a trailing `:` dropped) must carry exactly the rest. Without a space the whole
+        // entry names a header that must be present (`X-Token:abc` is such a name).
+        match s.value.split_once(' ') {
+            Some((k, v)) => {
+                headers.push((k.trim_end_matches(':').to_string(), Some(v.to_string())))
+            }
+            None => headers.push((s.value.clone(), None)),
         }
     }
     for m in h.header_matches.iter().flat_map(|v| v.iter()) {

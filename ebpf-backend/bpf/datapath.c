@@ -561,22 +561,31 @@ static __always_inline void stats_key_of(struct stats_key *s, __u16 ep, __u32 id
 #define SOCK_TCP ""
 #define SOCK_UDP "\n\t%[v] = %[v]"
 
-/* Whether `sk` is bound to exactly the packet's destination address (not a wildcard) and is
- * not a listener: a socket of one connection. */
+/* Whether `sk` is the socket of the packet's own connection: not a listener, bound to
+ * exactly the packet's destination address (not a wildcard) and connected to its source (so
+ * a socket the proxy binds to a server's address to answer one client never takes another
+ * client's query). */
 #define sock_owns(sk, t, tail)                                                                 \
 	({                                                                                     \
-		__u32 __d[4];                                                                  \
+		__u32 __d[4], __s[4];                                                          \
 		int __own = 0;                                                                 \
                                                                                                \
 		__builtin_memcpy(__d, (t)->daddr, 16);                                         \
-		if (sock_field(sk, state, tail) != BPF_TCP_LISTEN) {                           \
+		__builtin_memcpy(__s, (t)->saddr, 16);                                         \
+		if (sock_field(sk, state, tail) != BPF_TCP_LISTEN &&                           \
+		    (sock_field(sk, dst_port, tail) & 0xffff) == (t)->sport) {                  \
 			if ((t)->family == IPCACHE_FAMILY_IPV4)                                \
-				__own = sock_field(sk, src_ip4, tail) == __d[0];               \
+				__own = sock_field(sk, src_ip4, tail) == __d[0] &&             \
+					sock_field(sk, dst_ip4, tail) == __s[0];               \
 			else                                                                   \
 				__own = sock_field(sk, src_ip6[0], tail) == __d[0] &&          \
 					sock_field(sk, src_ip6[1], tail) == __d[1] &&          \
 					sock_field(sk, src_ip6[2], tail) == __d[2] &&          \
-					sock_field(sk, src_ip6[3], tail) == __d[3];            \
+					sock_field(sk, src_ip6[3], tail) == __d[3] &&          \
+					sock_field(sk, dst_ip6[0], tail) == __s[0] &&          \
+					sock_field(sk, dst_ip6[1], tail) == __s[1] &&          \
+					sock_field(sk, dst_ip6[2], tail) == __s[2] &&          \
+					sock_field(sk, dst_ip6[3], tail) == __s[3];            \
 		}                                                                              \
 		__own;                                                                         \
 	})

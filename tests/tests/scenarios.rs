@@ -1,6 +1,7 @@
 //! Scenario tests: small clusters with policies and flows whose verdicts are traced to the
-//! spec (`tests/scenarios/*/flows.yaml`, each flow with a `why`). Every flow must get its
-//! expected verdict from `polc explain --flows`.
+//! spec (`tests/scenarios/*/flows.yaml`, each flow with a `why`, and the lab's own under
+//! `tests/lab`, among them at least 15 of L7: HTTP, DNS and `toFQDNs`). Every flow must get
+//! its expected verdict from `polc explain --flows`.
 
 mod common;
 
@@ -8,14 +9,19 @@ use common::{polc, root};
 
 #[test]
 fn every_scenario_flow_gets_its_expected_verdict() {
-    let dir = root().join("tests/scenarios");
-    let mut scenarios: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
+    let mut scenarios: Vec<_> = ["tests/scenarios", "tests/lab"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(root().join(d)).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("flows.yaml").is_file())
         .collect();
     scenarios.sort();
     assert!(scenarios.len() >= 50, "only {} scenarios", scenarios.len());
+    let l7 = scenarios
+        .iter()
+        .filter(|s| s.file_name().unwrap().to_string_lossy().starts_with("l7-"))
+        .count();
+    assert!(l7 >= 15, "only {l7} L7 lab scenarios");
     let mut failures = Vec::new();
     let mut flows = 0;
     for s in &scenarios {

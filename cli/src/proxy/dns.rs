@@ -392,10 +392,13 @@ fn transparent_udp(addr: SocketAddr, reuse: bool) -> std::io::Result<socket2::So
     Ok(s)
 }
 
-/// Sends `msg` to `to` from `from` (the server's address, as the client expects).
+/// Sends `msg` to `to` from `from` (the server's address, as the client expects). The
+/// socket is connected to the client: the datapath hands a socket only the packets of its
+/// own peer, so it cannot take another client's query to the server while it lives.
 fn reply_udp(from: SocketAddr, to: SocketAddr, msg: &[u8]) -> std::io::Result<()> {
     let s = transparent_udp(from, true)?;
-    s.send_to(msg, &to.into()).map(|_| ())
+    s.connect(&to.into())?;
+    s.send(msg).map(|_| ())
 }
 
 async fn forward_udp(msg: &[u8], server: SocketAddr, via: Via) -> std::io::Result<Vec<u8>> {
