@@ -652,6 +652,12 @@ codes! {
          `proxy.json`, a port another program holds, or a network namespace that does not \
          exist. While no proxy listens, the datapath drops the flows its policy sends to \
          one: an L7 rule never turns into an L4 allow.";
+    HttpHeaderWithoutSpace = "L0324", "http-header-without-space", Warning,
+        "An HTTP `headers` entry has a `:` but no space, so it names a header instead of a value.",
+        "The agent splits each `headers` entry at its first space: `X-Token: abc` (or \
+         `X-Token abc`) requires header `X-Token` with value `abc`, while `X-Token:abc` \
+         requires the presence of a header literally named `X-Token:abc`, which no request \
+         has, so the rule allows nothing. Put a space after the colon.";
     DuplicateInventoryObject = "L0323", "duplicate-inventory-object", Warning,
         "Two inventory objects name the same Pod, Node or Service, or two pods share an address.",
         "An inventory is one cluster's state: a pod name in a namespace, a node name and a pod \

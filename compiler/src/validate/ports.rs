@@ -523,6 +523,29 @@ fn check_http(v: &mut V<'_>, h: &HttpRule) {
             );
         }
     }
+    for e in h.headers.iter().flat_map(|e| e.iter()) {
+        if let Some((name, value)) = e.value.split_once(':')
+            && !e.value.contains(' ')
+            && !name.is_empty()
+            && !value.is_empty()
+        {
+            v.report(
+                Diagnostic::new(
+                    Code::HttpHeaderWithoutSpace,
+                    e.loc,
+                    format!(
+                        "`{}` names a header called `{}`: without a space the agent does not \
+                         split it into a name and a value",
+                        e.value, e.value
+                    ),
+                )
+                .label("a header name, not `name: value`")
+                .help(format!(
+                    "to require `{name}` with the value `{value}`, write `{name}: {value}`"
+                )),
+            );
+        }
+    }
     for m in h.header_matches.iter().flat_map(|m| m.iter()) {
         match &m.name {
             Some(n) if !n.value.is_empty() => {}
