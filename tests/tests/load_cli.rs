@@ -123,10 +123,20 @@ fn load_status_unload() {
         "the proxy note: {out}"
     );
 
+    // An uplink serves no endpoint: attached, listed under no endpoint.
+    let (code, out, err) = load(&g, &["--interfaces", &map1, &map2, "--uplink", "lxc2p"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("links +2 -0"), "{out}");
+    let (code, out, err) = polc_in(&g, &["status", "--bpffs-root", pins, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["nodes"][0]["links"], 6);
+    assert_eq!(v["nodes"][0]["endpoints"].as_array().unwrap().len(), 5);
+
     // Dropping an interface detaches it.
     let (code, out, err) = load(&g, &["--interfaces", &map1]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("links +0 -2"), "{out}");
+    assert!(out.contains("links +0 -4"), "{out}");
 
     let (code, out, err) = polc_in(&g, &["unload", "--bpffs-root", pins]);
     assert_eq!(code, 0, "{err}");

@@ -37,6 +37,13 @@ pub struct LoadArgs {
     /// or files of such lines.
     #[arg(long, required = true, num_args = 1.., value_name = "MAP")]
     pub interfaces: Vec<String>,
+    /// A device that serves no endpoint but carries replies to the L7 proxy's upstream
+    /// connections (the node's uplink, unless it is the host endpoint's `host=` device,
+    /// which does this already); repeatable. The node also needs `ip rule add fwmark
+    /// 0x200/0xf00 lookup 2004` and `ip route add local default dev lo table 2004` (and
+    /// their `-6` twins) for `polc proxy` to receive what the datapath hands it.
+    #[arg(long, value_name = "IFNAME")]
+    pub uplink: Vec<String>,
     /// Capacity of each endpoint's policy map (fixed when a node is first loaded).
     #[arg(long, default_value_t = 16384, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=65536))]
@@ -241,6 +248,13 @@ pub fn run(args: &LoadArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             } else {
                 Side::Node
             },
+        });
+    }
+    for ifname in &args.uplink {
+        attachments.push(Attachment {
+            endpoint_id: 0,
+            interface: Interface::Name(ifname.clone()),
+            side: Side::Uplink,
         });
     }
     let options = Options {

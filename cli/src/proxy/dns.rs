@@ -235,7 +235,7 @@ impl DnsProxy {
             self.record(client, server, &q, &verdict, None);
             return Some(wire::answer_with(msg, &q, wire::RCODE_REFUSED));
         }
-        let via = super::run::via(client.ip(), polc_compiler::ir::Direction::Egress);
+        let via = Via::of(client.ip(), polc_compiler::ir::Direction::Egress);
         let answer = if tcp {
             forward_tcp(msg, server, via).await
         } else {

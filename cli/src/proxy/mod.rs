@@ -465,13 +465,7 @@ impl Proxy {
         }
         let mut req = req;
         hop_by_hop(req.headers_mut());
-        let via = self.transparent.then(|| Via {
-            source: client.ip(),
-            mark: match direction {
-                Direction::Ingress => polc_ebpf::abi::MARK_MAGIC_PROXY_INGRESS,
-                Direction::Egress => polc_ebpf::abi::MARK_MAGIC_PROXY_EGRESS,
-            },
-        });
+        let via = self.transparent.then(|| Via::of(client.ip(), direction));
         match forward(upstream, target, via, req).await {
             Ok(mut r) => {
                 hop_by_hop(r.headers_mut());
@@ -503,6 +497,19 @@ pub struct Via {
     pub source: IpAddr,
     /// `SO_MARK`.
     pub mark: u32,
+}
+
+impl Via {
+    /// How the proxy of `direction` reaches a destination for a client at `source`.
+    pub fn of(source: IpAddr, direction: Direction) -> Via {
+        Via {
+            source,
+            mark: match direction {
+                Direction::Ingress => polc_ebpf::abi::MARK_MAGIC_PROXY_INGRESS,
+                Direction::Egress => polc_ebpf::abi::MARK_MAGIC_PROXY_EGRESS,
+            },
+        }
+    }
 }
 
 /// Opens a connection to `target`, as `via` says when given.

@@ -6,10 +6,10 @@
 //! their original destination as the accepted socket's local address (`bpf_sk_assign`), so
 //! the listeners are `IP_TRANSPARENT` and bound to the wildcard address.
 
+use super::Proxy;
 use super::config::Config;
 use super::dns;
 use super::learn::Learner;
-use super::{Proxy, Via};
 use polc_compiler::ir::Direction;
 use serde_json::json;
 use std::io::Write;
@@ -295,15 +295,4 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
-}
-
-/// The upstream `Via` of a node's proxy for a client at `source` and `direction`.
-pub fn via(source: IpAddr, direction: Direction) -> Via {
-    Via {
-        source,
-        mark: match direction {
-            Direction::Ingress => polc_ebpf::abi::MARK_MAGIC_PROXY_INGRESS,
-            Direction::Egress => polc_ebpf::abi::MARK_MAGIC_PROXY_EGRESS,
-        },
-    }
 }
