@@ -621,6 +621,56 @@ static __always_inline void stats_key_of(struct stats_key *s, __u16 ep, __u32 id
 		__r;                                                                           \
 	})
 
+/* Whether a local socket owns the packet (see sock_owns), for the egress hook. */
+#define owned_with(skb, bt, size, t, lookup, tail)                                             \
+	({                                                                                     \
+		struct bpf_sock *__sk = lookup(skb, bt, size, BPF_F_CURRENT_NETNS, 0);         \
+		int __o = 0;                                                                   \
+                                                                                               \
+		if (__sk) {                                                                    \
+			__o = sock_owns(__sk, t, tail);                                        \
+			bpf_sk_release(__sk);                                                  \
+		}                                                                              \
+		__o;                                                                           \
+	})
+
+/* The lookup tuple of a TCP or UDP packet; its size. */
+static __always_inline __u32 sock_tuple_of(struct bpf_sock_tuple *bt, const struct tuple *t)
+{
+	__builtin_memset(bt, 0, sizeof(*bt));
+	if (t->family == IPCACHE_FAMILY_IPV4) {
+		__builtin_memcpy(&bt->ipv4.saddr, t->saddr, 4);
+		__builtin_memcpy(&bt->ipv4.daddr, t->daddr, 4);
+		bt->ipv4.sport = t->sport;
+		bt->ipv4.dport = t->dport;
+		return sizeof(bt->ipv4);
+	}
+	__builtin_memcpy(bt->ipv6.saddr, t->saddr, 16);
+	__builtin_memcpy(bt->ipv6.daddr, t->daddr, 16);
+	bt->ipv6.sport = t->sport;
+	bt->ipv6.dport = t->dport;
+	return sizeof(bt->ipv6);
+}
+
+/*
+ * Whether a socket of this node's network namespace owns a packet the node is sending out:
+ * one proxy's connection to another proxy on the same node (an egress proxy's upstream
+ * connection, kept on the client's address, to an endpoint whose ingress is proxied too).
+ * Routing sends such a packet towards the client's device; it belongs to the local socket.
+ */
+static __always_inline int owned_locally(struct __sk_buff *skb, const struct tuple *t)
+{
+	struct bpf_sock_tuple bt;
+	__u32 size;
+
+	if (t->protocol != IPPROTO_TCP && t->protocol != IPPROTO_UDP)
+		return 0;
+	size = sock_tuple_of(&bt, t);
+	if (t->protocol == IPPROTO_TCP)
+		return owned_with(skb, &bt, size, t, bpf_skc_lookup_tcp, SOCK_TCP);
+	return owned_with(skb, &bt, size, t, bpf_sk_lookup_udp, SOCK_UDP);
+}
+
 /*
  * Hands a TCP or UDP packet on a TC ingress hook to a local socket of the proxy (steer_with).
  * Returns 1 when a socket took the packet (marked TO_PROXY), 0 when none was found and no
@@ -634,20 +684,7 @@ static __always_inline int steer(struct __sk_buff *skb, const struct tuple *t, _
 
 	if (t->protocol != IPPROTO_TCP && t->protocol != IPPROTO_UDP)
 		return proxy_port ? -1 : 0;
-	__builtin_memset(&bt, 0, sizeof(bt));
-	if (t->family == IPCACHE_FAMILY_IPV4) {
-		__builtin_memcpy(&bt.ipv4.saddr, t->saddr, 4);
-		__builtin_memcpy(&bt.ipv4.daddr, t->daddr, 4);
-		bt.ipv4.sport = t->sport;
-		bt.ipv4.dport = t->dport;
-		size = sizeof(bt.ipv4);
-	} else {
-		__builtin_memcpy(bt.ipv6.saddr, t->saddr, 16);
-		__builtin_memcpy(bt.ipv6.daddr, t->daddr, 16);
-		bt.ipv6.sport = t->sport;
-		bt.ipv6.dport = t->dport;
-		size = sizeof(bt.ipv6);
-	}
+	size = sock_tuple_of(&bt, t);
 	/* TCP: skc_lookup also finds connections still in their handshake (request sockets). */
 	if (t->protocol == IPPROTO_TCP)
 		ret = steer_with(skb, &bt, size, t, proxy_port, bpf_skc_lookup_tcp, SOCK_TCP);
@@ -740,6 +777,10 @@ static __always_inline int handle(struct __sk_buff *skb, int tc_ingress)
 			count(REASON_DROP_PROXY, len);
 			return DROP;
 		}
+	}
+	if (!tc_ingress && !p.nonfirst_frag && owned_locally(skb, &p.t)) {
+		/* Turned around to this device's ingress, where steer() hands it to its socket. */
+		return hairpin(skb, 0, len);
 	}
 	if (iface->flags & IFACE_F_UPLINK) {
 		count(REASON_PASS_UNMANAGED, len);
