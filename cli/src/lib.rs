@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod input;
 pub mod lab;
+pub mod live;
 pub mod proxy;
 pub mod render;
 pub mod timing;

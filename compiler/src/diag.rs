@@ -134,6 +134,17 @@ codes! {
         "The YAML uses a feature Kubernetes manifests cannot use.",
         "Complex (non-scalar) mapping keys, merge keys (`<<`) and custom tags have no JSON \
          equivalent, so the API server cannot accept them.";
+    ClusterUnreadable = "P0113", "cluster-unreadable", Error,
+        "The live cluster (`--cluster`) could not be read.",
+        "With `--cluster` polc lists the policies (CiliumNetworkPolicy, \
+         CiliumClusterwideNetworkPolicy, CiliumCIDRGroup, NetworkPolicy) and the inventory \
+         (Namespaces, Nodes, Pods, Services) from the API server of the kubeconfig's context, \
+         `--context`, or the in-cluster service account. The message says what stopped it: no \
+         kubeconfig, an API server that cannot be reached, credentials it refuses, or a kind \
+         the account may not list (grant `list` and `watch` on it cluster-wide, as \
+         `deploy/agent/rbac.yaml` does). Nothing is judged on a partial view. A Cilium kind \
+         the server does not serve (Cilium's CRDs not installed) is read as none, with a \
+         note.";
 
     // ---- S02xx: rejected by the API server or the agent ------------------------------
     UnservedApiVersion = "S0201", "unserved-api-version", Error,

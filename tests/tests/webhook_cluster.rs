@@ -5,154 +5,14 @@
 
 mod common;
 
+use common::fake_api::{self, Fake};
 use common::root;
-use futures::StreamExt;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Bytes, Frame};
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use polc_cli::webhook::review::Settings;
 use polc_cli::webhook::server::{self, Config};
 use polc_cli::webhook::store::Source;
 use serde_json::{Value, json};
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
-
-type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
-
-/// The fake API server's state: the objects of each plural, and the open watches.
-#[derive(Default)]
-struct Fake {
-    objects: Mutex<Vec<(String, Value)>>,
-    watches: Mutex<Vec<(String, mpsc::UnboundedSender<Bytes>)>>,
-    requests: Mutex<Vec<String>>,
-}
-
-impl Fake {
-    /// Sends a watch event to every open watch of `plural`.
-    fn event(&self, plural: &str, kind: &str, object: &Value) {
-        let line = format!("{}\n", json!({"type": kind, "object": object}));
-        for (p, tx) in self.watches.lock().unwrap().iter() {
-            if p == plural {
-                let _ = tx.send(Bytes::from(line.clone()));
-            }
-        }
-    }
-
-    fn watching(&self, plural: &str) -> bool {
-        self.watches
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(p, _)| p == plural)
-    }
-}
-
-fn full(status: u16, body: Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed_unsync());
-    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-async fn handle(req: Request<hyper::body::Incoming>, fake: Arc<Fake>) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    fake.requests
-        .lock()
-        .unwrap()
-        .push(format!("{path}?{query}"));
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    // /apis/GROUP/VERSION/PLURAL
-    let (group, version, plural) = match parts.as_slice() {
-        ["apis", g, v, p] => (*g, *v, *p),
-        _ => ("", "", ""),
-    };
-    let served = matches!(
-        (group, version, plural),
-        ("cilium.io", "v2", "ciliumnetworkpolicies")
-            | ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies")
-            | ("cilium.io", "v2alpha1", "ciliumcidrgroups")
-            | ("networking.k8s.io", "v1", "networkpolicies")
-    );
-    if !served {
-        return full(
-            404,
-            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                   "message": "the server could not find the requested resource",
-                   "reason": "NotFound", "details": {}, "code": 404}),
-        );
-    }
-    if query
-        .split('&')
-        .any(|kv| kv == "watch=true" || kv == "watch=1")
-    {
-        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        fake.watches.lock().unwrap().push((plural.to_string(), tx));
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
-        });
-        let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream.boxed())));
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("application/json"),
-        );
-        return r;
-    }
-    let items: Vec<Value> = fake
-        .objects
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == plural)
-        .map(|(_, o)| o.clone())
-        .collect();
-    full(
-        200,
-        json!({"apiVersion": format!("{group}/{version}"), "kind": "List",
-               "metadata": {"resourceVersion": "1"}, "items": items}),
-    )
-}
-
-/// Starts the fake API server on a thread of its own; returns its port.
-fn start_fake(fake: Arc<Fake>) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .worker_threads(2)
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let fake = fake.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let fake = fake.clone();
-                        async move { Ok::<_, Infallible>(handle(req, fake).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
-        });
-    });
-    port
-}
 
 /// A CiliumNetworkPolicy as the API server lists it.
 fn cnp(name: &str, spec: Value) -> Value {
@@ -186,7 +46,12 @@ fn config(dir: &std::path::Path, kubeconfig: std::path::PathBuf) -> Config {
 
 #[test]
 fn the_policy_set_follows_the_cluster() {
-    let fake = Arc::new(Fake::default());
+    let fake = Fake::serving(&[
+        ("cilium.io", "v2", "ciliumnetworkpolicies"),
+        ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies"),
+        ("cilium.io", "v2alpha1", "ciliumcidrgroups"),
+        ("networking.k8s.io", "v1", "networkpolicies"),
+    ]);
     let deny = cnp(
         "deny-legacy",
         json!({"endpointSelector": {"matchLabels": {"app": "api"}},
@@ -196,19 +61,9 @@ fn the_policy_set_follows_the_cluster() {
         .lock()
         .unwrap()
         .push(("ciliumnetworkpolicies".into(), deny.clone()));
-    let port = start_fake(fake.clone());
+    let port = fake_api::start(fake.clone());
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: \
-             http://127.0.0.1:{port}\ncontexts:\n- name: fake\n  context: {{cluster: fake, \
-             user: fake}}\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{token: \
-             test}}\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = fake_api::kubeconfig(dir.path(), port);
     let config = config(dir.path(), kubeconfig);
     let (log, lines) = std::sync::mpsc::channel();
     let server = server::start(config, log).unwrap();

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct ClusterArgs {
     /// Policy files or directories (CNP, CCNP, CiliumCIDRGroup, NetworkPolicy).
-    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+    #[arg(long, required_unless_present = "cluster", num_args = 1.., value_name = "PATH")]
     pub policies: Vec<PathBuf>,
     /// Inventory files or directories: `kubectl get ns,pods,nodes,svc -A -o yaml`.
     #[arg(long, num_args = 1.., value_name = "PATH")]
@@ -37,6 +37,9 @@ pub struct ClusterArgs {
     /// `polc lab up`, the lab's DNS servers answer these names.
     #[arg(long = "dns-answer", value_name = "NAME=IP", value_parser = dns_answer_arg)]
     pub dns_answers: Vec<(String, std::net::IpAddr)>,
+    /// A live cluster to read policies and inventory from.
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
 }
 
 fn dns_answer_arg(s: &str) -> Result<(String, std::net::IpAddr), String> {
@@ -79,7 +82,10 @@ pub fn load(
     paths.extend(args.inventory.iter().cloned());
     let before = paths.len();
     paths.extend(extra.iter().cloned());
-    let inputs = input::gather(&paths, stdin, args.max_file_size);
+    let mut inputs = input::gather(&paths, stdin, args.max_file_size);
+    if args.live.cluster && !add_live(&mut inputs, &args.live, stderr) {
+        return None;
+    }
     crate::timing::lap(stderr, "read files");
     let opts = Options {
         version: args.cilium_version,
@@ -116,6 +122,34 @@ pub fn load(
         extra,
         objects,
     })
+}
+
+/// Adds the live cluster's objects to `inputs` (see [`crate::live`]); prints what stops it
+/// and returns `false`.
+pub(crate) fn add_live(
+    inputs: &mut input::Inputs,
+    live: &crate::live::LiveArgs,
+    stderr: &mut dyn Write,
+) -> bool {
+    match crate::live::read(live) {
+        Ok(read) => {
+            for note in read.notes {
+                let _ = writeln!(stderr, "polc: note: {note}");
+            }
+            for f in read.files {
+                inputs.sources.add(f);
+            }
+            true
+        }
+        Err(e) => {
+            let _ = writeln!(
+                stderr,
+                "polc: error[{}]: the cluster cannot be read: {e}",
+                polc_compiler::diag::Code::ClusterUnreadable.as_str()
+            );
+            false
+        }
+    }
 }
 
 /// Reads the inventory once and two sets of policies, and builds a model of each over it

@@ -171,6 +171,7 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             cluster_name: "default".into(),
             max_file_size: 1024 * 1024 * 1024,
             dns_answers: Vec::new(),
+            live: Default::default(),
         };
         cluster::load(&cargs, &[], io.stdin, io.stderr)
     };
@@ -222,6 +223,7 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         cluster_name: "default".into(),
         max_file_size: 1024 * 1024 * 1024,
         dns_answers: Vec::new(),
+        live: Default::default(),
     };
     let Some((old, new)) = cluster::load_pair(
         std::slice::from_ref(&old_path),

@@ -208,6 +208,7 @@ fn cluster_of(state: &State, policies: Option<&[PathBuf]>) -> ClusterArgs {
         max_file_size: 1024 * 1024 * 1024,
         // The datapath learns answers from DNS traffic, not from the command line.
         dns_answers: Vec::new(),
+        live: Default::default(),
     }
 }
 

@@ -28,8 +28,11 @@ pub enum ColorChoice {
 pub struct LintArgs {
     /// Files or directories to lint (`-` reads standard input). Directories are searched
     /// recursively for `.yaml`, `.yml` and `.json` files.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "cluster", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// A live cluster whose policies and inventory are linted too.
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
@@ -102,7 +105,10 @@ pub fn run(args: &LintArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     super::symbolic::start_smt(args.emit_smt.as_deref());
     let mut paths = args.paths.clone();
     paths.extend(args.inventory.iter().cloned());
-    let inputs = input::gather(&paths, io.stdin, args.max_file_size);
+    let mut inputs = input::gather(&paths, io.stdin, args.max_file_size);
+    if args.live.cluster && !super::cluster::add_live(&mut inputs, &args.live, io.stderr) {
+        return Ok(EXIT_USAGE);
+    }
     let opts = Options {
         version: args.cilium_version,
         ..Options::default()

@@ -148,6 +148,7 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             cluster_name: "default".into(),
             max_file_size: 1024 * 1024 * 1024,
             dns_answers: Vec::new(),
+            live: Default::default(),
         };
         let Some(loaded) = cluster::load(&cargs, &[], io.stdin, io.stderr) else {
             return Ok(EXIT_USAGE);

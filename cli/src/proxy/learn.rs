@@ -77,6 +77,7 @@ impl Learner {
                 cluster_name: d.cluster_name.clone(),
                 max_file_size: 1024 * 1024 * 1024,
                 dns_answers: Vec::new(),
+                live: Default::default(),
             };
             let mut errors = Vec::new();
             st.model =

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use polc_compiler::diag::Diagnostic;
 use polc_compiler::source::SourceMap;
 use polc_compiler::{CiliumVersion, Options};

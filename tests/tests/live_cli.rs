@@ -1,0 +1,185 @@
+//! `--cluster`: policies and inventory read from a live API server, here the fake one of
+//! `common::fake_api` (recorded objects, paged lists, a CRD missing, RBAC 403s, a server
+//! that is not there).
+
+mod common;
+
+use common::fake_api::{self, Fake};
+use common::polc;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Pods in the cluster besides `client` and `api`: more than one page of a list.
+const FILLER: usize = 700;
+
+fn cnp(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+           "metadata": {"name": name, "namespace": "app", "resourceVersion": "1",
+                        "managedFields": [{"manager": "kubectl"}]},
+           "spec": spec})
+}
+
+fn pod(name: &str, app: &str, node: &str, ip: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "app", "labels": {"app": app}},
+           "spec": {"nodeName": node},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+}
+
+/// A cluster without Cilium's clusterwide policies and CIDR groups (their CRDs are not
+/// served): a namespace, two nodes, `client` and `api` and the filler pods, and a policy
+/// that lets `client` GET from `api` on 8080.
+fn cluster() -> (Arc<Fake>, tempfile::TempDir, String) {
+    let fake = Fake::serving(&[
+        ("cilium.io", "v2", "ciliumnetworkpolicies"),
+        ("networking.k8s.io", "v1", "networkpolicies"),
+        ("", "v1", "namespaces"),
+        ("", "v1", "nodes"),
+        ("", "v1", "pods"),
+        ("", "v1", "services"),
+    ]);
+    fake.add(
+        "namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "app", "labels": {"kubernetes.io/metadata.name": "app"}}}),
+    );
+    for (i, name) in ["node-1", "node-2"].iter().enumerate() {
+        fake.add(
+            "nodes",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                   "status": {"addresses": [{"type": "InternalIP",
+                                             "address": format!("10.0.0.1{}", i + 1)}]}}),
+        );
+    }
+    fake.add("pods", pod("client", "client", "node-1", "10.244.1.10"));
+    fake.add("pods", pod("api", "api", "node-2", "10.244.2.10"));
+    for i in 0..FILLER {
+        let ip = format!("10.250.{}.{}", i / 250, i % 250 + 1);
+        fake.add("pods", pod(&format!("filler-{i}"), "filler", "node-1", &ip));
+    }
+    fake.add(
+        "ciliumnetworkpolicies",
+        cnp(
+            "api",
+            json!({"endpointSelector": {"matchLabels": {"app": "api"}},
+                   "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client"}}],
+                                "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}],
+                                             "rules": {"http": [{"method": "GET"}]}}]}]}),
+        ),
+    );
+    let port = fake_api::start(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake_api::kubeconfig(dir.path(), port)
+        .to_string_lossy()
+        .into_owned();
+    (fake, dir, kubeconfig)
+}
+
+fn explain(kubeconfig: &str, from: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "explain",
+        "--cluster",
+        "--kubeconfig",
+        kubeconfig,
+        "--from",
+        from,
+        "--to",
+        "app/api",
+        "--proto",
+        "tcp",
+        "--port",
+        "8080",
+    ];
+    args.extend_from_slice(extra);
+    polc(&args, b"")
+}
+
+/// Every kind is listed page by page and judged as files would be; the CRDs the server does
+/// not serve are read as none, with a note.
+#[test]
+fn explain_reads_a_live_cluster() {
+    let (fake, _dir, kubeconfig) = cluster();
+    let (code, out, err) = explain(&kubeconfig, "app/client", &["--http-method", "GET"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verdict: ALLOW"), "{out}");
+    assert!(
+        out.contains("cluster: CiliumNetworkPolicy app/api"),
+        "{out}"
+    );
+    let (code, out, err) = explain(&kubeconfig, "app/filler-699", &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("verdict: DENY"),
+        "the last pod of the second page: {out}"
+    );
+    assert!(
+        err.contains("serves no CiliumClusterwideNetworkPolicy")
+            && err.contains("serves no CiliumCIDRGroup")
+            && err.contains("is Cilium installed?"),
+        "{err}"
+    );
+    let asked = fake.requests.lock().unwrap().join("\n");
+    assert!(
+        asked.contains("/api/v1/pods?") && asked.contains("continue=500"),
+        "the pods come in pages: {asked}"
+    );
+}
+
+/// Diagnostics name the object in the cluster.
+#[test]
+fn lint_points_at_the_cluster_object() {
+    let (fake, _dir, kubeconfig) = cluster();
+    fake.add(
+        "ciliumnetworkpolicies",
+        cnp(
+            "bad",
+            json!({"endpointSelector": {},
+                   "ingress": [{"toPorts": [{"ports": [{"port": "80", "protocol": "TCPP"}]}]}]}),
+        ),
+    );
+    let (code, out, err) = polc(
+        &[
+            "lint",
+            "--cluster",
+            "--kubeconfig",
+            &kubeconfig,
+            "--color",
+            "never",
+        ],
+        b"",
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("cluster: CiliumNetworkPolicy app/bad"),
+        "{out}"
+    );
+    assert!(out.contains("TCPP"), "{out}");
+}
+
+/// What stops a read is said, with its code, and nothing is judged.
+#[test]
+fn rbac_and_unreachable_servers_are_clear_errors() {
+    let (fake, dir, kubeconfig) = cluster();
+    fake.forbidden.lock().unwrap().push("pods".into());
+    let (code, out, err) = explain(&kubeconfig, "app/client", &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("P0113") && err.contains("forbids listing pods") && err.contains("list"),
+        "{err}"
+    );
+    // A server that is not there.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let gone = dir.path().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let kubeconfig = fake_api::kubeconfig(&gone, port);
+    let (code, _, err) = explain(kubeconfig.to_str().unwrap(), "app/client", &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot reach the API server"), "{err}");
+    // No kubeconfig at all.
+    let (code, _, err) = explain("/nonexistent/kubeconfig", "app/client", &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
+}
