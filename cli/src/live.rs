@@ -147,10 +147,42 @@ pub async fn client(live: &LiveArgs) -> Result<kube::Client, String> {
 /// What reading the cluster gave: source files, and notes for people (kinds not served).
 #[derive(Default)]
 pub struct Read {
-    /// One per policy object, one `List` per inventory kind.
-    pub files: Vec<SourceFile>,
+    /// One per policy object.
+    pub policies: Vec<SourceFile>,
+    /// One `List` per inventory kind.
+    pub inventory: Vec<SourceFile>,
     /// Things to tell (a CRD not installed).
     pub notes: Vec<String>,
+}
+
+impl Read {
+    /// Writes the files into `policies` and `inventory` (directories, created), one file
+    /// each, named after the object or the kind, for the commands that take paths.
+    pub fn write(
+        &self,
+        policies: &std::path::Path,
+        inventory: &std::path::Path,
+    ) -> std::io::Result<()> {
+        for (dir, files) in [(policies, &self.policies), (inventory, &self.inventory)] {
+            std::fs::create_dir_all(dir)?;
+            for (i, f) in files.iter().enumerate() {
+                let name: String = f
+                    .name
+                    .trim_start_matches("cluster: ")
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                std::fs::write(dir.join(format!("{i:05}-{name}.json")), &f.text)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads every kind of [`KINDS`] from the cluster (blocking: runs its own runtime).
@@ -194,7 +226,7 @@ pub async fn read_with(client: &kube::Client) -> Result<Read, String> {
                     } else {
                         format!("cluster: {} {ns}/{name}", k.kind)
                     };
-                    out.files.push(SourceFile::new(shown, pretty(&o)));
+                    out.policies.push(SourceFile::new(shown, pretty(&o)));
                 }
             }
             Some((api_version, items)) => {
@@ -207,7 +239,7 @@ pub async fn read_with(client: &kube::Client) -> Result<Read, String> {
                     })
                     .collect();
                 let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
-                out.files.push(SourceFile::new(
+                out.inventory.push(SourceFile::new(
                     format!("cluster: {}", k.plural),
                     pretty(&list),
                 ));

@@ -183,3 +183,58 @@ fn rbac_and_unreachable_servers_are_clear_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
 }
+
+/// `diff --cluster NEW`: what applying NEW would change, against the cluster's policies and
+/// inventory; `test --cluster`: policy tests against the live cluster.
+#[test]
+fn diff_and_test_against_the_live_cluster() {
+    let (_fake, dir, kubeconfig) = cluster();
+    let new = dir.path().join("new.yaml");
+    std::fs::write(
+        &new,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: api, namespace: \
+         app}\nspec:\n  endpointSelector: {matchLabels: {app: api}}\n  ingress:\n  - \
+         fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: \"8080\", \
+         protocol: TCP}]}]\n  - fromEndpoints: [{matchLabels: {app: filler}}]\n    toPorts: \
+         [{ports: [{port: \"9090\", protocol: TCP}]}]\n",
+    )
+    .unwrap();
+    let (code, out, err) = polc(
+        &[
+            "diff",
+            "--cluster",
+            "--kubeconfig",
+            &kubeconfig,
+            new.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("app/filler") && out.contains("9090"),
+        "the new flows: {out}"
+    );
+    let polt = dir.path().join("live.polt");
+    std::fs::write(
+        &polt,
+        "expect allow app/{app=client} -> app/{app=api} tcp/8080 http GET \"/\"\n\
+         expect deny  app/{app=client} -> app/{app=api} tcp/8080 http POST \"/\"\n\
+         expect deny  app/{app=filler} -> app/{app=api} tcp/8080\n",
+    )
+    .unwrap();
+    let (code, out, err) = polc(
+        &[
+            "test",
+            "--cluster",
+            "--kubeconfig",
+            &kubeconfig,
+            polt.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("3 passed") || out.matches("ok").count() >= 3,
+        "{out}"
+    );
+}

@@ -136,7 +136,7 @@ pub(crate) fn add_live(
             for note in read.notes {
                 let _ = writeln!(stderr, "polc: note: {note}");
             }
-            for f in read.files {
+            for f in read.policies.into_iter().chain(read.inventory) {
                 inputs.sources.add(f);
             }
             true

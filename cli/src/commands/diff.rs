@@ -45,18 +45,19 @@ pub enum FailOn {
 }
 
 /// Arguments of `polc diff`.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 #[command(
     after_help = "Exit codes: 0 compared (no change that --fail-on names), 1 such a \
     change, 2 bad input, 3 (symbolic, with --fail-on) a question the solver could not decide."
 )]
 pub struct DiffArgs {
-    /// The policies before.
+    /// The policies before (with `--cluster`: the policies after, compared with the cluster's
+    /// policies and judged against its inventory).
     #[arg(value_name = "OLD")]
     pub old: PathBuf,
     /// The policies after (with `--git`, leave it out: OLD is compared with its own version
     /// at the revision).
-    #[arg(value_name = "NEW", required_unless_present = "git")]
+    #[arg(value_name = "NEW", required_unless_present_any = ["git", "cluster"])]
     pub new: Option<PathBuf>,
     /// Compare the working tree's policies at OLD (a file or directory in a git repository)
     /// with their version at this revision (`HEAD`, `origin/main`, a commit).
@@ -68,6 +69,11 @@ pub struct DiffArgs {
     /// The Cilium release whose semantics apply: 1.17, 1.18 or 1.19.
     #[arg(long, default_value = "1.19", value_name = "VERSION")]
     pub cilium_version: CiliumVersion,
+    /// Compare with a live cluster: OLD (the one path given) is the new policies, the
+    /// cluster's policies the old ones, judged against the cluster's inventory ("what would
+    /// applying this change do").
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = DiffFormat::Human)]
     pub format: DiffFormat,
@@ -175,16 +181,58 @@ pub fn run(args: &DiffArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         };
         cluster::load(&cargs, &[], io.stdin, io.stderr)
     };
+    // With --cluster, the cluster's policies and inventory are written to a directory of
+    // their own, and the one path given is the new side.
+    let live = if args.live.cluster {
+        if args.new.is_some() || args.git.is_some() {
+            writeln!(
+                io.stderr,
+                "polc: error: with --cluster give one path, the new policies (the cluster's are \
+                 the old ones)"
+            )?;
+            return Ok(EXIT_USAGE);
+        }
+        let read = match crate::live::read(&args.live) {
+            Ok(r) => r,
+            Err(e) => {
+                writeln!(
+                    io.stderr,
+                    "polc: error[{}]: the cluster cannot be read: {e}",
+                    polc_compiler::diag::Code::ClusterUnreadable.as_str()
+                )?;
+                return Ok(EXIT_USAGE);
+            }
+        };
+        for note in &read.notes {
+            writeln!(io.stderr, "polc: note: {note}")?;
+        }
+        let dir = tempfile::tempdir()?;
+        read.write(&dir.path().join("policies"), &dir.path().join("inventory"))?;
+        Some(dir)
+    } else {
+        None
+    };
+    let mut inventory = args.inventory.clone();
+    if let Some(dir) = &live
+        && inventory.is_empty()
+    {
+        inventory.push(dir.path().join("inventory"));
+    }
+    let args = &DiffArgs {
+        inventory,
+        ..args.clone()
+    };
     // With --git, OLD is the revision's version of the path and NEW the working tree's.
-    let (_checkout, old_path, new_path) = match (&args.git, &args.new) {
-        (Some(rev), None) => match at_revision(rev, &args.old) {
+    let (_checkout, old_path, new_path) = match (&args.git, &args.new, &live) {
+        (None, None, Some(dir)) => (None, dir.path().join("policies"), args.old.clone()),
+        (Some(rev), None, None) => match at_revision(rev, &args.old) {
             Ok((dir, path)) => (Some(dir), path, args.old.clone()),
             Err(e) => {
                 writeln!(io.stderr, "polc: error: --git {rev}: {e}")?;
                 return Ok(EXIT_USAGE);
             }
         },
-        (None, Some(new)) => (None, args.old.clone(), new.clone()),
+        (None, Some(new), None) => (None, args.old.clone(), new.clone()),
         _ => {
             writeln!(
                 io.stderr,

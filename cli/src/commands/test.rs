@@ -44,6 +44,9 @@ pub struct TestArgs {
     /// The Cilium release whose semantics apply: 1.17, 1.18 or 1.19.
     #[arg(long, default_value = "1.19", value_name = "VERSION")]
     pub cilium_version: CiliumVersion,
+    /// Check the tests against a live cluster's policies and inventory (besides any given).
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
     /// The longest one solver query may take in symbolic mode, in seconds (an expectation
     /// that runs out of time is reported as unknown).
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
@@ -132,7 +135,7 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         } else {
             rel(&parsed.inventory)
         };
-        if policies.is_empty() {
+        if policies.is_empty() && !args.live.cluster {
             writeln!(
                 io.stderr,
                 "polc: error: {}: no policies: add `policies \"PATH\"` or pass --policies",
@@ -140,7 +143,7 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             )?;
             return Ok(EXIT_USAGE);
         }
-        let symbolic = inventory.is_empty();
+        let symbolic = inventory.is_empty() && !args.live.cluster;
         let cargs = ClusterArgs {
             policies,
             inventory,
@@ -148,7 +151,7 @@ pub fn run(args: &TestArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             cluster_name: "default".into(),
             max_file_size: 1024 * 1024 * 1024,
             dns_answers: Vec::new(),
-            live: Default::default(),
+            live: args.live.clone(),
         };
         let Some(loaded) = cluster::load(&cargs, &[], io.stdin, io.stderr) else {
             return Ok(EXIT_USAGE);
