@@ -40,7 +40,11 @@ fn config(dir: &std::path::Path, kubeconfig: std::path::PathBuf) -> Config {
         review_timeout: Duration::from_secs(5),
         reload_every: Duration::from_millis(100),
         max_connections: 64,
-        policies: Some(Source::Cluster(Some(kubeconfig))),
+        policies: Some(Source::Cluster(polc_cli::live::LiveArgs {
+            cluster: true,
+            kubeconfig: Some(kubeconfig),
+            context: None,
+        })),
     }
 }
 

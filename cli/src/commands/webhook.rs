@@ -39,13 +39,11 @@ pub struct WebhookArgs {
     /// not looked for.
     #[arg(long, value_name = "DIR", conflicts_with = "cluster")]
     pub policies: Option<PathBuf>,
-    /// Read the policy set from the API server instead, through watches (with
-    /// `--kubeconfig`, `KUBECONFIG`, `~/.kube/config`, or the pod's service account).
-    #[arg(long)]
-    pub cluster: bool,
-    /// The kubeconfig file `--cluster` uses.
-    #[arg(long, value_name = "FILE", requires = "cluster")]
-    pub kubeconfig: Option<PathBuf>,
+    /// `--cluster`: read the policy set from the API server instead, through watches (with
+    /// `--kubeconfig` and `--context`, `KUBECONFIG`, `~/.kube/config`, or the pod's service
+    /// account).
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
     /// Codes of warnings that deny the request instead of warning (`L0305,L0302`).
     #[arg(long, value_delimiter = ',', value_name = "CODE,...")]
     pub deny: Vec<String>,
@@ -132,9 +130,9 @@ pub fn run(args: &WebhookArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         review_timeout,
         reload_every: Duration::from_secs(2),
         max_connections: args.max_connections,
-        policies: match (&args.policies, args.cluster) {
+        policies: match (&args.policies, args.live.cluster) {
             (Some(dir), _) => Some(Source::Dir(dir.clone())),
-            (None, true) => Some(Source::Cluster(args.kubeconfig.clone())),
+            (None, true) => Some(Source::Cluster(args.live.clone())),
             (None, false) => None,
         },
     };

@@ -16,7 +16,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use polc_compiler::source::{SourceFile, SourceMap};
 use polc_compiler::version::CiliumVersion;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -64,24 +63,6 @@ enum Update {
     Applied(usize, (String, String), String),
     /// An object was deleted.
     Deleted(usize, (String, String)),
-}
-
-/// The API client, from `kubeconfig` (or `KUBECONFIG`, `~/.kube/config`, or the in-cluster
-/// service account).
-pub async fn client(kubeconfig: Option<PathBuf>) -> Result<kube::Client, String> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no cluster to read policies from: {e}"))?,
-    };
-    kube::Client::try_from(config).map_err(|e| format!("cannot make an API client: {e}"))
 }
 
 /// Keeps `policies` equal to the cluster's policy objects, until the server stops.

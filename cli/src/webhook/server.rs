@@ -107,9 +107,7 @@ pub fn start(config: Config, log: Log) -> Result<Handle, String> {
         .map_err(|e| format!("cannot start the server's threads: {e}"))?;
     // An API client that cannot be made is a reason not to start.
     let client = match &config.policies {
-        Some(Source::Cluster(kubeconfig)) => {
-            Some(runtime.block_on(super::cluster::client(kubeconfig.clone()))?)
-        }
+        Some(Source::Cluster(live)) => Some(runtime.block_on(crate::live::client(live))?),
         _ => None,
     };
     let listener = runtime

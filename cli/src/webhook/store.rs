@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 pub enum Source {
     /// The files of a directory, read again when they change.
     Dir(PathBuf),
-    /// The API server, through watches; with a kubeconfig file, or the usual ones.
-    Cluster(Option<PathBuf>),
+    /// The API server, through watches (kubeconfig, context, or the usual inference).
+    Cluster(crate::live::LiveArgs),
 }
 
 /// One object of the set, by kind, namespace (`""` for clusterwide kinds) and name.
