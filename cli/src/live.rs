@@ -8,10 +8,19 @@
 //! What stops a read is said plainly, naming what to fix: the API server unreachable, the
 //! kubeconfig or context missing, a kind the account may not list (RBAC). A Cilium kind the
 //! server does not serve (its CRD is not installed) is read as none, and said.
+//!
+//! [`watch`] keeps kinds in step with the cluster instead (the webhook's `--cluster`, and the
+//! agent): each is listed, then watched with kube's watcher, which lists again after a watch
+//! breaks or its resource version is gone (`410`), with backoff.
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, TypeMeta};
+use kube::runtime::{WatchStreamExt, watcher};
 use polc_compiler::source::SourceFile;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// The flags that choose a live cluster.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -322,5 +331,184 @@ fn explain_error(k: &Kind, e: &kube::Error) -> String {
         ),
         kube::Error::Api(s) => format!("listing {resource} failed: {} ({})", s.message, s.code),
         other => format!("cannot reach the API server to list {resource}: {other}"),
+    }
+}
+
+/// A change [`watch`] reports, for the kind at an index of the kinds it watches. Objects are
+/// JSON texts (with their `apiVersion` and `kind`, without `managedFields`) by (namespace,
+/// name).
+#[derive(Debug)]
+pub enum Update {
+    /// The kind is listed (again): these are all its objects.
+    Listed(usize, BTreeMap<(String, String), String>),
+    /// An object was added or changed.
+    Applied(usize, (String, String), String),
+    /// An object was deleted.
+    Deleted(usize, (String, String)),
+}
+
+/// The objects of watched kinds, kept from [`Update`]s; complete once every kind has been
+/// listed.
+pub struct Mirror {
+    objects: Vec<Option<BTreeMap<(String, String), String>>>,
+}
+
+impl Mirror {
+    /// A mirror of `kinds` kinds, none listed yet.
+    pub fn new(kinds: usize) -> Mirror {
+        Mirror {
+            objects: vec![None; kinds],
+        }
+    }
+
+    /// Takes one update.
+    pub fn apply(&mut self, update: Update) {
+        match update {
+            Update::Listed(i, all) => self.objects[i] = Some(all),
+            Update::Applied(i, key, text) => {
+                self.objects[i]
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(key, text);
+            }
+            Update::Deleted(i, key) => {
+                if let Some(o) = self.objects[i].as_mut() {
+                    o.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Whether every kind has been listed (before that, the view is partial).
+    pub fn complete(&self) -> bool {
+        self.objects.iter().all(Option::is_some)
+    }
+
+    /// The objects of kind `i`.
+    pub fn objects(&self, i: usize) -> impl Iterator<Item = (&(String, String), &String)> {
+        self.objects[i].iter().flatten()
+    }
+}
+
+/// Lists and watches each of `kinds`, and sends what changes to `tx`, until `tx` is closed.
+/// A kind the server does not serve is reported listed with no objects (and said to `log`);
+/// failures are retried with backoff and said to `log` (the 1st, 2nd, 4th, ... time).
+pub async fn watch(
+    client: kube::Client,
+    kinds: Vec<&'static Kind>,
+    tx: mpsc::Sender<Update>,
+    log: std::sync::mpsc::Sender<String>,
+) {
+    let mut tasks = Vec::new();
+    for (i, k) in kinds.into_iter().enumerate() {
+        let (client, tx, log) = (client.clone(), tx.clone(), log.clone());
+        tasks.push(tokio::spawn(async move {
+            watch_kind(client, i, k, tx, log).await
+        }));
+    }
+    drop(tx);
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// The kind `k` at the first of its versions the API server serves, or `None` when it serves
+/// none; other errors (the server unreachable, forbidden) are retried.
+async fn resource(
+    client: &kube::Client,
+    k: &Kind,
+    log: &std::sync::mpsc::Sender<String>,
+) -> Option<ApiResource> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let mut retry = None;
+        for v in k.versions {
+            let ar = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(k.group, v, k.kind),
+                k.plural,
+            );
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            match api.list(&ListParams::default().limit(1)).await {
+                Ok(_) => return Some(ar),
+                Err(kube::Error::Api(e)) if e.code == 404 && k.optional => {}
+                Err(e) => retry = Some(explain_error(k, &e)),
+            }
+        }
+        let Some(e) = retry else {
+            let _ = log.send(format!(
+                "the API server serves no {} ({}); taken as none",
+                k.kind, k.group
+            ));
+            return None;
+        };
+        let _ = log.send(format!("{e}; trying again in {} s", wait.as_secs()));
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Lists and watches one kind, and reports what it sees.
+async fn watch_kind(
+    client: kube::Client,
+    i: usize,
+    k: &'static Kind,
+    tx: mpsc::Sender<Update>,
+    log: std::sync::mpsc::Sender<String>,
+) {
+    let Some(ar) = resource(&client, k, &log).await else {
+        let _ = tx.send(Update::Listed(i, BTreeMap::new())).await;
+        return;
+    };
+    let api: Api<DynamicObject> = Api::all_with(client, &ar);
+    let types = TypeMeta {
+        api_version: ar.api_version.clone(),
+        kind: ar.kind.clone(),
+    };
+    let text = |mut o: DynamicObject| -> Option<((String, String), String)> {
+        // List items may leave their type out; the API server's bookkeeping is not read.
+        o.types = Some(types.clone());
+        o.metadata.managed_fields = None;
+        let key = (
+            o.metadata.namespace.clone().unwrap_or_default(),
+            o.metadata.name.clone().unwrap_or_default(),
+        );
+        Some((key, serde_json::to_string(&o).ok()?))
+    };
+    let mut listing: Option<BTreeMap<(String, String), String>> = None;
+    let mut errors: u64 = 0;
+    let config = watcher::Config::default().page_size(PAGE);
+    let mut events = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        let update = match event {
+            Ok(watcher::Event::Init) => {
+                listing = Some(BTreeMap::new());
+                None
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                if let (Some(l), Some((key, t))) = (listing.as_mut(), text(o)) {
+                    l.insert(key, t);
+                }
+                None
+            }
+            Ok(watcher::Event::InitDone) => {
+                Some(Update::Listed(i, listing.take().unwrap_or_default()))
+            }
+            Ok(watcher::Event::Apply(o)) => text(o).map(|(key, t)| Update::Applied(i, key, t)),
+            Ok(watcher::Event::Delete(o)) => text(o).map(|(key, _)| Update::Deleted(i, key)),
+            Err(e) => {
+                errors += 1;
+                if errors.is_power_of_two() {
+                    let _ = log.send(format!(
+                        "watching {} failed ({errors} times so far): {e}",
+                        k.kind
+                    ));
+                }
+                None
+            }
+        };
+        if let Some(u) = update
+            && tx.send(u).await.is_err()
+        {
+            return;
+        }
     }
 }
