@@ -21,7 +21,8 @@ fn cnp(name: &str, spec: Value) -> Value {
 
 fn pod(name: &str, app: &str, node: &str, ip: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": "app", "labels": {"app": app}},
+           "metadata": {"name": name, "namespace": "app", "labels": {"app": app},
+                        "resourceVersion": "1"},
            "spec": {"nodeName": node},
            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
 }
@@ -237,4 +238,90 @@ fn diff_and_test_against_the_live_cluster() {
         out.contains("3 passed") || out.matches("ok").count() >= 3,
         "{out}"
     );
+}
+
+/// Takes updates into `mirror` until `ok` holds (at most 20 s).
+async fn until(
+    what: &str,
+    mirror: &mut polc_cli::live::Mirror,
+    rx: &mut tokio::sync::mpsc::Receiver<polc_cli::live::Update>,
+    ok: impl Fn(&polc_cli::live::Mirror) -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ok(mirror) {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        if let Ok(Some(u)) =
+            tokio::time::timeout(std::time::Duration::from_millis(100), rx.recv()).await
+        {
+            mirror.apply(u);
+        }
+    }
+}
+
+/// `live::watch` keeps every kind in step: the initial lists, then added, changed and deleted
+/// objects; after a dropped watch whose resource version is gone (`410`), a new list brings
+/// what changed meanwhile.
+#[test]
+fn watch_follows_every_kind_through_drops_and_410s() {
+    use polc_cli::live::{self, Kind, Mirror, Update};
+    let (fake, _dir, kubeconfig) = cluster();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Update>(64);
+    let (log, _lines) = std::sync::mpsc::channel();
+    let args = live::LiveArgs {
+        cluster: true,
+        kubeconfig: Some(kubeconfig.into()),
+        context: None,
+    };
+    let kinds: Vec<&'static Kind> = live::KINDS.iter().collect();
+    let index = |plural: &str| kinds.iter().position(|k| k.plural == plural).unwrap();
+    let pods = index("pods");
+    let mut mirror = Mirror::new(kinds.len());
+    runtime.block_on(async {
+        let client = live::client(&args).await.unwrap();
+        tokio::spawn(live::watch(client, kinds.clone(), tx, log));
+        // Until every kind is listed.
+        until("step 1", &mut mirror, &mut rx, |m| m.complete()).await;
+        assert_eq!(mirror.objects(pods).count(), FILLER + 2);
+        assert_eq!(
+            mirror
+                .objects(index("ciliumclusterwidenetworkpolicies"))
+                .count(),
+            0
+        );
+        // Watch events.
+        let newcomer = pod("newcomer", "client", "node-1", "10.244.1.99");
+        while !fake.watching("pods") {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        fake.event("pods", "ADDED", &newcomer);
+        let has =
+            |name: &'static str| move |m: &Mirror| m.objects(pods).any(|((_, n), _)| n == name);
+        until("step 2", &mut mirror, &mut rx, has("newcomer")).await;
+        let mut moved = newcomer.clone();
+        moved["metadata"]["labels"]["app"] = json!("api");
+        fake.event("pods", "MODIFIED", &moved);
+        until("step 3", &mut mirror, &mut rx, |m: &Mirror| {
+            m.objects(pods)
+                .any(|((_, n), t)| n == "newcomer" && t.contains("\"app\":\"api\""))
+        })
+        .await;
+        fake.event("pods", "DELETED", &moved);
+        until("step 4", &mut mirror, &mut rx, |m: &Mirror| {
+            !has("newcomer")(m)
+        })
+        .await;
+        // The connection drops, the version is gone, and a pod came meanwhile: a new list.
+        *fake.gone.lock().unwrap() = true;
+        fake.add("pods", pod("latecomer", "client", "node-1", "10.244.1.98"));
+        fake.close_watches();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        *fake.gone.lock().unwrap() = false;
+        until("step 5", &mut mirror, &mut rx, has("latecomer")).await;
+    });
+    assert_eq!(mirror.objects(pods).count(), FILLER + 3);
 }

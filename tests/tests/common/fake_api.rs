@@ -28,6 +28,8 @@ pub struct Fake {
     pub watches: Mutex<Vec<(String, mpsc::UnboundedSender<Bytes>)>>,
     /// Every request, `path?query`.
     pub requests: Mutex<Vec<String>>,
+    /// Whether the next watches are told their resource version is gone (`410`).
+    pub gone: Mutex<bool>,
 }
 
 impl Fake {
@@ -44,6 +46,7 @@ impl Fake {
             forbidden: Mutex::default(),
             watches: Mutex::default(),
             requests: Mutex::default(),
+            gone: Mutex::new(false),
         })
     }
 
@@ -63,6 +66,11 @@ impl Fake {
                 let _ = tx.send(Bytes::from(line.clone()));
             }
         }
+    }
+
+    /// Ends every open watch (the connection drops).
+    pub fn close_watches(&self) {
+        self.watches.lock().unwrap().clear();
     }
 
     /// Whether a watch of `plural` is open.
@@ -137,6 +145,13 @@ async fn handle(req: Request<hyper::body::Incoming>, fake: Arc<Fake>) -> Respons
             .map(str::to_string)
     };
     if param("watch").is_some_and(|v| v == "true" || v == "1") {
+        if *fake.gone.lock().unwrap() {
+            // The resource version asked for is too old: one ERROR event, and the end.
+            let line = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                "metadata": {}, "status": "Failure", "reason": "Expired", "code": 410,
+                "message": "too old resource version"}});
+            return full(200, line);
+        }
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
         fake.watches.lock().unwrap().push((plural.to_string(), tx));
         let stream = futures::stream::unfold(rx, |mut rx| async move {
