@@ -1,6 +1,7 @@
 //! The `polc` command line: argument parsing, input gathering and output rendering. This is
 //! the only crate that does IO; the library crates take bytes and return values.
 
+pub mod agent;
 pub mod commands;
 pub mod input;
 pub mod lab;
@@ -65,6 +66,9 @@ pub enum Command {
     /// polc's L7 proxy on a node: enforces the HTTP and DNS rules of the flows the datapath
     /// redirects to it (needs root; `polc lab up` starts one per lab node).
     Proxy(commands::proxy::ProxyArgs),
+    /// On a node: keep the installed policy equal to the cluster's, continuously (needs
+    /// root).
+    Agent(Box<commands::agent::AgentArgs>),
     /// A validating admission webhook over HTTPS: denies policies the Cilium agent would
     /// reject, warns about suspicious ones.
     Webhook(commands::webhook::WebhookArgs),
@@ -115,6 +119,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>, io: &mut
         Command::Status(args) => commands::status::run(&args, io),
         Command::Lab(args) => commands::lab::run(&args, io),
         Command::Proxy(args) => commands::proxy::run(&args, io),
+        Command::Agent(args) => commands::agent::run(&args, io),
         Command::Webhook(args) => commands::webhook::run(&args, io),
         Command::Gen(args) => commands::r#gen::run(&args, io),
     };

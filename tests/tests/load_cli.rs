@@ -5,59 +5,16 @@
 
 mod common;
 
-use common::{polc, root};
-use polc_ebpf::sys;
+use common::{polc_in, root};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
 
 const COREDNS: &str = "kube-system/coredns-5d78c9869d-4xkqp";
 const PROMETHEUS: &str = "monitoring/prometheus-k8s-0";
 
-struct Guard {
-    netns: String,
-    pins: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.pins);
-    }
-}
+type Guard = common::Netns;
 
 fn setup(tag: &str) -> Option<Guard> {
-    if sys::euid() != 0 {
-        eprintln!("SKIPPED: needs root (BPF programs, network namespaces)");
-        return None;
-    }
-    let g = Guard {
-        netns: format!("plc{}{tag}", std::process::id()),
-        pins: PathBuf::from(format!(
-            "/sys/fs/bpf/polc-cli-test-{}{tag}",
-            std::process::id()
-        )),
-    };
-    let ns = &g.netns;
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ip netns add {ns} && ip -n {ns} link add lxc1 type veth peer name lxc1p && \
-             ip -n {ns} link add lxc2 type veth peer name lxc2p"
-        ))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "creating the network namespace");
-    Some(g)
-}
-
-/// polc with `args` inside the guard's network namespace.
-fn polc_in(g: &Guard, args: &[&str]) -> (i32, String, String) {
-    let path = PathBuf::from("/run/netns").join(&g.netns);
-    sys::in_netns(&path, || polc(args, b"")).unwrap()
+    common::throwaway_netns(tag)
 }
 
 fn load(g: &Guard, extra: &[&str]) -> (i32, String, String) {

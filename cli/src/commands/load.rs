@@ -81,7 +81,7 @@ fn parse_pair(text: &str) -> Option<(String, String)> {
 }
 
 /// The pairs of `--interfaces`: each argument is a pair or a file of pairs.
-fn interface_pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn interface_pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for a in args {
         if let Some(p) = parse_pair(a) {

@@ -199,7 +199,18 @@ async fn handle(req: Request<hyper::body::Incoming>, fake: Arc<Fake>) -> Respons
 
 /// Starts the fake API server on a thread of its own; returns its port.
 pub fn start(fake: Arc<Fake>) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    serve(fake, std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+/// [`start`], listening on 127.0.0.1 inside the network namespace `netns` (a path).
+pub fn start_in(fake: Arc<Fake>, netns: &Path) -> u16 {
+    let listener = polc_ebpf::sys::in_netns(netns, || std::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    serve(fake, listener)
+}
+
+fn serve(fake: Arc<Fake>, listener: std::net::TcpListener) -> u16 {
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {

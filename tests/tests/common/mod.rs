@@ -144,3 +144,55 @@ pub fn eventually(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A throwaway network namespace with two veth pairs (`lxc1`/`lxc1p`, `lxc2`/`lxc2p`) and a
+/// pin directory of its own, both removed on drop.
+pub struct Netns {
+    /// The namespace's name.
+    pub netns: String,
+    /// The pin directory.
+    pub pins: PathBuf,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.pins);
+    }
+}
+
+/// A [`Netns`] (`None`, said, when not root).
+pub fn throwaway_netns(tag: &str) -> Option<Netns> {
+    if polc_ebpf::sys::euid() != 0 {
+        eprintln!("SKIPPED: needs root (BPF programs, network namespaces)");
+        return None;
+    }
+    let g = Netns {
+        netns: format!("plc{}{tag}", std::process::id()),
+        pins: PathBuf::from(format!(
+            "/sys/fs/bpf/polc-cli-test-{}{tag}",
+            std::process::id()
+        )),
+    };
+    let ns = &g.netns;
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ip netns add {ns} && ip -n {ns} link set lo up && \
+             ip -n {ns} link add lxc1 type veth peer name lxc1p && \
+             ip -n {ns} link add lxc2 type veth peer name lxc2p"
+        ))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "creating the network namespace");
+    Some(g)
+}
+
+/// polc with `args` inside the namespace of `g`.
+pub fn polc_in(g: &Netns, args: &[&str]) -> (i32, String, String) {
+    let path = PathBuf::from("/run/netns").join(&g.netns);
+    polc_ebpf::sys::in_netns(&path, || polc(args, b"")).unwrap()
+}

@@ -1,0 +1,232 @@
+//! `polc agent`, as root, inside a throwaway network namespace, against the fake API server:
+//! the first install waits for every kind to be listed; a policy change, a new pod and a pod
+//! that goes are installed as they come; `/metrics` and `/healthz` tell what happened.
+
+mod common;
+
+use common::fake_api::{self, Fake};
+use common::{Netns, polc_in};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn pod(name: &str, app: &str, ip: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "app", "labels": {"app": app},
+                        "resourceVersion": "1"},
+           "spec": {"nodeName": "node-1"},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+}
+
+fn api_policy(ports: &[&str]) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"port": p, "protocol": "TCP"}))
+        .collect();
+    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+           "metadata": {"name": "api", "namespace": "app", "resourceVersion": "1"},
+           "spec": {"endpointSelector": {"matchLabels": {"app": "api"}},
+                    "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client"}}],
+                                 "toPorts": [{"ports": ports}]}]}})
+}
+
+fn cluster() -> Arc<Fake> {
+    let fake = Fake::serving(&[
+        ("cilium.io", "v2", "ciliumnetworkpolicies"),
+        ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies"),
+        ("cilium.io", "v2", "ciliumcidrgroups"),
+        ("networking.k8s.io", "v1", "networkpolicies"),
+        ("", "v1", "namespaces"),
+        ("", "v1", "nodes"),
+        ("", "v1", "pods"),
+        ("", "v1", "services"),
+    ]);
+    fake.add(
+        "namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "app", "labels": {"kubernetes.io/metadata.name": "app"},
+                            "resourceVersion": "1"}}),
+    );
+    fake.add(
+        "nodes",
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": "node-1", "resourceVersion": "1"},
+               "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.11"}]}}),
+    );
+    fake.add("pods", pod("client", "client", "10.244.1.10"));
+    fake.add("pods", pod("api", "api", "10.244.1.20"));
+    fake.add("ciliumnetworkpolicies", api_policy(&["8080"]));
+    fake
+}
+
+/// GET `path` from the agent's metrics server inside the namespace: (status, body).
+fn get(g: &Netns, port: u16, path: &str) -> Option<(u16, String)> {
+    let ns = std::path::PathBuf::from("/run/netns").join(&g.netns);
+    polc_ebpf::sys::in_netns(&ns, || {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).ok()?;
+        let status = out.get(9..12)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
+    })
+    .ok()
+    .flatten()
+}
+
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// The policy-map entries of endpoint `name` (from `polc status`).
+fn entries(g: &Netns, name: &str) -> Option<u64> {
+    let pins = g.pins.to_str().unwrap();
+    let (code, out, _) = polc_in(g, &["status", "--bpffs-root", pins, "--format", "json"]);
+    if code != 0 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&out).ok()?;
+    v["nodes"][0]["endpoints"]
+        .as_array()?
+        .iter()
+        .find(|e| e["endpoint"] == name)?["entries"]
+        .as_u64()
+}
+
+/// The agent's standard error, readable while it runs.
+#[derive(Clone, Default)]
+struct SharedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for SharedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_agent_follows_the_cluster() {
+    let Some(g) = common::throwaway_netns("ag") else {
+        return;
+    };
+    let fake = cluster();
+    // The agent runs inside the namespace, and reaches the API server there.
+    let port = fake_api::start_in(
+        fake.clone(),
+        &std::path::PathBuf::from("/run/netns").join(&g.netns),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake_api::kubeconfig(dir.path(), port);
+    let metrics_port = 19963;
+    let log = SharedLog::default();
+    {
+        let ns = std::path::PathBuf::from("/run/netns").join(&g.netns);
+        let (kubeconfig, pins) = (
+            kubeconfig.to_str().unwrap().to_string(),
+            g.pins.to_str().unwrap().to_string(),
+        );
+        // Runs until the test process ends; its log is kept for failures.
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let _ = polc_ebpf::sys::in_netns(&ns, || {
+                let mut input: &[u8] = b"";
+                let (mut out, mut err) = (Vec::new(), log);
+                let mut io = polc_cli::Io {
+                    stdin: &mut input,
+                    stdout: &mut out,
+                    stderr: &mut err,
+                    stdout_is_terminal: false,
+                };
+                polc_cli::run(
+                    [
+                        "polc",
+                        "agent",
+                        "--node",
+                        "node-1",
+                        "--kubeconfig",
+                        &kubeconfig,
+                        "--interfaces",
+                        "app/client=lxc1",
+                        "app/api=lxc2",
+                        "--bpffs-root",
+                        &pins,
+                        "--metrics",
+                        &format!("127.0.0.1:{metrics_port}"),
+                    ],
+                    &mut io,
+                )
+            });
+        });
+    }
+    let limit = Duration::from_secs(30);
+    let said = || String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    let first = std::time::Instant::now();
+    while get(&g, metrics_port, "/healthz").is_none_or(|(s, _)| s != 200) {
+        assert!(
+            first.elapsed() < limit,
+            "no first install; the agent said:\n{}",
+            said()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, m) = get(&g, metrics_port, "/metrics").unwrap();
+    assert_eq!(metric(&m, "polc_agent_ready"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "polc_agent_endpoints"),
+        3.0,
+        "two pods and the host: {m}"
+    );
+    assert_eq!(metric(&m, "polc_agent_invalid_objects"), 0.0, "{m}");
+    let before = entries(&g, "app/api").unwrap();
+    // A policy change: one more port.
+    while !fake.watching("ciliumnetworkpolicies") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fake.event(
+        "ciliumnetworkpolicies",
+        "MODIFIED",
+        &api_policy(&["8080", "9090"]),
+    );
+    common::eventually("the new port installed", limit, || {
+        entries(&g, "app/api").is_some_and(|n| n > before)
+    });
+    // A pod comes and one goes.
+    fake.event("pods", "ADDED", &pod("client-2", "client", "10.244.1.11"));
+    common::eventually("the new pod installed", limit, || {
+        entries(&g, "app/client-2").is_some()
+    });
+    fake.event("pods", "DELETED", &pod("client", "client", "10.244.1.10"));
+    common::eventually("the pod removed", limit, || {
+        entries(&g, "app/client").is_none()
+    });
+    // An object the Cilium agent would reject is left out, and counted.
+    let mut bad = api_policy(&["8080"]);
+    bad["metadata"]["name"] = json!("bad");
+    bad["spec"]["ingress"][0]["toPorts"][0]["ports"][0]["protocol"] = json!("TCPP");
+    fake.event("ciliumnetworkpolicies", "ADDED", &bad);
+    common::eventually("the invalid object counted", limit, || {
+        get(&g, metrics_port, "/metrics")
+            .is_some_and(|(_, m)| metric(&m, "polc_agent_invalid_objects") == 1.0)
+    });
+    let (_, m) = get(&g, metrics_port, "/metrics").unwrap();
+    assert!(metric(&m, "polc_agent_recomputes_total") >= 4.0, "{m}");
+    assert_eq!(metric(&m, "polc_agent_install_errors_total"), 0.0, "{m}");
+    eprintln!(
+        "event to install, last: {} s",
+        metric(&m, "polc_agent_last_event_to_install_seconds")
+    );
+}
