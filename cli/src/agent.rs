@@ -34,7 +34,8 @@ pub struct Settings {
     pub node: String,
     /// `--cluster`, `--kubeconfig`, `--context`.
     pub live: live::LiveArgs,
-    /// `NAMESPACE/POD=IFNAME` and `host=IFNAME` pairs.
+    /// `NAMESPACE/POD=IFNAME` and `host=IFNAME` pairs; when empty, each local pod's device
+    /// is found from the node's host routes ([`discover`]).
     pub interfaces: Vec<(String, String)>,
     /// Devices that serve no endpoint (see `polc load --uplink`).
     pub uplinks: Vec<String>,
@@ -311,6 +312,46 @@ pub async fn run(
     Ok(())
 }
 
+/// The device of each of `node`'s pods, from the node's routing table: the device of the host
+/// route to one of the pod's addresses (CNIs that give each pod a veth route each pod's
+/// address to it: the lab, Calico, the `ptp` plugin). Pods without one are left out (their
+/// maps are installed, with no interface).
+pub fn discover(model: &Model, node: &str) -> Result<Vec<(String, String)>, String> {
+    let mut by_ip: BTreeMap<std::net::IpAddr, String> = BTreeMap::new();
+    for family in ["-4", "-6"] {
+        let out = std::process::Command::new("ip")
+            .args(["-j", family, "route", "show"])
+            .output()
+            .map_err(|e| format!("cannot run `ip route`: {e}"))?;
+        let routes: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        for r in routes.as_array().into_iter().flatten() {
+            let (Some(dst), Some(dev)) = (r["dst"].as_str(), r["dev"].as_str()) else {
+                continue;
+            };
+            let host = dst
+                .strip_suffix("/32")
+                .or_else(|| dst.strip_suffix("/128"))
+                .unwrap_or(dst);
+            if let Ok(ip) = host.parse() {
+                by_ip.entry(ip).or_insert_with(|| dev.to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for p in model
+        .inventory
+        .pods
+        .iter()
+        .filter(|p| p.node == node && !p.host_network)
+    {
+        if let Some(dev) = p.ips.iter().find_map(|ip| by_ip.get(ip)) {
+            out.push((p.key(), dev.clone()));
+        }
+    }
+    Ok(out)
+}
+
 fn count(u: &Update) -> u64 {
     match u {
         Update::Listed(_, all) => all.len().max(1) as u64,
@@ -349,7 +390,14 @@ fn compile(s: &Settings, sources: &SourceMap) -> Result<Compiled, String> {
     .map_err(|e| e.to_string())?;
     let mut attachments = Vec::new();
     let known: BTreeMap<&String, &u16> = ids.iter().collect();
-    for (who, ifname) in &s.interfaces {
+    let discovered;
+    let pairs = if s.interfaces.is_empty() {
+        discovered = discover(&model, &s.node)?;
+        &discovered
+    } else {
+        &s.interfaces
+    };
+    for (who, ifname) in pairs {
         // A pod that is gone keeps no interface; one not yet in the cluster gets it later.
         let Some(id) = known.get(who) else { continue };
         attachments.push(Attachment {

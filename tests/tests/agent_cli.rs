@@ -1,6 +1,7 @@
 //! `polc agent`, as root, inside a throwaway network namespace, against the fake API server:
-//! the first install waits for every kind to be listed; a policy change, a new pod and a pod
-//! that goes are installed as they come; `/metrics` and `/healthz` tell what happened.
+//! the first install waits for every kind to be listed and finds each pod's device from the
+//! host routes; a policy change, a new pod and a pod that goes are installed as they come;
+//! `/metrics` and `/healthz` tell what happened.
 
 mod common;
 
@@ -124,6 +125,21 @@ fn the_agent_follows_the_cluster() {
         return;
     };
     let fake = cluster();
+    // Host routes to the pods, as a CNI with a veth per pod makes them: the agent finds each
+    // pod's device from them.
+    let ns = &g.netns;
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ip -n {ns} link set lxc1 up && ip -n {ns} link set lxc1p up && \
+             ip -n {ns} link set lxc2 up && ip -n {ns} link set lxc2p up && \
+             ip -n {ns} route add 10.244.1.10/32 dev lxc1 && \
+             ip -n {ns} route add 10.244.1.20/32 dev lxc2"
+        ))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "routes");
     // The agent runs inside the namespace, and reaches the API server there.
     let port = fake_api::start_in(
         fake.clone(),
@@ -159,9 +175,6 @@ fn the_agent_follows_the_cluster() {
                         "node-1",
                         "--kubeconfig",
                         &kubeconfig,
-                        "--interfaces",
-                        "app/client=lxc1",
-                        "app/api=lxc2",
                         "--bpffs-root",
                         &pins,
                         "--metrics",
@@ -192,6 +205,20 @@ fn the_agent_follows_the_cluster() {
     );
     assert_eq!(metric(&m, "polc_agent_invalid_objects"), 0.0, "{m}");
     let before = entries(&g, "app/api").unwrap();
+    let pins = g.pins.to_str().unwrap();
+    let (_, out, _) = polc_in(&g, &["status", "--bpffs-root", pins, "--format", "json"]);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    let device = |name: &str| {
+        status["nodes"][0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["endpoint"] == name)
+            .and_then(|e| e["interfaces"][0]["name"].as_str())
+            .map(str::to_string)
+    };
+    assert_eq!(device("app/client").as_deref(), Some("lxc1"), "{status}");
+    assert_eq!(device("app/api").as_deref(), Some("lxc2"), "{status}");
     // A policy change: one more port.
     while !fake.watching("ciliumnetworkpolicies") {
         std::thread::sleep(Duration::from_millis(20));

@@ -31,7 +31,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
     /// Which interface serves which endpoint: `NAMESPACE/POD=IFNAME` pairs, `host=IFNAME`,
-    /// or files of such lines (read once).
+    /// or files of such lines (read once). Without it, each local pod's device is the one
+    /// the node's host route to the pod's address goes through.
     #[arg(long, num_args = 1.., value_name = "MAP")]
     pub interfaces: Vec<String>,
     /// A device that serves no endpoint but carries replies to the L7 proxy.
