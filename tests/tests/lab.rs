@@ -13,7 +13,7 @@ use common::{polc, root};
 use polc_ebpf::abi::Reason;
 use polc_ebpf::loader::Status;
 use polc_ebpf::sys;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -758,4 +758,169 @@ fn errors_and_cleanup_after_a_crash() {
         b"",
     );
     assert_eq!(code, 0, "{err}");
+}
+
+/// `polc agent` on a lab node, against the fake API server in the node's router namespace: the
+/// lab is built with no policy; after the first install, a policy change and a CIDR group
+/// that grows, the kernel's verdicts agree with `eval` on the cluster's state at each step.
+#[test]
+fn the_agent_keeps_a_lab_node_equal_to_the_cluster() {
+    use common::fake_api::{self, Fake};
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dir = root().join("tests/lab-agent");
+    let lab = Lab::new();
+    lab.up(&dir.join("policies.yaml"), &dir.join("inventory.yaml"), &[]);
+    let router = PathBuf::from("/run/netns")
+        .join(lab.state()["plan"]["nodes"][0]["router"].as_str().unwrap());
+    let fake = Fake::serving(&[
+        ("cilium.io", "v2", "ciliumnetworkpolicies"),
+        ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies"),
+        ("cilium.io", "v2", "ciliumcidrgroups"),
+        ("networking.k8s.io", "v1", "networkpolicies"),
+        ("", "v1", "namespaces"),
+        ("", "v1", "nodes"),
+        ("", "v1", "pods"),
+        ("", "v1", "services"),
+    ]);
+    fake.add(
+        "namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app",
+               "labels": {"kubernetes.io/metadata.name": "app"}, "resourceVersion": "1"}}),
+    );
+    fake.add(
+        "nodes",
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1",
+               "resourceVersion": "1"},
+               "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.11"}]}}),
+    );
+    for (name, ip) in [
+        ("client", "10.244.1.10"),
+        ("api", "10.244.1.20"),
+        ("other", "10.244.1.30"),
+    ] {
+        fake.add(
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": name, "namespace": "app", "labels": {"app": name},
+                                "resourceVersion": "1"},
+                   "spec": {"nodeName": "node-1"},
+                   "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}),
+        );
+    }
+    let policy = |ports: &[&str]| {
+        let ports: Vec<Value> = ports
+            .iter()
+            .map(|p| json!({"port": p, "protocol": "TCP"}))
+            .collect();
+        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+               "metadata": {"name": "api", "namespace": "app", "resourceVersion": "1"},
+               "spec": {"endpointSelector": {"matchLabels": {"app": "api"}},
+                        "ingress": [
+                            {"fromEndpoints": [{"matchLabels": {"app": "client"}}],
+                             "toPorts": [{"ports": ports}]},
+                            {"fromCIDRSet": [{"cidrGroupRef": "partners"}],
+                             "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}})
+    };
+    let group = |cidr: &str| {
+        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
+               "metadata": {"name": "partners", "resourceVersion": "1"},
+               "spec": {"externalCIDRs": [cidr]}})
+    };
+    fake.add("ciliumnetworkpolicies", policy(&["8080"]));
+    fake.add("ciliumcidrgroups", group("203.0.113.0/28"));
+    let port = fake_api::start_in(fake.clone(), &router);
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = fake_api::kubeconfig(tmp.path(), port);
+    let kubeconfig = kubeconfig.to_str().unwrap().to_string();
+    {
+        let (router, kubeconfig) = (router.clone(), kubeconfig.clone());
+        let pins = format!("/sys/fs/bpf/polc-lab/{}", lab.name);
+        // Runs until the test process ends.
+        std::thread::spawn(move || {
+            let _ = sys::in_netns(&router, || {
+                polc(
+                    &[
+                        "agent",
+                        "--node",
+                        "node-1",
+                        "--kubeconfig",
+                        &kubeconfig,
+                        "--bpffs-root",
+                        &pins,
+                        "--uplink",
+                        "up0",
+                        "--metrics",
+                        "127.0.0.1:19964",
+                    ],
+                    b"",
+                )
+            });
+        });
+    }
+    // Probes judged with eval on the cluster, from the router namespace (where the API
+    // server is); every probed flow must agree.
+    let flows = dir.join("flows.yaml");
+    let agrees = |want: &[&str]| {
+        let (_, out, err) = sys::in_netns(&router, || {
+            polc(
+                &[
+                    "lab",
+                    "probe",
+                    "--name",
+                    &lab.name,
+                    "--cluster",
+                    "--kubeconfig",
+                    &kubeconfig,
+                    "--flows",
+                    flows.to_str().unwrap(),
+                    "--format",
+                    "json",
+                ],
+                b"",
+            )
+        })
+        .unwrap();
+        let Ok(list) = serde_json::from_str::<Value>(&out) else {
+            eprintln!("{out}{err}");
+            return false;
+        };
+        let list = list.as_array().unwrap();
+        let evals: Vec<&str> = list
+            .iter()
+            .map(|f| f["eval"].as_str().unwrap_or(""))
+            .collect();
+        let ok = evals == want && list.iter().all(|f| f["observed"] == f["eval"]);
+        if !ok {
+            let seen: Vec<String> = list
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} -> {} {}: eval {} observed {} {}",
+                        f["from"], f["to"], f["port"], f["eval"], f["observed"], f["probes"]
+                    )
+                })
+                .collect();
+            eprintln!("not yet:\n{}\n{err}", seen.join("\n"));
+        }
+        ok
+    };
+    let limit = Duration::from_secs(30);
+    common::eventually("the first install", limit, || {
+        agrees(&["allow", "deny", "deny", "allow", "deny"])
+    });
+    fake.change(
+        "ciliumnetworkpolicies",
+        "MODIFIED",
+        &policy(&["8080", "9090"]),
+    );
+    common::eventually("the policy change", limit, || {
+        agrees(&["allow", "allow", "deny", "allow", "deny"])
+    });
+    fake.change("ciliumcidrgroups", "MODIFIED", &group("203.0.113.0/26"));
+    common::eventually("the CIDR group that grew", limit, || {
+        agrees(&["allow", "allow", "deny", "allow", "allow"])
+    });
 }

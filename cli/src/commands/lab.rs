@@ -123,6 +123,10 @@ pub struct ProbeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ProbeFormat::Human)]
     pub format: ProbeFormat,
+    /// Judge with `eval` on a live cluster's policies and inventory (what `polc agent`
+    /// installs) instead of the files the lab was built from; the lab's network stays.
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
 }
 
 /// Arguments of `polc lab apply`.
@@ -483,13 +487,15 @@ fn end_of(
     let literal = IpAddr::from_str(text.trim()).ok();
     let (netns, ips) = match peer {
         Peer::Pod(i) => {
-            let Some(p) = state.plan.pods.iter().find(|p| p.pod == i) else {
-                let key = model
-                    .inventory
-                    .pods
-                    .get(i)
-                    .map(|p| p.key())
-                    .unwrap_or_default();
+            // By name: the model may come from another reading of the cluster (`--cluster`)
+            // than the one the lab was built from.
+            let key = model
+                .inventory
+                .pods
+                .get(i)
+                .map(|p| p.key())
+                .unwrap_or_default();
+            let Some(p) = state.plan.pods.iter().find(|p| p.key == key) else {
                 let why = state
                     .plan
                     .skipped
@@ -501,7 +507,13 @@ fn end_of(
             (p.netns.clone(), p.ips.clone())
         }
         Peer::Host(n) => {
-            let Some(node) = state.plan.nodes.iter().find(|x| x.inventory == Some(n)) else {
+            let name = model.inventory.nodes.get(n).map(|x| x.name.as_str());
+            let Some(node) = state
+                .plan
+                .nodes
+                .iter()
+                .find(|x| Some(x.name.as_str()) == name)
+            else {
                 return Err("the node is not in the lab".into());
             };
             if node.ips.is_empty() {
@@ -653,9 +665,25 @@ impl LearntModels {
     }
 
     fn of(&self, state: &State, flow: &Flow) -> &polc_compiler::model::Model {
+        let inventory = &self.plain.inventory;
         let node = match flow.src {
-            Peer::Pod(i) => state.plan.pods.iter().find(|p| p.pod == i).map(|p| p.node),
-            Peer::Host(n) => state.plan.nodes.iter().position(|x| x.inventory == Some(n)),
+            Peer::Pod(i) => {
+                let key = inventory.pods.get(i).map(|p| p.key());
+                state
+                    .plan
+                    .pods
+                    .iter()
+                    .find(|p| Some(&p.key) == key.as_ref())
+                    .map(|p| p.node)
+            }
+            Peer::Host(n) => {
+                let name = inventory.nodes.get(n).map(|x| x.name.as_str());
+                state
+                    .plan
+                    .nodes
+                    .iter()
+                    .position(|x| Some(x.name.as_str()) == name)
+            }
             Peer::External(_) => None,
         };
         node.and_then(|n| self.by_node.get(n))
@@ -711,7 +739,12 @@ fn probe_cmd(args: &ProbeArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         Ok(s) => s,
         Err(e) => return Ok(lab_error(&e, io.stderr)),
     };
-    let cluster = cluster_of(&state, None);
+    let mut cluster = cluster_of(&state, None);
+    if args.live.cluster {
+        cluster.policies = Vec::new();
+        cluster.inventory = Vec::new();
+        cluster.live = args.live.clone();
+    }
     let flows_file = match &args.flows {
         None => None,
         Some(path) => match explain::read_flows(&cluster, path, io) {
@@ -722,7 +755,7 @@ fn probe_cmd(args: &ProbeArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let Some(loaded) = cluster::load(&cluster, &[], io.stdin, io.stderr) else {
         return Ok(EXIT_USAGE);
     };
-    if same_network(&state, &loaded).is_err() {
+    if !args.live.cluster && same_network(&state, &loaded).is_err() {
         writeln!(
             io.stderr,
             "polc: warning: the inventory changed since `polc lab up`; probes use the lab as it \

@@ -58,7 +58,26 @@ impl Fake {
             .push((plural.to_string(), object));
     }
 
-    /// Sends a watch event to every open watch of `plural`.
+    /// Changes the stored objects as an event of `kind` (`ADDED`, `MODIFIED`, `DELETED`) says,
+    /// so later lists see it too, and sends the event.
+    pub fn change(&self, plural: &str, kind: &str, object: &Value) {
+        let key = |o: &Value| {
+            (
+                o["metadata"]["namespace"].clone(),
+                o["metadata"]["name"].clone(),
+            )
+        };
+        {
+            let mut objects = self.objects.lock().unwrap();
+            objects.retain(|(p, o)| p != plural || key(o) != key(object));
+            if kind != "DELETED" {
+                objects.push((plural.to_string(), object.clone()));
+            }
+        }
+        self.event(plural, kind, object);
+    }
+
+    /// Sends a watch event to every open watch of `plural` (the stored objects stay).
     pub fn event(&self, plural: &str, kind: &str, object: &Value) {
         let line = format!("{}\n", json!({"type": kind, "object": object}));
         for (p, tx) in self.watches.lock().unwrap().iter() {
