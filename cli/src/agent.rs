@@ -6,13 +6,14 @@
 //! configuration, which a running `polc proxy` reads again by itself. `/metrics` and
 //! `/healthz` report what it did.
 //!
-//! Not yet: identities are numbered afresh on each recompute (a change of one pod's labels can
-//! renumber others; the maps are rewritten to match, verdicts do not change), every endpoint
-//! of the node is recompiled on every change, and interfaces come from `--interfaces`.
+//! Identities keep their numbers from one recompute to the next
+//! ([`IdentityTable::keep_numbers`]): a change numbers only what it adds. Not yet: every
+//! endpoint of the node is recompiled on every change.
 
 use crate::live::{self, Kind, Mirror, Update};
 use polc_compiler::CiliumVersion;
 use polc_compiler::diag::Severity;
+use polc_compiler::identity::IdentityTable;
 use polc_compiler::inventory::Inventory;
 use polc_compiler::model::{Config, Model};
 use polc_compiler::source::{Loc, SourceFile, SourceMap};
@@ -218,6 +219,7 @@ pub async fn run(
     tokio::spawn(live::watch(client, kinds.clone(), tx, log.clone()));
     let mut mirror = Mirror::new(kinds.len());
     let mut loader: Option<Loader> = None;
+    let mut identities: Option<Arc<IdentityTable>> = None;
     while let Some(first) = rx.recv().await {
         let mut newest = Instant::now();
         let mut taken = count(&first);
@@ -236,11 +238,12 @@ pub async fn run(
         let started = Instant::now();
         let sources = sources(&mirror, &kinds);
         let s = settings.clone();
-        let compiled = tokio::task::spawn_blocking(move || compile(&s, &sources))
+        let prior = identities.clone();
+        let compiled = tokio::task::spawn_blocking(move || compile(&s, &sources, prior.as_deref()))
             .await
             .map_err(|e| e.to_string())?;
         let compile_took = started.elapsed();
-        let (state, attachments, invalid, proxy) = match compiled {
+        let (state, attachments, invalid, proxy, table) = match compiled {
             Ok(c) => c,
             Err(e) => {
                 metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -271,6 +274,7 @@ pub async fn run(
         };
         match l.install(&state, &attachments) {
             Ok(_) => {
+                identities = Some(Arc::new(table));
                 metrics.recomputes.fetch_add(1, Ordering::Relaxed);
                 metrics
                     .invalid_objects
@@ -364,11 +368,20 @@ type Compiled = (
     Vec<Attachment>,
     usize,
     Option<crate::proxy::config::Config>,
+    IdentityTable,
 );
 
-/// The model, the node's desired state, its attachments, and its proxy configuration.
-fn compile(s: &Settings, sources: &SourceMap) -> Result<Compiled, String> {
-    let (model, invalid) = model_of(sources, s.cilium_version, &s.cluster_name);
+/// The node's desired state, its attachments, the objects left out, its proxy
+/// configuration, and the identities (numbered as `prior` numbered them).
+fn compile(
+    s: &Settings,
+    sources: &SourceMap,
+    prior: Option<&IdentityTable>,
+) -> Result<Compiled, String> {
+    let (mut model, invalid) = model_of(sources, s.cilium_version, &s.cluster_name);
+    if let Some(prior) = prior {
+        model.identities.keep_numbers(prior);
+    }
     if model.inventory.node(&s.node).is_none() {
         return Err(format!("the cluster has no node `{}`", s.node));
     }
@@ -417,5 +430,5 @@ fn compile(s: &Settings, sources: &SourceMap) -> Result<Compiled, String> {
             side: Side::Uplink,
         });
     }
-    Ok((state, attachments, invalid, proxy))
+    Ok((state, attachments, invalid, proxy, model.identities.clone()))
 }

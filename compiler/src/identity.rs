@@ -273,6 +273,88 @@ impl IdentityTable {
         }
     }
 
+    /// Keeps the numbers `prior` gave (an earlier table of the same cluster): an identity
+    /// whose labels (pods, FQDN addresses), prefix (CIDR) or node `prior` has keeps its
+    /// number, and a new one gets the next number of its scope that `prior` never used, as
+    /// the agent allocates them; so a change numbers afresh only what it adds.
+    pub fn keep_numbers(&mut self, prior: &IdentityTable) {
+        let mut map: HashMap<u32, u32> = HashMap::new();
+        let mut taken: std::collections::HashSet<u32> = std::collections::HashSet::new();
+        // What keeps its number.
+        for i in &self.identities {
+            let kept = match &i.kind {
+                IdentityKind::Reserved => Some(i.id),
+                IdentityKind::Pods | IdentityKind::Fqdn(_) => {
+                    prior.by_labels.get(&i.labels).copied().filter(|id| {
+                        prior.get(*id).is_some_and(|p| {
+                            std::mem::discriminant(&p.kind) == std::mem::discriminant(&i.kind)
+                        })
+                    })
+                }
+                IdentityKind::Cidr(net) => prior.cidrs.get(net).copied(),
+                IdentityKind::Node(name) => prior.node_identity.get(name).copied(),
+            };
+            if let Some(id) = kept
+                && taken.insert(id)
+            {
+                map.insert(i.id, id);
+            }
+        }
+        // The rest: past every number `prior` or this table keeps, per scope.
+        let next_in = |scope_lo: u32, scope_hi: u32| {
+            prior
+                .identities
+                .iter()
+                .map(|i| i.id)
+                .chain(taken.iter().copied())
+                .filter(|id| (scope_lo..scope_hi).contains(id))
+                .max()
+                .map_or(scope_lo, |m| m + 1)
+        };
+        let mut next_cluster = next_in(FIRST_CLUSTER, LOCAL_SCOPE).max(FIRST_CLUSTER);
+        let mut next_local = next_in(LOCAL_SCOPE + 1, NODE_SCOPE).max(LOCAL_SCOPE + 1);
+        let mut next_node = next_in(NODE_SCOPE + 1, u32::MAX).max(NODE_SCOPE + 1);
+        for i in &self.identities {
+            if map.contains_key(&i.id) {
+                continue;
+            }
+            let counter = match &i.kind {
+                IdentityKind::Pods => &mut next_cluster,
+                IdentityKind::Cidr(_) | IdentityKind::Fqdn(_) => &mut next_local,
+                IdentityKind::Node(_) => &mut next_node,
+                IdentityKind::Reserved => continue,
+            };
+            map.insert(i.id, *counter);
+            *counter += 1;
+        }
+        let renum = |id: u32| map.get(&id).copied().unwrap_or(id);
+        for i in &mut self.identities {
+            i.id = renum(i.id);
+        }
+        self.identities.sort_by_key(|i| i.id);
+        self.by_id = self
+            .identities
+            .iter()
+            .enumerate()
+            .map(|(n, i)| (i.id, n))
+            .collect();
+        for id in self.by_labels.values_mut() {
+            *id = renum(*id);
+        }
+        for id in self.pod_identity.iter_mut().flatten() {
+            *id = renum(*id);
+        }
+        for id in self.cidrs.values_mut() {
+            *id = renum(*id);
+        }
+        for id in self.fqdns.values_mut() {
+            *id = renum(*id);
+        }
+        for id in self.node_identity.values_mut() {
+            *id = renum(*id);
+        }
+    }
+
     /// Gives the addresses of DNS `answers` (name, address) that a `toFQDNs` selector of
     /// `selectors` selects their identities (datapath spec §1.6), after the identities that
     /// exist (an address keeps its identity while its label set stays; a new label set gets

@@ -231,11 +231,29 @@ fn the_agent_follows_the_cluster() {
     common::eventually("the new port installed", limit, || {
         entries(&g, "app/api").is_some_and(|n| n > before)
     });
-    // A pod comes and one goes.
-    fake.event("pods", "ADDED", &pod("client-2", "client", "10.244.1.11"));
+    // A pod comes and one goes. The new one's labels sort before every other's: it takes a
+    // new identity, and the others keep theirs.
+    let identity = |name: &str| {
+        let pins = g.pins.to_str().unwrap();
+        let (_, out, _) = polc_in(&g, &["status", "--bpffs-root", pins, "--format", "json"]);
+        let v: Value = serde_json::from_str(&out).ok()?;
+        v["nodes"][0]["endpoints"]
+            .as_array()?
+            .iter()
+            .find(|e| e["endpoint"] == name)?["identity"]
+            .as_u64()
+    };
+    let (api, client) = (
+        identity("app/api").unwrap(),
+        identity("app/client").unwrap(),
+    );
+    fake.event("pods", "ADDED", &pod("aardvark", "aardvark", "10.244.1.11"));
     common::eventually("the new pod installed", limit, || {
-        entries(&g, "app/client-2").is_some()
+        entries(&g, "app/aardvark").is_some()
     });
+    assert_eq!(identity("app/api"), Some(api));
+    assert_eq!(identity("app/client"), Some(client));
+    assert!(identity("app/aardvark").unwrap() > api.max(client));
     fake.event("pods", "DELETED", &pod("client", "client", "10.244.1.10"));
     common::eventually("the pod removed", limit, || {
         entries(&g, "app/client").is_none()

@@ -634,6 +634,56 @@ spec:
     assert!(checked > 100 && l7_checked >= 6, "{checked} {l7_checked}");
 }
 
+/// A recompute keeps the identity numbers an earlier one gave (`keep_numbers`): a new pod
+/// whose labels sort first takes a new number instead of shifting the others', and the map
+/// still agrees with `eval`.
+#[test]
+fn identities_keep_their_numbers_across_a_change() {
+    let pod = |app: usize, node: usize| PodGen {
+        ns: 0,
+        app,
+        tier: false,
+        node,
+    };
+    // One policy: web takes TCP 8080 from api.
+    let policy = PolicyGen {
+        clusterwide: false,
+        ns: 0,
+        subject: Some(0),
+        ingress: vec![ItemGen {
+            deny: false,
+            peers: Some(vec![PeerGen::App(1, None)]),
+            ports: Some(vec![PortGen::Num(8080, "TCP")]),
+            http: false,
+            icmp: false,
+        }],
+        egress: Vec::new(),
+        default_deny: None,
+    };
+    let before = build(&[pod(0, 0), pod(2, 1)], std::slice::from_ref(&policy)).unwrap();
+    let mut after = build(&[pod(1, 0), pod(0, 0), pod(2, 1)], &[policy]).unwrap();
+    let id_of = |m: &Model, app: &str| {
+        let i = m
+            .inventory
+            .pods
+            .iter()
+            .position(|p| p.labels.iter().any(|(k, v)| k == "app" && v == app))
+            .unwrap();
+        m.identities.pod_identity[i].unwrap()
+    };
+    let (web, db) = (id_of(&before, "web"), id_of(&before, "db"));
+    // Numbered afresh, the new pod (app=api sorts first) shifts the others.
+    assert_ne!((id_of(&after, "web"), id_of(&after, "db")), (web, db));
+    after.identities.keep_numbers(&before.identities);
+    assert_eq!((id_of(&after, "web"), id_of(&after, "db")), (web, db));
+    let api = id_of(&after, "api");
+    assert!(
+        api > web.max(db),
+        "the new identity takes a new number: {api}"
+    );
+    check(&after).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// DNS rules per server and port: the DNS proxy, reading the rules the node's proxy
 /// configuration carries, decides each query as `eval`.
 #[test]
