@@ -761,8 +761,9 @@ fn errors_and_cleanup_after_a_crash() {
 }
 
 /// `polc agent` on a lab node, against the fake API server in the node's router namespace: the
-/// lab is built with no policy; after the first install, a policy change and a CIDR group
-/// that grows, the kernel's verdicts agree with `eval` on the cluster's state at each step.
+/// lab is built with no policy; after the first install, a policy change, a CIDR group that
+/// grows, a pod that joins and one that leaves, the kernel's verdicts agree with `eval` on the
+/// cluster's state at each step.
 #[test]
 fn the_agent_keeps_a_lab_node_equal_to_the_cluster() {
     use common::fake_api::{self, Fake};
@@ -796,20 +797,16 @@ fn the_agent_keeps_a_lab_node_equal_to_the_cluster() {
                "resourceVersion": "1"},
                "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.11"}]}}),
     );
-    for (name, ip) in [
-        ("client", "10.244.1.10"),
-        ("api", "10.244.1.20"),
-        ("other", "10.244.1.30"),
-    ] {
-        fake.add(
-            "pods",
-            json!({"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": name, "namespace": "app", "labels": {"app": name},
-                                "resourceVersion": "1"},
-                   "spec": {"nodeName": "node-1"},
-                   "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}),
-        );
-    }
+    // `other` joins the cluster later (its namespace is in the lab from the start).
+    let pod = |name: &str, ip: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": "app", "labels": {"app": name},
+                            "resourceVersion": "1"},
+               "spec": {"nodeName": "node-1"},
+               "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+    };
+    fake.add("pods", pod("client", "10.244.1.10"));
+    fake.add("pods", pod("api", "10.244.1.20"));
     let policy = |ports: &[&str]| {
         let ports: Vec<Value> = ports
             .iter()
@@ -862,8 +859,8 @@ fn the_agent_keeps_a_lab_node_equal_to_the_cluster() {
     }
     // Probes judged with eval on the cluster, from the router namespace (where the API
     // server is); every probed flow must agree.
-    let flows = dir.join("flows.yaml");
-    let agrees = |want: &[&str]| {
+    let agrees = |file: &str, want: &[&str]| {
+        let flows = dir.join(file);
         let (_, out, err) = sys::in_netns(&router, || {
             polc(
                 &[
@@ -909,7 +906,7 @@ fn the_agent_keeps_a_lab_node_equal_to_the_cluster() {
     };
     let limit = Duration::from_secs(30);
     common::eventually("the first install", limit, || {
-        agrees(&["allow", "deny", "deny", "allow", "deny"])
+        agrees("flows-early.yaml", &["allow", "deny", "allow", "deny"])
     });
     fake.change(
         "ciliumnetworkpolicies",
@@ -917,10 +914,19 @@ fn the_agent_keeps_a_lab_node_equal_to_the_cluster() {
         &policy(&["8080", "9090"]),
     );
     common::eventually("the policy change", limit, || {
-        agrees(&["allow", "allow", "deny", "allow", "deny"])
+        agrees("flows-early.yaml", &["allow", "allow", "allow", "deny"])
     });
     fake.change("ciliumcidrgroups", "MODIFIED", &group("203.0.113.0/26"));
     common::eventually("the CIDR group that grew", limit, || {
-        agrees(&["allow", "allow", "deny", "allow", "allow"])
+        agrees("flows-early.yaml", &["allow", "allow", "allow", "allow"])
+    });
+    // A pod comes, then one goes.
+    fake.change("pods", "ADDED", &pod("other", "10.244.1.30"));
+    common::eventually("the pod that came", limit, || {
+        agrees("flows.yaml", &["allow", "allow", "deny", "allow", "allow"])
+    });
+    fake.change("pods", "DELETED", &pod("client", "10.244.1.10"));
+    common::eventually("the pod that went", limit, || {
+        agrees("flows-late.yaml", &["deny", "allow", "allow"])
     });
 }
