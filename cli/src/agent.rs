@@ -73,6 +73,9 @@ pub struct Metrics {
     pub endpoints: AtomicU64,
     /// See above.
     pub entries: AtomicU64,
+    /// Policy-map entries per endpoint (`namespace/pod` or `host/node`), after the last
+    /// install.
+    pub per_endpoint: std::sync::Mutex<Vec<(String, usize)>>,
     /// Whether the first install is done.
     pub ready: AtomicBool,
     /// The last error, for `/healthz`.
@@ -151,6 +154,21 @@ impl Metrics {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
             ));
+        }
+        let name = "polc_agent_endpoint_policy_entries";
+        out.push_str(&format!(
+            "# HELP {name} Policy-map entries of each endpoint on the node.\n\
+             # TYPE {name} gauge\n"
+        ));
+        for (endpoint, n) in self
+            .per_endpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            // Label values escape `\\` and `"` (endpoint names hold neither in practice).
+            let endpoint = endpoint.replace('\\', "\\\\").replace('"', "\\\"");
+            out.push_str(&format!("{name}{{endpoint=\"{endpoint}\"}} {n}\n"));
         }
         out
     }
@@ -295,6 +313,14 @@ pub async fn run(
                 metrics
                     .entries
                     .store(state.policy_entries() as u64, Ordering::Relaxed);
+                *metrics
+                    .per_endpoint
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = state
+                    .endpoints
+                    .values()
+                    .map(|e| (e.name.clone(), e.policy.len()))
+                    .collect();
                 metrics.ready.store(true, Ordering::Relaxed);
                 *metrics.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 if let (Some(path), Some(config)) = (&settings.proxy_config, proxy)

@@ -204,7 +204,13 @@ fn the_agent_follows_the_cluster() {
         "two pods and the host: {m}"
     );
     assert_eq!(metric(&m, "polc_agent_invalid_objects"), 0.0, "{m}");
+    let api_entries = metric(
+        &m,
+        "polc_agent_endpoint_policy_entries{endpoint=\"app/api\"}",
+    );
+    assert!(api_entries > 0.0, "{m}");
     let before = entries(&g, "app/api").unwrap();
+    assert_eq!(api_entries, before as f64, "the metric tells the truth");
     let pins = g.pins.to_str().unwrap();
     let (_, out, _) = polc_in(&g, &["status", "--bpffs-root", pins, "--format", "json"]);
     let status: Value = serde_json::from_str(&out).unwrap();
