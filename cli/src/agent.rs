@@ -166,7 +166,7 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            // Label values escape `\\` and `"` (endpoint names hold neither in practice).
+            // Label values escape backslashes and quotes (endpoint names hold neither).
             let endpoint = endpoint.replace('\\', "\\\\").replace('"', "\\\"");
             out.push_str(&format!("{name}{{endpoint=\"{endpoint}\"}} {n}\n"));
         }
