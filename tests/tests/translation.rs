@@ -355,6 +355,39 @@ fn build(pods: &[PodGen], policies: &[PolicyGen]) -> Option<Model> {
     Some(model)
 }
 
+/// `n` pods over both namespaces, apps and nodes, half of them `tier: back`.
+fn mixed_pods(n: usize) -> Vec<PodGen> {
+    (0..n)
+        .map(|i| PodGen {
+            ns: i % 2,
+            app: i % 3,
+            tier: i % 2 == 0,
+            node: i % 2,
+        })
+        .collect()
+}
+
+/// The model of `pods` and the fixed `policies` (YAML documents after the inventory), which
+/// must lint without errors (Cilium 1.19).
+fn fixed_model(name: &str, pods: &[PodGen], policies: &str) -> Model {
+    let mut text = inventory_yaml(pods);
+    text.push_str(policies);
+    let mut sources = SourceMap::new();
+    sources.add(SourceFile::new(name, text));
+    let (objects, diags) = polc_compiler::lint(&sources, &Options::default());
+    assert!(
+        diags
+            .iter()
+            .all(|d| d.severity != polc_compiler::diag::Severity::Error),
+        "{diags:?}"
+    );
+    let config = Config {
+        version: CiliumVersion::V1_19,
+        ..Config::default()
+    };
+    Model::build(&objects, config).0
+}
+
 fn peers(model: &Model) -> Vec<Peer> {
     let mut out: Vec<Peer> = (0..model.inventory.pods.len()).map(Peer::Pod).collect();
     out.extend((0..model.inventory.nodes.len()).map(Peer::Host));
@@ -580,16 +613,9 @@ fn check_dns(
 /// HTTP rules per peer and port: the proxy, reading what `npds` emits, decides as `eval`.
 #[test]
 fn the_proxy_decides_http_requests_as_eval_does() {
-    let pods: Vec<PodGen> = (0..4)
-        .map(|i| PodGen {
-            ns: i % 2,
-            app: i % 3,
-            tier: i % 2 == 0,
-            node: i % 2,
-        })
-        .collect();
-    let mut text = inventory_yaml(&pods);
-    text.push_str(
+    let model = fixed_model(
+        "fixed.yaml",
+        &mixed_pods(4),
         r#"---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -616,20 +642,6 @@ spec:
     toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
 "#,
     );
-    let mut sources = SourceMap::new();
-    sources.add(SourceFile::new("fixed.yaml", text));
-    let (objects, diags) = polc_compiler::lint(&sources, &Options::default());
-    assert!(
-        diags
-            .iter()
-            .all(|d| d.severity != polc_compiler::diag::Severity::Error),
-        "{diags:?}"
-    );
-    let config = Config {
-        version: CiliumVersion::V1_19,
-        ..Config::default()
-    };
-    let (model, _) = Model::build(&objects, config);
     let (checked, l7_checked) = check(&model).unwrap_or_else(|e| panic!("{e}"));
     assert!(checked > 100 && l7_checked >= 6, "{checked} {l7_checked}");
 }
@@ -688,16 +700,9 @@ fn identities_keep_their_numbers_across_a_change() {
 /// configuration carries, decides each query as `eval`.
 #[test]
 fn the_dns_proxy_decides_queries_as_eval_does() {
-    let pods: Vec<PodGen> = (0..6)
-        .map(|i| PodGen {
-            ns: i % 2,
-            app: i % 3,
-            tier: i % 2 == 0,
-            node: i % 2,
-        })
-        .collect();
-    let mut text = inventory_yaml(&pods);
-    text.push_str(
+    let model = fixed_model(
+        "dns.yaml",
+        &mixed_pods(6),
         r#"---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -715,16 +720,6 @@ spec:
     toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "**.example.com"}]}}]
 "#,
     );
-    let mut sources = SourceMap::new();
-    sources.add(SourceFile::new("dns.yaml", text));
-    let (objects, diags) = polc_compiler::lint(&sources, &Options::default());
-    assert!(
-        diags
-            .iter()
-            .all(|d| d.severity != polc_compiler::diag::Severity::Error),
-        "{diags:?}"
-    );
-    let (model, _) = Model::build(&objects, Config::default());
     let (checked, l7_checked) = check(&model).unwrap_or_else(|e| panic!("{e}"));
     assert!(checked > 100 && l7_checked >= 16, "{checked} {l7_checked}");
 }
@@ -735,15 +730,16 @@ spec:
 #[test]
 fn learnt_fqdn_addresses_are_allowed_by_the_map_as_by_eval() {
     let pods: Vec<PodGen> = (0..2)
-        .map(|i| PodGen {
+        .map(|app| PodGen {
             ns: 0,
-            app: i,
+            app,
             tier: false,
             node: 0,
         })
         .collect();
-    let mut text = inventory_yaml(&pods);
-    text.push_str(
+    let mut model = fixed_model(
+        "fqdn.yaml",
+        &pods,
         r#"---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -757,16 +753,6 @@ spec:
     toPorts: [{ports: [{port: "80", protocol: TCP}]}]
 "#,
     );
-    let mut sources = SourceMap::new();
-    sources.add(SourceFile::new("fqdn.yaml", text));
-    let (objects, diags) = polc_compiler::lint(&sources, &Options::default());
-    assert!(
-        diags
-            .iter()
-            .all(|d| d.severity != polc_compiler::diag::Severity::Error),
-        "{diags:?}"
-    );
-    let (mut model, _) = Model::build(&objects, Config::default());
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let judge = |model: &Model, to: &str, port: u16| {
         let flow = Flow {
