@@ -13,11 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn pod(name: &str, app: &str, ip: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": "app", "labels": {"app": app},
-                        "resourceVersion": "1"},
-           "spec": {"nodeName": "node-1"},
-           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+    fake_api::pod(name, app, "node-1", ip)
 }
 
 fn api_policy(ports: &[&str]) -> Value {
@@ -33,28 +29,9 @@ fn api_policy(ports: &[&str]) -> Value {
 }
 
 fn cluster() -> Arc<Fake> {
-    let fake = Fake::serving(&[
-        ("cilium.io", "v2", "ciliumnetworkpolicies"),
-        ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies"),
-        ("cilium.io", "v2", "ciliumcidrgroups"),
-        ("networking.k8s.io", "v1", "networkpolicies"),
-        ("", "v1", "namespaces"),
-        ("", "v1", "nodes"),
-        ("", "v1", "pods"),
-        ("", "v1", "services"),
-    ]);
-    fake.add(
-        "namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace",
-               "metadata": {"name": "app", "labels": {"kubernetes.io/metadata.name": "app"},
-                            "resourceVersion": "1"}}),
-    );
-    fake.add(
-        "nodes",
-        json!({"apiVersion": "v1", "kind": "Node",
-               "metadata": {"name": "node-1", "resourceVersion": "1"},
-               "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.11"}]}}),
-    );
+    let fake = Fake::serving(&fake_api::EVERY_KIND);
+    fake.add("namespaces", fake_api::namespace("app"));
+    fake.add("nodes", fake_api::node("node-1", "10.0.0.11"));
     fake.add("pods", pod("client", "client", "10.244.1.10"));
     fake.add("pods", pod("api", "api", "10.244.1.20"));
     fake.add("ciliumnetworkpolicies", api_policy(&["8080"]));

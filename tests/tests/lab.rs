@@ -776,35 +776,11 @@ fn the_agent_keeps_a_lab_node_equal_to_the_cluster() {
     lab.up(&dir.join("policies.yaml"), &dir.join("inventory.yaml"), &[]);
     let router = PathBuf::from("/run/netns")
         .join(lab.state()["plan"]["nodes"][0]["router"].as_str().unwrap());
-    let fake = Fake::serving(&[
-        ("cilium.io", "v2", "ciliumnetworkpolicies"),
-        ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies"),
-        ("cilium.io", "v2", "ciliumcidrgroups"),
-        ("networking.k8s.io", "v1", "networkpolicies"),
-        ("", "v1", "namespaces"),
-        ("", "v1", "nodes"),
-        ("", "v1", "pods"),
-        ("", "v1", "services"),
-    ]);
-    fake.add(
-        "namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app",
-               "labels": {"kubernetes.io/metadata.name": "app"}, "resourceVersion": "1"}}),
-    );
-    fake.add(
-        "nodes",
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1",
-               "resourceVersion": "1"},
-               "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.11"}]}}),
-    );
+    let fake = Fake::serving(&fake_api::EVERY_KIND);
+    fake.add("namespaces", fake_api::namespace("app"));
+    fake.add("nodes", fake_api::node("node-1", "10.0.0.11"));
     // `other` joins the cluster later (its namespace is in the lab from the start).
-    let pod = |name: &str, ip: &str| {
-        json!({"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": name, "namespace": "app", "labels": {"app": name},
-                            "resourceVersion": "1"},
-               "spec": {"nodeName": "node-1"},
-               "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
-    };
+    let pod = |name: &str, ip: &str| fake_api::pod(name, name, "node-1", ip);
     fake.add("pods", pod("client", "10.244.1.10"));
     fake.add("pods", pod("api", "10.244.1.20"));
     let policy = |ports: &[&str]| {

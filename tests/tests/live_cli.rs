@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::fake_api::{self, Fake};
+use common::fake_api::{self, Fake, pod};
 use common::polc;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -19,14 +19,6 @@ fn cnp(name: &str, spec: Value) -> Value {
            "spec": spec})
 }
 
-fn pod(name: &str, app: &str, node: &str, ip: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": "app", "labels": {"app": app},
-                        "resourceVersion": "1"},
-           "spec": {"nodeName": node},
-           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
-}
-
 /// A cluster without Cilium's clusterwide policies and CIDR groups (their CRDs are not
 /// served): a namespace, two nodes, `client` and `api` and the filler pods, and a policy
 /// that lets `client` GET from `api` on 8080.
@@ -39,19 +31,9 @@ fn cluster() -> (Arc<Fake>, tempfile::TempDir, String) {
         ("", "v1", "pods"),
         ("", "v1", "services"),
     ]);
-    fake.add(
-        "namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace",
-               "metadata": {"name": "app", "labels": {"kubernetes.io/metadata.name": "app"}}}),
-    );
-    for (i, name) in ["node-1", "node-2"].iter().enumerate() {
-        fake.add(
-            "nodes",
-            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-                   "status": {"addresses": [{"type": "InternalIP",
-                                             "address": format!("10.0.0.1{}", i + 1)}]}}),
-        );
-    }
+    fake.add("namespaces", fake_api::namespace("app"));
+    fake.add("nodes", fake_api::node("node-1", "10.0.0.11"));
+    fake.add("nodes", fake_api::node("node-2", "10.0.0.12"));
     fake.add("pods", pod("client", "client", "node-1", "10.244.1.10"));
     fake.add("pods", pod("api", "api", "node-2", "10.244.2.10"));
     for i in 0..FILLER {

@@ -16,6 +16,41 @@ use tokio::sync::mpsc;
 
 type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
+/// Every (group, version, plural) polc reads.
+pub const EVERY_KIND: [(&str, &str, &str); 8] = [
+    ("cilium.io", "v2", "ciliumnetworkpolicies"),
+    ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies"),
+    ("cilium.io", "v2", "ciliumcidrgroups"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("", "v1", "namespaces"),
+    ("", "v1", "nodes"),
+    ("", "v1", "pods"),
+    ("", "v1", "services"),
+];
+
+/// A Namespace as the API server lists it.
+pub fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name},
+                        "resourceVersion": "1"}})
+}
+
+/// A Node with one InternalIP.
+pub fn node(name: &str, ip: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+           "metadata": {"name": name, "resourceVersion": "1"},
+           "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+}
+
+/// A running Pod of namespace `app` labelled `app: APP` on `node`, with one address.
+pub fn pod(name: &str, app: &str, node: &str, ip: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "app", "labels": {"app": app},
+                        "resourceVersion": "1"},
+           "spec": {"nodeName": node},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+}
+
 /// The fake API server's state.
 pub struct Fake {
     /// (group, version, plural) served.
