@@ -17,7 +17,7 @@ use polc_compiler::identity::IdentityTable;
 use polc_compiler::inventory::Inventory;
 use polc_compiler::model::{Config, Model};
 use polc_compiler::source::{Loc, SourceFile, SourceMap};
-use polc_ebpf::loader::{Attachment, Interface, Loader, Options, Side};
+use polc_ebpf::loader::{Attachment, Loader, Options};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -439,22 +439,8 @@ fn compile(
     for (who, ifname) in pairs {
         // A pod that is gone keeps no interface; one not yet in the cluster gets it later.
         let Some(id) = known.get(who) else { continue };
-        attachments.push(Attachment {
-            endpoint_id: **id,
-            interface: Interface::Name(ifname.clone()),
-            side: if who == "host" || who.starts_with("host/") {
-                Side::Endpoint
-            } else {
-                Side::Node
-            },
-        });
+        attachments.push(crate::commands::load::attachment(who, **id, ifname));
     }
-    for ifname in &s.uplinks {
-        attachments.push(Attachment {
-            endpoint_id: 0,
-            interface: Interface::Name(ifname.clone()),
-            side: Side::Uplink,
-        });
-    }
+    attachments.extend(s.uplinks.iter().map(|i| crate::commands::load::uplink(i)));
     Ok((state, attachments, invalid, proxy, model.identities.clone()))
 }

@@ -1,7 +1,7 @@
 //! `polc agent --node NAME`: keeps the node's installed policy equal to the cluster's (see
 //! [`crate::agent`]), and serves `/metrics` and `/healthz`.
 
-use super::load::{interface_pairs, node_dir, report_error};
+use super::load::{node_and_interfaces, report_error};
 use crate::agent::{self, Metrics, Settings};
 use crate::{EXIT_USAGE, Io};
 use http_body_util::Full;
@@ -65,25 +65,10 @@ pub fn run(args: &AgentArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     if euid != 0 {
         return Ok(report_error(&LoadError::NotRoot(euid), io.stderr));
     }
-    let Some(pins) = node_dir(&args.bpffs_root, &args.node) else {
-        writeln!(
-            io.stderr,
-            "polc: error[{}]: `{}` is not a node name",
-            Code::BadInterfaceMap.as_str(),
-            args.node
-        )?;
+    let Some((pins, interfaces)) =
+        node_and_interfaces(&args.bpffs_root, &args.node, &args.interfaces, io.stderr)?
+    else {
         return Ok(EXIT_USAGE);
-    };
-    let interfaces = match interface_pairs(&args.interfaces) {
-        Ok(p) => p,
-        Err(e) => {
-            writeln!(
-                io.stderr,
-                "polc: error[{}]: {e}",
-                Code::BadInterfaceMap.as_str()
-            )?;
-            return Ok(EXIT_USAGE);
-        }
     };
     let settings = Settings {
         node: args.node.clone(),

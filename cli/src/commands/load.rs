@@ -81,7 +81,7 @@ fn parse_pair(text: &str) -> Option<(String, String)> {
 }
 
 /// The pairs of `--interfaces`: each argument is a pair or a file of pairs.
-pub(crate) fn interface_pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
+fn interface_pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for a in args {
         if let Some(p) = parse_pair(a) {
@@ -189,31 +189,71 @@ pub(crate) fn report_error(e: &LoadError, stderr: &mut dyn Write) -> i32 {
     EXIT_USAGE
 }
 
+/// How endpoint `who` (`NAMESPACE/POD`, `host` or `host/NODE`) is attached through
+/// `ifname`: a host endpoint on its own device, a pod on the node's end of its veth.
+pub(crate) fn attachment(who: &str, endpoint_id: u16, ifname: &str) -> Attachment {
+    Attachment {
+        endpoint_id,
+        interface: Interface::Name(ifname.to_string()),
+        side: if who == "host" || who.starts_with("host/") {
+            Side::Endpoint
+        } else {
+            Side::Node
+        },
+    }
+}
+
+/// A device that serves no endpoint but carries replies to the L7 proxy (`--uplink`).
+pub(crate) fn uplink(ifname: &str) -> Attachment {
+    Attachment {
+        endpoint_id: 0,
+        interface: Interface::Name(ifname.to_string()),
+        side: Side::Uplink,
+    }
+}
+
+/// `--interfaces` read: (who, interface name) pairs.
+pub(crate) type InterfacePairs = Vec<(String, String)>;
+
+/// The pin directory of `node` under `root` and the pairs of `--interfaces`, or `None` once
+/// what is wrong with them is printed (`polc load`, `polc agent`).
+pub(crate) fn node_and_interfaces(
+    root: &Path,
+    node: &str,
+    interfaces: &[String],
+    stderr: &mut dyn Write,
+) -> std::io::Result<Option<(PathBuf, InterfacePairs)>> {
+    let Some(dir) = node_dir(root, node) else {
+        writeln!(
+            stderr,
+            "polc: error[{}]: `{node}` is not a node name",
+            Code::BadInterfaceMap.as_str()
+        )?;
+        return Ok(None);
+    };
+    match interface_pairs(interfaces) {
+        Ok(pairs) => Ok(Some((dir, pairs))),
+        Err(e) => {
+            writeln!(
+                stderr,
+                "polc: error[{}]: {e}",
+                Code::BadInterfaceMap.as_str()
+            )?;
+            Ok(None)
+        }
+    }
+}
+
 /// Runs `polc load`.
 pub fn run(args: &LoadArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     let euid = polc_ebpf::sys::euid();
     if euid != 0 {
         return Ok(report_error(&LoadError::NotRoot(euid), io.stderr));
     }
-    let Some(dir) = node_dir(&args.bpffs_root, &args.node) else {
-        writeln!(
-            io.stderr,
-            "polc: error[{}]: `{}` is not a node name",
-            Code::BadInterfaceMap.as_str(),
-            args.node
-        )?;
+    let Some((dir, pairs)) =
+        node_and_interfaces(&args.bpffs_root, &args.node, &args.interfaces, io.stderr)?
+    else {
         return Ok(EXIT_USAGE);
-    };
-    let pairs = match interface_pairs(&args.interfaces) {
-        Ok(p) => p,
-        Err(e) => {
-            writeln!(
-                io.stderr,
-                "polc: error[{}]: {e}",
-                Code::BadInterfaceMap.as_str()
-            )?;
-            return Ok(EXIT_USAGE);
-        }
     };
     let Some(loaded) = cluster::load(&args.cluster, &[], io.stdin, io.stderr) else {
         return Ok(EXIT_USAGE);
@@ -240,23 +280,9 @@ pub fn run(args: &LoadArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
             )?;
             return Ok(EXIT_USAGE);
         };
-        attachments.push(Attachment {
-            endpoint_id: *id,
-            interface: Interface::Name(ifname),
-            side: if who == "host" || who.starts_with("host/") {
-                Side::Endpoint
-            } else {
-                Side::Node
-            },
-        });
+        attachments.push(attachment(&who, *id, &ifname));
     }
-    for ifname in &args.uplink {
-        attachments.push(Attachment {
-            endpoint_id: 0,
-            interface: Interface::Name(ifname.clone()),
-            side: Side::Uplink,
-        });
-    }
+    attachments.extend(args.uplink.iter().map(|i| uplink(i)));
     let options = Options {
         policy_map_max: args.policy_map_max,
         ..Options::default()

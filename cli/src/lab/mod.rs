@@ -257,11 +257,7 @@ pub fn install(
             });
         }
         // Replies to the proxy's upstream connections come back through the uplink.
-        attachments.push(Attachment {
-            endpoint_id: 0,
-            interface: Interface::Name(plan::UPLINK.into()),
-            side: Side::Uplink,
-        });
+        attachments.push(crate::commands::load::uplink(plan::UPLINK));
         let dir = node_dir(pins, &n.name).ok_or_else(|| LabError::Setup {
             what: format!("node `{}`", n.name),
             detail: "the name cannot name a pin directory".into(),
