@@ -375,21 +375,7 @@ impl DnsProxy {
 
 /// A UDP socket bound to `addr` with `IP_TRANSPARENT` (any address, also another host's).
 fn transparent_udp(addr: SocketAddr, reuse: bool) -> std::io::Result<socket2::Socket> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-        s.set_ip_transparent_v6(true)?;
-    } else {
-        s.set_ip_transparent_v4(true)?;
-    }
-    s.set_reuse_address(reuse)?;
-    s.bind(&addr.into())?;
-    s.set_nonblocking(true)?;
-    Ok(s)
+    super::transparent_socket(addr, socket2::Type::DGRAM, reuse)
 }
 
 /// Sends `msg` to `to` from `from` (the server's address, as the client expects). The

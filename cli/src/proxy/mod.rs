@@ -517,19 +517,36 @@ pub async fn connect(target: SocketAddr, via: Option<Via>) -> std::io::Result<Tc
     let Some(via) = via else {
         return TcpStream::connect(target).await;
     };
-    let domain = socket2::Domain::for_address(target);
-    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    if target.is_ipv6() {
+    let s = transparent_socket(SocketAddr::new(via.source, 0), socket2::Type::STREAM, false)?;
+    s.set_mark(via.mark)?;
+    tokio::net::TcpSocket::from_std_stream(s.into())
+        .connect(target)
+        .await
+}
+
+/// A non-blocking socket of `ty` (TCP or UDP) bound to `addr` with `IP_TRANSPARENT`, so
+/// `addr` may be any address, also another host's; an IPv6 one takes IPv6 only.
+pub fn transparent_socket(
+    addr: SocketAddr,
+    ty: socket2::Type,
+    reuse: bool,
+) -> std::io::Result<socket2::Socket> {
+    let proto = if ty == socket2::Type::DGRAM {
+        socket2::Protocol::UDP
+    } else {
+        socket2::Protocol::TCP
+    };
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
         s.set_ip_transparent_v6(true)?;
     } else {
         s.set_ip_transparent_v4(true)?;
     }
-    s.set_mark(via.mark)?;
-    s.bind(&SocketAddr::new(via.source, 0).into())?;
+    s.set_reuse_address(reuse)?;
+    s.bind(&addr.into())?;
     s.set_nonblocking(true)?;
-    tokio::net::TcpSocket::from_std_stream(s.into())
-        .connect(target)
-        .await
+    Ok(s)
 }
 
 async fn forward(

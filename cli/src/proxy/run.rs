@@ -49,21 +49,8 @@ pub struct Options {
 
 /// A transparent listening socket on `addr`.
 pub fn transparent_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-        s.set_ip_transparent_v6(true)?;
-    } else {
-        s.set_ip_transparent_v4(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.bind(&addr.into())?;
+    let s = super::transparent_socket(addr, socket2::Type::STREAM, true)?;
     s.listen(1024)?;
-    s.set_nonblocking(true)?;
     Ok(s.into())
 }
 
