@@ -16,7 +16,7 @@ use polc_compiler::diag::Severity;
 use polc_compiler::identity::IdentityTable;
 use polc_compiler::inventory::Inventory;
 use polc_compiler::model::{Config, Model};
-use polc_compiler::source::{Loc, SourceFile, SourceMap};
+use polc_compiler::source::{Loc, SourceMap};
 use polc_ebpf::loader::{Attachment, Loader, Options};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -174,22 +174,6 @@ impl Metrics {
     }
 }
 
-/// The objects of `mirror` as source files, one per object.
-fn sources(mirror: &Mirror, kinds: &[&'static Kind]) -> SourceMap {
-    let mut sources = SourceMap::new();
-    for (i, k) in kinds.iter().enumerate() {
-        for ((ns, name), text) in mirror.objects(i) {
-            let shown = if ns.is_empty() {
-                format!("cluster: {} {name}", k.kind)
-            } else {
-                format!("cluster: {} {ns}/{name}", k.kind)
-            };
-            sources.add(SourceFile::new(shown, text.clone()));
-        }
-    }
-    sources
-}
-
 /// The cluster's model from `sources`, without the objects the Cilium agent would reject
 /// (an error diagnostic inside them); returns it and how many were left out.
 pub fn model_of(sources: &SourceMap, version: CiliumVersion, cluster_name: &str) -> (Model, usize) {
@@ -254,7 +238,7 @@ pub async fn run(
             continue;
         }
         let started = Instant::now();
-        let sources = sources(&mirror, &kinds);
+        let sources = mirror.sources(&kinds, "cluster: ");
         let s = settings.clone();
         let prior = identities.clone();
         let compiled = tokio::task::spawn_blocking(move || compile(&s, &sources, prior.as_deref()))

@@ -16,7 +16,7 @@
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, TypeMeta};
 use kube::runtime::{WatchStreamExt, watcher};
-use polc_compiler::source::SourceFile;
+use polc_compiler::source::{SourceFile, SourceMap};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -230,11 +230,7 @@ pub async fn read_with(client: &kube::Client) -> Result<Read, String> {
                         .unwrap_or("")
                         .to_string();
                     let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
-                    let shown = if ns.is_empty() {
-                        format!("cluster: {} {name}", k.kind)
-                    } else {
-                        format!("cluster: {} {ns}/{name}", k.kind)
-                    };
+                    let shown = format!("cluster: {}", object_name(k.kind, &ns, &name));
                     out.policies.push(SourceFile::new(shown, pretty(&o)));
                 }
             }
@@ -386,6 +382,29 @@ impl Mirror {
     /// The objects of kind `i`.
     pub fn objects(&self, i: usize) -> impl Iterator<Item = (&(String, String), &String)> {
         self.objects[i].iter().flatten()
+    }
+
+    /// Every object as a source file of its own, named `PREFIX` and [`object_name`]
+    /// (`kinds` are the kinds the mirror was made for, in its order).
+    pub fn sources(&self, kinds: &[&Kind], prefix: &str) -> SourceMap {
+        let mut sources = SourceMap::new();
+        for (i, k) in kinds.iter().enumerate() {
+            for ((ns, name), text) in self.objects(i) {
+                let shown = format!("{prefix}{}", object_name(k.kind, ns, name));
+                sources.add(SourceFile::new(shown, text.clone()));
+            }
+        }
+        sources
+    }
+}
+
+/// How an object is named to people: `Kind namespace/name`, or `Kind name` when it has no
+/// namespace.
+pub fn object_name(kind: &str, ns: &str, name: &str) -> String {
+    if ns.is_empty() {
+        format!("{kind} {name}")
+    } else {
+        format!("{kind} {ns}/{name}")
     }
 }
 

@@ -283,6 +283,13 @@ impl Config {
             .iter()
             .map(|v| EndpointRules::from_json(v).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut rules = Rules::new(endpoints);
+        rules.policies = self.policies.clone();
+        Ok((rules, self.ipcache()))
+    }
+
+    /// The ipcache the proxies look identities up in.
+    pub fn ipcache(&self) -> Ipcache {
         let entries: Vec<IpcacheEntry> = self
             .ipcache
             .iter()
@@ -292,9 +299,7 @@ impl Config {
                 tunnel_endpoint: None,
             })
             .collect();
-        let mut rules = Rules::new(endpoints);
-        rules.policies = self.policies.clone();
-        Ok((rules, Ipcache::new(&entries)))
+        Ipcache::new(&entries)
     }
 
     /// Writes the configuration (atomically: a reader sees the old file or the new one).

@@ -76,19 +76,6 @@ fn index(config: &Config) -> Arc<HashMap<IpAddr, Arc<DnsEndpoint>>> {
     Arc::new(by_ip)
 }
 
-fn ipcache_of(config: &Config) -> Arc<Ipcache> {
-    let entries: Vec<polc_compiler::identity::IpcacheEntry> = config
-        .ipcache
-        .iter()
-        .map(|r| polc_compiler::identity::IpcacheEntry {
-            prefix: r.prefix,
-            identity: r.identity,
-            tunnel_endpoint: None,
-        })
-        .collect();
-    Arc::new(Ipcache::new(&entries))
-}
-
 impl DnsProxy {
     /// A DNS proxy with the DNS rules and the ipcache of `config`, logging to `log`.
     pub fn new(config: &Config, log: Option<Box<dyn Write + Send>>) -> DnsProxy {
@@ -96,7 +83,7 @@ impl DnsProxy {
             by_ip: RwLock::new(index(config)),
             selectors: RwLock::new(Arc::new(config.fqdn_selectors.clone())),
             learn: RwLock::new(None),
-            identities: RwLock::new(ipcache_of(config)),
+            identities: RwLock::new(Arc::new(config.ipcache())),
             counters: DnsCounters::default(),
             log: log.map(Mutex::new),
         }
@@ -107,7 +94,7 @@ impl DnsProxy {
         *self.by_ip.write().unwrap_or_else(|e| e.into_inner()) = index(config);
         *self.selectors.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(config.fqdn_selectors.clone());
-        *self.identities.write().unwrap_or_else(|e| e.into_inner()) = ipcache_of(config);
+        *self.identities.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config.ipcache());
     }
 
     /// The verdict on a query for `name` from `client` to `server` (`tcp`: over TCP).

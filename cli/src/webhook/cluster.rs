@@ -11,7 +11,6 @@
 use super::server::Log;
 use super::store::{Policies, Snapshot};
 use crate::live::{self, Kind, Mirror, Update};
-use polc_compiler::source::{SourceFile, SourceMap};
 use polc_compiler::version::CiliumVersion;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,17 +47,7 @@ pub async fn watch(
         if !mirror.complete() {
             continue;
         }
-        let mut sources = SourceMap::new();
-        for (i, w) in kinds.iter().enumerate() {
-            for ((ns, name), text) in mirror.objects(i) {
-                let shown = if ns.is_empty() {
-                    format!("{} {name}", w.kind)
-                } else {
-                    format!("{} {ns}/{name}", w.kind)
-                };
-                sources.add(SourceFile::new(shown, text.clone()));
-            }
-        }
+        let sources = mirror.sources(&kinds, "");
         let started = std::time::Instant::now();
         let made = tokio::task::spawn_blocking(move || Snapshot::from_sources(&sources, version));
         let Ok(snapshot) = made.await else {
