@@ -130,22 +130,24 @@ pub fn endpoints(model: &Model, node: Option<&str>) -> Vec<CompiledEndpoint> {
 impl Compilation {
     /// Resolves the selector policy of every endpoint (or of those on `node`).
     pub fn new(model: &Model, node: Option<&str>, proxy_ports: ProxyPorts) -> Compilation {
+        Compilation::new_with(model, endpoints(model, node), proxy_ports)
+    }
+
+    /// [`Compilation::new`] for these endpoints (of [`endpoints`], their IDs as the caller
+    /// wants them).
+    pub fn new_with(
+        model: &Model,
+        endpoints: Vec<CompiledEndpoint>,
+        proxy_ports: ProxyPorts,
+    ) -> Compilation {
         let mut c = Compilation {
-            endpoints: endpoints(model, node),
+            endpoints,
             policies: HashMap::new(),
             proxy_ports,
             cache: SelectorCache::new(model),
             listeners: mapstate::listeners(model),
         };
-        let reps: Vec<(Class, EndpointRef)> = {
-            let mut seen = HashSet::new();
-            c.endpoints
-                .iter()
-                .filter(|e| seen.insert(e.class.clone()))
-                .map(|e| (e.class.clone(), e.endpoint))
-                .collect()
-        };
-        for (class, ep) in reps {
+        for (class, ep) in c.representatives() {
             let p = mapstate::resolve(model, &mut c.cache, ep);
             c.policies.insert(class, Arc::new(p));
         }
@@ -183,8 +185,8 @@ impl Compilation {
 
     /// After the rules of one policy changed in `model` (already updated, identities
     /// unchanged), recomputes the classes whose endpoints the old or new rules select, and
-    /// returns how many classes were recomputed.
-    pub fn update(&mut self, model: &Model, old_rules: &[Rule], new_rules: &[Rule]) -> usize {
+    /// returns those whose selector policy changed.
+    pub fn update(&mut self, model: &Model, old_rules: &[Rule], new_rules: &[Rule]) -> Vec<Class> {
         let mut affected: Vec<(Class, EndpointRef)> = Vec::new();
         let mut seen = HashSet::new();
         for e in &self.endpoints {
@@ -201,12 +203,78 @@ impl Compilation {
             }
         }
         self.listeners = mapstate::listeners(model);
-        for (class, ep) in &affected {
-            let p = mapstate::resolve(model, &mut self.cache, *ep);
-            self.policies.insert(class.clone(), Arc::new(p));
-        }
-        affected.len()
+        self.resolve_again(model, affected)
     }
+
+    /// After identities came or went in `model` (or its rules changed in ways too many to
+    /// follow): forgets what the selector cache knew, resolves every class again, and
+    /// returns those whose selector policy changed.
+    pub fn identities_changed(&mut self, model: &Model) -> Vec<Class> {
+        self.cache = SelectorCache::new(model);
+        self.listeners = mapstate::listeners(model);
+        self.resolve_again(model, self.representatives())
+    }
+
+    /// Takes the endpoints anew (after pods came, went or moved in `model`; identities and
+    /// rules unchanged): resolves the classes no endpoint had, forgets those no endpoint has
+    /// any more, and returns the classes resolved.
+    pub fn set_endpoints(&mut self, model: &Model, endpoints: Vec<CompiledEndpoint>) -> Vec<Class> {
+        self.endpoints = endpoints;
+        let reps = self.representatives();
+        let used: HashSet<&Class> = reps.iter().map(|(c, _)| c).collect();
+        self.policies.retain(|c, _| used.contains(c));
+        let new: Vec<(Class, EndpointRef)> = reps
+            .iter()
+            .filter(|(c, _)| !self.policies.contains_key(c))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for (class, ep) in new {
+            let p = mapstate::resolve(model, &mut self.cache, ep);
+            self.policies.insert(class.clone(), Arc::new(p));
+            out.push(class);
+        }
+        out
+    }
+
+    /// One endpoint of each class.
+    fn representatives(&self) -> Vec<(Class, EndpointRef)> {
+        let mut seen = HashSet::new();
+        self.endpoints
+            .iter()
+            .filter(|e| seen.insert(e.class.clone()))
+            .map(|e| (e.class.clone(), e.endpoint))
+            .collect()
+    }
+
+    /// Resolves `classes` again (through their endpoints); returns those whose selector
+    /// policy changed.
+    fn resolve_again(&mut self, model: &Model, classes: Vec<(Class, EndpointRef)>) -> Vec<Class> {
+        let mut changed = Vec::new();
+        for (class, ep) in classes {
+            let p = mapstate::resolve(model, &mut self.cache, ep);
+            if self
+                .policies
+                .get(&class)
+                .is_some_and(|old| same_policy(old, &p))
+            {
+                continue;
+            }
+            self.policies.insert(class.clone(), Arc::new(p));
+            changed.push(class);
+        }
+        changed
+    }
+}
+
+/// Whether two selector policies are the same: the same items of the same rules, selecting
+/// the same identities, and the same enforcement.
+pub fn same_policy(a: &SelectorPolicy, b: &SelectorPolicy) -> bool {
+    a.enforced == b.enforced
+        && a.items.len() == b.items.len()
+        && a.items.iter().zip(&b.items).all(|(x, y)| {
+            Arc::ptr_eq(&x.rule, &y.rule) && x.item == y.item && x.identities == y.identities
+        })
 }
 
 fn selects(model: &Model, rule: &Rule, ep: EndpointRef) -> bool {

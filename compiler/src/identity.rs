@@ -355,6 +355,133 @@ impl IdentityTable {
         }
     }
 
+    /// Gives each pod the identity of its security labels (`pod_labels`, by inventory index;
+    /// `None` for host-network pods), as [`IdentityTable::allocate_for`] followed by
+    /// [`IdentityTable::keep_numbers`] with this table would: a label set this table has
+    /// keeps its number, new ones get the next numbers past every cluster number it has, in
+    /// allocation-key order, and identities no pod has any more are dropped. Returns what
+    /// came and what went.
+    pub fn assign_pods(&mut self, pod_labels: &[Option<&LabelSet>]) -> (Vec<u32>, Vec<u32>) {
+        let is_pods =
+            |t: &IdentityTable, id: u32| t.get(id).is_some_and(|i| i.kind == IdentityKind::Pods);
+        let mut missing: BTreeMap<String, &LabelSet> = BTreeMap::new();
+        for l in pod_labels.iter().flatten() {
+            if !self.by_labels.get(*l).is_some_and(|id| is_pods(self, *id)) {
+                missing.entry(l.allocation_key()).or_insert(*l);
+            }
+        }
+        let mut next = self
+            .identities
+            .iter()
+            .map(|i| i.id)
+            .filter(|id| (FIRST_CLUSTER..LOCAL_SCOPE).contains(id))
+            .max()
+            .map_or(FIRST_CLUSTER, |m| m + 1);
+        let mut added = Vec::new();
+        for labels in missing.into_values() {
+            self.by_labels.insert(labels.clone(), next);
+            self.identities.push(Identity {
+                id: next,
+                labels: labels.clone(),
+                kind: IdentityKind::Pods,
+            });
+            added.push(next);
+            next += 1;
+        }
+        let mut used = std::collections::HashSet::new();
+        self.pod_identity = pod_labels
+            .iter()
+            .map(|l| {
+                let id = self.by_labels.get((*l)?).copied()?;
+                used.insert(id);
+                Some(id)
+            })
+            .collect();
+        let removed: Vec<u32> = self
+            .identities
+            .iter()
+            .filter(|i| i.kind == IdentityKind::Pods && !used.contains(&i.id))
+            .map(|i| i.id)
+            .collect();
+        self.drop_identities(&removed);
+        self.renumber_index();
+        (added, removed)
+    }
+
+    /// Makes the CIDR identities those of `prefixes` (the policies' prefixes), as a fresh
+    /// allocation followed by [`IdentityTable::keep_numbers`] with this table would: a prefix
+    /// this table has keeps its number, new ones get the next local numbers in prefix order.
+    /// Returns what came and what went.
+    pub fn set_prefixes(&mut self, prefixes: &[IpNet]) -> (Vec<u32>, Vec<u32>) {
+        let wanted: std::collections::BTreeSet<IpNet> = prefixes
+            .iter()
+            .copied()
+            .filter(|n| n.prefix_len() > 0)
+            .collect();
+        let removed: Vec<u32> = self
+            .cidrs
+            .iter()
+            .filter(|(net, _)| !wanted.contains(net))
+            .map(|(_, id)| *id)
+            .collect();
+        let mut next = self
+            .identities
+            .iter()
+            .map(|i| i.id)
+            .filter(|id| (LOCAL_SCOPE + 1..NODE_SCOPE).contains(id))
+            .max()
+            .map_or(LOCAL_SCOPE + 1, |m| m + 1);
+        let mut added = Vec::new();
+        let new: Vec<IpNet> = wanted
+            .iter()
+            .filter(|n| !self.cidrs.contains_key(n))
+            .copied()
+            .collect();
+        for net in &new {
+            let world = match (self.dual_stack, net) {
+                (false, _) => "world",
+                (true, IpNet::V4(_)) => "world-ipv4",
+                (true, IpNet::V6(_)) => "world-ipv6",
+            };
+            let labels: LabelSet = [cidr_label(net), Label::reserved(world)]
+                .into_iter()
+                .collect();
+            self.cidrs.insert(*net, next);
+            self.identities.push(Identity {
+                id: next,
+                labels,
+                kind: IdentityKind::Cidr(*net),
+            });
+            added.push(next);
+            next += 1;
+        }
+        self.cidrs.retain(|net, _| wanted.contains(net));
+        self.drop_identities(&removed);
+        self.renumber_index();
+        (added, removed)
+    }
+
+    /// Removes identities (and their label index entries).
+    fn drop_identities(&mut self, ids: &[u32]) {
+        if ids.is_empty() {
+            return;
+        }
+        let gone: std::collections::HashSet<u32> = ids.iter().copied().collect();
+        self.identities.retain(|i| !gone.contains(&i.id));
+        self.by_labels.retain(|_, id| !gone.contains(id));
+    }
+
+    /// Sorts the identities by number and rebuilds the index by number.
+    fn renumber_index(&mut self) {
+        self.identities.sort_by_key(|i| i.id);
+        self.by_id = self
+            .identities
+            .iter()
+            .enumerate()
+            .map(|(n, i)| (i.id, n))
+            .collect();
+    }
+
     /// Gives the addresses of DNS `answers` (name, address) that a `toFQDNs` selector of
     /// `selectors` selects their identities (datapath spec §1.6), after the identities that
     /// exist (an address keeps its identity while its label set stays; a new label set gets

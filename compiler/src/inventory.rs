@@ -68,6 +68,94 @@ impl Pod {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// The pod an object describes, as the inventory keeps it; `None` when the object is not
+    /// a pod, or a pod that has finished (`Succeeded`, `Failed`: it holds no address).
+    pub fn of(obj: &Object) -> Option<Pod> {
+        let Body::Pod { spec, status } = &obj.body else {
+            return None;
+        };
+        let labels = || {
+            obj.meta
+                .labels
+                .as_ref()
+                .map(|l| pairs(Some(&l.value)))
+                .unwrap_or_default()
+        };
+        let phase = status
+            .as_ref()
+            .and_then(|s| s.phase.as_ref())
+            .map(|p| p.value.as_str());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            return None;
+        }
+        let mut ips: Vec<IpAddr> = status
+            .as_ref()
+            .and_then(|s| s.pod_ips.as_ref())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|p| p.ip.as_ref().and_then(|i| parse_ip(&i.value)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(ip) = status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_ref())
+            .and_then(|i| parse_ip(&i.value))
+            && !ips.contains(&ip)
+        {
+            ips.insert(0, ip);
+        }
+        let spec = spec.as_ref();
+        let sa = spec
+            .and_then(|s| {
+                s.service_account_name
+                    .as_ref()
+                    .or(s.service_account.as_ref())
+            })
+            .map_or("default", |s| s.value.as_str());
+        let mut named_ports = Vec::new();
+        for c in spec
+            .iter()
+            .flat_map(|s| s.containers.iter().flat_map(|c| c.iter()))
+        {
+            for p in c.ports.iter().flat_map(|p| p.iter()) {
+                let (Some(name), Some(num)) = (&p.name, &p.container_port) else {
+                    return None;
+                };
+                let proto = p
+                    .protocol
+                    .as_ref()
+                    .and_then(|x| Proto::parse(&x.value))
+                    .unwrap_or(Proto::Tcp);
+                if let Ok(port) = u16::try_from(num.value) {
+                    named_ports.push(NamedPort {
+                        name: name.value.to_ascii_lowercase(),
+                        proto,
+                        port,
+                    });
+                }
+            }
+        }
+        named_ports.sort();
+        named_ports.dedup();
+        Some(Pod {
+            namespace: obj.namespace().to_string(),
+            name: obj.name().to_string(),
+            labels: labels(),
+            node: spec
+                .and_then(|s| s.node_name.as_ref())
+                .map(|n| n.value.clone())
+                .unwrap_or_default(),
+            service_account: sa.to_string(),
+            host_network: spec
+                .and_then(|s| s.host_network.as_ref())
+                .is_some_and(|h| h.value),
+            ips,
+            named_ports,
+            loc: obj.anchor(),
+        })
+    }
 }
 
 /// A node.
@@ -116,7 +204,7 @@ pub struct Inventory {
     /// Services, sorted by namespace and name.
     pub services: Vec<Service>,
     pod_index: HashMap<(String, String), usize>,
-    named_ports: HashMap<String, Vec<(Proto, u16)>>,
+    pub(crate) named_ports: HashMap<String, Vec<(Proto, u16)>>,
 }
 
 fn pairs(labels: Option<&Labels>) -> Vec<(String, String)> {
@@ -161,80 +249,10 @@ impl Inventory {
                         },
                     );
                 }
-                (Kind::Pod, Body::Pod { spec, status }) => {
-                    let phase = status
-                        .as_ref()
-                        .and_then(|s| s.phase.as_ref())
-                        .map(|p| p.value.as_str());
-                    if matches!(phase, Some("Succeeded" | "Failed")) {
-                        continue;
+                (Kind::Pod, Body::Pod { .. }) => {
+                    if let Some(p) = Pod::of(obj) {
+                        inv.pods.push(p);
                     }
-                    let mut ips: Vec<IpAddr> = status
-                        .as_ref()
-                        .and_then(|s| s.pod_ips.as_ref())
-                        .map(|v| {
-                            v.iter()
-                                .filter_map(|p| p.ip.as_ref().and_then(|i| parse_ip(&i.value)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if let Some(ip) = status
-                        .as_ref()
-                        .and_then(|s| s.pod_ip.as_ref())
-                        .and_then(|i| parse_ip(&i.value))
-                        && !ips.contains(&ip)
-                    {
-                        ips.insert(0, ip);
-                    }
-                    let spec = spec.as_ref();
-                    let sa = spec
-                        .and_then(|s| {
-                            s.service_account_name
-                                .as_ref()
-                                .or(s.service_account.as_ref())
-                        })
-                        .map_or("default", |s| s.value.as_str());
-                    let mut named_ports = Vec::new();
-                    for c in spec
-                        .iter()
-                        .flat_map(|s| s.containers.iter().flat_map(|c| c.iter()))
-                    {
-                        for p in c.ports.iter().flat_map(|p| p.iter()) {
-                            let (Some(name), Some(num)) = (&p.name, &p.container_port) else {
-                                continue;
-                            };
-                            let proto = p
-                                .protocol
-                                .as_ref()
-                                .and_then(|x| Proto::parse(&x.value))
-                                .unwrap_or(Proto::Tcp);
-                            if let Ok(port) = u16::try_from(num.value) {
-                                named_ports.push(NamedPort {
-                                    name: name.value.to_ascii_lowercase(),
-                                    proto,
-                                    port,
-                                });
-                            }
-                        }
-                    }
-                    named_ports.sort();
-                    named_ports.dedup();
-                    inv.pods.push(Pod {
-                        namespace: obj.namespace().to_string(),
-                        name: obj.name().to_string(),
-                        labels: labels(),
-                        node: spec
-                            .and_then(|s| s.node_name.as_ref())
-                            .map(|n| n.value.clone())
-                            .unwrap_or_default(),
-                        service_account: sa.to_string(),
-                        host_network: spec
-                            .and_then(|s| s.host_network.as_ref())
-                            .is_some_and(|h| h.value),
-                        ips,
-                        named_ports,
-                        loc: obj.anchor(),
-                    });
                 }
                 (Kind::Node, Body::Node { status, .. }) => {
                     let labels: LabelSet = labels().iter().map(|(k, v)| Label::k8s(k, v)).collect();
@@ -348,7 +366,7 @@ impl Inventory {
         (inv, diags)
     }
 
-    fn reindex(&mut self) {
+    pub(crate) fn reindex(&mut self) {
         let mut named: HashMap<String, Vec<(Proto, u16)>> = HashMap::new();
         for n in self.pods.iter().flat_map(|p| p.named_ports.iter()) {
             named

@@ -16,6 +16,7 @@ pub mod flows;
 /// scale, as YAML text. (`gen` is a reserved word in Rust 2024, hence `r#gen`.)
 pub mod r#gen;
 pub mod identity;
+pub mod incremental;
 pub mod inventory;
 pub mod ir;
 pub mod labels;

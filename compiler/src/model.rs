@@ -8,7 +8,7 @@ use crate::ir::{Direction, PeerKind, Peers, PolicySet, Rule, Selector, Subject};
 use crate::labels::{LabelFilter, LabelSet};
 use crate::raw::Object;
 use crate::version::CiliumVersion;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -335,6 +335,89 @@ impl Model {
         }
     }
 
+    /// Adds, replaces and removes pods (`None`: the pod `namespace/name` is gone), keeping
+    /// everything that depends on the pods in step as a model built afresh would have it,
+    /// with the identities numbered as this model numbered them (see
+    /// [`IdentityTable::assign_pods`]). Namespaces, nodes, services and policies stay as
+    /// they are.
+    pub fn update_pods(&mut self, changes: BTreeMap<(String, String), Option<Pod>>) -> PodChanges {
+        let filter = LabelFilter::default_for(self.config.version);
+        let labelled: Vec<((String, String), Option<(Pod, LabelSet)>)> = changes
+            .into_iter()
+            .map(|(k, p)| {
+                let p = p.map(|p| {
+                    let l = if p.host_network {
+                        LabelSet::new()
+                    } else {
+                        self.inventory.pod_labels(&p, &filter)
+                    };
+                    (p, l)
+                });
+                (k, p)
+            })
+            .collect();
+        let inventory = Arc::make_mut(&mut self.inventory);
+        let named_before = inventory.named_ports.clone();
+        let old_pods = std::mem::take(&mut inventory.pods);
+        let old_labels = std::mem::take(Arc::make_mut(&mut self.pod_labels));
+        let mut pods = Vec::with_capacity(old_pods.len() + labelled.len());
+        let mut labels = Vec::with_capacity(pods.capacity());
+        let mut came = labelled.into_iter().peekable();
+        for (pod, l) in old_pods.into_iter().zip(old_labels) {
+            let key = (pod.namespace.as_str(), pod.name.as_str());
+            let mut replaced = false;
+            while let Some((k, new)) = came.next_if(|(k, _)| (k.0.as_str(), k.1.as_str()) <= key) {
+                replaced |= (k.0.as_str(), k.1.as_str()) == key;
+                if let Some((p, l)) = new {
+                    pods.push(p);
+                    labels.push(l);
+                }
+            }
+            if !replaced {
+                pods.push(pod);
+                labels.push(l);
+            }
+        }
+        for (_, new) in came {
+            if let Some((p, l)) = new {
+                pods.push(p);
+                labels.push(l);
+            }
+        }
+        inventory.pods = pods;
+        for p in &inventory.pods {
+            if !inventory.namespaces.contains_key(&p.namespace) {
+                inventory.namespaces.insert(
+                    p.namespace.clone(),
+                    crate::inventory::Namespace {
+                        name: p.namespace.clone(),
+                        labels: vec![("kubernetes.io/metadata.name".into(), p.namespace.clone())],
+                    },
+                );
+            }
+        }
+        inventory.reindex();
+        let named_ports = inventory.named_ports != named_before;
+        let dual = self
+            .config
+            .dual_stack
+            .unwrap_or_else(|| inventory.is_dual_stack());
+        let of: Vec<Option<&LabelSet>> = inventory
+            .pods
+            .iter()
+            .zip(&labels)
+            .map(|(p, l)| (!p.host_network).then_some(l))
+            .collect();
+        let (added, removed) = self.identities.assign_pods(&of);
+        *Arc::make_mut(&mut self.pod_labels) = labels;
+        PodChanges {
+            added,
+            removed,
+            named_ports,
+            dual_stack_changed: dual != self.identities.dual_stack,
+        }
+    }
+
     /// Every endpoint: pods that are not host-network, then every node's host.
     pub fn endpoints(&self) -> Vec<EndpointRef> {
         let pods = self
@@ -347,6 +430,20 @@ impl Model {
         let hosts = (0..self.inventory.nodes.len()).map(EndpointRef::Host);
         pods.chain(hosts).collect()
     }
+}
+
+/// What [`Model::update_pods`] changed besides the pods.
+#[derive(Clone, Debug, Default)]
+pub struct PodChanges {
+    /// Identities that came (new label sets).
+    pub added: Vec<u32>,
+    /// Identities that went (no pod has their labels any more).
+    pub removed: Vec<u32>,
+    /// Whether the named ports defined anywhere changed (egress named ports resolve on them).
+    pub named_ports: bool,
+    /// Whether the cluster became dual-stack or stopped being so: every CIDR and world
+    /// identity changes, which this update does not do; build the model afresh.
+    pub dual_stack_changed: bool,
 }
 
 /// The security labels of every inventory pod (empty for host-network pods).
