@@ -1,22 +1,22 @@
 //! `polc agent`: keeps one node's installed policy equal to what the cluster says. It watches
 //! every kind polc reads ([`crate::live::watch`]); once each has been listed (never on a
-//! partial view) and after every batch of changes, it builds the cluster's model from the
-//! objects (leaving out those the Cilium agent would reject), compiles the node, and installs
-//! it through the loader, which writes only what differs; it can also write the node's proxy
-//! configuration, which a running `polc proxy` reads again by itself. `/metrics` and
-//! `/healthz` report what it did.
+//! partial view) and after every batch of changes, it brings the node's compiled state in
+//! line with the changes ([`engine::Engine`]: only what a change reaches is read, resolved
+//! and materialized again), leaving out the objects the Cilium agent would reject, and
+//! installs it through the loader, which writes only what differs; it can also write the
+//! node's proxy configuration, which a running `polc proxy` reads again by itself.
+//! `/metrics` and `/healthz` report what it did.
 //!
-//! Identities keep their numbers from one recompute to the next
-//! ([`IdentityTable::keep_numbers`]): a change numbers only what it adds. Not yet: every
-//! endpoint of the node is recompiled on every change.
+//! Identities keep their numbers from one batch to the next, and endpoints their IDs, also
+//! across a restart of the agent (the IDs installed on the node are read back), so a
+//! restart rewrites nothing that did not change.
+
+pub mod engine;
 
 use crate::live::{self, Kind, Mirror, Update};
+use engine::Engine;
 use polc_compiler::CiliumVersion;
-use polc_compiler::diag::Severity;
-use polc_compiler::identity::IdentityTable;
-use polc_compiler::inventory::Inventory;
-use polc_compiler::model::{Config, Model};
-use polc_compiler::source::{Loc, SourceMap};
+use polc_compiler::model::Model;
 use polc_ebpf::loader::{Attachment, Loader, Options};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -59,6 +59,9 @@ pub struct Metrics {
     pub events: AtomicU64,
     /// Recomputes (model, compile, install).
     pub recomputes: AtomicU64,
+    /// Recomputes that built the model afresh (the first, and after changes of namespaces,
+    /// nodes or services).
+    pub rebuilds: AtomicU64,
     /// Installs that failed (the node keeps what it had).
     pub errors: AtomicU64,
     /// Cluster objects left out because the Cilium agent would reject them.
@@ -99,6 +102,12 @@ impl Metrics {
                 "counter",
                 "Recomputes of the node.",
                 g(&self.recomputes).to_string(),
+            ),
+            (
+                "polc_agent_rebuilds_total",
+                "counter",
+                "Recomputes that built the model afresh.",
+                g(&self.rebuilds).to_string(),
             ),
             (
                 "polc_agent_install_errors_total",
@@ -174,39 +183,20 @@ impl Metrics {
     }
 }
 
-/// The cluster's model from `sources`, without the objects the Cilium agent would reject
-/// (an error diagnostic inside them); returns it and how many were left out.
-pub fn model_of(sources: &SourceMap, version: CiliumVersion, cluster_name: &str) -> (Model, usize) {
-    let opts = polc_compiler::Options {
-        version,
-        ..polc_compiler::Options::default()
+/// Opens the node's datapath.
+fn open(settings: &Settings) -> Result<Loader, String> {
+    let options = Options {
+        policy_map_max: settings.policy_map_max,
+        ..Options::default()
     };
-    let (objects, read) = polc_compiler::read_files(sources, &opts);
-    let checked = polc_compiler::check(&objects, &opts);
-    let bad: Vec<Loc> = read
-        .iter()
-        .chain(&checked.diags)
-        .filter(|d| d.severity == Severity::Error)
-        .map(|d| d.loc)
-        .collect();
-    let within = |o: &polc_compiler::raw::Object, l: &Loc| {
-        l.file == o.loc.file && o.loc.start <= l.start && l.end <= o.loc.end
-    };
-    let total = objects.len();
-    let kept: Vec<polc_compiler::raw::Object> = objects
-        .into_iter()
-        .filter(|o| !bad.iter().any(|l| within(o, l)))
-        .collect();
-    let invalid = total - kept.len();
-    let mut policies = polc_compiler::check(&kept, &opts).policies;
-    let (inventory, _) = Inventory::from_objects(&kept, cluster_name);
-    inventory.bind_services(&mut policies);
-    let config = Config {
-        version,
-        cluster_name: cluster_name.to_string(),
-        ..Config::default()
-    };
-    (Model::from_parts(policies, inventory, config), invalid)
+    Loader::open(&settings.pins, &options).map_err(|e| e.to_string())
+}
+
+/// Records a failure: counted, logged, and kept for `/healthz`.
+fn failed(metrics: &Metrics, log: &std::sync::mpsc::Sender<String>, what: String) {
+    metrics.errors.fetch_add(1, Ordering::Relaxed);
+    let _ = log.send(what.clone());
+    *metrics.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
 }
 
 /// Runs the agent until the watch ends (never, unless the runtime stops).
@@ -219,9 +209,31 @@ pub async fn run(
     let kinds: Vec<&'static Kind> = live::KINDS.iter().collect();
     let (tx, mut rx) = mpsc::channel::<Update>(4096);
     tokio::spawn(live::watch(client, kinds.clone(), tx, log.clone()));
-    let mut mirror = Mirror::new(kinds.len());
-    let mut loader: Option<Loader> = None;
-    let mut identities: Option<Arc<IdentityTable>> = None;
+    let mut mirror = Mirror::tracked(kinds.len());
+    // What the node has installed already (a restart): its endpoints keep their IDs, and
+    // the first install writes only what changed while the agent was away.
+    let mut loader: Option<Loader> = open(&settings)
+        .inspect_err(|e| {
+            let _ = log.send(format!(
+                "opening the datapath failed: {e} (retried at install)"
+            ));
+        })
+        .ok();
+    let ids: BTreeMap<String, u16> = loader
+        .as_ref()
+        .map(|l| {
+            (l.installed().state.endpoints.iter())
+                .filter(|(_, e)| !e.name.is_empty())
+                .map(|(id, e)| (e.name.clone(), *id))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut engine = Some(Engine::new(
+        &settings.node,
+        settings.cilium_version,
+        &settings.cluster_name,
+        ids,
+    ));
     while let Some(first) = rx.recv().await {
         let mut newest = Instant::now();
         let mut taken = count(&first);
@@ -233,54 +245,77 @@ pub async fn run(
             taken += count(&more);
             mirror.apply(more);
         }
+        // And whatever else is waiting (under churn, batches grow instead of queueing).
+        while let Ok(more) = rx.try_recv() {
+            newest = Instant::now();
+            taken += count(&more);
+            mirror.apply(more);
+        }
         metrics.events.fetch_add(taken, Ordering::Relaxed);
         if !mirror.complete() {
             continue;
         }
         let started = Instant::now();
-        let sources = mirror.sources(&kinds, "cluster: ");
+        let changes = mirror.changes();
+        let Some(mut e) = engine.take() else {
+            return Err("the agent's state was lost".into());
+        };
         let s = settings.clone();
-        let prior = identities.clone();
-        let compiled = tokio::task::spawn_blocking(move || compile(&s, &sources, prior.as_deref()))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (e, compiled) = tokio::task::spawn_blocking(move || {
+            let r = e.apply(changes).and_then(|outcome| {
+                let attachments = attachments(&s, &e)?;
+                let proxy = s.proxy_config.as_ref().and_then(|_| proxy_config(&e));
+                Ok((outcome, attachments, proxy))
+            });
+            (e, r)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         let compile_took = started.elapsed();
-        let (state, attachments, invalid, proxy, table) = match compiled {
+        metrics
+            .invalid_objects
+            .store(e.invalid() as u64, Ordering::Relaxed);
+        let (outcome, attachments, proxy) = match compiled {
             Ok(c) => c,
-            Err(e) => {
-                metrics.errors.fetch_add(1, Ordering::Relaxed);
-                let _ = log.send(format!("compiling node `{}` failed: {e}", settings.node));
-                *metrics.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            Err(err) => {
+                engine = Some(e);
+                failed(
+                    &metrics,
+                    &log,
+                    format!("compiling node `{}` failed: {err}", settings.node),
+                );
                 continue;
             }
         };
+        for note in &outcome.notes {
+            let _ = log.send(format!("left out: {note}"));
+        }
         let install_started = Instant::now();
         if loader.is_none() {
-            let options = Options {
-                policy_map_max: settings.policy_map_max,
-                ..Options::default()
-            };
-            match Loader::open(&settings.pins, &options) {
+            match open(&settings) {
                 Ok(l) => loader = Some(l),
-                Err(e) => {
-                    metrics.errors.fetch_add(1, Ordering::Relaxed);
-                    let _ = log.send(format!("opening the datapath failed: {e}"));
-                    *metrics.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(e.to_string());
+                Err(err) => {
+                    engine = Some(e);
+                    failed(
+                        &metrics,
+                        &log,
+                        format!("opening the datapath failed: {err}"),
+                    );
                     continue;
                 }
             }
         }
         let Some(l) = loader.as_mut() else {
+            engine = Some(e);
             continue;
         };
-        match l.install(&state, &attachments) {
+        let state = e.state();
+        match l.install(state, &attachments) {
             Ok(_) => {
-                identities = Some(Arc::new(table));
                 metrics.recomputes.fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .invalid_objects
-                    .store(invalid as u64, Ordering::Relaxed);
+                if outcome.rebuilt {
+                    metrics.rebuilds.fetch_add(1, Ordering::Relaxed);
+                }
                 metrics
                     .last_compile_us
                     .store(compile_took.as_micros() as u64, Ordering::Relaxed);
@@ -308,22 +343,78 @@ pub async fn run(
                 metrics.ready.store(true, Ordering::Relaxed);
                 *metrics.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 if let (Some(path), Some(config)) = (&settings.proxy_config, proxy)
-                    && let Err(e) = config.write(path)
+                    && let Err(err) = config.write(path)
                 {
-                    let _ = log.send(format!("writing {}: {e}", path.display()));
+                    let _ = log.send(format!("writing {}: {err}", path.display()));
                 }
             }
-            Err(e) => {
+            Err(err) => {
                 // The loader rolled back: the node keeps what it had. The loader is opened
-                // again next time.
+                // again next time, and the next install writes what differs from it.
                 loader = None;
-                metrics.errors.fetch_add(1, Ordering::Relaxed);
-                let _ = log.send(format!("installing node `{}` failed: {e}", settings.node));
-                *metrics.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                failed(
+                    &metrics,
+                    &log,
+                    format!("installing node `{}` failed: {err}", settings.node),
+                );
             }
         }
+        engine = Some(e);
     }
     Ok(())
+}
+
+/// The node's attachments: each endpoint's interface (from `--interfaces`, else from the
+/// node's host routes), and the uplinks.
+fn attachments(s: &Settings, engine: &Engine) -> Result<Vec<Attachment>, String> {
+    let Some(compiled) = engine.compiled() else {
+        return Ok(Vec::new());
+    };
+    let discovered;
+    let pairs = if s.interfaces.is_empty() {
+        discovered = discover(compiled.model(), &s.node)?;
+        &discovered
+    } else {
+        &s.interfaces
+    };
+    let mut out = Vec::new();
+    for (who, ifname) in pairs {
+        // A pod that is gone keeps no interface; one not yet in the cluster gets it later.
+        let id = match who.as_str() {
+            "host" => compiled
+                .endpoints()
+                .get(&format!("host/{}", s.node))
+                .map(|e| e.endpoint.endpoint_id),
+            _ => compiled
+                .endpoints()
+                .get(who)
+                .map(|e| e.endpoint.endpoint_id),
+        };
+        if let Some(id) = id {
+            out.push(crate::commands::load::attachment(who, id, ifname));
+        }
+    }
+    out.extend(s.uplinks.iter().map(|i| crate::commands::load::uplink(i)));
+    Ok(out)
+}
+
+/// The node's `polc proxy` configuration.
+fn proxy_config(engine: &Engine) -> Option<crate::proxy::config::Config> {
+    let (compiled, model) = (engine.compiled()?, engine.model()?);
+    let node = compiled.node();
+    let cache = model.identities.ipcache(&model.inventory, node);
+    let mut config = crate::proxy::config::Config::new(
+        model,
+        node,
+        &polc_compiler::mapstate::ProxyPorts::default(),
+        &cache,
+    );
+    for e in compiled.endpoints().values() {
+        let (ep, id) = (e.endpoint.endpoint, e.endpoint.endpoint_id);
+        let rules = polc_ebpf::npds::network_policy(model, ep, id, &e.policy);
+        config.add_endpoint(model, ep, id, rules, &e.policy);
+    }
+    Some(config)
 }
 
 /// The device of each of `node`'s pods, from the node's routing table: the device of the host
@@ -371,60 +462,4 @@ fn count(u: &Update) -> u64 {
         Update::Listed(_, all) => all.len().max(1) as u64,
         _ => 1,
     }
-}
-
-type Compiled = (
-    polc_ebpf::state::NodeState,
-    Vec<Attachment>,
-    usize,
-    Option<crate::proxy::config::Config>,
-    IdentityTable,
-);
-
-/// The node's desired state, its attachments, the objects left out, its proxy
-/// configuration, and the identities (numbered as `prior` numbered them).
-fn compile(
-    s: &Settings,
-    sources: &SourceMap,
-    prior: Option<&IdentityTable>,
-) -> Result<Compiled, String> {
-    let (mut model, invalid) = model_of(sources, s.cilium_version, &s.cluster_name);
-    if let Some(prior) = prior {
-        model.identities.keep_numbers(prior);
-    }
-    if model.inventory.node(&s.node).is_none() {
-        return Err(format!("the cluster has no node `{}`", s.node));
-    }
-    let mut proxy = s.proxy_config.as_ref().map(|_| {
-        let cache = model.identities.ipcache(&model.inventory, &s.node);
-        crate::proxy::config::Config::new(
-            &model,
-            &s.node,
-            &polc_compiler::mapstate::ProxyPorts::default(),
-            &cache,
-        )
-    });
-    let (state, ids) = crate::commands::load::node_state_with(&model, &s.node, |e, policy| {
-        if let Some(p) = proxy.as_mut() {
-            let rules = polc_ebpf::npds::network_policy(&model, e.endpoint, e.endpoint_id, policy);
-            p.add_endpoint(&model, e.endpoint, e.endpoint_id, rules, policy);
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    let mut attachments = Vec::new();
-    let known: BTreeMap<&String, &u16> = ids.iter().collect();
-    let discovered;
-    let pairs = if s.interfaces.is_empty() {
-        discovered = discover(&model, &s.node)?;
-        &discovered
-    } else {
-        &s.interfaces
-    };
-    for (who, ifname) in pairs {
-        // A pod that is gone keeps no interface; one not yet in the cluster gets it later.
-        let Some(id) = known.get(who) else { continue };
-        attachments.push(crate::commands::load::attachment(who, **id, ifname));
-    }
-    attachments.extend(s.uplinks.iter().map(|i| crate::commands::load::uplink(i)));
-    Ok((state, attachments, invalid, proxy, model.identities.clone()))
 }

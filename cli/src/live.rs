@@ -347,21 +347,52 @@ pub enum Update {
 /// listed.
 pub struct Mirror {
     objects: Vec<Option<BTreeMap<(String, String), String>>>,
+    /// Objects added, changed or deleted since [`Mirror::changes`] was last called, when
+    /// tracked.
+    dirty: Option<std::collections::BTreeSet<(usize, (String, String))>>,
 }
+
+/// An object that changed: its kind (index), key, and text (`None`: deleted).
+pub type Change = (usize, (String, String), Option<String>);
 
 impl Mirror {
     /// A mirror of `kinds` kinds, none listed yet.
     pub fn new(kinds: usize) -> Mirror {
         Mirror {
             objects: vec![None; kinds],
+            dirty: None,
+        }
+    }
+
+    /// A mirror that also tracks what changed (see [`Mirror::changes`]).
+    pub fn tracked(kinds: usize) -> Mirror {
+        Mirror {
+            dirty: Some(std::collections::BTreeSet::new()),
+            ..Mirror::new(kinds)
+        }
+    }
+
+    fn touch(&mut self, i: usize, key: (String, String)) {
+        if let Some(d) = self.dirty.as_mut() {
+            d.insert((i, key));
         }
     }
 
     /// Takes one update.
     pub fn apply(&mut self, update: Update) {
         match update {
-            Update::Listed(i, all) => self.objects[i] = Some(all),
+            Update::Listed(i, all) => {
+                // Everything listed before or now may have changed.
+                let before = self.objects[i].take().unwrap_or_default();
+                if self.dirty.is_some() {
+                    for k in before.into_keys().chain(all.keys().cloned()) {
+                        self.touch(i, k);
+                    }
+                }
+                self.objects[i] = Some(all);
+            }
             Update::Applied(i, key, text) => {
+                self.touch(i, key.clone());
                 self.objects[i]
                     .get_or_insert_with(BTreeMap::new)
                     .insert(key, text);
@@ -370,8 +401,22 @@ impl Mirror {
                 if let Some(o) = self.objects[i].as_mut() {
                     o.remove(&key);
                 }
+                self.touch(i, key);
             }
         }
+    }
+
+    /// The objects added, changed (or listed again) and deleted since the last call, with
+    /// their texts now (none unless [`Mirror::tracked`]).
+    pub fn changes(&mut self) -> Vec<Change> {
+        let dirty = self.dirty.as_mut().map(std::mem::take).unwrap_or_default();
+        dirty
+            .into_iter()
+            .map(|(i, key)| {
+                let text = self.objects[i].as_ref().and_then(|o| o.get(&key)).cloned();
+                (i, key, text)
+            })
+            .collect()
     }
 
     /// Whether every kind has been listed (before that, the view is partial).

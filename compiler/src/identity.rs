@@ -370,7 +370,7 @@ impl IdentityTable {
                 missing.entry(l.allocation_key()).or_insert(*l);
             }
         }
-        let mut next = self
+        let next = self
             .identities
             .iter()
             .map(|i| i.id)
@@ -378,15 +378,14 @@ impl IdentityTable {
             .max()
             .map_or(FIRST_CLUSTER, |m| m + 1);
         let mut added = Vec::new();
-        for labels in missing.into_values() {
-            self.by_labels.insert(labels.clone(), next);
+        for (id, labels) in (next..).zip(missing.into_values()) {
+            self.by_labels.insert(labels.clone(), id);
             self.identities.push(Identity {
-                id: next,
+                id,
                 labels: labels.clone(),
                 kind: IdentityKind::Pods,
             });
-            added.push(next);
-            next += 1;
+            added.push(id);
         }
         let mut used = std::collections::HashSet::new();
         self.pod_identity = pod_labels
@@ -424,7 +423,7 @@ impl IdentityTable {
             .filter(|(net, _)| !wanted.contains(net))
             .map(|(_, id)| *id)
             .collect();
-        let mut next = self
+        let next = self
             .identities
             .iter()
             .map(|i| i.id)
@@ -437,7 +436,7 @@ impl IdentityTable {
             .filter(|n| !self.cidrs.contains_key(n))
             .copied()
             .collect();
-        for net in &new {
+        for (id, net) in (next..).zip(&new) {
             let world = match (self.dual_stack, net) {
                 (false, _) => "world",
                 (true, IpNet::V4(_)) => "world-ipv4",
@@ -446,14 +445,13 @@ impl IdentityTable {
             let labels: LabelSet = [cidr_label(net), Label::reserved(world)]
                 .into_iter()
                 .collect();
-            self.cidrs.insert(*net, next);
+            self.cidrs.insert(*net, id);
             self.identities.push(Identity {
-                id: next,
+                id,
                 labels,
                 kind: IdentityKind::Cidr(*net),
             });
-            added.push(next);
-            next += 1;
+            added.push(id);
         }
         self.cidrs.retain(|net, _| wanted.contains(net));
         self.drop_identities(&removed);

@@ -225,7 +225,10 @@ impl Inventory {
     /// Builds the inventory from the Namespace, Pod, Node and Service objects among
     /// `objects`; other objects are ignored. Duplicates and pods without a usable address are
     /// reported.
-    pub fn from_objects(objects: &[Object], cluster_name: &str) -> (Inventory, Vec<Diagnostic>) {
+    pub fn from_objects<'a>(
+        objects: impl IntoIterator<Item = &'a Object>,
+        cluster_name: &str,
+    ) -> (Inventory, Vec<Diagnostic>) {
         let mut inv = Inventory {
             cluster_name: cluster_name.to_string(),
             ..Default::default()

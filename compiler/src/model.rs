@@ -342,7 +342,7 @@ impl Model {
     /// they are.
     pub fn update_pods(&mut self, changes: BTreeMap<(String, String), Option<Pod>>) -> PodChanges {
         let filter = LabelFilter::default_for(self.config.version);
-        let labelled: Vec<((String, String), Option<(Pod, LabelSet)>)> = changes
+        let labelled: Vec<(PodKey, Option<(Pod, LabelSet)>)> = changes
             .into_iter()
             .map(|(k, p)| {
                 let p = p.map(|p| {
@@ -431,6 +431,9 @@ impl Model {
         pods.chain(hosts).collect()
     }
 }
+
+/// A pod's namespace and name.
+pub type PodKey = (String, String);
 
 /// What [`Model::update_pods`] changed besides the pods.
 #[derive(Clone, Debug, Default)]

@@ -1,0 +1,480 @@
+//! What the agent keeps between batches of changes, so that a change costs what it reaches
+//! rather than what the cluster holds: each object read (parsed, validated and, for a
+//! policy, lowered and bound) once per version; the node kept compiled
+//! ([`NodeCompiler`]); and the node's desired datapath state, of which only the endpoints a
+//! change rewrote are converted again.
+//!
+//! - A policy that changes (CNP, CCNP, NetworkPolicy) is read again alone and its rules
+//!   replace its old ones; a CIDR group that changes has the policies that use it (as it
+//!   was or is) lowered again.
+//! - Pods that change are merged into the model (new identities numbered after the
+//!   existing ones).
+//! - Namespaces, nodes and services change what many pods or rules mean (namespace labels
+//!   are pod labels, node labels and addresses are identities and tunnels, services bind
+//!   `toServices`): the model is then built afresh from the objects already read, keeping
+//!   the identity numbers and endpoint IDs. So is it on the first batch, and when the
+//!   compiler cannot follow a change in place ([`polc_compiler::incremental::Rebuild`]).
+//!
+//! An object the Cilium agent would reject (an error diagnostic) is left out, as a whole,
+//! and said once per version.
+
+use crate::live::{Change, KINDS, object_name};
+use polc_compiler::CiliumVersion;
+use polc_compiler::diag::{Diagnostic, Severity};
+use polc_compiler::incremental::{Changed, NodeCompiler};
+use polc_compiler::inventory::{Inventory, Pod};
+use polc_compiler::ir::{CidrGroup, PolicySet, Rule};
+use polc_compiler::model::{Config, Model};
+use polc_compiler::raw::Object;
+use polc_compiler::source::{FileId, SourceFile};
+use polc_ebpf::state::{EndpointState, NodeState};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// What a kind of object changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Rules (CNP, CCNP, NetworkPolicy).
+    Policy,
+    /// A CiliumCIDRGroup.
+    Group,
+    /// A pod.
+    Pod,
+    /// A namespace, node or service.
+    Inventory,
+}
+
+fn role(kind: usize) -> Role {
+    match KINDS[kind].kind {
+        "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy" | "NetworkPolicy" => Role::Policy,
+        "CiliumCIDRGroup" => Role::Group,
+        "Pod" => Role::Pod,
+        _ => Role::Inventory,
+    }
+}
+
+/// One object as read.
+struct Read {
+    /// A hash of its text (a listing again of the same text changes nothing).
+    hash: u64,
+    /// The object, unless it could not be read or validated.
+    object: Option<Object>,
+    /// Why it could not be read or validated.
+    error: Option<String>,
+    /// Why it could not be lowered (with the CIDR groups as they are).
+    lower_error: Option<String>,
+    /// A policy's rules, lowered (`toServices` not bound).
+    lowered: Vec<Arc<Rule>>,
+    /// ... and bound to the services.
+    rules: Vec<Arc<Rule>>,
+}
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Whether the model was built afresh.
+    pub rebuilt: bool,
+    /// Endpoints whose maps were computed again.
+    pub endpoints: usize,
+    /// Endpoints that went.
+    pub gone: usize,
+    /// Objects read (again) in this batch.
+    pub read: usize,
+    /// Things to say (objects left out, and why).
+    pub notes: Vec<String>,
+}
+
+/// The agent's state between batches (see the module documentation).
+pub struct Engine {
+    node: String,
+    config: Config,
+    objects: Vec<BTreeMap<(String, String), Read>>,
+    groups: Vec<CidrGroup>,
+    compiled: Option<NodeCompiler>,
+    /// Endpoint IDs to keep (those installed, then those compiled).
+    ids: BTreeMap<String, u16>,
+    state: NodeState,
+    /// The endpoints in `state`, by name.
+    installed: BTreeMap<String, u16>,
+}
+
+impl Engine {
+    /// An engine for `node` that has read nothing yet; endpoints named in `ids` keep those
+    /// IDs (those the node has installed).
+    pub fn new(
+        node: &str,
+        version: CiliumVersion,
+        cluster_name: &str,
+        ids: BTreeMap<String, u16>,
+    ) -> Engine {
+        Engine {
+            node: node.to_string(),
+            config: Config {
+                version,
+                cluster_name: cluster_name.to_string(),
+                ..Config::default()
+            },
+            objects: KINDS.iter().map(|_| BTreeMap::new()).collect(),
+            groups: Vec::new(),
+            compiled: None,
+            ids,
+            state: NodeState::default(),
+            installed: BTreeMap::new(),
+        }
+    }
+
+    /// The node's desired datapath state after the last batch.
+    pub fn state(&self) -> &NodeState {
+        &self.state
+    }
+
+    /// The model after the last batch (none before the first, or after a batch that found
+    /// no such node).
+    pub fn model(&self) -> Option<&Model> {
+        self.compiled.as_ref().map(NodeCompiler::model)
+    }
+
+    /// The compiled node.
+    pub fn compiled(&self) -> Option<&NodeCompiler> {
+        self.compiled.as_ref()
+    }
+
+    /// Objects left out because the Cilium agent would reject them.
+    pub fn invalid(&self) -> usize {
+        self.objects
+            .iter()
+            .flat_map(|o| o.values())
+            .filter(|r| !r.valid())
+            .count()
+    }
+
+    /// Takes a batch of changes (every kind listed at least once, the first time) and
+    /// brings the node's state in line with them.
+    pub fn apply(&mut self, changes: Vec<Change>) -> Result<Outcome, String> {
+        let mut out = Outcome::default();
+        let mut policies: BTreeSet<(usize, (String, String))> = BTreeSet::new();
+        let mut groups: Vec<CidrGroup> = Vec::new();
+        let mut pods: BTreeMap<(String, String), Option<Pod>> = BTreeMap::new();
+        let mut rebuild = self.compiled.is_none();
+        // The rules of the policies that change, before.
+        let mut old: Vec<Rule> = Vec::new();
+        for (kind, key, text) in changes {
+            let r = role(kind);
+            let before = self.objects[kind].get(&key);
+            let hash = text.as_deref().map(hash_of);
+            if hash.is_some() && hash == before.map(|b| b.hash) {
+                continue;
+            }
+            if let Some(b) = before {
+                old.extend(b.rules.iter().map(|r| (**r).clone()));
+            }
+            if r == Role::Group {
+                groups.extend(before.and_then(|b| group_of(b.used())));
+            }
+            match text {
+                None => {
+                    self.objects[kind].remove(&key);
+                }
+                Some(text) => {
+                    out.read += 1;
+                    let read = self.read(kind, &key, &text);
+                    if let Some(e) = &read.error {
+                        out.notes.push(e.clone());
+                    }
+                    if r == Role::Group {
+                        groups.extend(group_of(read.used()));
+                    }
+                    self.objects[kind].insert(key.clone(), read);
+                }
+            }
+            match r {
+                Role::Policy => {
+                    policies.insert((kind, key));
+                }
+                Role::Group => {}
+                Role::Pod => {
+                    let pod = self.objects[kind]
+                        .get(&key)
+                        .and_then(Read::used)
+                        .and_then(Pod::of);
+                    pods.insert(key, pod);
+                }
+                Role::Inventory => rebuild = true,
+            }
+        }
+        if !groups.is_empty() {
+            self.groups = self.all_groups();
+            // The policies that use a changed group, as it was or is, are lowered again.
+            let changed: Vec<&CidrGroup> = groups.iter().collect();
+            for kind in (0..KINDS.len()).filter(|&k| role(k) == Role::Policy) {
+                for (key, r) in &self.objects[kind] {
+                    if r.object
+                        .as_ref()
+                        .is_some_and(|o| polc_compiler::lower::uses_cidr_groups(o, &changed))
+                    {
+                        policies.insert((kind, key.clone()));
+                    }
+                }
+            }
+        }
+        // Lower the changed policies (with the groups as they are now); the users of a
+        // changed group that did not change themselves have their rules before still.
+        for (kind, key) in &policies {
+            if let Some(r) = self.objects[*kind].get(key) {
+                old.extend(r.rules.iter().map(|r| (**r).clone()));
+            }
+            // A changed object was read above (rules not yet bound); an unchanged user of a
+            // changed group is lowered again here.
+            if let Some(r) = self.objects[*kind].get_mut(key) {
+                lower(r, &self.groups, self.config.version);
+                out.notes.extend(r.lower_error.clone());
+            }
+        }
+        if !rebuild {
+            match self.update_in_place(&policies, old, pods) {
+                Ok(changed) => {
+                    out.endpoints = changed.endpoints.len();
+                    out.gone = changed.gone.len();
+                    self.sync_state(&changed)?;
+                }
+                Err(()) => rebuild = true,
+            }
+        }
+        if rebuild {
+            out.rebuilt = true;
+            self.rebuild()?;
+            out.endpoints = self.installed.len();
+        }
+        Ok(out)
+    }
+
+    /// Applies pods and policies to the compiled node; `Err` when it must be rebuilt.
+    fn update_in_place(
+        &mut self,
+        policies: &BTreeSet<(usize, (String, String))>,
+        old: Vec<Rule>,
+        pods: BTreeMap<(String, String), Option<Pod>>,
+    ) -> Result<Changed, ()> {
+        let mut changed = Changed::default();
+        let Some(compiled) = self.compiled.as_mut() else {
+            return Err(());
+        };
+        if !pods.is_empty() {
+            changed = compiled.update_pods(pods).map_err(|_| ())?;
+        }
+        if !policies.is_empty() {
+            let inventory = compiled.model().inventory.clone();
+            let mut new: Vec<Rule> = Vec::new();
+            for (kind, key) in policies {
+                if let Some(r) = self.objects[*kind].get_mut(key) {
+                    bind(r, &inventory);
+                    new.extend(r.rules.iter().map(|r| (**r).clone()));
+                }
+            }
+            let set = self.policy_set();
+            let Some(compiled) = self.compiled.as_mut() else {
+                return Err(());
+            };
+            let more = compiled.replace_policies(set, &old, &new).map_err(|_| ())?;
+            changed.endpoints.extend(more.endpoints);
+            changed.gone.extend(more.gone);
+            changed.ipcache |= more.ipcache;
+        }
+        Ok(changed)
+    }
+
+    /// Builds the model afresh from the objects read, keeping identity numbers and endpoint
+    /// IDs, and the node's state with it.
+    fn rebuild(&mut self) -> Result<(), String> {
+        let inventory_objects = (0..KINDS.len())
+            .filter(|&k| matches!(role(k), Role::Pod | Role::Inventory))
+            .flat_map(|k| self.objects[k].values())
+            .filter_map(Read::used);
+        let (inventory, _) = Inventory::from_objects(inventory_objects, &self.config.cluster_name);
+        for kind in (0..KINDS.len()).filter(|&k| role(k) == Role::Policy) {
+            for r in self.objects[kind].values_mut() {
+                bind(r, &inventory);
+            }
+        }
+        let mut model = Model::from_parts(self.policy_set(), inventory, self.config.clone());
+        if let Some(prior) = self.compiled.take() {
+            model.identities.keep_numbers(&prior.model().identities);
+            self.ids = prior.ids();
+        }
+        let compiled = NodeCompiler::new(model, &self.node, &self.ids)
+            .ok_or_else(|| format!("the cluster has no node `{}`", self.node))?;
+        self.compiled = Some(compiled);
+        self.state = NodeState::default();
+        self.installed.clear();
+        let all = Changed {
+            endpoints: self
+                .compiled
+                .as_ref()
+                .map(|c| c.endpoints().keys().cloned().collect())
+                .unwrap_or_default(),
+            gone: BTreeSet::new(),
+            ipcache: true,
+        };
+        self.sync_state(&all)
+    }
+
+    /// Converts what changed into the node's state.
+    fn sync_state(&mut self, changed: &Changed) -> Result<(), String> {
+        let Some(compiled) = self.compiled.as_ref() else {
+            return Ok(());
+        };
+        for name in &changed.gone {
+            if let Some(id) = self.installed.remove(name) {
+                self.state.endpoints.remove(&id);
+            }
+        }
+        for name in &changed.endpoints {
+            let Some(e) = compiled.endpoints().get(name) else {
+                continue;
+            };
+            let id = e.endpoint.endpoint_id;
+            if let Some(was) = self.installed.insert(name.clone(), id)
+                && was != id
+            {
+                self.state.endpoints.remove(&was);
+            }
+            self.state.insert_endpoint(
+                id,
+                EndpointState::from_policy(name, e.endpoint.identity, &e.policy),
+            );
+        }
+        if changed.ipcache {
+            let model = compiled.model();
+            let cache = model.identities.ipcache(&model.inventory, &self.node);
+            self.state.ipcache = NodeState::new(&cache)
+                .map_err(|e| format!("ipcache: {e}"))?
+                .ipcache;
+        }
+        self.ids = compiled.ids();
+        Ok(())
+    }
+
+    /// Every valid CIDR group.
+    fn all_groups(&self) -> Vec<CidrGroup> {
+        let objects: Vec<Object> = (0..KINDS.len())
+            .filter(|&k| role(k) == Role::Group)
+            .flat_map(|k| self.objects[k].values())
+            .filter_map(|r| r.used().cloned())
+            .collect();
+        polc_compiler::lower::cidr_groups(&objects)
+    }
+
+    /// The policy set: every valid policy's rules, in the order the kinds and objects are
+    /// listed (as `polc --cluster` reads them).
+    fn policy_set(&self) -> PolicySet {
+        let rules = (0..KINDS.len())
+            .filter(|&k| role(k) == Role::Policy)
+            .flat_map(|k| self.objects[k].values())
+            .flat_map(|r| r.rules.iter().cloned())
+            .collect();
+        PolicySet {
+            rules,
+            cidr_groups: self.groups.clone(),
+        }
+    }
+
+    /// Reads one object's text: parsed, validated, and (a policy) lowered.
+    fn read(&mut self, kind: usize, key: &(String, String), text: &str) -> Read {
+        let k = &KINDS[kind];
+        let name = format!("cluster: {}", object_name(k.kind, &key.0, &key.1));
+        let file = SourceFile::new(name.clone(), text.to_string());
+        let opts = polc_compiler::Options {
+            version: self.config.version,
+            ..polc_compiler::Options::default()
+        };
+        let (mut objects, mut diags) = polc_compiler::read_file(FileId(0), &file, &opts);
+        if k.policy {
+            diags.extend(polc_compiler::validate::check(&objects, &opts).into_vec());
+        }
+        let mut read = Read {
+            hash: hash_of(text),
+            object: None,
+            error: error_of(&name, &file, &diags),
+            lower_error: None,
+            lowered: Vec::new(),
+            rules: Vec::new(),
+        };
+        if objects.len() != 1 && read.error.is_none() {
+            read.error = Some(format!("{name}: not one object"));
+        }
+        if read.error.is_none() {
+            read.object = objects.pop();
+        }
+        read
+    }
+}
+
+impl Read {
+    /// Whether the object is used: read, validated and (a policy) lowered.
+    fn valid(&self) -> bool {
+        self.error.is_none() && self.lower_error.is_none()
+    }
+
+    /// The object, if it is used.
+    fn used(&self) -> Option<&Object> {
+        self.object.as_ref().filter(|_| self.valid())
+    }
+}
+
+/// Lowers a policy's object again (with `groups`); a lowering error leaves it out.
+fn lower(r: &mut Read, groups: &[CidrGroup], version: CiliumVersion) {
+    r.lowered.clear();
+    r.rules.clear();
+    r.lower_error = None;
+    let Some(obj) = r.object.as_ref().filter(|_| r.error.is_none()) else {
+        return;
+    };
+    let (set, diags) =
+        polc_compiler::lower::lower_with_groups(std::slice::from_ref(obj), groups, version);
+    if let Some(d) = diags.iter().find(|d| d.severity == Severity::Error) {
+        r.lower_error = Some(format!(
+            "cluster: {}: error[{}]: {}",
+            object_name(obj.kind.name(), obj.namespace(), obj.name()),
+            d.code.as_str(),
+            d.message
+        ));
+        return;
+    }
+    r.lowered = set.rules;
+}
+
+/// Binds a policy's rules to the services of `inventory`.
+fn bind(r: &mut Read, inventory: &Inventory) {
+    let mut set = PolicySet {
+        rules: r.lowered.clone(),
+        cidr_groups: Vec::new(),
+    };
+    inventory.bind_services(&mut set);
+    r.rules = set.rules;
+}
+
+fn group_of(obj: Option<&Object>) -> Option<CidrGroup> {
+    polc_compiler::lower::cidr_groups(std::slice::from_ref(obj?))
+        .into_iter()
+        .next()
+}
+
+fn hash_of(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// The first error among `diags`, said with its line.
+fn error_of(name: &str, file: &SourceFile, diags: &[Diagnostic]) -> Option<String> {
+    let d = diags.iter().find(|d| d.severity == Severity::Error)?;
+    let at = file.line_col(d.loc.start as usize);
+    Some(format!(
+        "{name}:{}:{}: error[{}]: {}",
+        at.line,
+        at.col,
+        d.code.as_str(),
+        d.message
+    ))
+}
