@@ -625,7 +625,7 @@ fn set_reviews(dir: &Path, n: usize) -> Vec<(String, Vec<u8>)> {
             &mut ignored,
         );
         for doc in docs {
-            let json = to_json(&doc.root);
+            let json = polc_cli::input::yaml_to_json(&doc.root);
             if json["kind"] == "CiliumNetworkPolicy" {
                 cnps.push(json);
             } else if json["kind"] == "CiliumCIDRGroup" {
@@ -719,26 +719,6 @@ fn admission_review(
         }
     });
     serde_json::to_vec(&review).unwrap_or_default()
-}
-
-/// A YAML node as JSON, with Kubernetes' scalar resolution.
-fn to_json(node: &polc_compiler::yaml::Node) -> serde_json::Value {
-    use polc_compiler::yaml::{Resolved, Value};
-    match &node.value {
-        Value::Scalar(s) => match s.resolve() {
-            Resolved::Null => serde_json::Value::Null,
-            Resolved::Bool(b) => serde_json::Value::from(b),
-            Resolved::Int(n) => serde_json::Value::from(n),
-            Resolved::Float(f) => serde_json::Value::from(f),
-            _ => serde_json::Value::from(s.text.clone()),
-        },
-        Value::Seq(items) => items.iter().map(to_json).collect(),
-        Value::Map(entries) => entries
-            .iter()
-            .map(|e| (e.key.clone(), to_json(&e.value)))
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
-    }
 }
 
 /// The label value each review sent replaces with its sequence number (same length).

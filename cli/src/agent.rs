@@ -25,8 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// How long changes are gathered before a recompute.
-const BATCH: Duration = Duration::from_millis(50);
+/// How long changes are gathered after the first of a batch (a burst, such as `kubectl apply`
+/// of several objects, is installed together; under churn, batches grow by themselves while
+/// the previous one is computed).
+const BATCH: Duration = Duration::from_millis(10);
 
 /// What the agent is told.
 #[derive(Clone, Debug)]

@@ -189,3 +189,24 @@ fn add(inputs: &mut Inputs, name: &str, res: Result<Vec<u8>, ReadError>, max_siz
         }
     }
 }
+
+/// A YAML node as JSON, with Kubernetes' scalar resolution (what the API server would store
+/// for a manifest).
+pub fn yaml_to_json(node: &polc_compiler::yaml::Node) -> serde_json::Value {
+    use polc_compiler::yaml::{Resolved, Value};
+    match &node.value {
+        Value::Scalar(s) => match s.resolve() {
+            Resolved::Null => serde_json::Value::Null,
+            Resolved::Bool(b) => serde_json::Value::from(b),
+            Resolved::Int(n) => serde_json::Value::from(n),
+            Resolved::Float(f) => serde_json::Value::from(f),
+            _ => serde_json::Value::from(s.text.clone()),
+        },
+        Value::Seq(items) => items.iter().map(yaml_to_json).collect(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|e| (e.key.clone(), yaml_to_json(&e.value)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
+}

@@ -220,23 +220,26 @@ async fn handle(req: Request<hyper::body::Incoming>, fake: Arc<Fake>) -> Respons
         );
         return r;
     }
-    let items: Vec<Value> = fake
-        .objects
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == plural)
-        .map(|(_, o)| o.clone())
-        .collect();
     // Pages: `continue` is the offset of the next item.
     let from: usize = param("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
     let limit: usize = param("limit")
         .and_then(|l| l.parse().ok())
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
-    let to = from.saturating_add(limit).min(items.len());
+    // Only the page's items are copied (lists of tens of thousands of pods are paged).
+    let (total, items) = {
+        let objects = fake.objects.lock().unwrap();
+        let of_plural = || objects.iter().filter(|(p, _)| p == plural);
+        let items: Vec<Value> = of_plural()
+            .skip(from)
+            .take(limit)
+            .map(|(_, o)| o.clone())
+            .collect();
+        (of_plural().count(), items)
+    };
+    let to = from.saturating_add(items.len());
     let mut metadata = json!({"resourceVersion": "1"});
-    if to < items.len() {
+    if to < total {
         metadata["continue"] = json!(to.to_string());
     }
     let api_version = if group.is_empty() {
@@ -247,7 +250,7 @@ async fn handle(req: Request<hyper::body::Incoming>, fake: Arc<Fake>) -> Respons
     full(
         200,
         json!({"apiVersion": api_version, "kind": "List", "metadata": metadata,
-               "items": items.get(from.min(items.len())..to).unwrap_or(&[])}),
+               "items": items}),
     )
 }
 
