@@ -59,6 +59,12 @@ pub struct Settings {
 pub struct Metrics {
     /// Watch events taken (list items count once per list).
     pub events: AtomicU64,
+    /// Watch events whose changes are installed.
+    pub events_installed: AtomicU64,
+    /// Changes the last install made (map entries, endpoints, interfaces, links).
+    pub last_install_writes: AtomicU64,
+    /// Endpoints whose map does not fit (they keep what they had).
+    pub overflowing: AtomicU64,
     /// Recomputes (model, compile, install).
     pub recomputes: AtomicU64,
     /// Recomputes that built the model afresh (the first, and after changes of namespaces,
@@ -98,6 +104,24 @@ impl Metrics {
                 "counter",
                 "Watch events taken.",
                 g(&self.events).to_string(),
+            ),
+            (
+                "polc_agent_events_installed_total",
+                "counter",
+                "Watch events whose changes are installed.",
+                g(&self.events_installed).to_string(),
+            ),
+            (
+                "polc_agent_last_install_writes",
+                "gauge",
+                "Changes the last install made (map entries, endpoints, interfaces, links).",
+                g(&self.last_install_writes).to_string(),
+            ),
+            (
+                "polc_agent_overflowing_endpoints",
+                "gauge",
+                "Endpoints whose policy map does not fit (they keep the map they had).",
+                g(&self.overflowing).to_string(),
             ),
             (
                 "polc_agent_recomputes_total",
@@ -221,21 +245,19 @@ pub async fn run(
             ));
         })
         .ok();
-    let ids: BTreeMap<String, u16> = loader
+    let installed = loader
         .as_ref()
-        .map(|l| {
-            (l.installed().state.endpoints.iter())
-                .filter(|(_, e)| !e.name.is_empty())
-                .map(|(id, e)| (e.name.clone(), *id))
-                .collect()
-        })
+        .map(|l| l.installed().state.clone())
         .unwrap_or_default();
     let mut engine = Some(Engine::new(
         &settings.node,
         settings.cilium_version,
         &settings.cluster_name,
-        ids,
+        installed,
+        settings.policy_map_max as usize,
     ));
+    // Events taken but not yet installed.
+    let mut pending: u64 = 0;
     while let Some(first) = rx.recv().await {
         let mut newest = Instant::now();
         let mut taken = count(&first);
@@ -254,6 +276,7 @@ pub async fn run(
             mirror.apply(more);
         }
         metrics.events.fetch_add(taken, Ordering::Relaxed);
+        pending += taken;
         if !mirror.complete() {
             continue;
         }
@@ -313,8 +336,28 @@ pub async fn run(
         };
         let state = e.state();
         match l.install(state, &attachments) {
-            Ok(_) => {
+            Ok(report) => {
                 metrics.recomputes.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .events_installed
+                    .fetch_add(pending, Ordering::Relaxed);
+                pending = 0;
+                metrics
+                    .last_install_writes
+                    .store(report.total() as u64, Ordering::Relaxed);
+                let overflowing = e.overflowing();
+                if overflowing.len() as u64 != metrics.overflowing.load(Ordering::Relaxed) {
+                    for (name, n) in overflowing {
+                        let _ = log.send(format!(
+                            "endpoint `{name}` needs {n} policy-map entries; its map holds {}: \
+                             it keeps the map it had (denies all if it had none)",
+                            settings.policy_map_max
+                        ));
+                    }
+                }
+                metrics
+                    .overflowing
+                    .store(overflowing.len() as u64, Ordering::Relaxed);
                 if outcome.rebuilt {
                     metrics.rebuilds.fetch_add(1, Ordering::Relaxed);
                 }

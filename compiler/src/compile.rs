@@ -206,11 +206,16 @@ impl Compilation {
         self.resolve_again(model, affected)
     }
 
-    /// After identities came or went in `model` (or its rules changed in ways too many to
-    /// follow): forgets what the selector cache knew, resolves every class again, and
-    /// returns those whose selector policy changed.
-    pub fn identities_changed(&mut self, model: &Model) -> Vec<Class> {
-        self.cache = SelectorCache::new(model);
+    /// After identities came (`added`) or went (`removed`) in `model` (its rules may have
+    /// changed too): the selector cache follows them ([`SelectorCache::update`]), every
+    /// class is resolved again, and those whose selector policy changed are returned.
+    pub fn identities_changed(
+        &mut self,
+        model: &Model,
+        added: &[u32],
+        removed: &[u32],
+    ) -> Vec<Class> {
+        self.cache.update(model, added, removed);
         self.listeners = mapstate::listeners(model);
         self.resolve_again(model, self.representatives())
     }

@@ -132,7 +132,8 @@ impl NodeCompiler {
         let (came, went) = self.model.identities.set_prefixes(&prefixes);
         let identities = !came.is_empty() || !went.is_empty();
         let classes = if identities {
-            self.compilation.identities_changed(&self.model)
+            self.compilation
+                .identities_changed(&self.model, &came, &went)
         } else {
             self.compilation.update(&self.model, old, new)
         };
@@ -162,7 +163,11 @@ impl NodeCompiler {
             .into_iter()
             .collect();
         if !pods.added.is_empty() || !pods.removed.is_empty() {
-            classes.extend(self.compilation.identities_changed(&self.model));
+            classes.extend(self.compilation.identities_changed(
+                &self.model,
+                &pods.added,
+                &pods.removed,
+            ));
         }
         let mut changed = if pods.named_ports {
             let all: HashSet<Class> = self.compilation.policies.keys().cloned().collect();
@@ -211,17 +216,25 @@ impl NodeCompiler {
         changed
     }
 
-    fn materialize(&mut self, endpoints: impl IntoIterator<Item = (String, CompiledEndpoint)>) {
-        for (name, e) in endpoints {
-            let policy = Arc::new(self.compilation.materialize(&self.model, &e));
-            self.endpoints.insert(
-                name,
-                NodeEndpoint {
-                    endpoint: e,
-                    policy,
-                },
-            );
-        }
+    /// Materializes endpoints (in parallel: at our users' scale an endpoint has thousands of
+    /// entries).
+    fn materialize(&mut self, endpoints: Vec<(String, CompiledEndpoint)>) {
+        use rayon::prelude::*;
+        let (compilation, model) = (&self.compilation, &self.model);
+        let done: Vec<(String, NodeEndpoint)> = endpoints
+            .into_par_iter()
+            .map(|(name, e)| {
+                let policy = Arc::new(compilation.materialize(model, &e));
+                (
+                    name,
+                    NodeEndpoint {
+                        endpoint: e,
+                        policy,
+                    },
+                )
+            })
+            .collect();
+        self.endpoints.extend(done);
     }
 }
 

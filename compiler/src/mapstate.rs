@@ -413,6 +413,62 @@ impl SelectorCache {
         }
     }
 
+    /// Follows identities that came and went in `model` (pods with new label sets, CIDR
+    /// prefixes): each cached selection drops those that went and gains those that came and
+    /// that its peer selects; what the rule items select is worked out again from them. The
+    /// host identity and node identities must not be among them.
+    pub fn update(&mut self, model: &Model, added: &[u32], removed: &[u32]) {
+        let gone: std::collections::HashSet<u32> = removed.iter().copied().collect();
+        if !gone.is_empty() {
+            for ids in self.by_label.values_mut() {
+                ids.retain(|id| !gone.contains(id));
+            }
+            self.by_label.retain(|_, ids| !ids.is_empty());
+            self.not_pods.retain(|id| !gone.contains(id));
+        }
+        let came: Vec<&crate::identity::Identity> = added
+            .iter()
+            .filter_map(|id| model.identities.get(*id))
+            .collect();
+        for id in &came {
+            for l in id.labels.iter() {
+                self.by_label
+                    .entry((l.key.clone(), l.value.clone()))
+                    .or_default()
+                    .push(id.id);
+            }
+            if id.kind != IdentityKind::Pods {
+                self.not_pods.push(id.id);
+            }
+        }
+        for ((peer, requires, node, _), ids) in self.cache.iter_mut() {
+            let node = node.as_ref().and_then(|n| model.inventory.node(n));
+            let mut new: Vec<u32> = ids
+                .iter()
+                .copied()
+                .filter(|id| !gone.contains(id))
+                .collect();
+            for id in &came {
+                if peer_selects(
+                    &model.identities,
+                    peer,
+                    id.id,
+                    &id.labels,
+                    node,
+                    &model.inventory,
+                ) && requires.iter().all(|r| r.matches(&id.labels))
+                {
+                    new.push(id.id);
+                }
+            }
+            new.sort_unstable();
+            if new != **ids {
+                *ids = Arc::new(new);
+            }
+        }
+        self.items.clear();
+    }
+
     /// The identities `peer` (ANDed with `requires`) selects, seen from `node`.
     pub fn select(
         &mut self,

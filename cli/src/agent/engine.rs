@@ -97,17 +97,28 @@ pub struct Engine {
     state: NodeState,
     /// The endpoints in `state`, by name.
     installed: BTreeMap<String, u16>,
+    /// Policy-map capacity.
+    capacity: usize,
+    /// Endpoints whose new map does not fit: they keep the map they had (as the Cilium
+    /// agent keeps an endpoint's policy when its regeneration fails), or, new, deny all.
+    overflowing: BTreeMap<String, usize>,
 }
 
 impl Engine {
-    /// An engine for `node` that has read nothing yet; endpoints named in `ids` keep those
-    /// IDs (those the node has installed).
+    /// An engine for `node` that has read nothing yet. `installed` is what the node has
+    /// installed already (after a restart of the agent): its endpoints keep their IDs.
+    /// Policy maps hold `capacity` entries.
     pub fn new(
         node: &str,
         version: CiliumVersion,
         cluster_name: &str,
-        ids: BTreeMap<String, u16>,
+        installed: NodeState,
+        capacity: usize,
     ) -> Engine {
+        let names: BTreeMap<String, u16> = (installed.endpoints.iter())
+            .filter(|(_, e)| !e.name.is_empty())
+            .map(|(id, e)| (e.name.clone(), *id))
+            .collect();
         Engine {
             node: node.to_string(),
             config: Config {
@@ -118,10 +129,18 @@ impl Engine {
             objects: KINDS.iter().map(|_| BTreeMap::new()).collect(),
             groups: Vec::new(),
             compiled: None,
-            ids,
-            state: NodeState::default(),
-            installed: BTreeMap::new(),
+            ids: names.clone(),
+            state: installed,
+            installed: names,
+            capacity,
+            overflowing: BTreeMap::new(),
         }
+    }
+
+    /// Endpoints whose new map does not fit (with the entries it needs): they keep what
+    /// they had.
+    pub fn overflowing(&self) -> &BTreeMap<String, usize> {
+        &self.overflowing
     }
 
     /// The node's desired datapath state after the last batch.
@@ -305,22 +324,34 @@ impl Engine {
         let compiled = NodeCompiler::new(model, &self.node, &self.ids)
             .ok_or_else(|| format!("the cluster has no node `{}`", self.node))?;
         self.compiled = Some(compiled);
-        self.state = NodeState::default();
-        self.installed.clear();
+        // Endpoints keep their IDs, so the state is rewritten in place; those gone are
+        // dropped below.
         let all = Changed {
             endpoints: self
                 .compiled
                 .as_ref()
                 .map(|c| c.endpoints().keys().cloned().collect())
                 .unwrap_or_default(),
-            gone: BTreeSet::new(),
+            gone: (self.installed.keys())
+                .filter(|n| {
+                    self.compiled
+                        .as_ref()
+                        .is_some_and(|c| !c.endpoints().contains_key(*n))
+                })
+                .cloned()
+                .collect(),
             ipcache: true,
         };
-        self.sync_state(&all)
+        self.sync_state(&all)?;
+        // What the node had that is no endpoint now (nameless, or renamed).
+        let ids: BTreeSet<u16> = self.installed.values().copied().collect();
+        self.state.endpoints.retain(|id, _| ids.contains(id));
+        Ok(())
     }
 
-    /// Converts what changed into the node's state.
+    /// Converts what changed into the node's state (in parallel).
     fn sync_state(&mut self, changed: &Changed) -> Result<(), String> {
+        use rayon::prelude::*;
         let Some(compiled) = self.compiled.as_ref() else {
             return Ok(());
         };
@@ -328,21 +359,46 @@ impl Engine {
             if let Some(id) = self.installed.remove(name) {
                 self.state.endpoints.remove(&id);
             }
+            self.overflowing.remove(name);
         }
-        for name in &changed.endpoints {
-            let Some(e) = compiled.endpoints().get(name) else {
-                continue;
-            };
-            let id = e.endpoint.endpoint_id;
+        let converted: Vec<(String, u16, EndpointState)> = changed
+            .endpoints
+            .par_iter()
+            .filter_map(|name| {
+                let e = compiled.endpoints().get(name)?;
+                let st = EndpointState::from_policy(name, e.endpoint.identity, &e.policy);
+                Some((name.clone(), e.endpoint.endpoint_id, st))
+            })
+            .collect();
+        for (name, id, st) in converted {
             if let Some(was) = self.installed.insert(name.clone(), id)
                 && was != id
+                && let Some(old) = self.state.endpoints.remove(&was)
             {
-                self.state.endpoints.remove(&was);
+                self.state.endpoints.insert(id, old);
             }
-            self.state.insert_endpoint(
-                id,
-                EndpointState::from_policy(name, e.endpoint.identity, &e.policy),
-            );
+            if st.policy.len() > self.capacity {
+                self.overflowing.insert(name.clone(), st.policy.len());
+                let kept = self
+                    .state
+                    .endpoints
+                    .get(&id)
+                    .is_some_and(|o| o.name == name);
+                if !kept {
+                    // Nothing to keep: the endpoint denies everything until its map fits.
+                    let deny = EndpointState {
+                        name: name.clone(),
+                        identity: st.identity,
+                        ingress_enforced: true,
+                        egress_enforced: true,
+                        policy: BTreeMap::new(),
+                    };
+                    self.state.insert_endpoint(id, deny);
+                }
+                continue;
+            }
+            self.overflowing.remove(&name);
+            self.state.insert_endpoint(id, st);
         }
         if changed.ipcache {
             let model = compiled.model();
