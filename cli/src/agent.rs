@@ -61,7 +61,8 @@ pub struct Metrics {
     pub events: AtomicU64,
     /// Watch events whose changes are installed.
     pub events_installed: AtomicU64,
-    /// Changes the last install made (map entries, endpoints, interfaces, links).
+    /// Map entries (ipcache, policy, endpoint, interface) the last install added, changed
+    /// or removed.
     pub last_install_writes: AtomicU64,
     /// Endpoints whose map does not fit (they keep what they had).
     pub overflowing: AtomicU64,
@@ -112,9 +113,9 @@ impl Metrics {
                 g(&self.events_installed).to_string(),
             ),
             (
-                "polc_agent_last_install_writes",
+                "polc_agent_last_install_map_writes",
                 "gauge",
-                "Changes the last install made (map entries, endpoints, interfaces, links).",
+                "Map entries the last install added, changed or removed.",
                 g(&self.last_install_writes).to_string(),
             ),
             (
@@ -344,7 +345,13 @@ pub async fn run(
                 pending = 0;
                 metrics
                     .last_install_writes
-                    .store(report.total() as u64, Ordering::Relaxed);
+                    .store(report.changes.total() as u64, Ordering::Relaxed);
+                if outcome.rebuilt {
+                    let _ = log.send(format!(
+                        "installed node `{}` (model built afresh): {}",
+                        settings.node, report.changes
+                    ));
+                }
                 let overflowing = e.overflowing();
                 if overflowing.len() as u64 != metrics.overflowing.load(Ordering::Relaxed) {
                     for (name, n) in overflowing {

@@ -300,13 +300,68 @@ impl IdentityTable {
                 map.insert(i.id, id);
             }
         }
-        // The rest: past every number `prior` or this table keeps, per scope.
+        let used: Vec<u32> = prior.identities.iter().map(|i| i.id).collect();
+        self.renumber(map, &used);
+    }
+
+    /// Takes the numbers an installed ipcache gives (`installed`: the identity of an exact
+    /// prefix), as an agent that restarts finds them on its node: a pod identity takes the
+    /// number its pods' addresses have, a CIDR identity its prefix's, a node identity its
+    /// node's addresses'; the rest get numbers past every number found. So a restart
+    /// rewrites no entry that did not change while the agent was away.
+    pub fn adopt_numbers(
+        &mut self,
+        inventory: &Inventory,
+        installed: impl Fn(&IpNet) -> Option<u32>,
+    ) {
+        let mut map: HashMap<u32, u32> = HashMap::new();
+        let mut taken: std::collections::HashSet<u32> = std::collections::HashSet::new();
+        let mut keep = |from: u32, to: Option<u32>, scope: std::ops::Range<u32>| {
+            if let Some(to) = to.filter(|t| scope.contains(t))
+                && !map.contains_key(&from)
+                && taken.insert(to)
+            {
+                map.insert(from, to);
+            }
+        };
+        for (i, p) in inventory.pods.iter().enumerate() {
+            if let Some(Some(id)) = self.pod_identity.get(i) {
+                for ip in &p.ips {
+                    keep(
+                        *id,
+                        installed(&IpNet::from(*ip)),
+                        FIRST_CLUSTER..LOCAL_SCOPE,
+                    );
+                }
+            }
+        }
+        for (net, id) in &self.cidrs {
+            keep(*id, installed(net), LOCAL_SCOPE + 1..NODE_SCOPE);
+        }
+        for n in &inventory.nodes {
+            if let Some(id) = self.node_identity.get(&n.name) {
+                for ip in &n.ips {
+                    keep(*id, installed(&IpNet::from(*ip)), NODE_SCOPE + 1..u32::MAX);
+                }
+            }
+        }
+        for i in &self.identities {
+            if i.kind == IdentityKind::Reserved {
+                map.insert(i.id, i.id);
+            }
+        }
+        let used: Vec<u32> = taken.into_iter().collect();
+        self.renumber(map, &used);
+    }
+
+    /// Renumbers: the identities in `kept` take those numbers, the rest the next numbers of
+    /// their scope past every number in `used` or `kept` (in their current order).
+    fn renumber(&mut self, mut map: HashMap<u32, u32>, used: &[u32]) {
+        let taken: Vec<u32> = map.values().copied().collect();
         let next_in = |scope_lo: u32, scope_hi: u32| {
-            prior
-                .identities
-                .iter()
-                .map(|i| i.id)
-                .chain(taken.iter().copied())
+            used.iter()
+                .chain(taken.iter())
+                .copied()
                 .filter(|id| (scope_lo..scope_hi).contains(id))
                 .max()
                 .map_or(scope_lo, |m| m + 1)

@@ -532,6 +532,21 @@ spec:
                 }
                 assert_same(&inc, &fresh(&inc, &objects, &base), &what);
             }
+            // An agent that restarts takes the numbers from the node's ipcache.
+            let installed: BTreeMap<ipnet::IpNet, u32> =
+                crate::compile::ipcache(inc.model(), &node)
+                    .into_iter()
+                    .map(|e| (e.prefix, e.identity))
+                    .collect();
+            let mut restarted = fresh(&inc, &objects, &base).model().clone();
+            let set = restarted.policies.clone();
+            let inventory = (*restarted.inventory).clone();
+            restarted = Model::from_parts(set, inventory, Config::default());
+            restarted
+                .identities
+                .adopt_numbers(&restarted.inventory, |net| installed.get(net).copied());
+            let restarted = NodeCompiler::new(restarted, &node, &inc.ids()).unwrap();
+            assert_same(&inc, &restarted, "a restart");
         }
     }
 }

@@ -104,6 +104,19 @@ impl NodeState {
         })
     }
 
+    /// The identity of each prefix of the ipcache (entries that do not decode are left
+    /// out).
+    pub fn ipcache_identities(&self) -> std::collections::HashMap<ipnet::IpNet, u32> {
+        self.ipcache
+            .iter()
+            .filter_map(|(k, v)| {
+                let (net, _) = ipcache::decode_key(k).ok()?;
+                let value = ipcache::decode_value(v, IpcacheLayout::V2).ok()?;
+                Some((net, value.identity))
+            })
+            .collect()
+    }
+
     /// Adds (or replaces) an endpoint.
     pub fn insert_endpoint(&mut self, endpoint_id: u16, endpoint: EndpointState) {
         self.endpoints.insert(endpoint_id, endpoint);

@@ -126,6 +126,29 @@ impl Changes {
     }
 }
 
+impl fmt::Display for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (p, i, e, n) = (self.policy, self.ipcache, self.endpoints, self.interfaces);
+        write!(
+            f,
+            "policy entries +{} ~{} -{}, ipcache +{} ~{} -{}, endpoints +{} ~{} -{}, \
+             interfaces +{} ~{} -{}",
+            p.added,
+            p.changed,
+            p.removed,
+            i.added,
+            i.changed,
+            i.removed,
+            e.added,
+            e.changed,
+            e.removed,
+            n.added,
+            n.changed,
+            n.removed
+        )
+    }
+}
+
 /// A sync that failed: the failed operation, and whether the rollback restored everything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncError {

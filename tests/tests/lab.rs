@@ -529,95 +529,8 @@ fn a_stream_survives_100_policy_replacements_without_a_policy_drop() {
     let (server_ns, server_ip) = lab.pod("app/server");
     let addr: SocketAddr = format!("{server_ip}:7000").parse().unwrap();
 
-    // The server: accept and echo, in the server's namespace.
-    let listener = sys::in_netns(&server_ns, || TcpListener::bind(addr))
-        .unwrap()
-        .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    // The server stops after the clients, or it would reset their last connection.
-    let stop_server = Arc::new(AtomicBool::new(false));
-    let server = {
-        let stop = stop_server.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((mut c, _)) => {
-                        c.set_nonblocking(false).unwrap();
-                        std::thread::spawn(move || {
-                            let mut buf = [0u8; 4096];
-                            while let Ok(n) = c.read(&mut buf) {
-                                if n == 0 || c.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                }
-            }
-        })
-    };
-    let connect = move || {
-        sys::in_netns(&client_ns, || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        })
-        .unwrap()
-    };
     let drops_before = lab.counter(&[Reason::DropPolicy, Reason::DropPolicyDeny]);
-    let stop = Arc::new(AtomicBool::new(false));
-
-    // One long stream, echoed byte for byte.
-    let mut stream = connect().expect("the stream connects");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let streamer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut sent = 0u64;
-            let mut chunk = [0u8; 512];
-            let mut back = [0u8; 512];
-            while !stop.load(Ordering::SeqCst) {
-                chunk.fill((sent % 251) as u8);
-                stream
-                    .write_all(&chunk)
-                    .map_err(|e| format!("write: {e}"))?;
-                stream
-                    .read_exact(&mut back)
-                    .map_err(|e| format!("read after {sent} bytes: {e}"))?;
-                if back != chunk {
-                    return Err(format!("wrong echo after {sent} bytes"));
-                }
-                sent += chunk.len() as u64;
-                // A steady stream, not a busy loop: the other tests share the CPUs.
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Ok::<u64, String>(sent)
-        })
-    };
-    // New connections all the time, each looked up in the policy maps.
-    let dialer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut ok, mut failed) = (0u32, Vec::new());
-            while !stop.load(Ordering::SeqCst) {
-                let r = connect().and_then(|mut c| {
-                    c.set_read_timeout(Some(Duration::from_secs(2)))?;
-                    c.write_all(b"ping")?;
-                    let mut b = [0u8; 4];
-                    c.read_exact(&mut b)?;
-                    Ok(b)
-                });
-                match r {
-                    Ok(b) if &b == b"ping" => ok += 1,
-                    Ok(_) => failed.push("wrong echo".to_string()),
-                    Err(e) => failed.push(e.to_string()),
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            (ok, failed)
-        })
-    };
+    let traffic = EchoTraffic::start(&client_ns, &server_ns, addr);
 
     let start = Instant::now();
     for i in 0..100 {
@@ -640,17 +553,7 @@ fn a_stream_survives_100_policy_replacements_without_a_policy_drop() {
         );
     }
     let took = start.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    let sent = streamer.join().unwrap();
-    let (connections, failed) = dialer.join().unwrap();
-    stop_server.store(true, Ordering::SeqCst);
-    server.join().unwrap();
-    let sent = sent.unwrap_or_else(|e| panic!("the stream broke: {e}"));
-    assert!(failed.is_empty(), "new connections failed: {failed:?}");
-    assert!(
-        sent > 0 && connections > 0,
-        "{sent} bytes, {connections} connections"
-    );
+    let (sent, connections) = traffic.finish();
     let drops = lab.counter(&[Reason::DropPolicy, Reason::DropPolicyDeny]) - drops_before;
     assert_eq!(
         drops, 0,
@@ -661,6 +564,376 @@ fn a_stream_survives_100_policy_replacements_without_a_policy_drop() {
          connections, no policy drop",
         took.as_secs_f64()
     );
+}
+
+/// One scripted change of the cluster.
+type Step<'a> = Box<dyn Fn() + 'a>;
+
+/// `polc agent` for node-1 of a lab, as a process of its own in the node's router namespace
+/// (where the fake API server is), its metrics on 127.0.0.1:`port` there; killed when
+/// dropped.
+struct LabAgent {
+    child: std::process::Child,
+    router: PathBuf,
+    port: u16,
+}
+
+impl LabAgent {
+    fn start(lab: &Lab, router: &Path, kubeconfig: &str, port: u16) -> LabAgent {
+        // The `polc` built next to this test binary (target/*/deps/lab-*).
+        let exe = std::env::current_exe().unwrap();
+        let polc = exe.parent().and_then(Path::parent).unwrap().join("polc");
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("{}-agent.log", lab.name)))
+                .unwrap();
+        // `nsenter` enters the network namespace only (`ip netns exec` would mount a bpffs
+        // of the agent's own, which goes with it).
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", router.display()))
+            .arg(polc)
+            .args(["agent", "--node", "node-1", "--kubeconfig", kubeconfig])
+            .args([
+                "--bpffs-root",
+                &format!("/sys/fs/bpf/polc-lab/{}", lab.name),
+            ])
+            .args(["--uplink", "up0", "--metrics", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        LabAgent {
+            child,
+            router: router.to_path_buf(),
+            port,
+        }
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let port = self.port;
+        sys::in_netns(&self.router, || {
+            let mut tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            write!(
+                tcp,
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut out = String::new();
+            tcp.read_to_string(&mut out).ok()?;
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(-1.0)
+    }
+
+    /// Waits until `metric` is at least `value`.
+    fn wait(&self, what: &str, metric: &str, value: f64) {
+        common::eventually(what, Duration::from_secs(30), || {
+            self.metric(metric) >= value
+        });
+    }
+
+    /// Sends one change and waits until the agent has installed it.
+    fn installs(&self, what: &str, change: impl FnOnce()) {
+        let before = self.metric("polc_agent_events_installed_total");
+        change();
+        self.wait(what, "polc_agent_events_installed_total", before + 1.0);
+        assert_eq!(
+            self.metric("polc_agent_install_errors_total"),
+            0.0,
+            "{what}"
+        );
+    }
+}
+
+impl Drop for LabAgent {
+    fn drop(&mut self) {
+        // `nsenter` runs the agent in its own process (it execs).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP stream and new connections from `client` to `api` port 8080, allowed by every
+/// state the cluster goes through, while the agent installs policy changes, a CIDR group
+/// that grows, pods and identities that come and go, a CIDR identity, a namespace relabelled
+/// (the model built afresh), and a restart of the agent: no packet is counted as a policy
+/// drop, the stream never breaks, every new connection succeeds, and the restarted agent
+/// writes nothing on its first install (it reads the node's endpoint IDs and identity
+/// numbers back).
+#[test]
+fn a_flow_allowed_throughout_survives_the_agent_changes_and_a_restart() {
+    use common::fake_api::{self, Fake};
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dir = root().join("tests/lab-agent");
+    let lab = Lab::new();
+    lab.up(&dir.join("policies.yaml"), &dir.join("inventory.yaml"), &[]);
+    let router = PathBuf::from("/run/netns")
+        .join(lab.state()["plan"]["nodes"][0]["router"].as_str().unwrap());
+    let fake = Fake::serving(&fake_api::EVERY_KIND);
+    fake.add("namespaces", fake_api::namespace("app"));
+    fake.add("nodes", fake_api::node("node-1", "10.0.0.11"));
+    let pod = |name: &str, app: &str, ip: &str| fake_api::pod(name, app, "node-1", ip);
+    fake.add("pods", pod("client", "client", "10.244.1.10"));
+    fake.add("pods", pod("api", "api", "10.244.1.20"));
+    let policy = |ports: &[&str]| {
+        let ports: Vec<Value> = ports
+            .iter()
+            .map(|p| json!({"port": p, "protocol": "TCP"}))
+            .collect();
+        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+               "metadata": {"name": "api", "namespace": "app", "resourceVersion": "1"},
+               "spec": {"endpointSelector": {"matchLabels": {"app": "api"}},
+                        "ingress": [
+                            {"fromEndpoints": [{"matchLabels": {"app": "client"}}],
+                             "toPorts": [{"ports": ports}]},
+                            {"fromCIDRSet": [{"cidrGroupRef": "partners"}],
+                             "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}})
+    };
+    let group = |cidr: &str| {
+        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
+               "metadata": {"name": "partners", "resourceVersion": "1"},
+               "spec": {"externalCIDRs": [cidr]}})
+    };
+    fake.add("ciliumnetworkpolicies", policy(&["8080"]));
+    fake.add("ciliumcidrgroups", group("203.0.113.0/28"));
+    let port = fake_api::start_in(fake.clone(), &router);
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = fake_api::kubeconfig(tmp.path(), port);
+    let kubeconfig = kubeconfig.to_str().unwrap().to_string();
+    let agent = LabAgent::start(&lab, &router, &kubeconfig, 19965);
+    agent.wait("the first install", "polc_agent_ready", 1.0);
+
+    let (client_ns, _) = lab.pod("app/client");
+    let (api_ns, api_ip) = lab.pod("app/api");
+    let drops_before = lab.counter(&[Reason::DropPolicy, Reason::DropPolicyDeny]);
+    let traffic = EchoTraffic::start(
+        &client_ns,
+        &api_ns,
+        format!("{api_ip}:8080").parse().unwrap(),
+    );
+    let changes: Vec<(&str, Step<'_>)> = vec![
+        (
+            "a port added",
+            Box::new(|| {
+                fake.change(
+                    "ciliumnetworkpolicies",
+                    "MODIFIED",
+                    &policy(&["8080", "9090"]),
+                )
+            }),
+        ),
+        (
+            "the CIDR group grows",
+            Box::new(|| fake.change("ciliumcidrgroups", "MODIFIED", &group("203.0.113.0/26"))),
+        ),
+        (
+            "a pod with new labels comes",
+            Box::new(|| fake.change("pods", "ADDED", &pod("other", "other", "10.244.1.30"))),
+        ),
+        (
+            "a pod whose labels sort first comes (a restart must not renumber)",
+            Box::new(|| fake.change("pods", "ADDED", &pod("first", "aaa", "10.244.1.98"))),
+        ),
+        (
+            "a pod without an interface comes",
+            Box::new(|| fake.change("pods", "ADDED", &pod("ghost", "ghost", "10.244.1.99"))),
+        ),
+        (
+            "a policy names a new prefix",
+            Box::new(|| {
+                fake.change(
+                    "ciliumnetworkpolicies",
+                    "ADDED",
+                    &json!({
+                "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+                "metadata": {"name": "egress", "namespace": "app", "resourceVersion": "1"},
+                "spec": {"endpointSelector": {"matchLabels": {"app": "other"}},
+                         "egress": [{"toCIDR": ["198.51.100.0/24"]}]}}),
+                )
+            }),
+        ),
+        (
+            "a pod goes",
+            Box::new(|| fake.change("pods", "DELETED", &pod("ghost", "ghost", "10.244.1.99"))),
+        ),
+        (
+            "the namespace is relabelled",
+            Box::new(|| {
+                let mut ns = fake_api::namespace("app");
+                ns["metadata"]["labels"]["team"] = json!("shop");
+                fake.change("namespaces", "MODIFIED", &ns)
+            }),
+        ),
+    ];
+    for (what, change) in &changes {
+        agent.installs(what, change);
+    }
+    let rebuilds = agent.metric("polc_agent_rebuilds_total");
+    assert!(
+        rebuilds >= 2.0,
+        "the relabelled namespace rebuilt the model ({rebuilds})"
+    );
+    // A restart: the new agent finds the node as the old one left it.
+    drop(agent);
+    let agent = LabAgent::start(&lab, &router, &kubeconfig, 19965);
+    agent.wait(
+        "the first install after the restart",
+        "polc_agent_ready",
+        1.0,
+    );
+    assert_eq!(
+        agent.metric("polc_agent_last_install_map_writes"),
+        0.0,
+        "the restarted agent's first install rewrote entries"
+    );
+    agent.installs("a port removed after the restart", || {
+        fake.change("ciliumnetworkpolicies", "MODIFIED", &policy(&["8080"]))
+    });
+    assert!(agent.metric("polc_agent_last_install_map_writes") > 0.0);
+    let (sent, connections) = traffic.finish();
+    let drops = lab.counter(&[Reason::DropPolicy, Reason::DropPolicyDeny]) - drops_before;
+    assert_eq!(
+        drops, 0,
+        "packets counted as policy drops during the agent's changes"
+    );
+    eprintln!(
+        "{} changes and a restart: stream echoed {sent} bytes, {connections} new connections, \
+         no policy drop",
+        changes.len()
+    );
+}
+
+/// Echo traffic that must never break: one long TCP stream echoed byte for byte, and new
+/// connections all the time (each looked up in the policy maps), from `client_ns` to a
+/// server on `addr` in `server_ns`.
+struct EchoTraffic {
+    stop: Arc<AtomicBool>,
+    stop_server: Arc<AtomicBool>,
+    server: std::thread::JoinHandle<()>,
+    streamer: std::thread::JoinHandle<Result<u64, String>>,
+    dialer: std::thread::JoinHandle<(u32, Vec<String>)>,
+}
+
+impl EchoTraffic {
+    fn start(client_ns: &Path, server_ns: &Path, addr: SocketAddr) -> EchoTraffic {
+        // The server: accept and echo, in the server's namespace.
+        let listener = sys::in_netns(server_ns, || TcpListener::bind(addr))
+            .unwrap()
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        // The server stops after the clients, or it would reset their last connection.
+        let stop_server = Arc::new(AtomicBool::new(false));
+        let server = {
+            let stop = stop_server.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((mut c, _)) => {
+                            c.set_nonblocking(false).unwrap();
+                            std::thread::spawn(move || {
+                                let mut buf = [0u8; 4096];
+                                while let Ok(n) = c.read(&mut buf) {
+                                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                    }
+                }
+            })
+        };
+        let client_ns = client_ns.to_path_buf();
+        let connect = move || {
+            sys::in_netns(&client_ns, || {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            })
+            .unwrap()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stream = connect().expect("the stream connects");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let streamer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                let mut chunk = [0u8; 512];
+                let mut back = [0u8; 512];
+                while !stop.load(Ordering::SeqCst) {
+                    chunk.fill((sent % 251) as u8);
+                    stream
+                        .write_all(&chunk)
+                        .map_err(|e| format!("write: {e}"))?;
+                    stream
+                        .read_exact(&mut back)
+                        .map_err(|e| format!("read after {sent} bytes: {e}"))?;
+                    if back != chunk {
+                        return Err(format!("wrong echo after {sent} bytes"));
+                    }
+                    sent += chunk.len() as u64;
+                    // A steady stream, not a busy loop: the other tests share the CPUs.
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Ok::<u64, String>(sent)
+            })
+        };
+        let dialer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(Ordering::SeqCst) {
+                    let r = connect().and_then(|mut c| {
+                        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                        c.write_all(b"ping")?;
+                        let mut b = [0u8; 4];
+                        c.read_exact(&mut b)?;
+                        Ok(b)
+                    });
+                    match r {
+                        Ok(b) if &b == b"ping" => ok += 1,
+                        Ok(_) => failed.push("wrong echo".to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                (ok, failed)
+            })
+        };
+        EchoTraffic {
+            stop,
+            stop_server,
+            server,
+            streamer,
+            dialer,
+        }
+    }
+
+    /// Stops the traffic; panics if the stream broke or a new connection failed. Returns
+    /// the bytes echoed and the connections made.
+    fn finish(self) -> (u64, u32) {
+        self.stop.store(true, Ordering::SeqCst);
+        let sent = self.streamer.join().unwrap();
+        let (connections, failed) = self.dialer.join().unwrap();
+        self.stop_server.store(true, Ordering::SeqCst);
+        self.server.join().unwrap();
+        let sent = sent.unwrap_or_else(|e| panic!("the stream broke: {e}"));
+        assert!(failed.is_empty(), "new connections failed: {failed:?}");
+        assert!(
+            sent > 0 && connections > 0,
+            "{sent} bytes, {connections} connections"
+        );
+        (sent, connections)
+    }
 }
 
 fn lab_namespaces(name: &str) -> Vec<String> {

@@ -320,6 +320,13 @@ impl Engine {
         if let Some(prior) = self.compiled.take() {
             model.identities.keep_numbers(&prior.model().identities);
             self.ids = prior.ids();
+        } else if !self.state.ipcache.is_empty() {
+            // A restart: the numbers the node has installed.
+            let installed = self.state.ipcache_identities();
+            let inventory = model.inventory.clone();
+            model
+                .identities
+                .adopt_numbers(&inventory, |net| installed.get(net).copied());
         }
         let compiled = NodeCompiler::new(model, &self.node, &self.ids)
             .ok_or_else(|| format!("the cluster has no node `{}`", self.node))?;

@@ -323,20 +323,7 @@ pub fn run(args: &LoadArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
         )?;
         writeln!(
             io.stdout,
-            "changes: policy entries +{} ~{} -{}, ipcache +{} ~{} -{}, endpoints +{} ~{} -{}, \
-             interfaces +{} ~{} -{}, links +{} -{}{}",
-            c.policy.added,
-            c.policy.changed,
-            c.policy.removed,
-            c.ipcache.added,
-            c.ipcache.changed,
-            c.ipcache.removed,
-            c.endpoints.added,
-            c.endpoints.changed,
-            c.endpoints.removed,
-            c.interfaces.added,
-            c.interfaces.changed,
-            c.interfaces.removed,
+            "changes: {c}, links +{} -{}{}",
             report.links_attached,
             report.links_detached,
             if report.programs_replaced {
