@@ -248,7 +248,10 @@ fn main() {
         "/sys/fs/bpf/polc-bench-agent-{}",
         std::process::id()
     ));
-    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    // The agent's log is kept (with POLC_TIMINGS set, it holds each batch's step timings).
+    let log_path = std::env::temp_dir().join("polc-agent-bench.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    println!("the agent's log: {}", log_path.display());
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_polc"))
         .args(["agent", "--node", &node, "--kubeconfig"])

@@ -313,6 +313,7 @@ pub async fn run(
                 continue;
             }
         };
+        let timings = crate::timing::enabled();
         for note in &outcome.notes {
             let _ = log.send(format!("left out: {note}"));
         }
@@ -346,6 +347,18 @@ pub async fn run(
                 metrics
                     .last_install_writes
                     .store(report.changes.total() as u64, Ordering::Relaxed);
+                if timings {
+                    let steps: Vec<String> = (outcome.timings.iter())
+                        .map(|(what, d)| format!("{what} {:.1}", d.as_secs_f64() * 1e3))
+                        .collect();
+                    let _ = log.send(format!(
+                        "timing: {} ms, install {:.1} ms ({} endpoints, {})",
+                        steps.join(", "),
+                        install_started.elapsed().as_secs_f64() * 1e3,
+                        outcome.endpoints,
+                        report.changes
+                    ));
+                }
                 if outcome.rebuilt {
                     let _ = log.send(format!(
                         "installed node `{}` (model built afresh): {}",

@@ -410,19 +410,24 @@ impl IdentityTable {
         }
     }
 
-    /// Gives each pod the identity of its security labels (`pod_labels`, by inventory index;
-    /// `None` for host-network pods), as [`IdentityTable::allocate_for`] followed by
-    /// [`IdentityTable::keep_numbers`] with this table would: a label set this table has
-    /// keeps its number, new ones get the next numbers past every cluster number it has, in
-    /// allocation-key order, and identities no pod has any more are dropped. Returns what
-    /// came and what went.
-    pub fn assign_pods(&mut self, pod_labels: &[Option<&LabelSet>]) -> (Vec<u32>, Vec<u32>) {
+    /// Takes the pods' identities anew (`pod_identity`, by inventory index: those of pods
+    /// that did not change, moved along with them) and gives each pod of `new` (its index,
+    /// and its security labels; `None` for host-network pods) the identity of its labels,
+    /// as [`IdentityTable::allocate_for`] followed by [`IdentityTable::keep_numbers`] with
+    /// this table would: a label set this table has keeps its number, new ones get the next
+    /// numbers past every cluster number it has, in allocation-key order, and identities no
+    /// pod has any more are dropped. Returns what came and what went.
+    pub fn assign_pods(
+        &mut self,
+        mut pod_identity: Vec<Option<u32>>,
+        new: &[(usize, Option<&LabelSet>)],
+    ) -> (Vec<u32>, Vec<u32>) {
         let is_pods =
             |t: &IdentityTable, id: u32| t.get(id).is_some_and(|i| i.kind == IdentityKind::Pods);
         let mut missing: BTreeMap<String, &LabelSet> = BTreeMap::new();
-        for l in pod_labels.iter().flatten() {
-            if !self.by_labels.get(*l).is_some_and(|id| is_pods(self, *id)) {
-                missing.entry(l.allocation_key()).or_insert(*l);
+        for l in new.iter().filter_map(|(_, l)| *l) {
+            if !self.by_labels.get(l).is_some_and(|id| is_pods(self, *id)) {
+                missing.entry(l.allocation_key()).or_insert(l);
             }
         }
         let next = self
@@ -442,15 +447,13 @@ impl IdentityTable {
             });
             added.push(id);
         }
-        let mut used = std::collections::HashSet::new();
-        self.pod_identity = pod_labels
-            .iter()
-            .map(|l| {
-                let id = self.by_labels.get((*l)?).copied()?;
-                used.insert(id);
-                Some(id)
-            })
-            .collect();
+        for (i, l) in new {
+            if let Some(slot) = pod_identity.get_mut(*i) {
+                *slot = l.and_then(|l| self.by_labels.get(l).copied());
+            }
+        }
+        let used: std::collections::HashSet<u32> = pod_identity.iter().flatten().copied().collect();
+        self.pod_identity = pod_identity;
         let removed: Vec<u32> = self
             .identities
             .iter()

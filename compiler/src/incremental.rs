@@ -49,6 +49,8 @@ pub struct Changed {
     pub gone: BTreeSet<String>,
     /// Whether the ipcache may have changed.
     pub ipcache: bool,
+    /// How long the steps took (for profiling): resolving classes, materializing maps.
+    pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Why a change cannot be applied in place; the model must be built afresh (the
@@ -131,13 +133,16 @@ impl NodeCompiler {
         let prefixes = self.model.policies.prefixes();
         let (came, went) = self.model.identities.set_prefixes(&prefixes);
         let identities = !came.is_empty() || !went.is_empty();
+        let started = std::time::Instant::now();
         let classes = if identities {
             self.compilation
                 .identities_changed(&self.model, &came, &went)
         } else {
             self.compilation.update(&self.model, old, new)
         };
+        let resolved = started.elapsed();
         let mut changed = self.rematerialize(&classes.into_iter().collect(), &HashSet::new());
+        changed.timings.insert(0, ("resolve", resolved));
         changed.ipcache = identities;
         Ok(changed)
     }
@@ -151,7 +156,9 @@ impl NodeCompiler {
             .keys()
             .map(|(ns, name)| format!("{ns}/{name}"))
             .collect();
+        let started = std::time::Instant::now();
         let pods = self.model.update_pods(changes);
+        let merged = started.elapsed();
         if pods.dual_stack_changed {
             return Err(Rebuild::DualStack);
         }
@@ -169,12 +176,15 @@ impl NodeCompiler {
                 &pods.removed,
             ));
         }
+        let resolved = started.elapsed() - merged;
         let mut changed = if pods.named_ports {
             let all: HashSet<Class> = self.compilation.policies.keys().cloned().collect();
             self.rematerialize(&all, &touched)
         } else {
             self.rematerialize(&classes, &touched)
         };
+        changed.timings.insert(0, ("merge pods", merged));
+        changed.timings.insert(1, ("resolve", resolved));
         changed.ipcache = true;
         Ok(changed)
     }
@@ -212,7 +222,9 @@ impl NodeCompiler {
         changed
             .endpoints
             .extend(redo.iter().map(|(n, _)| n.clone()));
+        let started = std::time::Instant::now();
         self.materialize(redo);
+        changed.timings.push(("materialize", started.elapsed()));
         changed
     }
 

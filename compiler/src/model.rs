@@ -360,28 +360,39 @@ impl Model {
         let named_before = inventory.named_ports.clone();
         let old_pods = std::mem::take(&mut inventory.pods);
         let old_labels = std::mem::take(Arc::make_mut(&mut self.pod_labels));
+        let old_ids = std::mem::take(&mut self.identities.pod_identity);
         let mut pods = Vec::with_capacity(old_pods.len() + labelled.len());
         let mut labels = Vec::with_capacity(pods.capacity());
+        let mut ids = Vec::with_capacity(pods.capacity());
+        // The pods that came or changed, by their new index.
+        let mut new: Vec<usize> = Vec::new();
         let mut came = labelled.into_iter().peekable();
-        for (pod, l) in old_pods.into_iter().zip(old_labels) {
+        let old = old_pods.into_iter().zip(old_labels).zip(old_ids);
+        for ((pod, l), id) in old {
             let key = (pod.namespace.as_str(), pod.name.as_str());
             let mut replaced = false;
-            while let Some((k, new)) = came.next_if(|(k, _)| (k.0.as_str(), k.1.as_str()) <= key) {
+            while let Some((k, change)) = came.next_if(|(k, _)| (k.0.as_str(), k.1.as_str()) <= key)
+            {
                 replaced |= (k.0.as_str(), k.1.as_str()) == key;
-                if let Some((p, l)) = new {
+                if let Some((p, l)) = change {
+                    new.push(pods.len());
                     pods.push(p);
                     labels.push(l);
+                    ids.push(None);
                 }
             }
             if !replaced {
                 pods.push(pod);
                 labels.push(l);
+                ids.push(id);
             }
         }
-        for (_, new) in came {
-            if let Some((p, l)) = new {
+        for (_, change) in came {
+            if let Some((p, l)) = change {
+                new.push(pods.len());
                 pods.push(p);
                 labels.push(l);
+                ids.push(None);
             }
         }
         inventory.pods = pods;
@@ -402,13 +413,11 @@ impl Model {
             .config
             .dual_stack
             .unwrap_or_else(|| inventory.is_dual_stack());
-        let of: Vec<Option<&LabelSet>> = inventory
-            .pods
+        let of: Vec<(usize, Option<&LabelSet>)> = new
             .iter()
-            .zip(&labels)
-            .map(|(p, l)| (!p.host_network).then_some(l))
+            .map(|&i| (i, (!inventory.pods[i].host_network).then_some(&labels[i])))
             .collect();
-        let (added, removed) = self.identities.assign_pods(&of);
+        let (added, removed) = self.identities.assign_pods(ids, &of);
         *Arc::make_mut(&mut self.pod_labels) = labels;
         PodChanges {
             added,

@@ -86,22 +86,47 @@ impl NodeState {
     pub fn new(entries: &[IpcacheEntry]) -> Result<Self, Error> {
         let mut ipcache = BTreeMap::new();
         for e in entries {
-            let v = ipcache::encode_value(e, IpcacheLayout::V2)?;
-            let mut value = [0u8; 24];
-            if v.len() != value.len() {
-                return Err(Error::WrongSize {
-                    what: "ipcache value",
-                    expected: value.len(),
-                    actual: v.len(),
-                });
-            }
-            value.copy_from_slice(&v);
-            ipcache.insert(ipcache::encode_key(&e.prefix, 0), value);
+            let (k, v) = ipcache_entry(e)?;
+            ipcache.insert(k, v);
         }
         Ok(NodeState {
             ipcache,
             endpoints: BTreeMap::new(),
         })
+    }
+
+    /// Changes the ipcache from the entries `old` (what it holds) to `new`, both sorted by
+    /// prefix as [`polc_compiler::identity::IdentityTable::ipcache`] gives them: only the
+    /// entries that differ are encoded again.
+    pub fn update_ipcache(
+        &mut self,
+        old: &[IpcacheEntry],
+        new: &[IpcacheEntry],
+    ) -> Result<(), Error> {
+        let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => return Ok(()),
+                (Some(x), Some(y)) if x.prefix == y.prefix => {
+                    if x != y {
+                        let (k, v) = ipcache_entry(y)?;
+                        self.ipcache.insert(k, v);
+                    }
+                    a.next();
+                    b.next();
+                }
+                (Some(x), y) if y.is_none_or(|y| x.prefix < y.prefix) => {
+                    self.ipcache.remove(&ipcache::encode_key(&x.prefix, 0));
+                    a.next();
+                }
+                (_, Some(y)) => {
+                    let (k, v) = ipcache_entry(y)?;
+                    self.ipcache.insert(k, v);
+                    b.next();
+                }
+                (Some(_), None) => unreachable!("handled above"),
+            }
+        }
     }
 
     /// The identity of each prefix of the ipcache (entries that do not decode are left
@@ -126,6 +151,21 @@ impl NodeState {
     pub fn policy_entries(&self) -> usize {
         self.endpoints.values().map(|e| e.policy.len()).sum()
     }
+}
+
+/// One ipcache entry's key and value bytes (cluster ID 0).
+fn ipcache_entry(e: &IpcacheEntry) -> Result<(IpcacheKeyBytes, IpcacheValueBytes), Error> {
+    let v = ipcache::encode_value(e, IpcacheLayout::V2)?;
+    let mut value = [0u8; 24];
+    if v.len() != value.len() {
+        return Err(Error::WrongSize {
+            what: "ipcache value",
+            expected: value.len(),
+            actual: v.len(),
+        });
+    }
+    value.copy_from_slice(&v);
+    Ok((ipcache::encode_key(&e.prefix, 0), value))
 }
 
 #[cfg(test)]
@@ -179,5 +219,34 @@ mod tests {
         assert_eq!(info.flags, abi::ENDPOINT_F_INGRESS_ENFORCED);
         assert_eq!(info.endpoint_id, 9);
         assert_eq!(info.name(), "ns/pod");
+    }
+
+    #[test]
+    fn an_ipcache_update_writes_what_a_fresh_state_has() {
+        let entry = |prefix: &str, identity: u32, tunnel: Option<&str>| IpcacheEntry {
+            prefix: prefix.parse().unwrap(),
+            identity,
+            tunnel_endpoint: tunnel.map(|t| t.parse().unwrap()),
+        };
+        let old = vec![
+            entry("0.0.0.0/0", 2, None),
+            entry("10.0.0.1/32", 256, None),
+            entry("10.0.0.2/32", 257, Some("192.168.0.2")),
+            entry("10.0.0.3/32", 258, None),
+            entry("::/0", 2, None),
+        ];
+        let new = vec![
+            entry("0.0.0.0/0", 2, None),
+            entry("10.0.0.0/24", 16777217, None),
+            entry("10.0.0.2/32", 257, Some("192.168.0.3")),
+            entry("10.0.0.3/32", 259, None),
+            entry("10.0.0.9/32", 260, None),
+            entry("::/0", 2, None),
+        ];
+        let mut state = NodeState::new(&old).unwrap();
+        state.update_ipcache(&old, &new).unwrap();
+        assert_eq!(state.ipcache, NodeState::new(&new).unwrap().ipcache);
+        state.update_ipcache(&new, &[]).unwrap();
+        assert!(state.ipcache.is_empty());
     }
 }

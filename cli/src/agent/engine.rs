@@ -21,6 +21,7 @@
 use crate::live::{Change, KINDS, object_name};
 use polc_compiler::CiliumVersion;
 use polc_compiler::diag::{Diagnostic, Severity};
+use polc_compiler::identity::IpcacheEntry;
 use polc_compiler::incremental::{Changed, NodeCompiler};
 use polc_compiler::inventory::{Inventory, Pod};
 use polc_compiler::ir::{CidrGroup, PolicySet, Rule};
@@ -83,6 +84,8 @@ pub struct Outcome {
     pub read: usize,
     /// Things to say (objects left out, and why).
     pub notes: Vec<String>,
+    /// How long each step took (for profiling, `POLC_TIMINGS`).
+    pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// The agent's state between batches (see the module documentation).
@@ -97,6 +100,8 @@ pub struct Engine {
     state: NodeState,
     /// The endpoints in `state`, by name.
     installed: BTreeMap<String, u16>,
+    /// The entries of `state`'s ipcache (none until the first build).
+    ipcache: Option<Vec<IpcacheEntry>>,
     /// Policy-map capacity.
     capacity: usize,
     /// Endpoints whose new map does not fit: they keep the map they had (as the Cilium
@@ -132,6 +137,7 @@ impl Engine {
             ids: names.clone(),
             state: installed,
             installed: names,
+            ipcache: None,
             capacity,
             overflowing: BTreeMap::new(),
         }
@@ -172,6 +178,11 @@ impl Engine {
     /// brings the node's state in line with them.
     pub fn apply(&mut self, changes: Vec<Change>) -> Result<Outcome, String> {
         let mut out = Outcome::default();
+        let mut clock = std::time::Instant::now();
+        let mut lap = |out: &mut Outcome, what: &'static str| {
+            out.timings.push((what, clock.elapsed()));
+            clock = std::time::Instant::now();
+        };
         let mut policies: BTreeSet<(usize, (String, String))> = BTreeSet::new();
         let mut groups: Vec<CidrGroup> = Vec::new();
         let mut pods: BTreeMap<(String, String), Option<Pod>> = BTreeMap::new();
@@ -237,6 +248,7 @@ impl Engine {
                 }
             }
         }
+        lap(&mut out, "read");
         // Lower the changed policies (with the groups as they are now); the users of a
         // changed group that did not change themselves have their rules before still.
         for (kind, key) in &policies {
@@ -250,12 +262,16 @@ impl Engine {
                 out.notes.extend(r.lower_error.clone());
             }
         }
+        lap(&mut out, "lower");
         if !rebuild {
             match self.update_in_place(&policies, old, pods) {
                 Ok(changed) => {
                     out.endpoints = changed.endpoints.len();
                     out.gone = changed.gone.len();
+                    out.timings.extend(changed.timings.iter().copied());
+                    lap(&mut out, "compile");
                     self.sync_state(&changed)?;
+                    lap(&mut out, "convert");
                 }
                 Err(()) => rebuild = true,
             }
@@ -264,6 +280,7 @@ impl Engine {
             out.rebuilt = true;
             self.rebuild()?;
             out.endpoints = self.installed.len();
+            lap(&mut out, "rebuild");
         }
         Ok(out)
     }
@@ -299,6 +316,7 @@ impl Engine {
             changed.endpoints.extend(more.endpoints);
             changed.gone.extend(more.gone);
             changed.ipcache |= more.ipcache;
+            changed.timings.extend(more.timings);
         }
         Ok(changed)
     }
@@ -348,6 +366,7 @@ impl Engine {
                 .cloned()
                 .collect(),
             ipcache: true,
+            timings: Vec::new(),
         };
         self.sync_state(&all)?;
         // What the node had that is no endpoint now (nameless, or renamed).
@@ -410,9 +429,12 @@ impl Engine {
         if changed.ipcache {
             let model = compiled.model();
             let cache = model.identities.ipcache(&model.inventory, &self.node);
-            self.state.ipcache = NodeState::new(&cache)
-                .map_err(|e| format!("ipcache: {e}"))?
-                .ipcache;
+            match &self.ipcache {
+                Some(old) => self.state.update_ipcache(old, &cache),
+                None => NodeState::new(&cache).map(|s| self.state.ipcache = s.ipcache),
+            }
+            .map_err(|e| format!("ipcache: {e}"))?;
+            self.ipcache = Some(cache);
         }
         self.ids = compiled.ids();
         Ok(())
