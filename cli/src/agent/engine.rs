@@ -563,3 +563,302 @@ fn error_of(name: &str, file: &SourceFile, diags: &[Diagnostic]) -> Option<Strin
         d.message
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polc_compiler::source::SourceMap;
+    use serde_json::{Value, json};
+
+    /// The objects of the small generated cluster as the API server serves them: (kind
+    /// index, key, JSON text).
+    fn cluster() -> BTreeMap<(usize, (String, String)), Value> {
+        let mut out = BTreeMap::new();
+        let files = polc_compiler::r#gen::generate(&polc_compiler::r#gen::Scale::small());
+        for (i, f) in files.iter().enumerate() {
+            let file = SourceFile::new(f.path.clone(), f.text.clone());
+            let mut diags = Vec::new();
+            let docs = polc_compiler::yaml::parse_stream(
+                FileId(i as u32),
+                &file,
+                polc_compiler::yaml::Limits::default(),
+                &mut diags,
+            );
+            for doc in docs {
+                let json = crate::input::yaml_to_json(&doc.root);
+                let items = match json["kind"].as_str() {
+                    Some("List") => json["items"].as_array().cloned().unwrap_or_default(),
+                    _ => vec![json],
+                };
+                for item in items {
+                    let Some(k) = KINDS.iter().position(|k| item["kind"] == k.kind) else {
+                        continue;
+                    };
+                    let ns = item["metadata"]["namespace"].as_str().unwrap_or("");
+                    let name = item["metadata"]["name"].as_str().unwrap_or("");
+                    out.insert((k, (ns.to_string(), name.to_string())), item);
+                }
+            }
+        }
+        out
+    }
+
+    fn kind(name: &str) -> usize {
+        KINDS.iter().position(|k| k.kind == name).unwrap()
+    }
+
+    /// The node's state compiled afresh from `objects` (those with an error left out),
+    /// with the identities numbered as `engine` numbers them: each endpoint by name (its
+    /// ID aside), and the ipcache.
+    type Compared = (BTreeMap<String, (u32, bool, bool, usize)>, usize);
+
+    fn compared(state: &NodeState) -> (Compared, NodeState) {
+        let eps = state
+            .endpoints
+            .values()
+            .map(|e| {
+                let digest = hash_of(&format!("{:?}", e.policy));
+                (
+                    e.name.clone(),
+                    (
+                        e.identity,
+                        e.ingress_enforced,
+                        e.egress_enforced,
+                        digest as usize,
+                    ),
+                )
+            })
+            .collect();
+        ((eps, state.ipcache.len()), state.clone())
+    }
+
+    fn fresh(engine: &Engine, objects: &BTreeMap<(usize, (String, String)), Value>) -> NodeState {
+        let mut sources = SourceMap::new();
+        for ((k, (ns, name)), v) in objects {
+            sources.add(SourceFile::new(
+                object_name(KINDS[*k].kind, ns, name),
+                v.to_string(),
+            ));
+        }
+        let opts = polc_compiler::Options::default();
+        let (objects, read) = polc_compiler::read_files(&sources, &opts);
+        let mut diags = read;
+        diags.extend(polc_compiler::check(&objects, &opts).diags);
+        let bad: BTreeSet<u32> = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.loc.file.0)
+            .collect();
+        let kept: Vec<Object> = objects
+            .into_iter()
+            .filter(|o| !bad.contains(&o.loc.file.0))
+            .collect();
+        let mut policies = polc_compiler::check(&kept, &opts).policies;
+        let (inventory, _) = Inventory::from_objects(&kept, "default");
+        inventory.bind_services(&mut policies);
+        let mut model = Model::from_parts(policies, inventory, Config::default());
+        model
+            .identities
+            .keep_numbers(&engine.model().unwrap().identities);
+        let (state, _) =
+            crate::commands::load::node_state_with(&model, &engine.node, |_, _| {}).unwrap();
+        state
+    }
+
+    fn assert_same(
+        engine: &Engine,
+        objects: &BTreeMap<(usize, (String, String)), Value>,
+        step: &str,
+    ) {
+        let (a, sa) = compared(engine.state());
+        let (b, sb) = compared(&fresh(engine, objects));
+        assert_eq!(
+            a.0.keys().collect::<Vec<_>>(),
+            b.0.keys().collect::<Vec<_>>(),
+            "{step}"
+        );
+        for (name, x) in &a.0 {
+            assert_eq!(x, &b.0[name], "endpoint {name} after {step}");
+        }
+        assert_eq!(sa.ipcache, sb.ipcache, "ipcache after {step}");
+    }
+
+    #[test]
+    fn the_engine_equals_a_compile_afresh_after_every_change() {
+        let mut objects = cluster();
+        let pods = kind("Pod");
+        let node = {
+            let mut count: BTreeMap<String, usize> = BTreeMap::new();
+            for ((k, _), v) in &objects {
+                if *k == pods {
+                    *count
+                        .entry(v["spec"]["nodeName"].as_str().unwrap_or("").into())
+                        .or_default() += 1;
+                }
+            }
+            count.into_iter().max_by_key(|(_, n)| *n).unwrap().0
+        };
+        let mut engine = Engine::new(
+            &node,
+            CiliumVersion::default(),
+            "default",
+            NodeState::default(),
+            65536,
+        );
+        let all: Vec<Change> = objects
+            .iter()
+            .map(|((k, key), v)| (*k, key.clone(), Some(v.to_string())))
+            .collect();
+        assert!(engine.apply(all).unwrap().rebuilt);
+        assert_same(&engine, &objects, "the first batch");
+
+        let first = |objects: &BTreeMap<(usize, (String, String)), Value>, k: usize| {
+            objects.keys().find(|(i, _)| *i == k).unwrap().clone()
+        };
+        let cnp = first(&objects, kind("CiliumNetworkPolicy"));
+        let group = first(&objects, kind("CiliumCIDRGroup"));
+        let service = first(&objects, kind("Service"));
+        let namespace = first(&objects, kind("Namespace"));
+        let local_pod = objects
+            .iter()
+            .find(|((k, _), v)| *k == pods && v["spec"]["nodeName"] == json!(node))
+            .map(|(k, _)| k.clone())
+            .unwrap();
+        type Edit = Box<
+            dyn Fn(&mut BTreeMap<(usize, (String, String)), Value>) -> (usize, (String, String)),
+        >;
+        let edits: Vec<(&str, bool, Edit)> = vec![
+            (
+                "a CNP changes",
+                false,
+                Box::new({
+                    let cnp = cnp.clone();
+                    move |o| {
+                        let v = o.get_mut(&cnp).unwrap();
+                        v["metadata"]["labels"] = json!({"edited": "yes"});
+                        v["spec"]["ingress"] = json!([{"fromEntities": ["world"], "toPorts": [{"ports": [{"port": "4444", "protocol": "TCP"}]}]}]);
+                        cnp.clone()
+                    }
+                }),
+            ),
+            (
+                "a CNP that uses a group comes",
+                false,
+                Box::new({
+                    let (ns, name) = (cnp.1.0.clone(), group.1.1.clone());
+                    move |o| {
+                        let key = (
+                            kind("CiliumNetworkPolicy"),
+                            (ns.clone(), "uses-group".to_string()),
+                        );
+                        o.insert(key.clone(), json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+                        "metadata": {"name": "uses-group", "namespace": ns},
+                        "spec": {"endpointSelector": {}, "ingress": [{"fromCIDRSet": [{"cidrGroupRef": name}]}]}}));
+                        key
+                    }
+                }),
+            ),
+            (
+                "the group grows",
+                false,
+                Box::new({
+                    let group = group.clone();
+                    move |o| {
+                        let v = o.get_mut(&group).unwrap();
+                        let cidrs = v["spec"]["externalCIDRs"].as_array_mut().unwrap();
+                        cidrs.push(json!("192.0.2.0/24"));
+                        group.clone()
+                    }
+                }),
+            ),
+            (
+                "an invalid CNP comes",
+                false,
+                Box::new({
+                    let ns = cnp.1.0.clone();
+                    move |o| {
+                        let key = (
+                            kind("CiliumNetworkPolicy"),
+                            (ns.clone(), "invalid".to_string()),
+                        );
+                        o.insert(
+                            key.clone(),
+                            json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+                        "metadata": {"name": "invalid", "namespace": ns},
+                        "spec": {"endpointSelector": {}, "ingress": [{"fromCIDR": ["10.0.0.1"]}]}}),
+                        );
+                        key
+                    }
+                }),
+            ),
+            (
+                "a pod on the node changes its labels",
+                false,
+                Box::new({
+                    let p = local_pod.clone();
+                    move |o| {
+                        o.get_mut(&p).unwrap()["metadata"]["labels"]["tier"] = json!("moved");
+                        p.clone()
+                    }
+                }),
+            ),
+            (
+                "a pod on the node goes",
+                false,
+                Box::new({
+                    let p = local_pod.clone();
+                    move |o| {
+                        o.remove(&p);
+                        p.clone()
+                    }
+                }),
+            ),
+            (
+                "a service changes its selector",
+                true,
+                Box::new({
+                    let s = service.clone();
+                    move |o| {
+                        o.get_mut(&s).unwrap()["spec"]["selector"] =
+                            json!({"app": "something-else"});
+                        s.clone()
+                    }
+                }),
+            ),
+            (
+                "a namespace is relabelled",
+                true,
+                Box::new({
+                    let n = namespace.clone();
+                    move |o| {
+                        o.get_mut(&n).unwrap()["metadata"]["labels"]["team"] = json!("new-team");
+                        n.clone()
+                    }
+                }),
+            ),
+            (
+                "the CNP goes",
+                false,
+                Box::new({
+                    let cnp = cnp.clone();
+                    move |o| {
+                        o.remove(&cnp);
+                        cnp.clone()
+                    }
+                }),
+            ),
+        ];
+        for (what, rebuilds, edit) in edits {
+            let key = edit(&mut objects);
+            let text = objects.get(&key).map(Value::to_string);
+            let out = engine.apply(vec![(key.0, key.1, text)]).unwrap();
+            assert_eq!(out.rebuilt, rebuilds, "{what}");
+            assert_same(&engine, &objects, what);
+        }
+        assert_eq!(
+            engine.invalid(),
+            1,
+            "the invalid CNP is left out and counted"
+        );
+    }
+}
