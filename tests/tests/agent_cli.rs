@@ -125,43 +125,7 @@ fn the_agent_follows_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake_api::kubeconfig(dir.path(), port);
     let metrics_port = 19963;
-    let log = SharedLog::default();
-    {
-        let ns = std::path::PathBuf::from("/run/netns").join(&g.netns);
-        let (kubeconfig, pins) = (
-            kubeconfig.to_str().unwrap().to_string(),
-            g.pins.to_str().unwrap().to_string(),
-        );
-        // Runs until the test process ends; its log is kept for failures.
-        let log = log.clone();
-        std::thread::spawn(move || {
-            let _ = polc_ebpf::sys::in_netns(&ns, || {
-                let mut input: &[u8] = b"";
-                let (mut out, mut err) = (Vec::new(), log);
-                let mut io = polc_cli::Io {
-                    stdin: &mut input,
-                    stdout: &mut out,
-                    stderr: &mut err,
-                    stdout_is_terminal: false,
-                };
-                polc_cli::run(
-                    [
-                        "polc",
-                        "agent",
-                        "--node",
-                        "node-1",
-                        "--kubeconfig",
-                        &kubeconfig,
-                        "--bpffs-root",
-                        &pins,
-                        "--metrics",
-                        &format!("127.0.0.1:{metrics_port}"),
-                    ],
-                    &mut io,
-                )
-            });
-        });
-    }
+    let log = start_agent(&g, &kubeconfig, metrics_port, &[]);
     let limit = Duration::from_secs(30);
     let said = || String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
     let first = std::time::Instant::now();
@@ -256,5 +220,113 @@ fn the_agent_follows_the_cluster() {
     eprintln!(
         "event to install, last: {} s",
         metric(&m, "polc_agent_last_event_to_install_seconds")
+    );
+}
+
+/// Runs `polc agent` for node-1 inside the namespace of `g` (until the test process ends),
+/// with `more` arguments; returns its standard error, kept for failures.
+fn start_agent(
+    g: &Netns,
+    kubeconfig: &std::path::Path,
+    metrics_port: u16,
+    more: &[&str],
+) -> SharedLog {
+    let log = SharedLog::default();
+    let ns = std::path::PathBuf::from("/run/netns").join(&g.netns);
+    let (kubeconfig, pins) = (
+        kubeconfig.to_str().unwrap().to_string(),
+        g.pins.to_str().unwrap().to_string(),
+    );
+    let more: Vec<String> = more.iter().map(|s| s.to_string()).collect();
+    let err = log.clone();
+    std::thread::spawn(move || {
+        let _ = polc_ebpf::sys::in_netns(&ns, || {
+            let mut input: &[u8] = b"";
+            let (mut out, mut err) = (Vec::new(), err);
+            let mut io = polc_cli::Io {
+                stdin: &mut input,
+                stdout: &mut out,
+                stderr: &mut err,
+                stdout_is_terminal: false,
+            };
+            let metrics = format!("127.0.0.1:{metrics_port}");
+            let mut argv = vec![
+                "polc",
+                "agent",
+                "--node",
+                "node-1",
+                "--kubeconfig",
+                &kubeconfig,
+                "--bpffs-root",
+                &pins,
+                "--metrics",
+                &metrics,
+            ];
+            argv.extend(more.iter().map(String::as_str));
+            polc_cli::run(argv, &mut io)
+        });
+    });
+    log
+}
+
+#[test]
+fn an_endpoint_whose_map_overflows_keeps_what_it_had() {
+    let Some(g) = common::throwaway_netns("ao") else {
+        return;
+    };
+    let fake = cluster();
+    let port = fake_api::start_in(
+        fake.clone(),
+        &std::path::PathBuf::from("/run/netns").join(&g.netns),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake_api::kubeconfig(dir.path(), port);
+    let metrics_port = 19962;
+    let log = start_agent(&g, &kubeconfig, metrics_port, &["--policy-map-max", "16"]);
+    let limit = Duration::from_secs(30);
+    let said = || String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    common::eventually("the first install", limit, || {
+        get(&g, metrics_port, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
+    let fits = entries(&g, "app/api").unwrap();
+    assert!(fits <= 16, "{fits}");
+    // Thirty ports do not fit: the endpoint keeps the map it had, the rest of the node
+    // goes on, and the metrics and the log say so.
+    let many: Vec<String> = (8000..8030).map(|p| p.to_string()).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    while !fake.watching("ciliumnetworkpolicies") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fake.event("ciliumnetworkpolicies", "MODIFIED", &api_policy(&many));
+    common::eventually("the overflow reported", limit, || {
+        get(&g, metrics_port, "/metrics")
+            .is_some_and(|(_, m)| metric(&m, "polc_agent_overflowing_endpoints") == 1.0)
+    });
+    assert_eq!(entries(&g, "app/api"), Some(fits), "the map it had");
+    let (status, _) = get(&g, metrics_port, "/healthz").unwrap();
+    assert_eq!(status, 200);
+    assert!(said().contains("endpoint `app/api` needs"), "{}", said());
+    // A pod that comes meanwhile is installed.
+    fake.event("pods", "ADDED", &pod("late", "late", "10.244.1.12"));
+    common::eventually("the new pod installed", limit, || {
+        entries(&g, "app/late").is_some()
+    });
+    // Two ports fit again.
+    fake.event(
+        "ciliumnetworkpolicies",
+        "MODIFIED",
+        &api_policy(&["8080", "9090"]),
+    );
+    common::eventually("the overflow gone", limit, || {
+        get(&g, metrics_port, "/metrics")
+            .is_some_and(|(_, m)| metric(&m, "polc_agent_overflowing_endpoints") == 0.0)
+    });
+    assert!(entries(&g, "app/api").unwrap() > fits);
+    let (_, m) = get(&g, metrics_port, "/metrics").unwrap();
+    assert_eq!(metric(&m, "polc_agent_install_errors_total"), 0.0, "{m}");
+    assert_eq!(
+        metric(&m, "polc_agent_events_installed_total"),
+        metric(&m, "polc_agent_events_total"),
+        "{m}"
     );
 }

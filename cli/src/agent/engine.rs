@@ -189,11 +189,25 @@ impl Engine {
         let mut rebuild = self.compiled.is_none();
         // The rules of the policies that change, before.
         let mut old: Vec<Rule> = Vec::new();
-        for (kind, key, text) in changes {
+        // Read what changed, in parallel (the first batch holds every object).
+        let reads: Vec<Option<Read>> = {
+            use rayon::prelude::*;
+            let (objects, version) = (&self.objects, self.config.version);
+            changes
+                .par_iter()
+                .map(|(kind, key, text)| {
+                    let text = text.as_deref()?;
+                    let unchanged =
+                        (objects[*kind].get(key)).is_some_and(|b| b.hash == hash_of(text));
+                    (!unchanged).then(|| read(*kind, key, text, version))
+                })
+                .collect()
+        };
+        for ((kind, key, text), read) in changes.into_iter().zip(reads) {
             let r = role(kind);
             let before = self.objects[kind].get(&key);
-            let hash = text.as_deref().map(hash_of);
-            if hash.is_some() && hash == before.map(|b| b.hash) {
+            if text.is_some() && read.is_none() {
+                // The same text again (a list after a reconnect).
                 continue;
             }
             if let Some(b) = before {
@@ -202,13 +216,12 @@ impl Engine {
             if r == Role::Group {
                 groups.extend(before.and_then(|b| group_of(b.used())));
             }
-            match text {
+            match read {
                 None => {
                     self.objects[kind].remove(&key);
                 }
-                Some(text) => {
+                Some(read) => {
                     out.read += 1;
-                    let read = self.read(kind, &key, &text);
                     if let Some(e) = &read.error {
                         out.notes.push(e.clone());
                     }
@@ -463,36 +476,37 @@ impl Engine {
             cidr_groups: self.groups.clone(),
         }
     }
+}
 
-    /// Reads one object's text: parsed, validated, and (a policy) lowered.
-    fn read(&mut self, kind: usize, key: &(String, String), text: &str) -> Read {
-        let k = &KINDS[kind];
-        let name = format!("cluster: {}", object_name(k.kind, &key.0, &key.1));
-        let file = SourceFile::new(name.clone(), text.to_string());
-        let opts = polc_compiler::Options {
-            version: self.config.version,
-            ..polc_compiler::Options::default()
-        };
-        let (mut objects, mut diags) = polc_compiler::read_file(FileId(0), &file, &opts);
-        if k.policy {
-            diags.extend(polc_compiler::validate::check(&objects, &opts).into_vec());
-        }
-        let mut read = Read {
-            hash: hash_of(text),
-            object: None,
-            error: error_of(&name, &file, &diags),
-            lower_error: None,
-            lowered: Vec::new(),
-            rules: Vec::new(),
-        };
-        if objects.len() != 1 && read.error.is_none() {
-            read.error = Some(format!("{name}: not one object"));
-        }
-        if read.error.is_none() {
-            read.object = objects.pop();
-        }
-        read
+/// Reads one object's text: parsed and validated (a policy is lowered later, with the CIDR
+/// groups of its batch).
+fn read(kind: usize, key: &(String, String), text: &str, version: CiliumVersion) -> Read {
+    let k = &KINDS[kind];
+    let name = format!("cluster: {}", object_name(k.kind, &key.0, &key.1));
+    let file = SourceFile::new(name.clone(), text.to_string());
+    let opts = polc_compiler::Options {
+        version,
+        ..polc_compiler::Options::default()
+    };
+    let (mut objects, mut diags) = polc_compiler::read_file(FileId(0), &file, &opts);
+    if k.policy {
+        diags.extend(polc_compiler::validate::check(&objects, &opts).into_vec());
     }
+    let mut read = Read {
+        hash: hash_of(text),
+        object: None,
+        error: error_of(&name, &file, &diags),
+        lower_error: None,
+        lowered: Vec::new(),
+        rules: Vec::new(),
+    };
+    if objects.len() != 1 && read.error.is_none() {
+        read.error = Some(format!("{name}: not one object"));
+    }
+    if read.error.is_none() {
+        read.object = objects.pop();
+    }
+    read
 }
 
 impl Read {
