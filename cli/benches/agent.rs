@@ -9,15 +9,16 @@
 //!   CNP selecting pods on the node, and CHANGES times a new `toCIDR` prefix (a new CIDR
 //!   identity); timed outside (from the event sent to `/metrics` showing the install done)
 //!   and by the agent (`polc_agent_last_event_to_install_seconds`);
-//! - pod churn: RATE pod events per second (a pod added, and one added earlier deleted;
-//!   one in twenty on the node) for SECONDS; the throughput is the events sent over the
-//!   time until the agent has installed the last of them, and the node's endpoint count
-//!   must then be right;
+//! - pod churn: RATE pod events per second (a pod added, and the oldest churned pod, about a
+//!   second old, deleted; spread over the nodes, and with LOCAL_EVERY=N one in N more on the
+//!   agent's node) for SECONDS; the throughput is the
+//!   events sent over the time until the agent has installed the last of them, and the
+//!   node's endpoint count must then be right;
 //! - the agent's memory (resident, and its peak).
 //!
 //! `cargo bench -p polc --bench agent` (env CHANGES, default 30; RATE, default 2000; SECONDS,
-//! default 10; POLICY_MAP_MAX, default 65536: the generated policies overflow 16,384 entries
-//! on some endpoints). Under `cargo test --all-targets` it runs once on the small cluster with a
+//! default 10; LOCAL_EVERY, default 0; POLICY_MAP_MAX, default 65536: the generated policies
+//! overflow 16,384 entries on some endpoints). Under `cargo test --all-targets` it runs once on the small cluster with a
 //! few changes and a short churn, and fails if the agent does not keep up. It needs root
 //! and a bpffs at /sys/fs/bpf; without them it says so and does nothing.
 
@@ -192,8 +193,12 @@ fn main() {
     }
     let changes = env_or("CHANGES", if full { 30 } else { 3 }) as usize;
     let rate = env_or("RATE", if full { 2000 } else { 200 });
+    let rate = rate.max(2);
     let seconds = env_or("SECONDS", if full { 10 } else { 2 });
     let map_max = env_or("POLICY_MAP_MAX", 65536);
+    // One churned pod in LOCAL_EVERY also goes to the agent's node (0: they spread over the
+    // nodes evenly, one in 400 on it).
+    let local_every = env_or("LOCAL_EVERY", 0) as usize;
     let scale = if full {
         polc_compiler::r#gen::Scale::users()
     } else {
@@ -323,7 +328,9 @@ fn main() {
         summary(name, outside, inside);
     }
 
-    // Pod churn: a pod added, then one added 100 events earlier deleted, alternately.
+    // Pod churn: a pod added, then the oldest churned pod deleted, alternately, with about
+    // RATE/2 churned pods alive (each lives about a second: a batch does not see a pod come
+    // and go, which would cancel out).
     let events_before = agent.metric("polc_agent_events_installed_total");
     let endpoints_before = agent.metric("polc_agent_endpoints");
     let recomputes_before = agent.metric("polc_agent_recomputes_total");
@@ -337,7 +344,7 @@ fn main() {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        if k % 2 == 1 && live.len() > 50 {
+        if k % 2 == 1 && live.len() as u64 > rate / 2 {
             let p = live.pop_front().unwrap();
             local_live -= i64::from(on_node(&p));
             fake.event("pods", "DELETED", &p);
@@ -350,10 +357,10 @@ fn main() {
         p["metadata"]["resourceVersion"] = json!((k + 100).to_string());
         p["status"]["podIP"] = json!(ip);
         p["status"]["podIPs"] = json!([{"ip": ip}]);
-        p["spec"]["nodeName"] = json!(if k % 20 == 0 {
+        p["spec"]["nodeName"] = json!(if local_every > 0 && k % local_every == 0 {
             node.clone()
         } else {
-            nodes[k % nodes.len()].clone()
+            nodes[(k / 2) % nodes.len()].clone()
         });
         local_live += i64::from(on_node(&p));
         fake.event("pods", "ADDED", &p);

@@ -352,9 +352,13 @@ pub async fn run(
                         .map(|(what, d)| format!("{what} {:.1}", d.as_secs_f64() * 1e3))
                         .collect();
                     let _ = log.send(format!(
-                        "timing: {} ms, install {:.1} ms ({} endpoints, {})",
+                        "timing: {} ms, install {:.1} ms ({} objects read, identities +{} -{}, \
+                         {} endpoints, {})",
                         steps.join(", "),
                         install_started.elapsed().as_secs_f64() * 1e3,
+                        outcome.read,
+                        outcome.identities.0,
+                        outcome.identities.1,
                         outcome.endpoints,
                         report.changes
                     ));

@@ -51,6 +51,8 @@ pub struct Changed {
     pub ipcache: bool,
     /// How long the steps took (for profiling): resolving classes, materializing maps.
     pub timings: Vec<(&'static str, std::time::Duration)>,
+    /// Identities that came and went.
+    pub identities: (usize, usize),
 }
 
 /// Why a change cannot be applied in place; the model must be built afresh (the
@@ -143,6 +145,7 @@ impl NodeCompiler {
         let resolved = started.elapsed();
         let mut changed = self.rematerialize(&classes.into_iter().collect(), &HashSet::new());
         changed.timings.insert(0, ("resolve", resolved));
+        changed.identities = (came.len(), went.len());
         changed.ipcache = identities;
         Ok(changed)
     }
@@ -183,6 +186,7 @@ impl NodeCompiler {
         } else {
             self.rematerialize(&classes, &touched)
         };
+        changed.identities = (pods.added.len(), pods.removed.len());
         changed.timings.insert(0, ("merge pods", merged));
         changed.timings.insert(1, ("resolve", resolved));
         changed.ipcache = true;

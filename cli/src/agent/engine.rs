@@ -86,6 +86,8 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// How long each step took (for profiling, `POLC_TIMINGS`).
     pub timings: Vec<(&'static str, std::time::Duration)>,
+    /// Identities that came and went (in place; a rebuild renumbers).
+    pub identities: (usize, usize),
 }
 
 /// The agent's state between batches (see the module documentation).
@@ -282,6 +284,7 @@ impl Engine {
                     out.endpoints = changed.endpoints.len();
                     out.gone = changed.gone.len();
                     out.timings.extend(changed.timings.iter().copied());
+                    out.identities = changed.identities;
                     lap(&mut out, "compile");
                     self.sync_state(&changed)?;
                     lap(&mut out, "convert");
@@ -330,6 +333,8 @@ impl Engine {
             changed.gone.extend(more.gone);
             changed.ipcache |= more.ipcache;
             changed.timings.extend(more.timings);
+            changed.identities.0 += more.identities.0;
+            changed.identities.1 += more.identities.1;
         }
         Ok(changed)
     }
@@ -380,6 +385,7 @@ impl Engine {
                 .collect(),
             ipcache: true,
             timings: Vec::new(),
+            identities: (0, 0),
         };
         self.sync_state(&all)?;
         // What the node had that is no endpoint now (nameless, or renamed).
