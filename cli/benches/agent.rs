@@ -11,9 +11,8 @@
 //!   and by the agent (`polc_agent_last_event_to_install_seconds`);
 //! - pod churn: RATE pod events per second (a pod added, and the oldest churned pod, about a
 //!   second old, deleted; spread over the nodes, and with LOCAL_EVERY=N one in N more on the
-//!   agent's node) for SECONDS; the throughput is the
-//!   events sent over the time until the agent has installed the last of them, and the
-//!   node's endpoint count must then be right;
+//!   agent's node) for SECONDS; the throughput is the events sent over the time until the
+//!   agent has installed the last of them, and the node's endpoint count must then be right;
 //! - the agent's memory (resident, and its peak).
 //!
 //! `cargo bench -p polc --bench agent` (env CHANGES, default 30; RATE, default 2000; SECONDS,
