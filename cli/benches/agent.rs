@@ -17,7 +17,8 @@
 //!
 //! `cargo bench -p polc --bench agent` (env CHANGES, default 30; RATE, default 2000; SECONDS,
 //! default 10; LOCAL_EVERY, default 0; POLICY_MAP_MAX, default 65536: the generated policies
-//! overflow 16,384 entries on some endpoints). Under `cargo test --all-targets` it runs once on the small cluster with a
+//! overflow 16,384 entries on some endpoints; PROXY_CONFIG=1: the agent writes the proxy's
+//! configuration too). Under `cargo test --all-targets` it runs once on the small cluster with a
 //! few changes and a short churn, and fails if the agent does not keep up. It needs root
 //! and a bpffs at /sys/fs/bpf; without them it says so and does nothing.
 
@@ -256,6 +257,15 @@ fn main() {
     let log_path = std::env::temp_dir().join("polc-agent-bench.log");
     let log = std::fs::File::create(&log_path).unwrap();
     println!("the agent's log: {}", log_path.display());
+    // PROXY_CONFIG=1: the agent also writes the node's proxy configuration after every batch.
+    let proxy_config: Vec<String> = if env_or("PROXY_CONFIG", 0) == 1 {
+        vec![
+            "--proxy-config".into(),
+            dir.path().join("proxy.json").display().to_string(),
+        ]
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_polc"))
         .args(["agent", "--node", &node, "--kubeconfig"])
@@ -266,6 +276,7 @@ fn main() {
         // The generated users' policies give some endpoints more than 16,384 entries (as
         // `polc compile` warns); such clusters run with the largest maps.
         .args(["--policy-map-max", &map_max.to_string()])
+        .args(&proxy_config)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -41,7 +41,8 @@ pub struct AgentArgs {
     /// Where the datapath is pinned (one directory per node).
     #[arg(long, default_value = loader::DEFAULT_ROOT, value_name = "DIR")]
     pub bpffs_root: PathBuf,
-    /// Capacity of each endpoint's policy map.
+    /// Capacity of each endpoint's policy map. An endpoint whose map would not fit keeps the
+    /// map it had (a new one denies everything) until it fits, and is reported.
     #[arg(long, default_value_t = 16384, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub policy_map_max: u32,
