@@ -250,13 +250,17 @@ pub async fn run(
         .as_ref()
         .map(|l| l.installed().state.clone())
         .unwrap_or_default();
-    let mut engine = Some(Engine::new(
+    let mut engine = Engine::new(
         &settings.node,
         settings.cilium_version,
         &settings.cluster_name,
         installed,
         settings.policy_map_max as usize,
-    ));
+    );
+    if settings.proxy_config.is_some() {
+        engine = engine.with_proxy();
+    }
+    let mut engine = Some(engine);
     // Events taken but not yet installed.
     let mut pending: u64 = 0;
     while let Some(first) = rx.recv().await {
@@ -290,7 +294,7 @@ pub async fn run(
         let (e, compiled) = tokio::task::spawn_blocking(move || {
             let r = e.apply(changes).and_then(|outcome| {
                 let attachments = attachments(&s, &e)?;
-                let proxy = s.proxy_config.as_ref().and_then(|_| proxy_config(&e));
+                let proxy = s.proxy_config.as_ref().and_then(|_| e.proxy_config());
                 Ok((outcome, attachments, proxy))
             });
             (e, r)
@@ -465,25 +469,6 @@ fn attachments(s: &Settings, engine: &Engine) -> Result<Vec<Attachment>, String>
     }
     out.extend(s.uplinks.iter().map(|i| crate::commands::load::uplink(i)));
     Ok(out)
-}
-
-/// The node's `polc proxy` configuration.
-fn proxy_config(engine: &Engine) -> Option<crate::proxy::config::Config> {
-    let (compiled, model) = (engine.compiled()?, engine.model()?);
-    let node = compiled.node();
-    let cache = model.identities.ipcache(&model.inventory, node);
-    let mut config = crate::proxy::config::Config::new(
-        model,
-        node,
-        &polc_compiler::mapstate::ProxyPorts::default(),
-        &cache,
-    );
-    for e in compiled.endpoints().values() {
-        let (ep, id) = (e.endpoint.endpoint, e.endpoint.endpoint_id);
-        let rules = polc_ebpf::npds::network_policy(model, ep, id, &e.policy);
-        config.add_endpoint(model, ep, id, rules, &e.policy);
-    }
-    Some(config)
 }
 
 /// The device of each of `node`'s pods, from the node's routing table: the device of the host

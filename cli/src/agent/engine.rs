@@ -104,6 +104,9 @@ pub struct Engine {
     installed: BTreeMap<String, u16>,
     /// The entries of `state`'s ipcache (none until the first build).
     ipcache: Option<Vec<IpcacheEntry>>,
+    /// Each endpoint's NPDS rules, when the proxy's configuration is wanted
+    /// ([`Engine::with_proxy`]).
+    npds: Option<BTreeMap<String, serde_json::Value>>,
     /// Policy-map capacity.
     capacity: usize,
     /// Endpoints whose new map does not fit: they keep the map they had (as the Cilium
@@ -140,9 +143,42 @@ impl Engine {
             state: installed,
             installed: names,
             ipcache: None,
+            npds: None,
             capacity,
             overflowing: BTreeMap::new(),
         }
+    }
+
+    /// Keeps what the proxy's configuration needs ([`Engine::proxy_config`]).
+    pub fn with_proxy(mut self) -> Engine {
+        self.npds = Some(BTreeMap::new());
+        self
+    }
+
+    /// The node's `polc proxy` configuration (with [`Engine::with_proxy`], after a build):
+    /// each endpoint's NPDS rules are worked out when its map changes, not per batch.
+    pub fn proxy_config(&self) -> Option<crate::proxy::config::Config> {
+        let (compiled, npds, cache) = (
+            self.compiled.as_ref()?,
+            self.npds.as_ref()?,
+            self.ipcache.as_ref()?,
+        );
+        let model = compiled.model();
+        let mut config = crate::proxy::config::Config::new(
+            model,
+            &self.node,
+            &polc_compiler::mapstate::ProxyPorts::default(),
+            cache,
+        );
+        let mut endpoints: Vec<(&String, &polc_compiler::incremental::NodeEndpoint)> =
+            compiled.endpoints().iter().collect();
+        endpoints.sort_by_key(|(_, e)| e.endpoint.endpoint_id);
+        for (name, e) in endpoints {
+            let (ep, id) = (e.endpoint.endpoint, e.endpoint.endpoint_id);
+            let rules = npds.get(name).cloned().unwrap_or_default();
+            config.add_endpoint(model, ep, id, rules, &e.policy);
+        }
+        Some(config)
     }
 
     /// Endpoints whose new map does not fit (with the entries it needs): they keep what
@@ -445,6 +481,23 @@ impl Engine {
             self.overflowing.remove(&name);
             self.state.insert_endpoint(id, st);
         }
+        if let Some(npds) = self.npds.as_mut() {
+            for name in &changed.gone {
+                npds.remove(name);
+            }
+            let model = compiled.model();
+            let rules: Vec<(String, serde_json::Value)> = changed
+                .endpoints
+                .par_iter()
+                .filter_map(|name| {
+                    let e = compiled.endpoints().get(name)?;
+                    let (ep, id) = (e.endpoint.endpoint, e.endpoint.endpoint_id);
+                    let rules = polc_ebpf::npds::network_policy(model, ep, id, &e.policy);
+                    Some((name.clone(), rules))
+                })
+                .collect();
+            npds.extend(rules);
+        }
         if changed.ipcache {
             let model = compiled.model();
             let cache = model.identities.ipcache(&model.inventory, &self.node);
@@ -652,7 +705,10 @@ mod tests {
         ((eps, state.ipcache.len()), state.clone())
     }
 
-    fn fresh(engine: &Engine, objects: &BTreeMap<(usize, (String, String)), Value>) -> NodeState {
+    fn fresh(
+        engine: &Engine,
+        objects: &BTreeMap<(usize, (String, String)), Value>,
+    ) -> (NodeState, Model) {
         let mut sources = SourceMap::new();
         for ((k, (ns, name)), v) in objects {
             sources.add(SourceFile::new(
@@ -682,16 +738,20 @@ mod tests {
             .keep_numbers(&engine.model().unwrap().identities);
         let (state, _) =
             crate::commands::load::node_state_with(&model, &engine.node, |_, _| {}).unwrap();
-        state
+        (state, model)
     }
 
+    /// Asserts that the engine's state is the one compiled afresh; returns whether its
+    /// proxy configuration could be compared too (only while its endpoint IDs are those a
+    /// compile afresh gives).
     fn assert_same(
         engine: &Engine,
         objects: &BTreeMap<(usize, (String, String)), Value>,
         step: &str,
-    ) {
+    ) -> bool {
+        let (fresh_state, model) = fresh(engine, objects);
         let (a, sa) = compared(engine.state());
-        let (b, sb) = compared(&fresh(engine, objects));
+        let (b, sb) = compared(&fresh_state);
         assert_eq!(
             a.0.keys().collect::<Vec<_>>(),
             b.0.keys().collect::<Vec<_>>(),
@@ -701,6 +761,24 @@ mod tests {
             assert_eq!(x, &b.0[name], "endpoint {name} after {step}");
         }
         assert_eq!(sa.ipcache, sb.ipcache, "ipcache after {step}");
+        let ids = |s: &NodeState| -> Vec<(u16, String)> {
+            s.endpoints
+                .iter()
+                .map(|(id, e)| (*id, e.name.clone()))
+                .collect()
+        };
+        if ids(&sa) != ids(&sb) {
+            return false;
+        }
+        let json = |c: &crate::proxy::config::Config| serde_json::to_string(c).unwrap();
+        let proxy = engine.proxy_config().expect("a proxy configuration");
+        let afresh = crate::proxy::config::Config::of_node(&model, &engine.node);
+        assert_eq!(
+            json(&proxy),
+            json(&afresh),
+            "the proxy's configuration after {step}"
+        );
+        true
     }
 
     #[test]
@@ -724,13 +802,15 @@ mod tests {
             "default",
             NodeState::default(),
             65536,
-        );
+        )
+        .with_proxy();
         let all: Vec<Change> = objects
             .iter()
             .map(|((k, key), v)| (*k, key.clone(), Some(v.to_string())))
             .collect();
         assert!(engine.apply(all).unwrap().rebuilt);
-        assert_same(&engine, &objects, "the first batch");
+        assert!(assert_same(&engine, &objects, "the first batch"));
+        let mut proxies_compared = 1;
 
         let first = |objects: &BTreeMap<(usize, (String, String)), Value>, k: usize| {
             objects.keys().find(|(i, _)| *i == k).unwrap().clone()
@@ -873,8 +953,9 @@ mod tests {
             let text = objects.get(&key).map(Value::to_string);
             let out = engine.apply(vec![(key.0, key.1, text)]).unwrap();
             assert_eq!(out.rebuilt, rebuilds, "{what}");
-            assert_same(&engine, &objects, what);
+            proxies_compared += usize::from(assert_same(&engine, &objects, what));
         }
+        assert!(proxies_compared >= 4, "{proxies_compared}");
         assert_eq!(
             engine.invalid(),
             1,
