@@ -263,6 +263,23 @@ pub async fn run(
     let mut engine = Some(engine);
     // Events taken but not yet installed.
     let mut pending: u64 = 0;
+    // The proxy's configuration is written by a thread of its own (the newest one waiting),
+    // so that serializing it does not hold up the next batch.
+    let proxy_writer = settings.proxy_config.clone().map(|path| {
+        let (tx, rx) = std::sync::mpsc::channel::<crate::proxy::config::Config>();
+        let log = log.clone();
+        std::thread::spawn(move || {
+            while let Ok(mut config) = rx.recv() {
+                while let Ok(newer) = rx.try_recv() {
+                    config = newer;
+                }
+                if let Err(err) = config.write(&path) {
+                    let _ = log.send(format!("writing {}: {err}", path.display()));
+                }
+            }
+        });
+        tx
+    });
     while let Some(first) = rx.recv().await {
         let mut newest = Instant::now();
         let mut taken = count(&first);
@@ -415,10 +432,8 @@ pub async fn run(
                     .collect();
                 metrics.ready.store(true, Ordering::Relaxed);
                 *metrics.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                if let (Some(path), Some(config)) = (&settings.proxy_config, proxy)
-                    && let Err(err) = config.write(path)
-                {
-                    let _ = log.send(format!("writing {}: {err}", path.display()));
+                if let (Some(writer), Some(config)) = (&proxy_writer, proxy) {
+                    let _ = writer.send(config);
                 }
             }
             Err(err) => {

@@ -125,7 +125,13 @@ fn the_agent_follows_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake_api::kubeconfig(dir.path(), port);
     let metrics_port = 19963;
-    let log = start_agent(&g, &kubeconfig, metrics_port, &[]);
+    let proxy_json = dir.path().join("proxy.json");
+    let log = start_agent(
+        &g,
+        &kubeconfig,
+        metrics_port,
+        &["--proxy-config", proxy_json.to_str().unwrap()],
+    );
     let limit = Duration::from_secs(30);
     let said = || String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
     let first = std::time::Instant::now();
@@ -213,6 +219,25 @@ fn the_agent_follows_the_cluster() {
     common::eventually("the invalid object counted", limit, || {
         get(&g, metrics_port, "/metrics")
             .is_some_and(|(_, m)| metric(&m, "polc_agent_invalid_objects") == 1.0)
+    });
+    // The watches drop and their resource version is gone (410): the agent lists again and
+    // converges to the listed state, which never had the changes sent as events only (the
+    // new pod, the invalid policy) and has a pod added meanwhile.
+    *fake.gone.lock().unwrap() = true;
+    fake.add("pods", pod("latecomer", "latecomer", "10.244.1.13"));
+    fake.close_watches();
+    std::thread::sleep(Duration::from_millis(300));
+    *fake.gone.lock().unwrap() = false;
+    common::eventually("the state listed again", limit, || {
+        entries(&g, "app/latecomer").is_some()
+            && entries(&g, "app/aardvark").is_none()
+            && entries(&g, "app/client").is_some()
+            && get(&g, metrics_port, "/metrics")
+                .is_some_and(|(_, m)| metric(&m, "polc_agent_invalid_objects") == 0.0)
+    });
+    // The proxy's configuration follows: the three pods and the host.
+    common::eventually("the proxy's configuration written", limit, || {
+        polc_cli::proxy::config::Config::read(&proxy_json).is_ok_and(|c| c.endpoints.len() == 4)
     });
     let (_, m) = get(&g, metrics_port, "/metrics").unwrap();
     assert!(metric(&m, "polc_agent_recomputes_total") >= 4.0, "{m}");
