@@ -112,8 +112,8 @@ pub struct IpcacheEntry {
 #[derive(Clone, Debug)]
 pub struct IdentityTable {
     identities: Vec<Identity>,
-    by_id: HashMap<u32, usize>,
-    by_labels: HashMap<LabelSet, u32>,
+    by_id: crate::FastMap<u32, usize>,
+    by_labels: crate::FastMap<LabelSet, u32>,
     /// The identity of each inventory pod (by index; `None` for host-network pods).
     pub pod_identity: Vec<Option<u32>>,
     /// CIDR identities by prefix.
@@ -194,7 +194,7 @@ impl IdentityTable {
             .filter_map(|(i, l)| l.map(|l| (l.allocation_key(), i)))
             .collect();
         keys.par_sort_unstable();
-        let mut by_labels = HashMap::new();
+        let mut by_labels = crate::FastMap::default();
         let mut pod_identity = vec![None; pod_labels.len()];
         for (n, run) in keys.chunk_by(|a, b| a.0 == b.0).enumerate() {
             let id = FIRST_CLUSTER + u32::try_from(n).unwrap_or(u32::MAX - FIRST_CLUSTER);

@@ -203,7 +203,7 @@ pub struct Inventory {
     pub nodes: Vec<Node>,
     /// Services, sorted by namespace and name.
     pub services: Vec<Service>,
-    pod_index: HashMap<(String, String), usize>,
+    pod_index: crate::FastMap<(String, String), usize>,
     pub(crate) named_ports: HashMap<String, Vec<(Proto, u16)>>,
 }
 

@@ -34,6 +34,10 @@ use raw::Object;
 use source::{FileId, Loc, SourceFile, SourceMap};
 pub use version::CiliumVersion;
 
+/// A hash map with a fast hash (foldhash, seeded per process) for the hot paths of compiling:
+/// labels, identities, map keys.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Settings for reading and checking.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {

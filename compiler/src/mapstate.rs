@@ -8,6 +8,7 @@
 //! finds the entry that decides. The same map is written in the 1.17/1.18 layout by
 //! `ebpf-backend`; only the value encoding differs.
 
+use crate::FastMap;
 use crate::eval::Verdict;
 use crate::identity::{self, IdentityKind, peer_selects};
 use crate::inventory::Node;
@@ -16,7 +17,7 @@ use crate::ir::{
 };
 use crate::model::{EndpointRef, Model};
 use crate::source::Loc;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A policy-map key.
@@ -326,7 +327,7 @@ pub fn port_prefixes(start: u16, end: u16) -> Vec<(u16, u8)> {
 /// selector, those with one of the values of its most selective `In` requirement; for
 /// entities other than `cluster`/`all`, CIDRs and nodes, the identities that are not pods.
 fn candidates(
-    by_label: &HashMap<(String, String), Vec<u32>>,
+    by_label: &FastMap<(String, String), Vec<u32>>,
     not_pods: &[u32],
     peer: &PeerKind,
 ) -> Option<Vec<u32>> {
@@ -379,20 +380,20 @@ type SelectionKey = (PeerKind, Vec<Selector>, Option<String>, bool);
 pub struct SelectorCache {
     /// Per rule item (by the rule's address, kept alive by the stored `Arc`), without
     /// requirements: what the item's peers select.
-    items: HashMap<ItemKey, (Arc<Rule>, Selection)>,
+    items: FastMap<ItemKey, (Arc<Rule>, Selection)>,
     /// Identities by (bare label key, value): the candidates of an `In` requirement.
-    by_label: HashMap<(String, String), Vec<u32>>,
+    by_label: FastMap<(String, String), Vec<u32>>,
     /// Identities that are not pods (reserved, CIDR, node): the only ones entities other
     /// than `cluster`/`all`, CIDRs and node selectors can select.
     not_pods: Vec<u32>,
-    cache: HashMap<SelectionKey, Arc<Vec<u32>>>,
+    cache: FastMap<SelectionKey, Arc<Vec<u32>>>,
 }
 
 impl SelectorCache {
     /// An empty cache for a model's identities. It stays valid while the identities do (a
     /// policy change that names no new CIDR keeps them).
     pub fn new(model: &Model) -> Self {
-        let mut by_label: HashMap<(String, String), Vec<u32>> = HashMap::new();
+        let mut by_label: FastMap<(String, String), Vec<u32>> = FastMap::default();
         let mut not_pods = Vec::new();
         for id in model.identities.iter() {
             for l in id.labels.iter() {
@@ -406,10 +407,10 @@ impl SelectorCache {
             }
         }
         SelectorCache {
-            items: HashMap::new(),
+            items: FastMap::default(),
             by_label,
             not_pods,
-            cache: HashMap::new(),
+            cache: FastMap::default(),
         }
     }
 
@@ -868,7 +869,9 @@ fn build_map(mut pending: Vec<(Key, Entry)>) -> BTreeMap<Key, Entry> {
             .then((ka.identity != 0).cmp(&(kb.identity != 0)))
             .then(ka.cmp(kb))
     });
-    let mut map: HashMap<Key, Entry> = HashMap::with_capacity(pending.len());
+    // Many lookups per key (every covering key): a fast hash, not SipHash.
+    let mut map: FastMap<Key, Entry> =
+        FastMap::with_capacity_and_hasher(pending.len(), foldhash::fast::RandomState::default());
     'next: for (key, entry) in pending {
         let prec = entry.precedence();
         if let Some(old) = map.get_mut(&key) {
