@@ -407,13 +407,18 @@ impl Mirror {
     }
 
     /// The objects added, changed (or listed again) and deleted since the last call, with
-    /// their texts now (none unless [`Mirror::tracked`]).
+    /// their texts now (none unless [`Mirror::tracked`]). The texts are handed over: a
+    /// tracked mirror keeps only the keys of what it handed over (its [`Mirror::objects`]
+    /// and [`Mirror::sources`] are then empty texts).
     pub fn changes(&mut self) -> Vec<Change> {
         let dirty = self.dirty.as_mut().map(std::mem::take).unwrap_or_default();
         dirty
             .into_iter()
             .map(|(i, key)| {
-                let text = self.objects[i].as_ref().and_then(|o| o.get(&key)).cloned();
+                // Handed over: the mirror keeps the key (every change brings its text again).
+                let text = (self.objects[i].as_mut())
+                    .and_then(|o| o.get_mut(&key))
+                    .map(std::mem::take);
                 (i, key, text)
             })
             .collect()

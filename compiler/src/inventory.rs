@@ -229,8 +229,19 @@ impl Inventory {
         objects: impl IntoIterator<Item = &'a Object>,
         cluster_name: &str,
     ) -> (Inventory, Vec<Diagnostic>) {
+        Inventory::with_pods(objects, Vec::new(), cluster_name)
+    }
+
+    /// [`Inventory::from_objects`] with `pods` read already ([`Pod::of`]) besides those
+    /// among the objects.
+    pub fn with_pods<'a>(
+        objects: impl IntoIterator<Item = &'a Object>,
+        pods: Vec<Pod>,
+        cluster_name: &str,
+    ) -> (Inventory, Vec<Diagnostic>) {
         let mut inv = Inventory {
             cluster_name: cluster_name.to_string(),
+            pods,
             ..Default::default()
         };
         let mut diags = Vec::new();

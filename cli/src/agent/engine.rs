@@ -59,8 +59,11 @@ fn role(kind: usize) -> Role {
 struct Read {
     /// A hash of its text (a listing again of the same text changes nothing).
     hash: u64,
-    /// The object, unless it could not be read or validated.
+    /// The object, unless it could not be read or validated (none for a pod: `pod`).
     object: Option<Object>,
+    /// A pod as the inventory keeps it (the raw object is not kept: pods are most of a
+    /// cluster's objects).
+    pod: Option<Pod>,
     /// Why it could not be read or validated.
     error: Option<String>,
     /// Why it could not be lowered (with the CIDR groups as they are).
@@ -275,10 +278,9 @@ impl Engine {
                 }
                 Role::Group => {}
                 Role::Pod => {
-                    let pod = self.objects[kind]
-                        .get(&key)
-                        .and_then(Read::used)
-                        .and_then(Pod::of);
+                    let pod = (self.objects[kind].get(&key))
+                        .filter(|r| r.valid())
+                        .and_then(|r| r.pod.clone());
                     pods.insert(key, pod);
                 }
                 Role::Inventory => rebuild = true,
@@ -379,10 +381,17 @@ impl Engine {
     /// IDs, and the node's state with it.
     fn rebuild(&mut self) -> Result<(), String> {
         let inventory_objects = (0..KINDS.len())
-            .filter(|&k| matches!(role(k), Role::Pod | Role::Inventory))
+            .filter(|&k| role(k) == Role::Inventory)
             .flat_map(|k| self.objects[k].values())
             .filter_map(Read::used);
-        let (inventory, _) = Inventory::from_objects(inventory_objects, &self.config.cluster_name);
+        let pods: Vec<Pod> = (0..KINDS.len())
+            .filter(|&k| role(k) == Role::Pod)
+            .flat_map(|k| self.objects[k].values())
+            .filter(|r| r.valid())
+            .filter_map(|r| r.pod.clone())
+            .collect();
+        let (inventory, _) =
+            Inventory::with_pods(inventory_objects, pods, &self.config.cluster_name);
         for kind in (0..KINDS.len()).filter(|&k| role(k) == Role::Policy) {
             for r in self.objects[kind].values_mut() {
                 bind(r, &inventory);
@@ -554,6 +563,7 @@ fn read(kind: usize, key: &(String, String), text: &str, version: CiliumVersion)
     let mut read = Read {
         hash: hash_of(text),
         object: None,
+        pod: None,
         error: error_of(&name, &file, &diags),
         lower_error: None,
         lowered: Vec::new(),
@@ -564,6 +574,9 @@ fn read(kind: usize, key: &(String, String), text: &str, version: CiliumVersion)
     }
     if read.error.is_none() {
         read.object = objects.pop();
+        if role(kind) == Role::Pod {
+            read.pod = read.object.take().as_ref().and_then(Pod::of);
+        }
     }
     read
 }
