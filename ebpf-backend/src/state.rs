@@ -115,7 +115,11 @@ impl NodeState {
                     a.next();
                     b.next();
                 }
-                (Some(x), y) if y.is_none_or(|y| x.prefix < y.prefix) => {
+                (Some(x), Some(y)) if x.prefix < y.prefix => {
+                    self.ipcache.remove(&ipcache::encode_key(&x.prefix, 0));
+                    a.next();
+                }
+                (Some(x), None) => {
                     self.ipcache.remove(&ipcache::encode_key(&x.prefix, 0));
                     a.next();
                 }
@@ -124,7 +128,6 @@ impl NodeState {
                     self.ipcache.insert(k, v);
                     b.next();
                 }
-                (Some(_), None) => unreachable!("handled above"),
             }
         }
     }
