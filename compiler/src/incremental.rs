@@ -254,7 +254,8 @@ impl NodeCompiler {
     }
 }
 
-/// The name of an endpoint: `namespace/pod`, or `host/NODE`.
+/// The name polc gives an endpoint: `namespace/pod`, or `host/NODE` (in maps, metrics and
+/// explanations).
 pub fn endpoint_name(model: &Model, ep: EndpointRef) -> String {
     match ep {
         EndpointRef::Pod(i) => model.inventory.pods[i].key(),

@@ -750,11 +750,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn endpoint_name(&self, ep: EndpointRef) -> String {
-        let model = &self.loaded.model;
-        match ep {
-            EndpointRef::Pod(i) => model.inventory.pods[i].key(),
-            EndpointRef::Host(n) => format!("host/{}", model.inventory.nodes[n].name),
-        }
+        polc_compiler::incremental::endpoint_name(&self.loaded.model, ep)
     }
 
     fn peer_name(&self, p: Peer) -> String {

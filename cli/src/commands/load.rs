@@ -64,14 +64,6 @@ pub(crate) fn node_dir(root: &Path, node: &str) -> Option<PathBuf> {
     ok.then(|| root.join(node.replace('.', "_")))
 }
 
-/// The endpoint name polc uses: `namespace/pod` or `host/node`.
-pub(crate) fn endpoint_name(model: &Model, ep: EndpointRef) -> String {
-    match ep {
-        EndpointRef::Pod(i) => model.inventory.pods[i].key(),
-        EndpointRef::Host(n) => format!("host/{}", model.inventory.nodes[n].name),
-    }
-}
-
 /// One `KEY=IFNAME` pair of the interface map.
 fn parse_pair(text: &str) -> Option<(String, String)> {
     let (k, v) = text.split_once('=')?;
@@ -131,7 +123,7 @@ pub(crate) fn node_state_with(
     let mut state = NodeState::new(&cache).map_err(|e| anyhow::anyhow!("ipcache: {e}"))?;
     let mut ids: BTreeMap<String, u16> = BTreeMap::new();
     for e in &compilation.endpoints {
-        let name = endpoint_name(model, e.endpoint);
+        let name = polc_compiler::incremental::endpoint_name(model, e.endpoint);
         let policy = compilation.materialize(model, e);
         each(e, &policy);
         state.insert_endpoint(
