@@ -15,6 +15,14 @@
 //!   the identity numbers and endpoint IDs. So is it on the first batch, and when the
 //!   compiler cannot follow a change in place ([`polc_compiler::incremental::Rebuild`]).
 //!
+//! - The first batch after a restart takes the identity numbers the node's pinned ipcache
+//!   has, and the endpoint IDs its pinned endpoints have, so its install rewrites nothing
+//!   that did not change.
+//! - Only endpoints that changed are converted to map bytes (and, for the proxy's
+//!   configuration, to NPDS rules); the ipcache by difference. An endpoint whose map would
+//!   not fit keeps the map it had (denies all if it had none), as the Cilium agent keeps
+//!   an endpoint's policy when its regeneration fails.
+//!
 //! An object the Cilium agent would reject (an error diagnostic) is left out, as a whole,
 //! and said once per version.
 
