@@ -67,6 +67,9 @@ fn role(kind: usize) -> Role {
 struct Read {
     /// A hash of its text (a listing again of the same text changes nothing).
     hash: u64,
+    /// For inventory objects, a hash of what polc takes from them (a node's heartbeat or a
+    /// pod's container statuses change the text, not the cluster polc sees).
+    seen: u64,
     /// The object, unless it could not be read or validated (none for a pod: `pod`).
     object: Option<Object>,
     /// A pod as the inventory keeps it (the raw object is not kept: pods are most of a
@@ -257,6 +260,17 @@ impl Engine {
             let before = self.objects[kind].get(&key);
             if text.is_some() && read.is_none() {
                 // The same text again (a list after a reconnect).
+                continue;
+            }
+            let unseen = matches!(r, Role::Pod | Role::Inventory)
+                && before.is_some_and(|b| b.valid())
+                && read.as_ref().is_some_and(|n| n.valid())
+                && before.map(|b| b.seen) == read.as_ref().map(|n| n.seen);
+            if unseen {
+                // Nothing polc takes from it changed (a heartbeat, a container's status).
+                if let Some(n) = read {
+                    self.objects[kind].insert(key, n);
+                }
                 continue;
             }
             if let Some(b) = before {
@@ -570,6 +584,7 @@ fn read(kind: usize, key: &(String, String), text: &str, version: CiliumVersion)
     }
     let mut read = Read {
         hash: hash_of(text),
+        seen: 0,
         object: None,
         pod: None,
         error: error_of(&name, &file, &diags),
@@ -582,6 +597,9 @@ fn read(kind: usize, key: &(String, String), text: &str, version: CiliumVersion)
     }
     if read.error.is_none() {
         read.object = objects.pop();
+        if matches!(role(kind), Role::Pod | Role::Inventory) {
+            read.seen = read.object.as_ref().map_or(0, seen);
+        }
         if role(kind) == Role::Pod {
             read.pod = read.object.take().as_ref().and_then(Pod::of);
         }
@@ -631,6 +649,19 @@ fn bind(r: &mut Read, inventory: &Inventory) {
     };
     inventory.bind_services(&mut set);
     r.rules = set.rules;
+}
+
+/// A hash of what the inventory takes from an object (where in its text aside).
+fn seen(obj: &Object) -> u64 {
+    let (mut inv, _) = Inventory::from_objects(std::iter::once(obj), "");
+    let nowhere = polc_compiler::source::Loc::default();
+    inv.pods.iter_mut().for_each(|p| p.loc = nowhere);
+    inv.nodes.iter_mut().for_each(|n| n.loc = nowhere);
+    inv.services.iter_mut().for_each(|s| s.loc = nowhere);
+    hash_of(&format!(
+        "{:?}{:?}{:?}{:?}",
+        inv.namespaces, inv.nodes, inv.pods, inv.services
+    ))
 }
 
 fn group_of(obj: Option<&Object>) -> Option<CidrGroup> {
@@ -977,6 +1008,17 @@ mod tests {
             proxies_compared += usize::from(assert_same(&engine, &objects, what));
         }
         assert!(proxies_compared >= 4, "{proxies_compared}");
+        // What polc does not take from an object changes nothing: a node's heartbeat, a
+        // pod's container statuses.
+        let a_node = first(&objects, kind("Node"));
+        let a_pod = first(&objects, pods);
+        for (key, field) in [(a_node, "conditions"), (a_pod, "containerStatuses")] {
+            objects.get_mut(&key).unwrap()["status"][field] = json!([{"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-11-27T12:00:00Z"}]);
+            let text = objects.get(&key).map(Value::to_string);
+            let out = engine.apply(vec![(key.0, key.1, text)]).unwrap();
+            assert!(!out.rebuilt && out.endpoints == 0, "{field}: {out:?}");
+            assert_same(&engine, &objects, field);
+        }
         assert_eq!(
             engine.invalid(),
             1,
