@@ -254,15 +254,9 @@ impl IdentityTable {
             }
         }
 
-        identities.sort_by_key(|i| i.id);
-        let by_id = identities
-            .iter()
-            .enumerate()
-            .map(|(i, x)| (x.id, i))
-            .collect();
-        IdentityTable {
+        let mut table = IdentityTable {
             identities,
-            by_id,
+            by_id: crate::FastMap::default(),
             by_labels,
             pod_identity,
             cidrs,
@@ -270,7 +264,9 @@ impl IdentityTable {
             node_identity,
             dual_stack,
             cluster_name: inventory.cluster_name.clone(),
-        }
+        };
+        table.index_by_number();
+        table
     }
 
     /// Keeps the numbers `prior` gave (an earlier table of the same cluster): an identity
@@ -386,13 +382,7 @@ impl IdentityTable {
         for i in &mut self.identities {
             i.id = renum(i.id);
         }
-        self.identities.sort_by_key(|i| i.id);
-        self.by_id = self
-            .identities
-            .iter()
-            .enumerate()
-            .map(|(n, i)| (i.id, n))
-            .collect();
+        self.index_by_number();
         for id in self.by_labels.values_mut() {
             *id = renum(*id);
         }
@@ -461,7 +451,7 @@ impl IdentityTable {
             .map(|i| i.id)
             .collect();
         self.drop_identities(&removed);
-        self.renumber_index();
+        self.index_by_number();
         (added, removed)
     }
 
@@ -513,7 +503,7 @@ impl IdentityTable {
         }
         self.cidrs.retain(|net, _| wanted.contains(net));
         self.drop_identities(&removed);
-        self.renumber_index();
+        self.index_by_number();
         (added, removed)
     }
 
@@ -528,7 +518,7 @@ impl IdentityTable {
     }
 
     /// Sorts the identities by number and rebuilds the index by number.
-    fn renumber_index(&mut self) {
+    fn index_by_number(&mut self) {
         self.identities.sort_by_key(|i| i.id);
         self.by_id = self
             .identities

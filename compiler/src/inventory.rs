@@ -75,13 +75,6 @@ impl Pod {
         let Body::Pod { spec, status } = &obj.body else {
             return None;
         };
-        let labels = || {
-            obj.meta
-                .labels
-                .as_ref()
-                .map(|l| pairs(Some(&l.value)))
-                .unwrap_or_default()
-        };
         let phase = status
             .as_ref()
             .and_then(|s| s.phase.as_ref())
@@ -142,7 +135,7 @@ impl Pod {
         Some(Pod {
             namespace: obj.namespace().to_string(),
             name: obj.name().to_string(),
-            labels: labels(),
+            labels: labels_of(obj),
             node: spec
                 .and_then(|s| s.node_name.as_ref())
                 .map(|n| n.value.clone())
@@ -217,6 +210,15 @@ fn pairs(labels: Option<&Labels>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// An object's `metadata.labels`.
+fn labels_of(obj: &Object) -> Vec<(String, String)> {
+    obj.meta
+        .labels
+        .as_ref()
+        .map(|l| pairs(Some(&l.value)))
+        .unwrap_or_default()
+}
+
 fn parse_ip(s: &str) -> Option<IpAddr> {
     IpAddr::from_str(s.trim()).ok()
 }
@@ -246,13 +248,7 @@ impl Inventory {
         };
         let mut diags = Vec::new();
         for obj in objects {
-            let labels = || {
-                obj.meta
-                    .labels
-                    .as_ref()
-                    .map(|l| pairs(Some(&l.value)))
-                    .unwrap_or_default()
-            };
+            let labels = || labels_of(obj);
             match (&obj.kind, &obj.body) {
                 (Kind::Namespace, _) => {
                     inv.namespaces.insert(

@@ -450,15 +450,7 @@ impl SelectorCache {
                 .filter(|id| !gone.contains(id))
                 .collect();
             for id in &came {
-                if peer_selects(
-                    &model.identities,
-                    peer,
-                    id.id,
-                    &id.labels,
-                    node,
-                    &model.inventory,
-                ) && requires.iter().all(|r| r.matches(&id.labels))
-                {
+                if selects_identity(model, peer, requires, id, node) {
                     new.push(id.id);
                 }
             }
@@ -504,17 +496,7 @@ impl SelectorCache {
             out.push(identity::HOST);
         }
         let mut consider = |id: &crate::identity::Identity| {
-            if id.id != identity::HOST
-                && peer_selects(
-                    &model.identities,
-                    peer,
-                    id.id,
-                    &id.labels,
-                    node,
-                    &model.inventory,
-                )
-                && requires.iter().all(|r| r.matches(&id.labels))
-            {
+            if id.id != identity::HOST && selects_identity(model, peer, requires, id, node) {
                 out.push(id.id);
             }
         };
@@ -599,6 +581,24 @@ impl SelectorCache {
         }
         out
     }
+}
+
+/// Whether `peer` ANDed with `requires` selects identity `id`, seen from `node`.
+fn selects_identity(
+    model: &Model,
+    peer: &PeerKind,
+    requires: &[Selector],
+    id: &crate::identity::Identity,
+    node: Option<&Node>,
+) -> bool {
+    peer_selects(
+        &model.identities,
+        peer,
+        id.id,
+        &id.labels,
+        node,
+        &model.inventory,
+    ) && requires.iter().all(|r| r.matches(&id.labels))
 }
 
 /// The L4 keys of an item's port entry, resolved for the endpoint.
