@@ -249,9 +249,9 @@ impl Engine {
                 .par_iter()
                 .map(|(kind, key, text)| {
                     let text = text.as_deref()?;
-                    let unchanged =
-                        (objects[*kind].get(key)).is_some_and(|b| b.hash == hash_of(text));
-                    (!unchanged).then(|| read(*kind, key, text, version))
+                    let hash = hash_of(text);
+                    let unchanged = (objects[*kind].get(key)).is_some_and(|b| b.hash == hash);
+                    (!unchanged).then(|| read(*kind, key, text, hash, version))
                 })
                 .collect()
         };
@@ -568,9 +568,15 @@ impl Engine {
     }
 }
 
-/// Reads one object's text: parsed and validated (a policy is lowered later, with the CIDR
+/// Reads one object's text (whose hash is `hash`): parsed and validated (a policy is lowered later, with the CIDR
 /// groups of its batch).
-fn read(kind: usize, key: &(String, String), text: &str, version: CiliumVersion) -> Read {
+fn read(
+    kind: usize,
+    key: &(String, String),
+    text: &str,
+    hash: u64,
+    version: CiliumVersion,
+) -> Read {
     let k = &KINDS[kind];
     let name = format!("cluster: {}", object_name(k.kind, &key.0, &key.1));
     let file = SourceFile::new(name.clone(), text.to_string());
@@ -583,7 +589,7 @@ fn read(kind: usize, key: &(String, String), text: &str, version: CiliumVersion)
         diags.extend(polc_compiler::validate::check(&objects, &opts).into_vec());
     }
     let mut read = Read {
-        hash: hash_of(text),
+        hash,
         seen: 0,
         object: None,
         pod: None,
@@ -698,32 +704,15 @@ mod tests {
     /// The objects of the small generated cluster as the API server serves them: (kind
     /// index, key, JSON text).
     fn cluster() -> BTreeMap<(usize, (String, String)), Value> {
+        let scale = polc_compiler::r#gen::Scale::small();
         let mut out = BTreeMap::new();
-        let files = polc_compiler::r#gen::generate(&polc_compiler::r#gen::Scale::small());
-        for (i, f) in files.iter().enumerate() {
-            let file = SourceFile::new(f.path.clone(), f.text.clone());
-            let mut diags = Vec::new();
-            let docs = polc_compiler::yaml::parse_stream(
-                FileId(i as u32),
-                &file,
-                polc_compiler::yaml::Limits::default(),
-                &mut diags,
-            );
-            for doc in docs {
-                let json = crate::input::yaml_to_json(&doc.root);
-                let items = match json["kind"].as_str() {
-                    Some("List") => json["items"].as_array().cloned().unwrap_or_default(),
-                    _ => vec![json],
-                };
-                for item in items {
-                    let Some(k) = KINDS.iter().position(|k| item["kind"] == k.kind) else {
-                        continue;
-                    };
-                    let ns = item["metadata"]["namespace"].as_str().unwrap_or("");
-                    let name = item["metadata"]["name"].as_str().unwrap_or("");
-                    out.insert((k, (ns.to_string(), name.to_string())), item);
-                }
-            }
+        for item in crate::commands::r#gen::api_objects(&scale) {
+            let Some(k) = KINDS.iter().position(|k| item["kind"] == k.kind) else {
+                continue;
+            };
+            let ns = item["metadata"]["namespace"].as_str().unwrap_or("");
+            let name = item["metadata"]["name"].as_str().unwrap_or("");
+            out.insert((k, (ns.to_string(), name.to_string())), item);
         }
         out
     }
