@@ -24,13 +24,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "../../tests/tests/common/agent_metrics.rs"]
+mod agent_metrics;
 #[path = "../../tests/tests/common/fake_api.rs"]
 #[allow(dead_code)]
 mod fake_api;
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -59,27 +60,9 @@ impl Drop for Agent {
 }
 
 impl Agent {
-    fn metrics(&self) -> Option<String> {
-        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            tcp,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        tcp.read_to_string(&mut out).ok()?;
-        Some(out.split_once("\r\n\r\n")?.1.to_string())
-    }
-
     fn metric(&self, name: &str) -> f64 {
-        self.metrics()
-            .and_then(|body| {
-                body.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(-1.0)
+        agent_metrics::get(self.port, "/metrics", Duration::from_secs(5))
+            .map_or(-1.0, |(_, body)| agent_metrics::metric(&body, name))
     }
 
     /// Waits (polling every millisecond) until `metric` is at least `at_least`; returns when.
@@ -133,29 +116,12 @@ fn plural(kind: &str) -> Option<&'static str> {
 /// The generated cluster as the API server would serve it: (plural, object) pairs.
 fn cluster(scale: &polc_compiler::r#gen::Scale) -> Vec<(&'static str, Value)> {
     let mut out = Vec::new();
-    for (i, f) in polc_compiler::r#gen::generate(scale).iter().enumerate() {
-        let file = polc_compiler::source::SourceFile::new(f.path.clone(), f.text.clone());
-        let mut diags = Vec::new();
-        let docs = polc_compiler::yaml::parse_stream(
-            polc_compiler::source::FileId(i as u32),
-            &file,
-            polc_compiler::yaml::Limits::default(),
-            &mut diags,
-        );
-        for doc in docs {
-            let json = polc_cli::input::yaml_to_json(&doc.root);
-            let items = match json["kind"].as_str() {
-                Some("List") => json["items"].as_array().cloned().unwrap_or_default(),
-                _ => vec![json],
-            };
-            for mut item in items {
-                let Some(p) = item["kind"].as_str().and_then(plural) else {
-                    continue;
-                };
-                item["metadata"]["resourceVersion"] = json!("1");
-                out.push((p, item));
-            }
-        }
+    for mut item in polc_cli::commands::r#gen::api_objects(scale) {
+        let Some(p) = item["kind"].as_str().and_then(plural) else {
+            continue;
+        };
+        item["metadata"]["resourceVersion"] = json!("1");
+        out.push((p, item));
     }
     out
 }

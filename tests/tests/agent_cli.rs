@@ -5,10 +5,11 @@
 
 mod common;
 
+use common::agent_metrics::{self, metric};
 use common::fake_api::{self, Fake};
 use common::{Netns, polc_in};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,28 +43,10 @@ fn cluster() -> Arc<Fake> {
 fn get(g: &Netns, port: u16, path: &str) -> Option<(u16, String)> {
     let ns = std::path::PathBuf::from("/run/netns").join(&g.netns);
     polc_ebpf::sys::in_netns(&ns, || {
-        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(
-            tcp,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        tcp.read_to_string(&mut out).ok()?;
-        let status = out.get(9..12)?.parse().ok()?;
-        let body = out.split_once("\r\n\r\n")?.1.to_string();
-        Some((status, body))
+        agent_metrics::get(port, path, Duration::from_secs(2))
     })
     .ok()
     .flatten()
-}
-
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1.0)
 }
 
 /// The policy-map entries of endpoint `name` (from `polc status`).
@@ -117,13 +100,7 @@ fn the_agent_follows_the_cluster() {
         .unwrap()
         .success();
     assert!(ok, "routes");
-    // The agent runs inside the namespace, and reaches the API server there.
-    let port = fake_api::start_in(
-        fake.clone(),
-        &std::path::PathBuf::from("/run/netns").join(&g.netns),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = fake_api::kubeconfig(dir.path(), port);
+    let (dir, kubeconfig) = serve(&g, &fake);
     let metrics_port = 19963;
     let proxy_json = dir.path().join("proxy.json");
     let log = start_agent(
@@ -248,6 +225,18 @@ fn the_agent_follows_the_cluster() {
     );
 }
 
+/// Starts the fake API server inside the namespace of `g` (where the agent runs and reaches
+/// it); returns a directory and the kubeconfig for it there.
+fn serve(g: &Netns, fake: &Arc<Fake>) -> (tempfile::TempDir, std::path::PathBuf) {
+    let port = fake_api::start_in(
+        fake.clone(),
+        &std::path::PathBuf::from("/run/netns").join(&g.netns),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake_api::kubeconfig(dir.path(), port);
+    (dir, kubeconfig)
+}
+
 /// Runs `polc agent` for node-1 inside the namespace of `g` (until the test process ends),
 /// with `more` arguments; returns its standard error, kept for failures.
 fn start_agent(
@@ -300,12 +289,7 @@ fn an_endpoint_whose_map_overflows_keeps_what_it_had() {
         return;
     };
     let fake = cluster();
-    let port = fake_api::start_in(
-        fake.clone(),
-        &std::path::PathBuf::from("/run/netns").join(&g.netns),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = fake_api::kubeconfig(dir.path(), port);
+    let (_dir, kubeconfig) = serve(&g, &fake);
     let metrics_port = 19962;
     let log = start_agent(&g, &kubeconfig, metrics_port, &["--policy-map-max", "16"]);
     let limit = Duration::from_secs(30);

@@ -566,6 +566,75 @@ fn a_stream_survives_100_policy_replacements_without_a_policy_drop() {
     );
 }
 
+/// The lab and the cluster of the agent's lab tests (`tests/lab-agent`): a lab of one node,
+/// and the fake API server in its router namespace serving namespace `app`, node-1, the pods
+/// `client` and `api` (each labelled `app: NAME`), the CNP `api` ([`agent_policy`], port
+/// 8080) and the CIDR group `partners` ([`partners`], 203.0.113.0/28).
+struct AgentLab {
+    lab: Lab,
+    fake: Arc<common::fake_api::Fake>,
+    router: PathBuf,
+    kubeconfig: String,
+    /// Holds the kubeconfig.
+    _dir: tempfile::TempDir,
+}
+
+/// [`AgentLab`], up; `None` (said) where the machine cannot run a lab.
+fn agent_lab() -> Option<AgentLab> {
+    use common::fake_api::{self, Fake};
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return None;
+    }
+    let dir = root().join("tests/lab-agent");
+    let lab = Lab::new();
+    lab.up(&dir.join("policies.yaml"), &dir.join("inventory.yaml"), &[]);
+    let router = PathBuf::from("/run/netns")
+        .join(lab.state()["plan"]["nodes"][0]["router"].as_str().unwrap());
+    let fake = Fake::serving(&fake_api::EVERY_KIND);
+    fake.add("namespaces", fake_api::namespace("app"));
+    fake.add("nodes", fake_api::node("node-1", "10.0.0.11"));
+    for (name, ip) in [("client", "10.244.1.10"), ("api", "10.244.1.20")] {
+        fake.add("pods", fake_api::pod(name, name, "node-1", ip));
+    }
+    fake.add("ciliumnetworkpolicies", agent_policy(&["8080"]));
+    fake.add("ciliumcidrgroups", partners("203.0.113.0/28"));
+    let port = fake_api::start_in(fake.clone(), &router);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake_api::kubeconfig(dir.path(), port);
+    Some(AgentLab {
+        lab,
+        fake,
+        router,
+        kubeconfig: kubeconfig.to_str().unwrap().to_string(),
+        _dir: dir,
+    })
+}
+
+/// The CNP `api` of the agent's lab tests: `client` may reach `api` on `ports`, and the CIDR
+/// group `partners` on 8080.
+fn agent_policy(ports: &[&str]) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"port": p, "protocol": "TCP"}))
+        .collect();
+    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+           "metadata": {"name": "api", "namespace": "app", "resourceVersion": "1"},
+           "spec": {"endpointSelector": {"matchLabels": {"app": "api"}},
+                    "ingress": [
+                        {"fromEndpoints": [{"matchLabels": {"app": "client"}}],
+                         "toPorts": [{"ports": ports}]},
+                        {"fromCIDRSet": [{"cidrGroupRef": "partners"}],
+                         "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}})
+}
+
+/// The CIDR group `partners` of the agent's lab tests, holding `cidr`.
+fn partners(cidr: &str) -> Value {
+    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
+           "metadata": {"name": "partners", "resourceVersion": "1"},
+           "spec": {"externalCIDRs": [cidr]}})
+}
+
 /// One scripted change of the cluster.
 type Step<'a> = Box<dyn Fn() + 'a>;
 
@@ -610,23 +679,13 @@ impl LabAgent {
 
     fn metric(&self, name: &str) -> f64 {
         let port = self.port;
+        let timeout = Duration::from_secs(2);
         sys::in_netns(&self.router, || {
-            let mut tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
-            tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            write!(
-                tcp,
-                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .ok()?;
-            let mut out = String::new();
-            tcp.read_to_string(&mut out).ok()?;
-            out.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .and_then(|v| v.trim().parse().ok())
+            common::agent_metrics::get(port, "/metrics", timeout)
         })
         .ok()
         .flatten()
-        .unwrap_or(-1.0)
+        .map_or(-1.0, |(_, body)| common::agent_metrics::metric(&body, name))
     }
 
     /// Waits until `metric` is at least `value`.
@@ -666,47 +725,18 @@ impl Drop for LabAgent {
 /// numbers back).
 #[test]
 fn a_flow_allowed_throughout_survives_the_agent_changes_and_a_restart() {
-    use common::fake_api::{self, Fake};
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
+    let Some(AgentLab {
+        lab,
+        fake,
+        router,
+        kubeconfig,
+        _dir,
+    }) = agent_lab()
+    else {
         return;
-    }
-    let dir = root().join("tests/lab-agent");
-    let lab = Lab::new();
-    lab.up(&dir.join("policies.yaml"), &dir.join("inventory.yaml"), &[]);
-    let router = PathBuf::from("/run/netns")
-        .join(lab.state()["plan"]["nodes"][0]["router"].as_str().unwrap());
-    let fake = Fake::serving(&fake_api::EVERY_KIND);
-    fake.add("namespaces", fake_api::namespace("app"));
-    fake.add("nodes", fake_api::node("node-1", "10.0.0.11"));
-    let pod = |name: &str, app: &str, ip: &str| fake_api::pod(name, app, "node-1", ip);
-    fake.add("pods", pod("client", "client", "10.244.1.10"));
-    fake.add("pods", pod("api", "api", "10.244.1.20"));
-    let policy = |ports: &[&str]| {
-        let ports: Vec<Value> = ports
-            .iter()
-            .map(|p| json!({"port": p, "protocol": "TCP"}))
-            .collect();
-        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
-               "metadata": {"name": "api", "namespace": "app", "resourceVersion": "1"},
-               "spec": {"endpointSelector": {"matchLabels": {"app": "api"}},
-                        "ingress": [
-                            {"fromEndpoints": [{"matchLabels": {"app": "client"}}],
-                             "toPorts": [{"ports": ports}]},
-                            {"fromCIDRSet": [{"cidrGroupRef": "partners"}],
-                             "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}})
     };
-    let group = |cidr: &str| {
-        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
-               "metadata": {"name": "partners", "resourceVersion": "1"},
-               "spec": {"externalCIDRs": [cidr]}})
-    };
-    fake.add("ciliumnetworkpolicies", policy(&["8080"]));
-    fake.add("ciliumcidrgroups", group("203.0.113.0/28"));
-    let port = fake_api::start_in(fake.clone(), &router);
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = fake_api::kubeconfig(tmp.path(), port);
-    let kubeconfig = kubeconfig.to_str().unwrap().to_string();
+    let pod = |name: &str, app: &str, ip: &str| common::fake_api::pod(name, app, "node-1", ip);
+    let (policy, group) = (agent_policy, partners);
     let agent = LabAgent::start(&lab, &router, &kubeconfig, 19965);
     agent.wait("the first install", "polc_agent_ready", 1.0);
 
@@ -766,7 +796,7 @@ fn a_flow_allowed_throughout_survives_the_agent_changes_and_a_restart() {
         (
             "the namespace is relabelled",
             Box::new(|| {
-                let mut ns = fake_api::namespace("app");
+                let mut ns = common::fake_api::namespace("app");
                 ns["metadata"]["labels"]["team"] = json!("shop");
                 fake.change("namespaces", "MODIFIED", &ns)
             }),
@@ -1039,48 +1069,20 @@ fn errors_and_cleanup_after_a_crash() {
 /// cluster's state at each step.
 #[test]
 fn the_agent_keeps_a_lab_node_equal_to_the_cluster() {
-    use common::fake_api::{self, Fake};
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
+    let Some(AgentLab {
+        lab,
+        fake,
+        router,
+        kubeconfig,
+        _dir,
+    }) = agent_lab()
+    else {
         return;
-    }
+    };
     let dir = root().join("tests/lab-agent");
-    let lab = Lab::new();
-    lab.up(&dir.join("policies.yaml"), &dir.join("inventory.yaml"), &[]);
-    let router = PathBuf::from("/run/netns")
-        .join(lab.state()["plan"]["nodes"][0]["router"].as_str().unwrap());
-    let fake = Fake::serving(&fake_api::EVERY_KIND);
-    fake.add("namespaces", fake_api::namespace("app"));
-    fake.add("nodes", fake_api::node("node-1", "10.0.0.11"));
     // `other` joins the cluster later (its namespace is in the lab from the start).
-    let pod = |name: &str, ip: &str| fake_api::pod(name, name, "node-1", ip);
-    fake.add("pods", pod("client", "10.244.1.10"));
-    fake.add("pods", pod("api", "10.244.1.20"));
-    let policy = |ports: &[&str]| {
-        let ports: Vec<Value> = ports
-            .iter()
-            .map(|p| json!({"port": p, "protocol": "TCP"}))
-            .collect();
-        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
-               "metadata": {"name": "api", "namespace": "app", "resourceVersion": "1"},
-               "spec": {"endpointSelector": {"matchLabels": {"app": "api"}},
-                        "ingress": [
-                            {"fromEndpoints": [{"matchLabels": {"app": "client"}}],
-                             "toPorts": [{"ports": ports}]},
-                            {"fromCIDRSet": [{"cidrGroupRef": "partners"}],
-                             "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}})
-    };
-    let group = |cidr: &str| {
-        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
-               "metadata": {"name": "partners", "resourceVersion": "1"},
-               "spec": {"externalCIDRs": [cidr]}})
-    };
-    fake.add("ciliumnetworkpolicies", policy(&["8080"]));
-    fake.add("ciliumcidrgroups", group("203.0.113.0/28"));
-    let port = fake_api::start_in(fake.clone(), &router);
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = fake_api::kubeconfig(tmp.path(), port);
-    let kubeconfig = kubeconfig.to_str().unwrap().to_string();
+    let pod = |name: &str, ip: &str| common::fake_api::pod(name, name, "node-1", ip);
+    let (policy, group) = (agent_policy, partners);
     {
         let (router, kubeconfig) = (router.clone(), kubeconfig.clone());
         let pins = format!("/sys/fs/bpf/polc-lab/{}", lab.name);

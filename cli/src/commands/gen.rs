@@ -106,3 +106,28 @@ pub fn run(args: &GenArgs, io: &mut Io<'_>) -> anyhow::Result<i32> {
     )?;
     Ok(EXIT_CLEAN)
 }
+
+/// The cluster `scale` describes as an API server would serve it: each object as JSON (with
+/// its `apiVersion` and `kind`; the generated lists taken apart). The agent's benchmark and
+/// tests serve these.
+pub fn api_objects(scale: &Scale) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for (i, f) in r#gen::generate(scale).iter().enumerate() {
+        let file = polc_compiler::source::SourceFile::new(f.path.clone(), f.text.clone());
+        let mut diags = Vec::new();
+        let docs = polc_compiler::yaml::parse_stream(
+            polc_compiler::source::FileId(u32::try_from(i).unwrap_or(u32::MAX)),
+            &file,
+            polc_compiler::yaml::Limits::default(),
+            &mut diags,
+        );
+        for doc in docs {
+            let json = crate::input::yaml_to_json(&doc.root);
+            match json["kind"].as_str() {
+                Some("List") => out.extend(json["items"].as_array().cloned().unwrap_or_default()),
+                _ => out.push(json),
+            }
+        }
+    }
+    out
+}

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod agent_metrics;
 pub mod fake_api;
 
 use polc_compiler::diag::Diagnostic;
