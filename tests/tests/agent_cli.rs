@@ -6,7 +6,7 @@
 mod common;
 
 use common::agent_metrics::{self, metric};
-use common::fake_api::{self, Fake};
+use common::fake_api::{self, Fake, api_policy};
 use common::{Netns, polc_in};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -15,18 +15,6 @@ use std::time::Duration;
 
 fn pod(name: &str, app: &str, ip: &str) -> Value {
     fake_api::pod(name, app, "node-1", ip)
-}
-
-fn api_policy(ports: &[&str]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|p| json!({"port": p, "protocol": "TCP"}))
-        .collect();
-    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
-           "metadata": {"name": "api", "namespace": "app", "resourceVersion": "1"},
-           "spec": {"endpointSelector": {"matchLabels": {"app": "api"}},
-                    "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client"}}],
-                                 "toPorts": [{"ports": ports}]}]}})
 }
 
 fn cluster() -> Arc<Fake> {

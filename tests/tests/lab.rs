@@ -614,18 +614,12 @@ fn agent_lab() -> Option<AgentLab> {
 /// The CNP `api` of the agent's lab tests: `client` may reach `api` on `ports`, and the CIDR
 /// group `partners` on 8080.
 fn agent_policy(ports: &[&str]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|p| json!({"port": p, "protocol": "TCP"}))
-        .collect();
-    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
-           "metadata": {"name": "api", "namespace": "app", "resourceVersion": "1"},
-           "spec": {"endpointSelector": {"matchLabels": {"app": "api"}},
-                    "ingress": [
-                        {"fromEndpoints": [{"matchLabels": {"app": "client"}}],
-                         "toPorts": [{"ports": ports}]},
-                        {"fromCIDRSet": [{"cidrGroupRef": "partners"}],
-                         "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}})
+    let mut policy = common::fake_api::api_policy(ports);
+    if let Some(ingress) = policy["spec"]["ingress"].as_array_mut() {
+        ingress.push(json!({"fromCIDRSet": [{"cidrGroupRef": "partners"}],
+                            "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}));
+    }
+    policy
 }
 
 /// The CIDR group `partners` of the agent's lab tests, holding `cidr`.

@@ -51,6 +51,20 @@ pub fn pod(name: &str, app: &str, node: &str, ip: &str) -> Value {
            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
 }
 
+/// The CNP `app/api` of the agent's tests: pods `app: client` may reach pods `app: api` on
+/// `ports` (TCP).
+pub fn api_policy(ports: &[&str]) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"port": p, "protocol": "TCP"}))
+        .collect();
+    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+           "metadata": {"name": "api", "namespace": "app", "resourceVersion": "1"},
+           "spec": {"endpointSelector": {"matchLabels": {"app": "api"}},
+                    "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client"}}],
+                                 "toPorts": [{"ports": ports}]}]}})
+}
+
 /// The fake API server's state.
 pub struct Fake {
     /// (group, version, plural) served.
