@@ -124,6 +124,43 @@ fn without_an_inventory_identical_sets_have_no_difference() {
     );
 }
 
+/// A new L4-only port range over a port whose only rule has HTTP rules opens every request
+/// on it: the symbolic diff finds that widening though the changed rule has no L7 rules (a
+/// case the soundness property test found).
+#[test]
+fn an_l4_range_over_an_http_port_widens_its_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p0, namespace: b}
+spec:
+  endpointSelector: {}
+  ingress:
+  - toPorts:
+    - ports: [{port: '80', protocol: TCP}]
+      rules:
+        http: [{method: GET}]
+  enableDefaultDeny: {ingress: false, egress: false}
+";
+    let new = format!(
+        "{old}---
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {{name: c1}}
+spec:
+  endpointSelector: {{}}
+  ingress:
+  - toPorts:
+    - ports: [{{port: '1', endPort: 1023, protocol: TCP}}]
+"
+    );
+    let (o, n) = (tmp.path().join("old.yaml"), tmp.path().join("new.yaml"));
+    std::fs::write(&o, old).unwrap();
+    std::fs::write(&n, new).unwrap();
+    let (_, out, err) = polc(&["diff", o.to_str().unwrap(), n.to_str().unwrap()], b"");
+    assert!(out.contains("1 widened (+, newly allowed)"), "{out}{err}");
+}
+
 /// `polc graph`: workloads as nodes, allowed ports on the edges, in every format.
 #[test]
 fn graph_of_the_demo() {

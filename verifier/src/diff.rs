@@ -164,13 +164,12 @@ impl Protocol {
         }
     }
 
-    /// Whether a changed rule of `side` has rules of this protocol.
-    fn in_changed(self, side: &Side<'_>) -> bool {
+    /// Whether a rule of `side` has rules of this protocol.
+    fn in_any(self, side: &Side<'_>) -> bool {
         side.set
             .rules
             .iter()
-            .enumerate()
-            .any(|(ri, r)| side.changed[ri] && r.items.iter().any(|i| self.in_item(i)))
+            .any(|r| r.items.iter().any(|i| self.in_item(i)))
     }
 }
 
@@ -258,10 +257,12 @@ type Answer = (Option<Class>, Diff);
 /// direction of its rule, the L4 question and one per L7 protocol that matters.
 fn questions<'s>(old: &'s Side<'_>, new: &'s Side<'_>) -> Vec<Query<'s>> {
     let mut out = Vec::new();
-    // The L7 protocols whose rules changed rules have: only their requests are asked about.
+    // The L7 protocols some rule of either set has: only their requests are asked about. A
+    // changed rule without L7 rules changes requests too, where its ports meet another
+    // rule's L7 rules (an L4-only item opens every request on its ports).
     let protocols: Vec<Protocol> = [Protocol::Http, Protocol::Dns]
         .into_iter()
-        .filter(|p| p.in_changed(old) || p.in_changed(new))
+        .filter(|p| p.in_any(old) || p.in_any(new))
         .collect();
     let requires_shared = Direction::BOTH.map(|d| shared(old, new, d).requires);
     for widened in [true, false] {
